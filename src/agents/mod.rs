@@ -1,0 +1,29 @@
+//! Agents: the processes the supervisor runs inside nodes. Each is `roamlab agent KIND`,
+//! binds its sockets, then calls [`notify_ready`], and exits cleanly on SIGTERM.
+
+pub mod echo;
+
+use std::io::Write;
+use std::os::fd::FromRawFd;
+
+use crate::supervisor::READY_FD_ENV;
+
+/// Tells the supervisor this agent is ready (a no-op when not started by one).
+pub fn notify_ready() {
+    let Some(fd) = std::env::var(READY_FD_ENV).ok().and_then(|v| v.parse::<i32>().ok()) else { return };
+    std::env::remove_var(READY_FD_ENV);
+    // SAFETY: the supervisor handed us this fd for exactly this use; nothing else owns it.
+    let mut pipe = unsafe { std::fs::File::from_raw_fd(fd) };
+    let _ = pipe.write_all(b"READY\n");
+}
+
+/// Resolves when the agent is asked to stop (SIGTERM or SIGINT).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

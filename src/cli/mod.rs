@@ -1,0 +1,301 @@
+//! The command line: parses arguments, runs a verb, and turns errors into one readable
+//! line. Library modules return typed errors; context is added only here.
+
+mod graph;
+mod table;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::lab::{self, UpOptions};
+use crate::supervisor::enter::NodeEntry;
+use crate::topology::{Topology, DEFAULT_SOURCE, DEFAULT_TOPOLOGY};
+
+#[derive(Parser)]
+#[command(name = "roamlab", version, about = "A real, sealed Linux network lab for roaming with dynamic DNS update")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a lab: namespaces, links, bridges, addresses, routes, then its agents.
+    ///
+    /// Without -t, builds the built-in roaming lab (core, home, visited, fixed1, fixed2).
+    /// Example: sudo roamlab up -t topologies/roaming.yaml --name lab2
+    Up {
+        /// Topology file (default: the built-in roaming lab).
+        #[arg(short = 't', long = "topology")]
+        topology: Option<PathBuf>,
+        /// Lab name, overriding the file's `name`.
+        #[arg(long)]
+        name: Option<String>,
+        /// Build only the network fabric; start no agents.
+        #[arg(long)]
+        no_agents: bool,
+        /// Seconds each agent has to report ready.
+        #[arg(long, default_value_t = 10.0)]
+        ready_timeout: f64,
+    },
+    /// Remove a lab: its agents, processes, namespaces, /etc/netns files and state.
+    ///
+    /// Example: sudo roamlab down roam
+    Down {
+        /// Lab name (default: the only lab there is).
+        lab: Option<String>,
+    },
+    /// Show what exists of a lab: namespaces, interfaces, addresses, agents.
+    ///
+    /// Example: sudo roamlab status --json
+    Status {
+        /// Lab name (default: the only lab there is).
+        lab: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command inside a node, with its resolv.conf and hosts (like `ip netns exec`).
+    ///
+    /// Example: sudo roamlab exec fixed1 -- ping -c 1 198.51.100.1
+    Exec {
+        /// Lab name (default: the only lab there is).
+        #[arg(long)]
+        lab: Option<String>,
+        /// Node to run in.
+        node: String,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Check a topology file without touching the kernel (no root needed).
+    ///
+    /// Example: roamlab validate topologies/roaming.yaml
+    Validate {
+        /// Topology file.
+        file: PathBuf,
+    },
+    /// Draw a topology as Graphviz dot or Mermaid (no root needed).
+    ///
+    /// Example: roamlab graph --format mermaid
+    Graph {
+        /// Topology file (default: the built-in roaming lab).
+        #[arg(short = 't', long = "topology")]
+        topology: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
+    /// Remove what crashed or killed labs left behind, and say what was removed.
+    ///
+    /// Without --lab, removes every lab that is not up and whole; --all removes all labs.
+    /// Example: sudo roamlab cleanup
+    Cleanup {
+        /// Only this lab (removed whatever its state).
+        #[arg(long)]
+        lab: Option<String>,
+        /// Also remove labs that are up and whole.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Run an agent (started by the supervisor inside a node, not by hand).
+    #[command(hide = true)]
+    Agent {
+        #[command(subcommand)]
+        agent: AgentCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// TCP and UDP echo on one port.
+    Echo {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long, default_value_t = 0)]
+        ready_after_ms: u64,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GraphFormat {
+    Dot,
+    Mermaid,
+}
+
+/// Loads a topology file, or the built-in lab; `--name` renames it.
+fn load_topology(file: Option<&PathBuf>, name: Option<&str>) -> Result<(Topology, String, String)> {
+    let (text, origin) = match file {
+        Some(path) => (
+            std::fs::read_to_string(path).with_context(|| format!("{}: cannot read the topology", path.display()))?,
+            path.display().to_string(),
+        ),
+        None => (DEFAULT_TOPOLOGY.to_string(), DEFAULT_SOURCE.to_string()),
+    };
+    let mut topology = Topology::parse(&text, &origin)?;
+    if let Some(name) = name {
+        // Re-validate under the new name so its rules apply to it too.
+        let renamed = format!("name: {name}\n");
+        Topology::parse(&renamed_source(&text, &renamed), &origin)?;
+        topology.name = name.to_string();
+    }
+    Ok((topology, text, origin))
+}
+
+/// The topology text with its `name:` line replaced (for validating an override).
+fn renamed_source(text: &str, name_line: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.starts_with("name:") {
+            out.push_str(name_line);
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn require_root(verb: &str) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("roamlab {verb} needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): run it with sudo");
+    }
+    Ok(())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("start the async runtime")
+}
+
+/// Sets `flag` on SIGINT, SIGTERM or SIGHUP, so `up` can roll back instead of dying.
+fn cancel_on_signals(flag: Arc<AtomicBool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    for kind in [SignalKind::interrupt(), SignalKind::terminate(), SignalKind::hangup()] {
+        let flag = flag.clone();
+        if let Ok(mut s) = signal(kind) {
+            tokio::spawn(async move {
+                if s.recv().await.is_some() {
+                    eprintln!("roamlab: interrupted, removing what was built so far…");
+                    flag.store(true, Ordering::SeqCst);
+                }
+            });
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Up { topology, name, no_agents, ready_timeout } => {
+            let (topology, source_text, origin) = load_topology(topology.as_ref(), name.as_deref())?;
+            require_root("up")?;
+            let opts = UpOptions {
+                topology,
+                source_text,
+                origin,
+                start_agents: !no_agents,
+                ready_timeout: Duration::from_secs_f64(ready_timeout.max(0.0)),
+            };
+            let started = Instant::now();
+            let rt = runtime()?;
+            let report = rt.block_on(async {
+                let cancel = Arc::new(AtomicBool::new(false));
+                cancel_on_signals(cancel.clone());
+                lab::up(&opts, cancel).await
+            })?;
+            print!("{}", table::up_table(&opts.topology, &report.plan, &report.agents));
+            println!(
+                "lab {} is up in {} ms; `roamlab exec NODE -- CMD` runs a command in a node, `roamlab down {}` removes it",
+                opts.topology.name,
+                started.elapsed().as_millis(),
+                opts.topology.name
+            );
+            Ok(())
+        }
+        Command::Down { lab } => {
+            require_root("down")?;
+            let lab = lab::resolve(lab.as_deref())?;
+            let report = lab::down(&lab)?;
+            println!("lab {lab} removed ({} objects)", report.removed.len());
+            Ok(())
+        }
+        Command::Status { lab, json } => {
+            require_root("status")?;
+            let lab = lab::resolve(lab.as_deref())?;
+            let status = runtime()?.block_on(lab::status(&lab))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", table::status_table(&status));
+            }
+            Ok(())
+        }
+        Command::Exec { lab, node, command } => {
+            require_root("exec")?;
+            let lab = lab::resolve(lab.as_deref())?;
+            let namespace = crate::topology::namespace_name(&lab, &node);
+            if !crate::kernel::netns::is_mounted(&namespace) {
+                bail!("lab {lab} has no node {node} (namespace {namespace} does not exist)");
+            }
+            let mut cmd = std::process::Command::new(&command[0]);
+            cmd.args(&command[1..]);
+            NodeEntry::prepare(&namespace).with_context(|| format!("enter node {node}"))?.apply_to(&mut cmd);
+            let err = std::os::unix::process::CommandExt::exec(&mut cmd);
+            Err(err).with_context(|| format!("node {node}: cannot run {}", command[0]))
+        }
+        Command::Validate { file } => {
+            let topology = Topology::load(&file)?;
+            let plan = crate::plan::build(&topology);
+            println!(
+                "{}: lab {} is valid: {} nodes, {} links, {} subscribers, {} kernel objects",
+                file.display(),
+                topology.name,
+                topology.nodes.len(),
+                topology.links.len(),
+                topology.subscribers.len(),
+                plan.steps.len()
+            );
+            Ok(())
+        }
+        Command::Graph { topology, format } => {
+            let (topology, _, _) = load_topology(topology.as_ref(), None)?;
+            match format {
+                GraphFormat::Dot => print!("{}", graph::dot(&topology)),
+                GraphFormat::Mermaid => print!("{}", graph::mermaid(&topology)),
+            }
+            Ok(())
+        }
+        Command::Cleanup { lab, all } => {
+            require_root("cleanup")?;
+            let report = lab::cleanup(lab.as_deref(), all);
+            if report.removed.is_empty() {
+                println!("nothing to clean up");
+            }
+            for item in &report.removed {
+                println!("removed {item}");
+            }
+            if !report.errors.is_empty() {
+                bail!("cleanup left {} problem(s): {}", report.errors.len(), report.errors.join("; "));
+            }
+            Ok(())
+        }
+        Command::Agent { agent } => match agent {
+            AgentCommand::Echo { listen, ready_after_ms } => {
+                let config = crate::agents::echo::EchoConfig { listen, ready_after: Duration::from_millis(ready_after_ms) };
+                runtime()?.block_on(crate::agents::echo::run(config)).context("echo agent")
+            }
+        },
+    }
+}
+
+/// Exit status for an error: 2 for bad input (a topology problem), 1 otherwise.
+pub fn exit_code(error: &anyhow::Error) -> i32 {
+    if error.chain().any(|e| e.is::<crate::topology::TopologyError>()) {
+        2
+    } else {
+        1
+    }
+}

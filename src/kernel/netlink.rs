@@ -1,0 +1,352 @@
+//! The real kernel: each plan step becomes one rtnetlink request, sent on a netlink
+//! socket opened inside the step's namespace (one connection per namespace).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+
+use futures::{StreamExt, TryStreamExt};
+use ipnet::IpNet;
+use rtnetlink::packet_core::{DefaultNla, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST};
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::tc::{TcAttribute, TcHandle, TcMessage};
+use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
+
+use super::{netem, netns, Kernel, KernelError};
+use crate::plan::Step;
+use crate::topology::Impairment;
+
+const TCA_OPTIONS: u16 = 2;
+
+/// Netlink connections to the lab's namespaces, opened as namespaces are created.
+#[derive(Default)]
+pub struct NetlinkKernel {
+    handles: HashMap<String, Handle>,
+    files: HashMap<String, File>,
+}
+
+impl NetlinkKernel {
+    pub fn new() -> io::Result<Self> {
+        netns::prepare_dir()?;
+        Ok(Self::default())
+    }
+
+    /// Connects to a namespace that already exists (for status and later changes).
+    pub fn attach(&mut self, namespace: &str) -> io::Result<Handle> {
+        if let Some(h) = self.handles.get(namespace) {
+            return Ok(h.clone());
+        }
+        let runtime = tokio::runtime::Handle::current();
+        let (conn, handle) = netns::run_in(namespace, move || {
+            let _enter = runtime.enter();
+            let (conn, handle, _) = rtnetlink::new_connection()?;
+            Ok((conn, handle))
+        })?;
+        tokio::spawn(conn);
+        self.files.insert(namespace.to_string(), netns::open(namespace)?);
+        self.handles.insert(namespace.to_string(), handle.clone());
+        Ok(handle)
+    }
+
+    fn handle(&self, namespace: &str) -> io::Result<Handle> {
+        self.handles
+            .get(namespace)
+            .cloned()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no connection to namespace {namespace}")))
+    }
+
+    fn namespace_fd(&self, namespace: &str) -> io::Result<i32> {
+        self.files
+            .get(namespace)
+            .map(|f| f.as_raw_fd())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("namespace {namespace} is not open")))
+    }
+
+    async fn create_namespace(&mut self, namespace: &str, sysctls: &[crate::plan::Sysctl]) -> io::Result<()> {
+        let runtime = tokio::runtime::Handle::current();
+        let (name, sysctls) = (namespace.to_string(), sysctls.to_vec());
+        let (conn, handle) = tokio::task::spawn_blocking(move || {
+            // A thread of its own: it leaves the root namespace and never comes back.
+            std::thread::spawn(move || {
+                netns::create_on_this_thread(&name, &sysctls)?;
+                let _enter = runtime.enter();
+                let (conn, handle, _) = rtnetlink::new_connection()?;
+                Ok::<_, io::Error>((conn, handle))
+            })
+            .join()
+            .map_err(|_| io::Error::other("namespace thread panicked"))?
+        })
+        .await
+        .map_err(io::Error::other)??;
+        tokio::spawn(conn);
+        self.files.insert(namespace.to_string(), netns::open(namespace)?);
+        self.handles.insert(namespace.to_string(), handle);
+        Ok(())
+    }
+
+    fn delete_namespace(&mut self, namespace: &str) -> io::Result<()> {
+        self.handles.remove(namespace);
+        self.files.remove(namespace);
+        netns::delete(namespace)
+    }
+
+    async fn set_link_up(&self, namespace: &str, index: u32) -> Result<(), rtnetlink::Error> {
+        let handle = self.handle(namespace).map_err(ns_error)?;
+        handle.link().set(LinkUnspec::new_with_index(index).up().build()).execute().await
+    }
+
+    async fn create_bridge(&self, namespace: &str, name: &str, index: u32) -> Result<(), rtnetlink::Error> {
+        let handle = self.handle(namespace).map_err(ns_error)?;
+        handle.link().add(LinkBridge::new(name).index(index).up().build()).execute().await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn create_veth(
+        &self,
+        namespace: &str,
+        name: &str,
+        index: u32,
+        master: Option<u32>,
+        peer_namespace: &str,
+        peer_name: &str,
+        peer_index: u32,
+    ) -> Result<(), rtnetlink::Error> {
+        let handle = self.handle(namespace).map_err(ns_error)?;
+        // The peer is born in its namespace (IFLA_NET_NS_FD in the peer's message): moving
+        // a link between namespaces afterwards costs the kernel ~20 ms.
+        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer_name)
+            .index(peer_index)
+            .setns_by_fd(self.namespace_fd(peer_namespace).map_err(ns_error)?)
+            .build();
+        let mut veth = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
+            .name(name)
+            .index(index)
+            .up()
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)));
+        if let Some(master) = master {
+            veth = veth.controller(master);
+        }
+        handle.link().add(veth.build()).execute().await
+    }
+
+    async fn set_master(&self, namespace: &str, index: u32, master: u32) -> Result<(), rtnetlink::Error> {
+        let handle = self.handle(namespace).map_err(ns_error)?;
+        handle.link().set(LinkUnspec::new_with_index(index).controller(master).build()).execute().await
+    }
+
+    async fn delete_link(&self, namespace: &str, index: u32) -> Result<(), rtnetlink::Error> {
+        let handle = self.handle(namespace).map_err(ns_error)?;
+        handle.link().del(index).execute().await
+    }
+
+    async fn add_address(&self, namespace: &str, index: u32, address: IpNet) -> Result<(), rtnetlink::Error> {
+        let handle = self.handle(namespace).map_err(ns_error)?;
+        handle.address().add(index, address.addr(), address.prefix_len()).execute().await
+    }
+
+    async fn delete_address(&self, namespace: &str, index: u32, address: IpNet) -> Result<(), rtnetlink::Error> {
+        let handle = self.handle(namespace).map_err(ns_error)?;
+        let mut found = handle.address().get().set_link_index_filter(index).execute();
+        while let Some(msg) = found.try_next().await? {
+            let matches = msg.attributes.iter().any(|a| matches!(a, AddressAttribute::Address(ip) if *ip == address.addr()));
+            if matches && msg.header.prefix_len == address.prefix_len() {
+                return handle.address().del(msg).execute().await;
+            }
+        }
+        Ok(())
+    }
+
+    fn route_message(to: IpNet, via: IpAddr, index: u32) -> Result<rtnetlink::packet_route::route::RouteMessage, rtnetlink::Error> {
+        Ok(RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(to.addr(), to.prefix_len())
+            .map_err(invalid)?
+            .gateway(via)
+            .map_err(invalid)?
+            .output_interface(index)
+            .build())
+    }
+
+    async fn add_route(&self, namespace: &str, to: IpNet, via: IpAddr, index: u32) -> Result<(), rtnetlink::Error> {
+        let handle = self.handle(namespace).map_err(ns_error)?;
+        handle.route().add(Self::route_message(to, via, index)?).execute().await
+    }
+
+    async fn delete_route(&self, namespace: &str, to: IpNet, via: IpAddr, index: u32) -> Result<(), rtnetlink::Error> {
+        let handle = self.handle(namespace).map_err(ns_error)?;
+        handle.route().del(Self::route_message(to, via, index)?).execute().await
+    }
+
+    async fn add_netem(&self, namespace: &str, index: u32, impairment: &Impairment) -> Result<(), rtnetlink::Error> {
+        let mut message = TcMessage::with_index(index as i32);
+        message.header.parent = TcHandle::ROOT;
+        message.attributes.push(TcAttribute::Kind("netem".to_string()));
+        message
+            .attributes
+            .push(TcAttribute::Other(DefaultNla::new(TCA_OPTIONS, netem::encode_options(impairment))));
+        let mut request = NetlinkMessage::from(RouteNetlinkMessage::NewQueueDiscipline(message));
+        request.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+        self.send_acked(namespace, request).await
+    }
+
+    async fn delete_netem(&self, namespace: &str, index: u32) -> Result<(), rtnetlink::Error> {
+        let mut message = TcMessage::with_index(index as i32);
+        message.header.parent = TcHandle::ROOT;
+        let mut request = NetlinkMessage::from(RouteNetlinkMessage::DelQueueDiscipline(message));
+        request.header.flags = NLM_F_REQUEST | NLM_F_ACK;
+        self.send_acked(namespace, request).await
+    }
+
+    async fn send_acked(&self, namespace: &str, request: NetlinkMessage<RouteNetlinkMessage>) -> Result<(), rtnetlink::Error> {
+        let mut handle = self.handle(namespace).map_err(ns_error)?;
+        let mut response = handle.request(request)?;
+        while let Some(message) = response.next().await {
+            if let NetlinkPayload::Error(err) = message.payload {
+                if err.code.is_some() {
+                    return Err(rtnetlink::Error::NetlinkError(err));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Links and their addresses in a namespace, for `status`.
+    pub async fn interfaces(&mut self, namespace: &str) -> io::Result<Vec<InterfaceInfo>> {
+        let handle = self.attach(namespace)?;
+        let links: Vec<LinkMessage> = handle.link().get().execute().try_collect().await.map_err(io::Error::other)?;
+        let addresses: Vec<_> = handle.address().get().execute().try_collect().await.map_err(io::Error::other)?;
+        let mut out = Vec::new();
+        for link in links {
+            let name = link.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            });
+            let up = link.header.flags.contains(rtnetlink::packet_route::link::LinkFlags::Up);
+            let addrs = addresses
+                .iter()
+                .filter(|a| a.header.index == link.header.index)
+                .filter_map(|a| {
+                    a.attributes.iter().find_map(|attr| match attr {
+                        AddressAttribute::Address(ip) => IpNet::new(*ip, a.header.prefix_len).ok(),
+                        _ => None,
+                    })
+                })
+                .collect();
+            out.push(InterfaceInfo {
+                index: link.header.index,
+                name: name.unwrap_or_default(),
+                up,
+                addresses: addrs,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InterfaceInfo {
+    pub index: u32,
+    pub name: String,
+    pub up: bool,
+    pub addresses: Vec<IpNet>,
+}
+
+fn invalid(e: impl std::fmt::Display) -> rtnetlink::Error {
+    rtnetlink::Error::InvalidNla(e.to_string())
+}
+
+fn ns_error(e: io::Error) -> rtnetlink::Error {
+    rtnetlink::Error::NamespaceError(e.to_string())
+}
+
+/// The errno inside a netlink error, if there is one.
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(msg) => msg.code.map(|c| -c.get()),
+        _ => None,
+    }
+}
+
+/// A kernel answer in words: "File exists (os error 17)" rather than a debug dump.
+fn cause(e: &rtnetlink::Error) -> String {
+    match errno(e) {
+        Some(code) => {
+            let text = io::Error::from_raw_os_error(code).to_string();
+            if code == libc::EOPNOTSUPP || code == libc::ENOENT {
+                format!("{text} (does this kernel have the feature? e.g. CONFIG_NET_SCH_NETEM for netem)")
+            } else {
+                text
+            }
+        }
+        None => e.to_string(),
+    }
+}
+
+/// Undo treats "already gone" as done.
+fn gone_is_ok(result: Result<(), rtnetlink::Error>) -> Result<(), rtnetlink::Error> {
+    match errno_of(&result) {
+        Some(libc::ENODEV | libc::ENOENT | libc::ESRCH | libc::EADDRNOTAVAIL | libc::EINVAL) => Ok(()),
+        _ => result,
+    }
+}
+
+fn errno_of(result: &Result<(), rtnetlink::Error>) -> Option<i32> {
+    result.as_ref().err().and_then(errno)
+}
+
+impl Kernel for NetlinkKernel {
+    async fn apply(&mut self, step: &Step) -> Result<(), KernelError> {
+        let fail = |e: &rtnetlink::Error| KernelError::step(step, cause(e));
+        match step {
+            Step::CreateNamespace { namespace, sysctls } => {
+                self.create_namespace(namespace, sysctls).await.map_err(|e| KernelError::step(step, e))
+            }
+            Step::SetLinkUp { namespace, index, .. } => self.set_link_up(namespace, *index).await.map_err(|e| fail(&e)),
+            Step::CreateBridge { namespace, name, index } => {
+                self.create_bridge(namespace, name, *index).await.map_err(|e| fail(&e))
+            }
+            Step::CreateVeth { namespace, name, index, master, peer_namespace, peer_name, peer_index } => self
+                .create_veth(namespace, name, *index, *master, peer_namespace, peer_name, *peer_index)
+                .await
+                .map_err(|e| fail(&e)),
+            Step::SetMaster { namespace, index, master, .. } => {
+                self.set_master(namespace, *index, *master).await.map_err(|e| fail(&e))
+            }
+            Step::AddAddress { namespace, index, address, .. } => {
+                self.add_address(namespace, *index, *address).await.map_err(|e| fail(&e))
+            }
+            Step::AddRoute { namespace, to, via, index, .. } => {
+                self.add_route(namespace, *to, *via, *index).await.map_err(|e| fail(&e))
+            }
+            Step::AddNetem { namespace, index, impairment, .. } => {
+                self.add_netem(namespace, *index, impairment).await.map_err(|e| fail(&e))
+            }
+        }
+    }
+
+    async fn undo(&mut self, step: &Step) -> Result<(), KernelError> {
+        let result = match step {
+            // Only a namespace this kernel made is removed: a failed create made nothing,
+            // and an existing namespace of the same name is not ours to delete.
+            Step::CreateNamespace { namespace, .. } if self.handles.contains_key(namespace) => {
+                return self.delete_namespace(namespace).map_err(|e| KernelError::step(step, e));
+            }
+            Step::CreateNamespace { .. } => Ok(()),
+            Step::SetLinkUp { .. } | Step::SetMaster { .. } => Ok(()),
+            Step::CreateBridge { namespace, index, .. } | Step::CreateVeth { namespace, index, .. } => {
+                self.delete_link(namespace, *index).await
+            }
+            Step::AddAddress { namespace, index, address, .. } => self.delete_address(namespace, *index, *address).await,
+            Step::AddRoute { namespace, to, via, index, .. } => self.delete_route(namespace, *to, *via, *index).await,
+            Step::AddNetem { namespace, index, .. } => self.delete_netem(namespace, *index).await,
+        };
+        match gone_is_ok(result) {
+            Err(rtnetlink::Error::NamespaceError(_)) => Ok(()), // its namespace is gone: so is it
+            other => other.map_err(|e| KernelError::step(step, format!("undo: {}", cause(&e)))),
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! A lab's lifecycle: `up` (state first, then the plan through the executor, then agents),
+//! `down` and `cleanup` (one teardown that keeps going past errors and treats "not found"
+//! as done), and `status`.
+
+pub mod etc;
+pub mod state;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::kernel::executor::{self, ExecError};
+use crate::kernel::netlink::{InterfaceInfo, NetlinkKernel};
+use crate::kernel::netns;
+use crate::plan::{self, Plan};
+use crate::supervisor::{self, AgentSpec, SupervisorError};
+use crate::topology::{Service, Topology};
+use state::{lab_dir, AgentRecord, LabState, Phase};
+
+/// How long an agent gets to exit after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("lab {lab} is already running; stop it with `roamlab down {lab}` or pick another name with --name")]
+    AlreadyRunning { lab: String },
+    #[error("lab {lab} is being created by process {pid}")]
+    Busy { lab: String, pid: u32 },
+    #[error("lab {lab}: namespaces {namespaces} exist but the lab has no state; remove them with `roamlab cleanup --lab {lab}`")]
+    Orphans { lab: String, namespaces: String },
+    #[error("no lab named {lab} (running labs: {running})")]
+    NotFound { lab: String, running: String },
+    #[error("no lab is running")]
+    NoneRunning,
+    #[error("several labs are running ({labs}); name one")]
+    Ambiguous { labs: String },
+    #[error("lab {lab}: {what}: {cause}")]
+    Io { lab: String, what: String, cause: std::io::Error },
+    #[error("lab {lab}: {cause}; the lab was removed")]
+    Build { lab: String, cause: ExecError },
+    #[error("lab {lab}: {cause}; the lab was removed")]
+    Agent { lab: String, cause: SupervisorError },
+    #[error("lab {lab}: interrupted; the lab was removed")]
+    Interrupted { lab: String },
+    #[error("lab {lab}: teardown left {} problem(s): {}", .errors.len(), .errors.join("; "))]
+    Teardown { lab: String, errors: Vec<String> },
+}
+
+fn io_err(lab: &str, what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
+    let (lab, what) = (lab.to_string(), what.into());
+    move |cause| LabError::Io { lab, what, cause }
+}
+
+pub struct UpOptions {
+    pub topology: Topology,
+    /// The topology's text, kept in the state directory for later verbs.
+    pub source_text: String,
+    pub origin: String,
+    pub start_agents: bool,
+    pub ready_timeout: Duration,
+}
+
+pub struct UpReport {
+    pub plan: Plan,
+    pub agents: Vec<AgentRecord>,
+}
+
+/// Agents the supervisor can start for a topology; other declared services are started
+/// by the agents of later releases.
+pub fn agent_specs(topology: &Topology) -> Vec<AgentSpec> {
+    let mut specs = Vec::new();
+    for node in &topology.nodes {
+        for service in &node.services {
+            if let Service::Echo { name, address, port, ready_after_ms } = service {
+                let ip = address.map(|a| a.to_string()).unwrap_or_else(|| "0.0.0.0".to_string());
+                let listen = if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") };
+                specs.push(AgentSpec {
+                    node: node.name.clone(),
+                    name: name.clone(),
+                    kind: "echo".to_string(),
+                    namespace: topology.namespace(&node.name),
+                    args: vec!["--listen".into(), listen, "--ready-after-ms".into(), ready_after_ms.to_string()],
+                });
+            }
+        }
+    }
+    specs
+}
+
+/// Builds a lab. On any failure, or when `cancel` is set, everything made so far is
+/// removed before returning.
+pub async fn up(opts: &UpOptions, cancel: Arc<AtomicBool>) -> Result<UpReport, LabError> {
+    let lab = opts.topology.name.clone();
+    let plan = plan::build(&opts.topology);
+    claim(&lab)?;
+    let mut state = LabState {
+        lab: lab.clone(),
+        phase: Phase::Creating,
+        owner_pid: std::process::id(),
+        source: opts.origin.clone(),
+        namespaces: plan.namespaces(),
+        agents: Vec::new(),
+        created_unix: state::now_unix(),
+    };
+    let built = build(opts, &plan, &mut state, cancel).await;
+    match built {
+        Ok(()) => Ok(UpReport { plan, agents: state.agents }),
+        Err(e) => {
+            // Agents, namespaces, /etc/netns files and the state directory all go.
+            let _ = teardown(&lab);
+            Err(e)
+        }
+    }
+}
+
+async fn build(opts: &UpOptions, plan: &Plan, state: &mut LabState, cancel: Arc<AtomicBool>) -> Result<(), LabError> {
+    let lab = state.lab.clone();
+    state.save().map_err(io_err(&lab, "write state file"))?;
+    fs::write(lab_dir(&lab).join("topology.yaml"), &opts.source_text).map_err(io_err(&lab, "save topology"))?;
+    etc::write_all(&opts.topology).map_err(io_err(&lab, "write /etc/netns files"))?;
+    let mut kernel = NetlinkKernel::new().map_err(io_err(&lab, "prepare /run/netns"))?;
+    executor::apply(&mut kernel, plan, &cancel).await.map_err(|source| match source {
+        ExecError::Interrupted { .. } => LabError::Interrupted { lab: lab.clone() },
+        cause => LabError::Build { lab: lab.clone(), cause },
+    })?;
+    if opts.start_agents {
+        for spec in agent_specs(&opts.topology) {
+            if cancel.load(Ordering::SeqCst) {
+                return Err(LabError::Interrupted { lab });
+            }
+            let log_dir = lab_dir(&lab).join("agents");
+            let timeout = opts.ready_timeout;
+            let started = tokio::task::spawn_blocking(move || supervisor::start(&spec, &log_dir, timeout))
+                .await
+                .map_err(|e| io_err(&lab, "agent supervisor")(std::io::Error::other(e)))?;
+            let record = started.map_err(|cause| LabError::Agent { lab: lab.clone(), cause })?;
+            state.agents.push(record);
+            state.save().map_err(io_err(&lab, "write state file"))?;
+        }
+    }
+    if cancel.load(Ordering::SeqCst) {
+        return Err(LabError::Interrupted { lab });
+    }
+    state.phase = Phase::Running;
+    state.save().map_err(io_err(&lab, "write state file"))
+}
+
+/// Takes the lab's name: its state directory is the lock. Leftovers of a crashed `up` of
+/// the same name are removed first; a live lab is refused.
+fn claim(lab: &str) -> Result<(), LabError> {
+    fs::create_dir_all(state::RUN_DIR).map_err(io_err(lab, "create /run/roamlab"))?;
+    for _ in 0..2 {
+        match fs::create_dir(lab_dir(lab)) {
+            Ok(()) => {
+                let orphans: Vec<String> = namespaces_with_prefix(lab).into_iter().filter(|n| netns::is_mounted(n)).collect();
+                if !orphans.is_empty() {
+                    let _ = fs::remove_dir_all(lab_dir(lab));
+                    return Err(LabError::Orphans { lab: lab.to_string(), namespaces: orphans.join(", ") });
+                }
+                return Ok(());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match LabState::load(lab) {
+                Ok(Some(s)) if s.phase == Phase::Running => return Err(LabError::AlreadyRunning { lab: lab.to_string() }),
+                Ok(Some(s)) if pid_alive(s.owner_pid) && s.owner_pid != std::process::id() => {
+                    return Err(LabError::Busy { lab: lab.to_string(), pid: s.owner_pid })
+                }
+                _ => {
+                    tracing::warn!(lab, "removing what a crashed `up` of this lab left");
+                    let _ = teardown(lab);
+                }
+            },
+            Err(e) => return Err(io_err(lab, "create state directory")(e)),
+        }
+    }
+    Err(LabError::Busy { lab: lab.to_string(), pid: 0 })
+}
+
+fn pid_alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+/// Namespaces under /run/netns that belong to `lab` by the naming rule.
+fn namespaces_with_prefix(lab: &str) -> Vec<String> {
+    let prefix = format!("{lab}-");
+    list_names(netns::NETNS_DIR, &prefix)
+}
+
+fn list_names(dir: &str, prefix: &str) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    names.sort();
+    names
+}
+
+/// What a teardown removed and what it could not.
+#[derive(Debug, Default, Serialize)]
+pub struct TeardownReport {
+    pub removed: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+/// Removes everything of `lab` that exists: agents, processes in its namespaces, the
+/// namespaces, /etc/netns files, the state directory. Keeps going past errors.
+pub fn teardown(lab: &str) -> TeardownReport {
+    let mut report = TeardownReport::default();
+    let state = match LabState::load(lab) {
+        Ok(s) => s,
+        Err(e) => {
+            report.errors.push(format!("state file unreadable, finding objects by name: {e}"));
+            None
+        }
+    };
+    let mut namespaces: BTreeSet<String> = namespaces_with_prefix(lab).into_iter().collect();
+    if let Some(state) = &state {
+        for agent in &state.agents {
+            match supervisor::stop(agent, STOP_GRACE) {
+                Ok(()) => report.removed.push(format!("agent {}/{} (pid {})", agent.node, agent.name, agent.pid)),
+                Err(e) => report.errors.push(e.to_string()),
+            }
+        }
+        namespaces.extend(state.namespaces.iter().cloned());
+    }
+    // Anything else still running inside the lab (an `exec` left behind) goes too.
+    let ids: Vec<(u64, u64)> = namespaces.iter().filter_map(|n| netns::identity(n)).collect();
+    let stray = netns::pids_in(&ids);
+    if !stray.is_empty() {
+        supervisor::kill_all(&stray);
+        report.removed.push(format!("{} process(es) left in the lab's namespaces", stray.len()));
+    }
+    for ns in &namespaces {
+        let existed = netns::path_of(ns).exists();
+        match netns::delete(ns) {
+            Ok(()) if existed => report.removed.push(format!("namespace {ns}")),
+            Ok(()) => {}
+            Err(e) => report.errors.push(format!("namespace {ns}: {e}")),
+        }
+    }
+    let etc_dirs: BTreeSet<String> = list_names(etc::ETC_NETNS, &format!("{lab}-")).into_iter().chain(namespaces).collect();
+    for ns in etc_dirs {
+        if let Err(e) = etc::remove(&ns) {
+            report.errors.push(format!("{}: {e}", etc::dir_of(&ns).display()));
+        }
+    }
+    let dir = lab_dir(lab);
+    if dir.exists() {
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => report.removed.push(format!("state directory {}", dir.display())),
+            Err(e) => report.errors.push(format!("{}: {e}", dir.display())),
+        }
+    }
+    report
+}
+
+/// Stops a lab. Everything that can be removed is, even when some parts fail.
+pub fn down(lab: &str) -> Result<TeardownReport, LabError> {
+    if !lab_dir(lab).exists() && namespaces_with_prefix(lab).is_empty() {
+        return Err(LabError::NotFound { lab: lab.to_string(), running: running_list() });
+    }
+    let report = teardown(lab);
+    if report.errors.is_empty() {
+        Ok(report)
+    } else {
+        Err(LabError::Teardown { lab: lab.to_string(), errors: report.errors })
+    }
+}
+
+fn running_list() -> String {
+    let labs = state::known_labs();
+    if labs.is_empty() {
+        "none".to_string()
+    } else {
+        labs.join(", ")
+    }
+}
+
+/// The lab a verb acts on: the one named, or the only one there is.
+pub fn resolve(name: Option<&str>) -> Result<String, LabError> {
+    if let Some(name) = name {
+        return Ok(name.to_string());
+    }
+    let labs = state::known_labs();
+    match labs.as_slice() {
+        [] => Err(LabError::NoneRunning),
+        [one] => Ok(one.clone()),
+        _ => Err(LabError::Ambiguous { labs: labs.join(", ") }),
+    }
+}
+
+/// Whether a lab is up and whole: running, every namespace mounted.
+fn healthy(lab: &str) -> bool {
+    match LabState::load(lab) {
+        Ok(Some(s)) => s.phase == Phase::Running && s.namespaces.iter().all(|n| netns::is_mounted(n)),
+        _ => false,
+    }
+}
+
+/// Removes what crashed or killed labs left (all labs with `all`, or just `only`).
+pub fn cleanup(only: Option<&str>, all: bool) -> TeardownReport {
+    let mut report = TeardownReport::default();
+    let labs: Vec<String> = match only {
+        Some(lab) => vec![lab.to_string()],
+        None => state::known_labs(),
+    };
+    for lab in labs {
+        if only.is_none() && !all && healthy(&lab) {
+            continue;
+        }
+        let one = teardown(&lab);
+        report.removed.extend(one.removed);
+        report.errors.extend(one.errors);
+    }
+    report
+}
+
+#[derive(Debug, Serialize)]
+pub struct LabStatus {
+    pub lab: String,
+    pub phase: Phase,
+    pub source: String,
+    pub state_dir: String,
+    pub nodes: Vec<NodeStatus>,
+    pub agents: Vec<AgentStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NodeStatus {
+    pub node: String,
+    pub namespace: String,
+    pub exists: bool,
+    pub interfaces: Vec<InterfaceInfo>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AgentStatus {
+    pub node: String,
+    pub name: String,
+    pub kind: String,
+    pub pid: i32,
+    pub alive: bool,
+    pub log: String,
+}
+
+/// What exists of a lab right now, read from the kernel and /proc.
+pub async fn status(lab: &str) -> Result<LabStatus, LabError> {
+    let state = LabState::load(lab)
+        .map_err(io_err(lab, "read state file"))?
+        .ok_or_else(|| LabError::NotFound { lab: lab.to_string(), running: running_list() })?;
+    let mut kernel = NetlinkKernel::default();
+    let mut nodes = Vec::new();
+    for ns in &state.namespaces {
+        let exists = netns::is_mounted(ns);
+        let interfaces = if exists { kernel.interfaces(ns).await.map_err(io_err(lab, format!("read {ns}")))? } else { Vec::new() };
+        nodes.push(NodeStatus {
+            node: ns.strip_prefix(&format!("{lab}-")).unwrap_or(ns).to_string(),
+            namespace: ns.clone(),
+            exists,
+            interfaces,
+        });
+    }
+    let agents = state
+        .agents
+        .iter()
+        .map(|a| AgentStatus {
+            node: a.node.clone(),
+            name: a.name.clone(),
+            kind: a.kind.clone(),
+            pid: a.pid,
+            alive: supervisor::is_alive(a),
+            log: a.log.display().to_string(),
+        })
+        .collect();
+    Ok(LabStatus {
+        lab: lab.to_string(),
+        phase: state.phase,
+        source: state.source,
+        state_dir: lab_dir(lab).display().to_string(),
+        nodes,
+        agents,
+    })
+}

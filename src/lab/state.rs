@@ -1,0 +1,95 @@
+//! The lab's state directory, /run/roamlab/<lab>/: a state file naming every object the
+//! lab made, agent logs and pid files. It is written before the first kernel object is
+//! created, so whatever a crash leaves behind is findable.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Root of all labs' state.
+pub const RUN_DIR: &str = "/run/roamlab";
+const STATE_FILE: &str = "state.json";
+
+pub fn lab_dir(lab: &str) -> PathBuf {
+    Path::new(RUN_DIR).join(lab)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// `up` is building the lab (or died while building it).
+    Creating,
+    /// The lab is up.
+    Running,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabState {
+    pub lab: String,
+    pub phase: Phase,
+    /// The `roamlab up` process that owns a lab still being created.
+    pub owner_pid: u32,
+    /// Where the topology came from (a file, or the built-in lab).
+    pub source: String,
+    pub namespaces: Vec<String>,
+    pub agents: Vec<AgentRecord>,
+    pub created_unix: u64,
+}
+
+/// One agent process, as the supervisor started it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub node: String,
+    pub name: String,
+    pub kind: String,
+    pub pid: i32,
+    /// The process's start time (clock ticks after boot), so a recycled pid is never
+    /// mistaken for the agent.
+    pub start_time: u64,
+    pub log: PathBuf,
+}
+
+impl LabState {
+    pub fn path(lab: &str) -> PathBuf {
+        lab_dir(lab).join(STATE_FILE)
+    }
+
+    pub fn load(lab: &str) -> io::Result<Option<Self>> {
+        match fs::read(Self::path(lab)) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", Self::path(lab).display()))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes the state file atomically (write, then rename).
+    pub fn save(&self) -> io::Result<()> {
+        let path = Self::path(&self.lab);
+        let tmp = path.with_extension("json.tmp");
+        fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(io::Error::other)?)?;
+        fs::rename(&tmp, &path)
+    }
+}
+
+/// Labs that have a state directory, sorted.
+pub fn known_labs() -> Vec<String> {
+    let Ok(entries) = fs::read_dir(RUN_DIR) else { return Vec::new() };
+    let mut labs: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    labs.sort();
+    labs
+}
+
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,13 @@
+//! roamlab: a real, sealed Linux network lab for roaming with dynamic DNS update.
+//!
+//! The pipeline: [`topology`] (YAML → validated model) → [`plan`] (pure, ordered kernel
+//! objects) → [`kernel`] (netlink executor with an undo log) → [`supervisor`] (agent
+//! processes inside nodes) → [`lab`] (lifecycle: up, down, status, cleanup).
+
+pub mod plan;
+pub mod topology;
+pub mod kernel;
+pub mod agents;
+pub mod lab;
+pub mod supervisor;
+pub mod cli;

@@ -1,0 +1,12 @@
+use clap::Parser;
+
+fn main() {
+    let cli = roamlab::cli::Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROAMLAB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    if let Err(error) = roamlab::cli::run(cli) {
+        eprintln!("roamlab: error: {error:#}");
+        std::process::exit(roamlab::cli::exit_code(&error));
+    }
+}

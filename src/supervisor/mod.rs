@@ -1,0 +1,254 @@
+//! Starts agent processes inside nodes and stops them.
+//!
+//! An agent is this same binary (`roamlab agent KIND …`) started inside its node's
+//! namespace, in its own session, with stdout and stderr going to a log file in the lab's
+//! state directory. It says it is ready by writing `READY` to the pipe on
+//! `ROAMLAB_READY_FD`; `up` waits for that (with a timeout) and fails naming the agent and
+//! showing the tail of its log if it exits or stays silent. At `down`, SIGTERM, then
+//! SIGKILL after a grace period.
+
+pub mod enter;
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::lab::state::AgentRecord;
+use enter::NodeEntry;
+
+/// The fd number an agent finds its readiness pipe on.
+pub const READY_FD: i32 = 3;
+pub const READY_FD_ENV: &str = "ROAMLAB_READY_FD";
+const READY_WORD: &[u8] = b"READY";
+const LOG_TAIL_LINES: usize = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("agent {agent}: cannot start: {cause}")]
+    Spawn { agent: String, cause: String },
+    #[error("agent {agent} exited before it was ready ({status}); log {log}: {tail}")]
+    Exited { agent: String, status: String, log: String, tail: String },
+    #[error("agent {agent} was not ready within {secs:.1}s; log {log}: {tail}")]
+    Timeout { agent: String, secs: f64, log: String, tail: String },
+    #[error("agent {agent} (pid {pid}): cannot stop: {cause}")]
+    Stop { agent: String, pid: i32, cause: String },
+}
+
+/// What to start, and where.
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    pub node: String,
+    pub name: String,
+    pub kind: String,
+    pub namespace: String,
+    pub args: Vec<String>,
+}
+
+impl AgentSpec {
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.node, self.name)
+    }
+}
+
+/// Starts an agent and waits until it is ready, or fails having stopped it.
+pub fn start(spec: &AgentSpec, log_dir: &Path, timeout: Duration) -> Result<AgentRecord, SupervisorError> {
+    let spawn_err = |cause: io::Error| SupervisorError::Spawn { agent: spec.label(), cause: cause.to_string() };
+    fs::create_dir_all(log_dir).map_err(spawn_err)?;
+    let log = log_dir.join(format!("{}.{}.log", spec.node, spec.name));
+    let log_file = OpenOptions::new().create(true).append(true).open(&log).map_err(spawn_err)?;
+    let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| spawn_err(e.into()))?;
+
+    let mut command = Command::new(std::env::current_exe().map_err(spawn_err)?);
+    command
+        .arg("agent")
+        .arg(&spec.kind)
+        .args(&spec.args)
+        .env(READY_FD_ENV, READY_FD.to_string())
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().map_err(spawn_err)?)
+        .stderr(log_file);
+    NodeEntry::prepare(&spec.namespace).map_err(spawn_err)?.apply_to(&mut command);
+    let raw_write = ready_write.as_raw_fd();
+    // SAFETY: only async-signal-safe syscalls (setsid, dup2, fcntl) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            // A session of its own: the agent outlives `up` and ignores the terminal's ^C.
+            nix::unistd::setsid()?;
+            // dup2 clears close-on-exec on the copy; an fd already in place needs it cleared.
+            let result = if raw_write == READY_FD {
+                libc::fcntl(raw_write, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw_write, READY_FD)
+            };
+            if result < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().map_err(spawn_err)?;
+    drop(ready_write);
+    let pid = child.id() as i32;
+    let record = AgentRecord {
+        node: spec.node.clone(),
+        name: spec.name.clone(),
+        kind: spec.kind.clone(),
+        pid,
+        start_time: start_time(pid).unwrap_or(0),
+        log: log.clone(),
+    };
+    match wait_ready(&ready_read, timeout) {
+        Ok(true) => {
+            // The child is reaped by whoever inherits it; `up` does not wait for it.
+            std::mem::forget(child);
+            Ok(record)
+        }
+        Ok(false) => {
+            let status = reap(child);
+            Err(SupervisorError::Exited { agent: spec.label(), status, log: log.display().to_string(), tail: log_tail(&log) })
+        }
+        Err(_) => {
+            let _ = stop(&record, Duration::from_millis(200));
+            reap(child);
+            Err(SupervisorError::Timeout {
+                agent: spec.label(),
+                secs: timeout.as_secs_f64(),
+                log: log.display().to_string(),
+                tail: log_tail(&log),
+            })
+        }
+    }
+}
+
+/// Ok(true): READY arrived; Ok(false): the pipe closed first (the agent exited); Err: timeout.
+fn wait_ready(pipe: &OwnedFd, timeout: Duration) -> Result<bool, ()> {
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(());
+        }
+        let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
+        let ms = PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, ms) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return Ok(false),
+        }
+        let mut buf = [0u8; 64];
+        let mut file = fs::File::from(pipe.try_clone().map_err(|_| ())?);
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(false),
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                if got.windows(READY_WORD.len()).any(|w| w == READY_WORD) {
+                    return Ok(true);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Ok(false),
+        }
+    }
+}
+
+fn reap(mut child: std::process::Child) -> String {
+    match child.wait() {
+        Ok(status) => status.to_string(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Whether the recorded agent process is still the one we started and still running.
+pub fn is_alive(record: &AgentRecord) -> bool {
+    process_alive(record.pid, record.start_time)
+}
+
+fn process_alive(pid: i32, expected_start: u64) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let Some((state, start)) = parse_stat(&stat) else { return false };
+    state != 'Z' && state != 'X' && (expected_start == 0 || start == expected_start)
+}
+
+/// SIGTERM, then SIGKILL after `grace`. An agent that is already gone is stopped.
+pub fn stop(record: &AgentRecord, grace: Duration) -> Result<(), SupervisorError> {
+    let agent = format!("{}/{}", record.node, record.name);
+    if !is_alive(record) {
+        return Ok(());
+    }
+    let pid = Pid::from_raw(record.pid);
+    let send = |signal| match kill(pid, signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(SupervisorError::Stop { agent: agent.clone(), pid: record.pid, cause: e.to_string() }),
+    };
+    send(Signal::SIGTERM)?;
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        reap_if_child(record.pid);
+        if !is_alive(record) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    send(Signal::SIGKILL)?;
+    reap_if_child(record.pid);
+    Ok(())
+}
+
+/// Kills processes outright (those left in a namespace being deleted).
+pub fn kill_all(pids: &[i32]) {
+    for pid in pids {
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+        reap_if_child(*pid);
+    }
+}
+
+fn reap_if_child(pid: i32) {
+    let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+}
+
+/// The start time (field 22) and state (field 3) of /proc/PID/stat.
+fn parse_stat(stat: &str) -> Option<(char, u64)> {
+    // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+pub fn start_time(pid: i32) -> Option<u64> {
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?).map(|(_, s)| s)
+}
+
+/// The last lines of a log, on one line.
+pub fn log_tail(path: &PathBuf) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+    if tail.is_empty() {
+        "(empty)".to_string()
+    } else {
+        tail.join(" | ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_odd_command_names() {
+        let stat = "1234 (a (b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(parse_stat(stat), Some(('S', 987654)));
+    }
+}

@@ -1,0 +1,205 @@
+//! The lab's topology: the YAML file, its validation, and the typed model every later
+//! stage (plan, supervisor, agents) reads.
+//!
+//! A file is parsed into [`raw`] structs (unknown fields refused), then validated as a
+//! whole by [`validate`] before anything touches the kernel.
+
+pub mod locate;
+pub mod raw;
+mod units;
+mod validate;
+
+pub(crate) use validate::node_addresses;
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+pub use validate::TopologyError;
+
+/// The default lab (the patent's Fig. 4), embedded so `roamlab up` needs no file.
+pub const DEFAULT_TOPOLOGY: &str = include_str!("../../topologies/roaming.yaml");
+/// How the embedded default lab is named in messages.
+pub const DEFAULT_SOURCE: &str = "<built-in roaming.yaml>";
+
+/// A validated lab.
+#[derive(Debug, Clone, Serialize)]
+pub struct Topology {
+    pub name: String,
+    pub nodes: Vec<Node>,
+    pub links: Vec<Link>,
+    pub subscribers: Vec<Subscriber>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The IP network joining all others (patent: IP network 134).
+    Core,
+    /// A subscriber's home network (home router 112, HLR, home DNS).
+    Home,
+    /// A network terminals roam into (visited router 120, VLR, DHCP, visited DNS).
+    Visited,
+    /// A plain host such as the fixed hosts 130, 132.
+    Host,
+}
+
+impl Role {
+    /// Routers forward packets between their links.
+    pub fn forwards(self) -> bool {
+        !matches!(self, Role::Host)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Node {
+    pub name: String,
+    pub role: Role,
+    pub domain: Option<String>,
+    pub bridges: Vec<Bridge>,
+    pub services: Vec<Service>,
+    pub partners: Vec<String>,
+    /// Explicit routes; `None` means computed.
+    pub routes: Option<Vec<StaticRoute>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Bridge {
+    pub name: String,
+    pub addresses: Vec<IpNet>,
+    pub pool: Option<Pool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Pool {
+    pub start: IpAddr,
+    pub end: IpAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StaticRoute {
+    pub to: IpNet,
+    pub via: IpAddr,
+}
+
+/// A service a node runs. Agents for each kind are started by the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Service {
+    Dns,
+    Hlr,
+    Vlr,
+    Dhcp,
+    Echo {
+        name: String,
+        address: Option<IpAddr>,
+        port: u16,
+        ready_after_ms: u64,
+    },
+}
+
+impl Service {
+    /// The agent's name, unique within its node.
+    pub fn name(&self) -> &str {
+        match self {
+            Service::Dns => "dns",
+            Service::Hlr => "hlr",
+            Service::Vlr => "vlr",
+            Service::Dhcp => "dhcp",
+            Service::Echo { name, .. } => name,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Service::Dns => "dns",
+            Service::Hlr => "hlr",
+            Service::Vlr => "vlr",
+            Service::Dhcp => "dhcp",
+            Service::Echo { .. } => "echo",
+        }
+    }
+}
+
+/// A veth link between two nodes; either end may join a bridge of its node.
+#[derive(Debug, Clone, Serialize)]
+pub struct Link {
+    pub a: Endpoint,
+    pub b: Endpoint,
+    pub impairment: Option<Impairment>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Endpoint {
+    pub node: String,
+    /// The veth's name inside the node (resolved by the naming rule when not given).
+    pub interface: String,
+    pub bridge: Option<String>,
+    pub addresses: Vec<IpNet>,
+}
+
+/// Link impairment, applied with netem on both ends at `up`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Impairment {
+    pub delay_us: u64,
+    pub jitter_us: u64,
+    /// Loss probability in percent.
+    pub loss_percent: f64,
+    /// Rate limit in bits per second.
+    pub rate_bps: u64,
+}
+
+/// A subscriber of a home network; its terminal attaches to visited networks.
+#[derive(Debug, Clone, Serialize)]
+pub struct Subscriber {
+    pub name: String,
+    pub imsi: String,
+    pub msisdn: Option<String>,
+    pub hostname: String,
+    pub home: String,
+    #[serde(skip)]
+    pub k: [u8; 16],
+    #[serde(skip)]
+    pub opc: [u8; 16],
+    pub roaming: bool,
+    pub packet_data: bool,
+}
+
+impl Topology {
+    /// Parses and validates a topology; `origin` names the source in errors.
+    pub fn parse(source: &str, origin: &str) -> Result<Self, TopologyError> {
+        validate::parse(source, origin)
+    }
+
+    /// Reads, parses and validates a topology file.
+    pub fn load(path: &Path) -> Result<Self, TopologyError> {
+        let origin = path.display().to_string();
+        let source = std::fs::read_to_string(path).map_err(|e| TopologyError::Read {
+            file: origin.clone(),
+            cause: e.to_string(),
+        })?;
+        Self::parse(&source, &origin)
+    }
+
+    /// The embedded default lab.
+    pub fn builtin() -> Self {
+        Self::parse(DEFAULT_TOPOLOGY, DEFAULT_SOURCE).expect("the built-in topology is valid")
+    }
+
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The namespace a node lives in: `<lab>-<node>`.
+    pub fn namespace(&self, node: &str) -> String {
+        namespace_name(&self.name, node)
+    }
+}
+
+/// The naming rule for namespaces: `<lab>-<node>`. Lab names hold no `-`, so the prefix
+/// `<lab>-` finds every namespace of one lab and of no other.
+pub fn namespace_name(lab: &str, node: &str) -> String {
+    format!("{lab}-{node}")
+}

@@ -1,0 +1,142 @@
+//! The topology file exactly as written: serde structs that refuse unknown fields.
+//!
+//! Nothing here is checked beyond its YAML shape; `validate` turns it into the typed
+//! [`super::Topology`].
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// A whole topology file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTopology {
+    pub name: String,
+    #[serde(default)]
+    pub nodes: BTreeMap<String, RawNode>,
+    #[serde(default)]
+    pub links: Vec<RawLink>,
+    #[serde(default)]
+    pub subscribers: BTreeMap<String, RawSubscriber>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    #[serde(default)]
+    pub role: Option<String>,
+    /// DNS domain a home or visited network owns.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// LAN segments inside this node, as bridges.
+    #[serde(default)]
+    pub bridges: BTreeMap<String, RawBridge>,
+    #[serde(default)]
+    pub services: Vec<RawService>,
+    /// Home networks this visited network has a roaming agreement with.
+    #[serde(default)]
+    pub partners: Vec<String>,
+    /// When given, replaces the computed routes of this node.
+    #[serde(default)]
+    pub routes: Option<Vec<RawRoute>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBridge {
+    #[serde(default)]
+    pub addresses: Vec<IpNet>,
+    #[serde(default)]
+    pub pool: Option<RawPool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub start: std::net::IpAddr,
+    pub end: std::net::IpAddr,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub to: IpNet,
+    pub via: std::net::IpAddr,
+}
+
+/// A service a node runs; its fields depend on its kind.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RawService {
+    Dns {},
+    Hlr {},
+    Vlr {},
+    Dhcp {},
+    /// The built-in TCP echo agent, used to prove the supervisor.
+    Echo {
+        #[serde(default)]
+        name: Option<String>,
+        port: u16,
+        #[serde(default)]
+        address: Option<std::net::IpAddr>,
+        /// Delay before the agent reports ready (tests the readiness wait).
+        #[serde(default)]
+        ready_after_ms: Option<u64>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLink {
+    pub endpoints: Vec<RawEndpoint>,
+    #[serde(default)]
+    pub impairment: Option<RawImpairment>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEndpoint {
+    pub node: String,
+    /// Interface name in the node; defaults by the naming rule.
+    #[serde(default)]
+    pub interface: Option<String>,
+    /// Joins this bridge of the node instead of ending in a plain interface.
+    #[serde(default)]
+    pub bridge: Option<String>,
+    #[serde(default)]
+    pub addresses: Vec<IpNet>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawImpairment {
+    #[serde(default)]
+    pub delay: Option<String>,
+    #[serde(default)]
+    pub jitter: Option<String>,
+    #[serde(default)]
+    pub loss: Option<String>,
+    #[serde(default)]
+    pub rate: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSubscriber {
+    pub imsi: String,
+    #[serde(default)]
+    pub msisdn: Option<String>,
+    pub hostname: String,
+    pub home: String,
+    pub k: String,
+    pub opc: String,
+    #[serde(default = "yes")]
+    pub roaming: bool,
+    #[serde(default = "yes")]
+    pub packet_data: bool,
+}
+
+fn yes() -> bool {
+    true
+}

@@ -1,0 +1,676 @@
+//! Raw topology → validated [`Topology`]: every name, reference, address and subnet is
+//! checked here, before anything touches the kernel. The first problem found is
+//! reported with the file, line and column of the field that holds it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::locate::{locate, FieldPath};
+use super::raw::{RawEndpoint, RawImpairment, RawNode, RawService, RawSubscriber, RawTopology};
+use super::units::{parse_duration_us, parse_percent, parse_rate_bps};
+use super::{
+    Bridge, Endpoint, Impairment, Link, Node, Pool, Role, Service, StaticRoute, Subscriber,
+    Topology,
+};
+
+/// Longest interface name Linux accepts (IFNAMSIZ - 1).
+pub const MAX_IFNAME: usize = 15;
+/// Lab names are short so that `<lab>-<node>` stays readable; they hold no `-`.
+const MAX_LAB_NAME: usize = 12;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error("{file}: cannot read the topology: {cause}")]
+    Read { file: String, cause: String },
+    #[error("{at}: {message}")]
+    Syntax { at: String, message: String },
+    #[error("{at}: {field}: {message}")]
+    Invalid {
+        at: String,
+        field: String,
+        message: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, TopologyError>;
+
+pub(super) fn parse(source: &str, origin: &str) -> Result<Topology> {
+    let raw: RawTopology = serde_yaml::from_str(source).map_err(|e| syntax(origin, &e))?;
+    Validator { source, origin }.topology(raw)
+}
+
+fn syntax(origin: &str, error: &serde_yaml::Error) -> TopologyError {
+    let text = error.to_string();
+    // serde_yaml appends " at line L column C"; we put the location first instead.
+    let message = match text.rfind(" at line ") {
+        Some(cut) => text[..cut].to_string(),
+        None => text,
+    };
+    let at = match error.location() {
+        Some(loc) => format!("{origin}:{}:{}", loc.line(), loc.column()),
+        None => origin.to_string(),
+    };
+    TopologyError::Syntax { at, message }
+}
+
+struct Validator<'a> {
+    source: &'a str,
+    origin: &'a str,
+}
+
+/// Where each address of the lab sits, for uniqueness and subnet checks.
+struct AddressUse {
+    node: String,
+    path: FieldPath,
+}
+
+impl Validator<'_> {
+    fn fail<T>(&self, path: &FieldPath, message: impl Into<String>) -> Result<T> {
+        let at = match locate(self.source, path) {
+            Some((line, col)) => format!("{}:{line}:{col}", self.origin),
+            None => self.origin.to_string(),
+        };
+        Err(TopologyError::Invalid {
+            at,
+            field: path.to_string(),
+            message: message.into(),
+        })
+    }
+
+    fn topology(&self, raw: RawTopology) -> Result<Topology> {
+        let root = FieldPath::default();
+        self.lab_name(&raw.name, &root.key("name"))?;
+        if raw.nodes.is_empty() {
+            return self.fail(&root.key("nodes"), "a lab needs at least one node");
+        }
+        let mut nodes = Vec::new();
+        for (name, node) in &raw.nodes {
+            nodes.push(self.node(name, node, &root.key("nodes").key(name))?);
+        }
+        self.unique_domains(&nodes)?;
+        let links = self.links(&raw, &nodes)?;
+        self.interfaces_unique(&nodes, &links)?;
+        self.addresses(&nodes, &links)?;
+        for node in &nodes {
+            self.node_references(node, &nodes, &links)?;
+        }
+        let subscribers = self.subscribers(&raw.subscribers, &nodes)?;
+        Ok(Topology {
+            name: raw.name,
+            nodes,
+            links,
+            subscribers,
+        })
+    }
+
+    fn lab_name(&self, name: &str, path: &FieldPath) -> Result<()> {
+        let ok = name.len() <= MAX_LAB_NAME
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        if !ok {
+            return self.fail(
+                path,
+                format!("lab name `{name}` must be 1-{MAX_LAB_NAME} lowercase letters or digits, starting with a letter"),
+            );
+        }
+        Ok(())
+    }
+
+    fn node_name(&self, name: &str, path: &FieldPath) -> Result<()> {
+        let ok = (1..=32).contains(&name.len())
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !ok {
+            return self.fail(
+                path,
+                format!("name `{name}` must be 1-32 lowercase letters, digits or `-`, starting with a letter"),
+            );
+        }
+        Ok(())
+    }
+
+    fn node(&self, name: &str, raw: &RawNode, path: &FieldPath) -> Result<Node> {
+        self.node_name(name, path)?;
+        let role = match raw.role.as_deref() {
+            None | Some("host") => Role::Host,
+            Some("core") => Role::Core,
+            Some("home") => Role::Home,
+            Some("visited") => Role::Visited,
+            Some(other) => {
+                return self.fail(
+                    &path.key("role"),
+                    format!("unknown role `{other}` (expected core, home, visited or host)"),
+                )
+            }
+        };
+        let domain = match (&raw.domain, role) {
+            (Some(d), Role::Home | Role::Visited) => {
+                self.domain_name(d, &path.key("domain"))?;
+                Some(d.clone())
+            }
+            (Some(_), _) => {
+                return self.fail(&path.key("domain"), "only home and visited networks own a domain")
+            }
+            (None, Role::Home | Role::Visited) => {
+                return self.fail(path, format!("a {} network needs a `domain`", role_name(role)))
+            }
+            (None, _) => None,
+        };
+        let mut bridges = Vec::new();
+        for (bname, bridge) in &raw.bridges {
+            let bpath = path.key("bridges").key(bname);
+            self.interface_name(bname, &bpath)?;
+            for (i, addr) in bridge.addresses.iter().enumerate() {
+                self.host_address(addr, &bpath.key("addresses").index(i))?;
+            }
+            let pool = match &bridge.pool {
+                Some(p) => Some(self.pool(p.start, p.end, &bridge.addresses, &bpath.key("pool"))?),
+                None => None,
+            };
+            bridges.push(Bridge {
+                name: bname.clone(),
+                addresses: bridge.addresses.clone(),
+                pool,
+            });
+        }
+        let services = self.services(&raw.services, role, &path.key("services"))?;
+        if !raw.partners.is_empty() && role != Role::Visited {
+            return self.fail(&path.key("partners"), "only visited networks have roaming partners");
+        }
+        let routes = raw.routes.as_ref().map(|routes| {
+            routes
+                .iter()
+                .map(|r| StaticRoute { to: r.to.trunc(), via: r.via })
+                .collect()
+        });
+        Ok(Node {
+            name: name.to_string(),
+            role,
+            domain,
+            bridges,
+            services,
+            partners: raw.partners.clone(),
+            routes,
+        })
+    }
+
+    fn pool(&self, start: IpAddr, end: IpAddr, subnets: &[IpNet], path: &FieldPath) -> Result<Pool> {
+        if start.is_ipv4() != end.is_ipv4() || start > end {
+            return self.fail(path, format!("pool {start}-{end}: start must not be after end, in one address family"));
+        }
+        let Some(subnet) = subnets.iter().find(|n| n.contains(&start) && n.contains(&end)) else {
+            return self.fail(path, format!("pool {start}-{end} is outside the bridge's subnets"));
+        };
+        if let Some(own) = subnets.iter().map(|n| n.addr()).find(|a| *a >= start && *a <= end) {
+            return self.fail(path, format!("pool {start}-{end} contains the bridge's own address {own}"));
+        }
+        if start == subnet.network() || end == subnet.broadcast() && start.is_ipv4() {
+            return self.fail(path, format!("pool {start}-{end} contains the subnet's network or broadcast address"));
+        }
+        Ok(Pool { start, end })
+    }
+
+    fn services(&self, raw: &[RawService], role: Role, path: &FieldPath) -> Result<Vec<Service>> {
+        let mut services: Vec<Service> = Vec::new();
+        for (i, service) in raw.iter().enumerate() {
+            let spath = path.index(i);
+            let service = match service {
+                RawService::Dns {} => Service::Dns,
+                RawService::Hlr {} => Service::Hlr,
+                RawService::Vlr {} => Service::Vlr,
+                RawService::Dhcp {} => Service::Dhcp,
+                RawService::Echo { name, port, address, ready_after_ms } => {
+                    if *port == 0 {
+                        return self.fail(&spath.key("port"), "port must be 1-65535");
+                    }
+                    let name = name.clone().unwrap_or_else(|| "echo".to_string());
+                    self.node_name(&name, &spath.key("name"))?;
+                    Service::Echo {
+                        name,
+                        address: *address,
+                        port: *port,
+                        ready_after_ms: ready_after_ms.unwrap_or(0),
+                    }
+                }
+            };
+            let allowed = match service {
+                Service::Hlr => role == Role::Home,
+                Service::Vlr | Service::Dhcp => role == Role::Visited,
+                Service::Dns | Service::Echo { .. } => true,
+            };
+            if !allowed {
+                let wants = if service == Service::Hlr { "home" } else { "visited" };
+                return self.fail(
+                    &spath.key("kind"),
+                    format!("a {} service runs only in a {wants} network, not in a {} node", service.kind(), role_name(role)),
+                );
+            }
+            if services.iter().any(|s| s.name() == service.name()) {
+                return self.fail(&spath, format!("the node already runs a service named `{}`", service.name()));
+            }
+            services.push(service);
+        }
+        Ok(services)
+    }
+
+    fn unique_domains(&self, nodes: &[Node]) -> Result<()> {
+        let mut seen = HashMap::new();
+        for node in nodes {
+            if let Some(domain) = &node.domain {
+                if let Some(other) = seen.insert(domain.clone(), node.name.clone()) {
+                    let path = FieldPath::default().key("nodes").key(&node.name).key("domain");
+                    return self.fail(&path, format!("domain `{domain}` is already owned by node `{other}`"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn links(&self, raw: &RawTopology, nodes: &[Node]) -> Result<Vec<Link>> {
+        let mut links = Vec::new();
+        for (i, link) in raw.links.iter().enumerate() {
+            let path = FieldPath::default().key("links").index(i);
+            let [a, b] = link.endpoints.as_slice() else {
+                return self.fail(
+                    &path.key("endpoints"),
+                    format!("a link has exactly 2 endpoints, found {}", link.endpoints.len()),
+                );
+            };
+            let epath = path.key("endpoints");
+            let a_end = self.endpoint(a, b, nodes, &epath.index(0))?;
+            let b_end = self.endpoint(b, a, nodes, &epath.index(1))?;
+            if a.node == b.node {
+                return self.fail(&epath.index(1).key("node"), format!("a link cannot join node `{}` to itself", a.node));
+            }
+            let impairment = match &link.impairment {
+                Some(imp) => Some(self.impairment(imp, &path.key("impairment"))?),
+                None => None,
+            };
+            links.push(Link { a: a_end, b: b_end, impairment });
+        }
+        Ok(links)
+    }
+
+    fn endpoint(&self, end: &RawEndpoint, peer: &RawEndpoint, nodes: &[Node], path: &FieldPath) -> Result<Endpoint> {
+        let Some(node) = nodes.iter().find(|n| n.name == end.node) else {
+            return self.fail(&path.key("node"), format!("unknown node `{}`", end.node));
+        };
+        if let Some(bridge) = &end.bridge {
+            if !node.bridges.iter().any(|b| &b.name == bridge) {
+                return self.fail(&path.key("bridge"), format!("node `{}` has no bridge `{bridge}`", node.name));
+            }
+            if !end.addresses.is_empty() {
+                return self.fail(
+                    &path.key("addresses"),
+                    "an end that joins a bridge has no addresses of its own; put them on the bridge",
+                );
+            }
+        }
+        let interface = match (&end.interface, &end.bridge) {
+            (Some(name), _) => name.clone(),
+            (None, Some(bridge)) => format!("{bridge}-{}", peer.node),
+            (None, None) => format!("eth-{}", peer.node),
+        };
+        let ipath = if end.interface.is_some() { path.key("interface") } else { path.clone() };
+        self.interface_name(&interface, &ipath)?;
+        for (i, addr) in end.addresses.iter().enumerate() {
+            self.host_address(addr, &path.key("addresses").index(i))?;
+        }
+        Ok(Endpoint {
+            node: end.node.clone(),
+            interface,
+            bridge: end.bridge.clone(),
+            addresses: end.addresses.clone(),
+        })
+    }
+
+    fn impairment(&self, raw: &RawImpairment, path: &FieldPath) -> Result<Impairment> {
+        let mut imp = Impairment::default();
+        if let Some(d) = &raw.delay {
+            imp.delay_us = self.unit(parse_duration_us(d), &path.key("delay"))?;
+        }
+        if let Some(j) = &raw.jitter {
+            imp.jitter_us = self.unit(parse_duration_us(j), &path.key("jitter"))?;
+            if imp.delay_us == 0 {
+                return self.fail(&path.key("jitter"), "jitter needs a delay");
+            }
+        }
+        if let Some(l) = &raw.loss {
+            imp.loss_percent = self.unit(parse_percent(l), &path.key("loss"))?;
+        }
+        if let Some(r) = &raw.rate {
+            imp.rate_bps = self.unit(parse_rate_bps(r), &path.key("rate"))?;
+        }
+        Ok(imp)
+    }
+
+    fn unit<T>(&self, parsed: std::result::Result<T, String>, path: &FieldPath) -> Result<T> {
+        parsed.or_else(|message| self.fail(path, message))
+    }
+
+    fn interface_name(&self, name: &str, path: &FieldPath) -> Result<()> {
+        if name.is_empty() || name.len() > MAX_IFNAME {
+            return self.fail(
+                path,
+                format!("interface name `{name}` must be 1-{MAX_IFNAME} bytes long (set a shorter `interface:`)"),
+            );
+        }
+        if name == "." || name == ".." || name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace()) {
+            return self.fail(path, format!("interface name `{name}` may not contain `/`, `:` or spaces"));
+        }
+        Ok(())
+    }
+
+    fn host_address(&self, addr: &IpNet, path: &FieldPath) -> Result<()> {
+        let ip = addr.addr();
+        if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
+            return self.fail(path, format!("{addr} is not a usable host address"));
+        }
+        if let IpNet::V4(v4) = addr {
+            if v4.prefix_len() < 31 && (v4.addr() == v4.network() || v4.addr() == v4.broadcast()) {
+                return self.fail(path, format!("{addr} is the network or broadcast address of its subnet"));
+            }
+        }
+        Ok(())
+    }
+
+    fn interfaces_unique(&self, nodes: &[Node], links: &[Link]) -> Result<()> {
+        let mut names: HashMap<(&str, &str), FieldPath> = HashMap::new();
+        for node in nodes {
+            names.insert((&node.name, "lo"), FieldPath::default());
+            for bridge in &node.bridges {
+                let path = FieldPath::default().key("nodes").key(&node.name).key("bridges").key(&bridge.name);
+                if bridge.name == "lo" {
+                    return self.fail(&path, "`lo` is the loopback interface's name");
+                }
+                names.insert((&node.name, &bridge.name), path);
+            }
+        }
+        for (i, link) in links.iter().enumerate() {
+            for (j, end) in [&link.a, &link.b].into_iter().enumerate() {
+                let path = FieldPath::default().key("links").index(i).key("endpoints").index(j);
+                if names.insert((&end.node, &end.interface), path.clone()).is_some() {
+                    return self.fail(
+                        &path,
+                        format!("node `{}` already has an interface `{}` (set `interface:` to another name)", end.node, end.interface),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Addresses are unique; each link or LAN segment has its own subnets; the two ends of
+    /// a point-to-point link share one; a host on a bridge sits in the bridge's subnet.
+    fn addresses(&self, nodes: &[Node], links: &[Link]) -> Result<()> {
+        let mut segments = Segments::default();
+        let mut uses: BTreeMap<IpAddr, AddressUse> = BTreeMap::new();
+        let mut nets: Vec<(IpNet, usize, FieldPath)> = Vec::new();
+        let mut record = |addr: &IpNet, node: &str, segment: usize, path: FieldPath| {
+            if let Some(prev) = uses.get(&addr.addr()) {
+                return self.fail(
+                    &path,
+                    format!("address {} is already used by node `{}` ({})", addr.addr(), prev.node, prev.path),
+                );
+            }
+            uses.insert(addr.addr(), AddressUse { node: node.to_string(), path: path.clone() });
+            nets.push((addr.trunc(), segment, path));
+            Ok(())
+        };
+        for node in nodes {
+            for bridge in &node.bridges {
+                let seg = segments.bridge(&node.name, &bridge.name);
+                let path = FieldPath::default().key("nodes").key(&node.name).key("bridges").key(&bridge.name);
+                for (i, addr) in bridge.addresses.iter().enumerate() {
+                    record(addr, &node.name, seg, path.key("addresses").index(i))?;
+                }
+            }
+        }
+        for (i, link) in links.iter().enumerate() {
+            let seg = segments.link(i, link);
+            for (j, end) in [&link.a, &link.b].into_iter().enumerate() {
+                let path = FieldPath::default().key("links").index(i).key("endpoints").index(j);
+                for (k, addr) in end.addresses.iter().enumerate() {
+                    record(addr, &end.node, seg, path.key("addresses").index(k))?;
+                }
+            }
+        }
+        // Different segments must not overlap.
+        for (i, (net, seg, path)) in nets.iter().enumerate() {
+            let seg = segments.find(*seg);
+            for (other, oseg, opath) in &nets[..i] {
+                if segments.find(*oseg) != seg && (net.contains(&other.network()) || other.contains(&net.network())) {
+                    return self.fail(path, format!("subnet {net} overlaps subnet {other} of another segment ({opath})"));
+                }
+            }
+        }
+        // Within a segment, ends must be able to reach each other.
+        for (i, link) in links.iter().enumerate() {
+            for (j, (end, peer)) in [(&link.a, &link.b), (&link.b, &link.a)].into_iter().enumerate() {
+                let path = FieldPath::default().key("links").index(i).key("endpoints").index(j);
+                let peer_nets: Vec<IpNet> = match &peer.bridge {
+                    Some(b) => nodes
+                        .iter()
+                        .find(|n| n.name == peer.node)
+                        .and_then(|n| n.bridges.iter().find(|x| &x.name == b))
+                        .map(|x| x.addresses.iter().map(|a| a.trunc()).collect())
+                        .unwrap_or_default(),
+                    None => peer.addresses.iter().map(|a| a.trunc()).collect(),
+                };
+                for (k, addr) in end.addresses.iter().enumerate() {
+                    let same_family: Vec<&IpNet> = peer_nets.iter().filter(|n| n.addr().is_ipv4() == addr.addr().is_ipv4()).collect();
+                    if !same_family.is_empty() && !same_family.contains(&&addr.trunc()) {
+                        let peer_desc = match &peer.bridge {
+                            Some(b) => format!("bridge `{b}` of node `{}`", peer.node),
+                            None => format!("the other end in node `{}`", peer.node),
+                        };
+                        return self.fail(
+                            &path.key("addresses").index(k),
+                            format!("{addr} is not in a subnet of {peer_desc} ({})", join(&same_family)),
+                        );
+                    }
+                }
+            }
+        }
+        // Pools must not hand out a static address.
+        for node in nodes {
+            for bridge in &node.bridges {
+                if let Some(pool) = &bridge.pool {
+                    if let Some((ip, u)) = uses.range(pool.start..=pool.end).next() {
+                        let path = FieldPath::default().key("nodes").key(&node.name).key("bridges").key(&bridge.name).key("pool");
+                        return self.fail(&path, format!("pool {}-{} contains {ip}, a static address of node `{}`", pool.start, pool.end, u.node));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn node_references(&self, node: &Node, nodes: &[Node], links: &[Link]) -> Result<()> {
+        let path = FieldPath::default().key("nodes").key(&node.name);
+        for (i, partner) in node.partners.iter().enumerate() {
+            match nodes.iter().find(|n| &n.name == partner) {
+                Some(n) if n.role == Role::Home => {}
+                Some(_) => return self.fail(&path.key("partners").index(i), format!("partner `{partner}` is not a home network")),
+                None => return self.fail(&path.key("partners").index(i), format!("unknown node `{partner}`")),
+            }
+        }
+        let own = node_addresses(node, links);
+        if let Some(routes) = &node.routes {
+            for (i, route) in routes.iter().enumerate() {
+                let rpath = path.key("routes").index(i);
+                if route.to.addr().is_ipv4() != route.via.is_ipv4() {
+                    return self.fail(&rpath.key("via"), format!("gateway {} is not of the same family as {}", route.via, route.to));
+                }
+                if own.iter().any(|a| a.addr() == route.via) {
+                    return self.fail(&rpath.key("via"), format!("gateway {} is this node's own address", route.via));
+                }
+                if !own.iter().any(|a| a.trunc().contains(&route.via)) {
+                    return self.fail(&rpath.key("via"), format!("gateway {} is not on a subnet directly connected to `{}`", route.via, node.name));
+                }
+            }
+        }
+        for (i, service) in node.services.iter().enumerate() {
+            if let Service::Echo { address: Some(addr), .. } = service {
+                if !own.iter().any(|a| a.addr() == *addr) {
+                    return self.fail(&path.key("services").index(i).key("address"), format!("{addr} is not an address of node `{}`", node.name));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn subscribers(&self, raw: &BTreeMap<String, RawSubscriber>, nodes: &[Node]) -> Result<Vec<Subscriber>> {
+        let mut out: Vec<Subscriber> = Vec::new();
+        let mut imsis = BTreeSet::new();
+        let mut hostnames = BTreeSet::new();
+        for (name, sub) in raw {
+            let path = FieldPath::default().key("subscribers").key(name);
+            self.node_name(name, &path)?;
+            if nodes.iter().any(|n| &n.name == name) {
+                return self.fail(&path, format!("`{name}` is already the name of a node"));
+            }
+            let imsi_ok = (6..=15).contains(&sub.imsi.len()) && sub.imsi.bytes().all(|b| b.is_ascii_digit());
+            if !imsi_ok {
+                return self.fail(&path.key("imsi"), format!("IMSI `{}` must be 6 to 15 digits", sub.imsi));
+            }
+            if !imsis.insert(sub.imsi.clone()) {
+                return self.fail(&path.key("imsi"), format!("IMSI {} is already used by another subscriber", sub.imsi));
+            }
+            if let Some(msisdn) = &sub.msisdn {
+                if msisdn.is_empty() || msisdn.len() > 15 || !msisdn.bytes().all(|b| b.is_ascii_digit()) {
+                    return self.fail(&path.key("msisdn"), format!("MSISDN `{msisdn}` must be 1 to 15 digits"));
+                }
+            }
+            let home = match nodes.iter().find(|n| n.name == sub.home) {
+                Some(n) if n.role == Role::Home => n,
+                Some(_) => return self.fail(&path.key("home"), format!("node `{}` is not a home network", sub.home)),
+                None => return self.fail(&path.key("home"), format!("unknown node `{}`", sub.home)),
+            };
+            self.domain_name(&sub.hostname, &path.key("hostname"))?;
+            let domain = home.domain.as_deref().unwrap_or_default();
+            if !sub.hostname.ends_with(&format!(".{domain}")) {
+                return self.fail(&path.key("hostname"), format!("host name `{}` is not under the home domain `{domain}`", sub.hostname));
+            }
+            if !hostnames.insert(sub.hostname.clone()) {
+                return self.fail(&path.key("hostname"), format!("host name `{}` is already used by another subscriber", sub.hostname));
+            }
+            let k = self.key128(&sub.k, &path.key("k"))?;
+            let opc = self.key128(&sub.opc, &path.key("opc"))?;
+            out.push(Subscriber {
+                name: name.clone(),
+                imsi: sub.imsi.clone(),
+                msisdn: sub.msisdn.clone(),
+                hostname: sub.hostname.clone(),
+                home: sub.home.clone(),
+                k,
+                opc,
+                roaming: sub.roaming,
+                packet_data: sub.packet_data,
+            });
+        }
+        Ok(out)
+    }
+
+    fn key128(&self, hex: &str, path: &FieldPath) -> Result<[u8; 16]> {
+        let mut key = [0u8; 16];
+        if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return self.fail(path, "must be 32 hexadecimal digits (128 bits)");
+        }
+        for (i, byte) in key.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("checked hex");
+        }
+        Ok(key)
+    }
+
+    fn domain_name(&self, name: &str, path: &FieldPath) -> Result<()> {
+        let label_ok = |l: &str| {
+            (1..=63).contains(&l.len())
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if name.len() > 253 || name.split('.').count() < 2 || !name.split('.').all(label_ok) {
+            return self.fail(path, format!("`{name}` is not a valid lowercase domain name"));
+        }
+        Ok(())
+    }
+}
+
+/// All addresses a node holds, on its bridges and link ends.
+pub(crate) fn node_addresses(node: &Node, links: &[Link]) -> Vec<IpNet> {
+    let mut out: Vec<IpNet> = node.bridges.iter().flat_map(|b| b.addresses.iter().copied()).collect();
+    for link in links {
+        for end in [&link.a, &link.b] {
+            if end.node == node.name {
+                out.extend(end.addresses.iter().copied());
+            }
+        }
+    }
+    out
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Core => "core",
+        Role::Home => "home",
+        Role::Visited => "visited",
+        Role::Host => "host",
+    }
+}
+
+fn join(nets: &[&IpNet]) -> String {
+    nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// Union-find over L2 segments: each bridge and each plain link is one, and a link that
+/// joins a bridge belongs to that bridge's segment.
+#[derive(Default)]
+struct Segments {
+    parent: Vec<usize>,
+    bridges: HashMap<(String, String), usize>,
+}
+
+impl Segments {
+    fn fresh(&mut self) -> usize {
+        self.parent.push(self.parent.len());
+        self.parent.len() - 1
+    }
+
+    fn bridge(&mut self, node: &str, bridge: &str) -> usize {
+        if let Some(id) = self.bridges.get(&(node.to_string(), bridge.to_string())) {
+            return *id;
+        }
+        let id = self.fresh();
+        self.bridges.insert((node.to_string(), bridge.to_string()), id);
+        id
+    }
+
+    fn link(&mut self, _index: usize, link: &Link) -> usize {
+        let ends: Vec<usize> = [&link.a, &link.b]
+            .iter()
+            .filter_map(|e| e.bridge.as_ref().map(|b| self.bridge(&e.node, b)))
+            .collect();
+        match ends.as_slice() {
+            [] => self.fresh(),
+            [one] => *one,
+            [first, second] => {
+                let (a, b) = (self.find(*first), self.find(*second));
+                self.parent[b] = a;
+                a
+            }
+            _ => unreachable!("a link has two ends"),
+        }
+    }
+
+    fn find(&self, mut id: usize) -> usize {
+        while self.parent[id] != id {
+            id = self.parent[id];
+        }
+        id
+    }
+}
