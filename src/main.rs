@@ -2,8 +2,10 @@ use clap::Parser;
 
 fn main() {
     let cli = roamlab::cli::Cli::parse();
+    // Agents write to their log files, where their life story is wanted; verbs stay quiet.
+    let default = if cli.is_agent() { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROAMLAB_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     if let Err(error) = roamlab::cli::run(cli) {
         eprintln!("roamlab: error: {error:#}");

@@ -23,6 +23,13 @@ pub struct Cli {
     command: Command,
 }
 
+impl Cli {
+    /// Whether this run is an agent (started by the supervisor).
+    pub fn is_agent(&self) -> bool {
+        matches!(self.command, Command::Agent { .. })
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Build a lab: namespaces, links, bridges, addresses, routes, then its agents.
@@ -92,7 +99,8 @@ enum Command {
     },
     /// Remove what crashed or killed labs left behind, and say what was removed.
     ///
-    /// Without --lab, removes every lab that is not up and whole; --all removes all labs.
+    /// Without --lab, removes every lab that is neither up and whole nor being built by a
+    /// live `up`; --all removes all labs.
     /// Example: sudo roamlab cleanup
     Cleanup {
         /// Only this lab (removed whatever its state).

@@ -78,7 +78,7 @@ mod tests {
 
     #[test]
     fn failure_undoes_everything_including_the_failing_step() {
-        let mut kernel = RecordingKernel::failing_at(3);
+        let mut kernel = RecordingKernel::failing_at(14);
         let err = run(&mut kernel, false).unwrap_err();
         assert!(err.to_string().contains("injected failure"), "{err}");
         insta::assert_yaml_snapshot!(kernel.calls);

@@ -133,11 +133,14 @@ async fn build(opts: &UpOptions, plan: &Plan, state: &mut LabState, cancel: Arc<
                 return Err(LabError::Interrupted { lab });
             }
             let log_dir = lab_dir(&lab).join("agents");
-            let timeout = opts.ready_timeout;
-            let started = tokio::task::spawn_blocking(move || supervisor::start(&spec, &log_dir, timeout))
+            let (timeout, cancel) = (opts.ready_timeout, cancel.clone());
+            let started = tokio::task::spawn_blocking(move || supervisor::start(&spec, &log_dir, timeout, &cancel))
                 .await
                 .map_err(|e| io_err(&lab, "agent supervisor")(std::io::Error::other(e)))?;
-            let record = started.map_err(|cause| LabError::Agent { lab: lab.clone(), cause })?;
+            let record = started.map_err(|cause| match cause {
+                SupervisorError::Cancelled { .. } => LabError::Interrupted { lab: lab.clone() },
+                cause => LabError::Agent { lab: lab.clone(), cause },
+            })?;
             state.agents.push(record);
             state.save().map_err(io_err(&lab, "write state file"))?;
         }
@@ -293,15 +296,20 @@ pub fn resolve(name: Option<&str>) -> Result<String, LabError> {
     }
 }
 
-/// Whether a lab is up and whole: running, every namespace mounted.
-fn healthy(lab: &str) -> bool {
+/// Whether a lab is in use: up and whole (running, every namespace mounted), or still
+/// being built by a live `up`.
+fn in_use(lab: &str) -> bool {
     match LabState::load(lab) {
-        Ok(Some(s)) => s.phase == Phase::Running && s.namespaces.iter().all(|n| netns::is_mounted(n)),
+        Ok(Some(s)) => match s.phase {
+            Phase::Running => s.namespaces.iter().all(|n| netns::is_mounted(n)),
+            Phase::Creating => pid_alive(s.owner_pid),
+        },
         _ => false,
     }
 }
 
-/// Removes what crashed or killed labs left (all labs with `all`, or just `only`).
+/// Removes what crashed or killed labs left; labs in use stay unless `all` is set or the
+/// lab is named in `only`.
 pub fn cleanup(only: Option<&str>, all: bool) -> TeardownReport {
     let mut report = TeardownReport::default();
     let labs: Vec<String> = match only {
@@ -309,7 +317,7 @@ pub fn cleanup(only: Option<&str>, all: bool) -> TeardownReport {
         None => state::known_labs(),
     };
     for lab in labs {
-        if only.is_none() && !all && healthy(&lab) {
+        if only.is_none() && !all && in_use(&lab) {
             continue;
         }
         let one = teardown(&lab);

@@ -14,6 +14,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,8 @@ pub enum SupervisorError {
     Exited { agent: String, status: String, log: String, tail: String },
     #[error("agent {agent} was not ready within {secs:.1}s; log {log}: {tail}")]
     Timeout { agent: String, secs: f64, log: String, tail: String },
+    #[error("agent {agent}: interrupted while waiting for it to be ready")]
+    Cancelled { agent: String },
     #[error("agent {agent} (pid {pid}): cannot stop: {cause}")]
     Stop { agent: String, pid: i32, cause: String },
 }
@@ -58,8 +61,17 @@ impl AgentSpec {
     }
 }
 
-/// Starts an agent and waits until it is ready, or fails having stopped it.
-pub fn start(spec: &AgentSpec, log_dir: &Path, timeout: Duration) -> Result<AgentRecord, SupervisorError> {
+/// How the wait for readiness ended.
+enum Readiness {
+    Ready,
+    Exited,
+    TimedOut,
+    Cancelled,
+}
+
+/// Starts an agent and waits until it is ready, or fails having stopped it. Setting
+/// `cancel` ends the wait (and the agent) within a few milliseconds.
+pub fn start(spec: &AgentSpec, log_dir: &Path, timeout: Duration, cancel: &AtomicBool) -> Result<AgentRecord, SupervisorError> {
     let spawn_err = |cause: io::Error| SupervisorError::Spawn { agent: spec.label(), cause: cause.to_string() };
     fs::create_dir_all(log_dir).map_err(spawn_err)?;
     let log = log_dir.join(format!("{}.{}.log", spec.node, spec.name));
@@ -105,58 +117,62 @@ pub fn start(spec: &AgentSpec, log_dir: &Path, timeout: Duration) -> Result<Agen
         start_time: start_time(pid).unwrap_or(0),
         log: log.clone(),
     };
-    match wait_ready(&ready_read, timeout) {
-        Ok(true) => {
+    let (log_name, tail) = (log.display().to_string(), || log_tail(&log));
+    match wait_ready(ready_read, timeout, cancel) {
+        Readiness::Ready => {
             // The child is reaped by whoever inherits it; `up` does not wait for it.
             std::mem::forget(child);
             Ok(record)
         }
-        Ok(false) => {
+        Readiness::Exited => {
             let status = reap(child);
-            Err(SupervisorError::Exited { agent: spec.label(), status, log: log.display().to_string(), tail: log_tail(&log) })
+            Err(SupervisorError::Exited { agent: spec.label(), status, log: log_name, tail: tail() })
         }
-        Err(_) => {
+        Readiness::TimedOut => {
             let _ = stop(&record, Duration::from_millis(200));
             reap(child);
-            Err(SupervisorError::Timeout {
-                agent: spec.label(),
-                secs: timeout.as_secs_f64(),
-                log: log.display().to_string(),
-                tail: log_tail(&log),
-            })
+            Err(SupervisorError::Timeout { agent: spec.label(), secs: timeout.as_secs_f64(), log: log_name, tail: tail() })
+        }
+        Readiness::Cancelled => {
+            let _ = stop(&record, Duration::from_millis(200));
+            reap(child);
+            Err(SupervisorError::Cancelled { agent: spec.label() })
         }
     }
 }
 
-/// Ok(true): READY arrived; Ok(false): the pipe closed first (the agent exited); Err: timeout.
-fn wait_ready(pipe: &OwnedFd, timeout: Duration) -> Result<bool, ()> {
+/// Waits for READY on the pipe, in short slices so that `cancel` is seen promptly.
+fn wait_ready(pipe: OwnedFd, timeout: Duration, cancel: &AtomicBool) -> Readiness {
+    const SLICE: Duration = Duration::from_millis(20);
     let deadline = Instant::now() + timeout;
     let mut got = Vec::new();
+    let mut file = fs::File::from(pipe);
     loop {
+        if cancel.load(Ordering::SeqCst) {
+            return Readiness::Cancelled;
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(());
+            return Readiness::TimedOut;
         }
-        let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
-        let ms = PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
-        match poll(&mut fds, ms) {
-            Ok(0) => continue,
+        let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
+        let slice = PollTimeout::try_from(left.min(SLICE).as_millis() as i32).unwrap_or(PollTimeout::ZERO);
+        match poll(&mut fds, slice) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
             Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return Ok(false),
+            Err(_) => return Readiness::Exited,
         }
         let mut buf = [0u8; 64];
-        let mut file = fs::File::from(pipe.try_clone().map_err(|_| ())?);
         match file.read(&mut buf) {
-            Ok(0) => return Ok(false),
+            Ok(0) => return Readiness::Exited,
             Ok(n) => {
                 got.extend_from_slice(&buf[..n]);
                 if got.windows(READY_WORD.len()).any(|w| w == READY_WORD) {
-                    return Ok(true);
+                    return Readiness::Ready;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Ok(false),
+            Err(_) => return Readiness::Exited,
         }
     }
 }

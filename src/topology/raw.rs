@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 /// A whole topology file.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a topology: a mapping with name, nodes, links and subscribers")]
 pub struct RawTopology {
     pub name: String,
     #[serde(default)]
@@ -22,7 +22,7 @@ pub struct RawTopology {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a node: a mapping with role, domain, bridges, services, partners or routes")]
 pub struct RawNode {
     #[serde(default)]
     pub role: Option<String>,
@@ -43,7 +43,7 @@ pub struct RawNode {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a bridge: a mapping with addresses and pool")]
 pub struct RawBridge {
     #[serde(default)]
     pub addresses: Vec<IpNet>,
@@ -52,14 +52,14 @@ pub struct RawBridge {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a pool: a mapping with start and end")]
 pub struct RawPool {
     pub start: std::net::IpAddr,
     pub end: std::net::IpAddr,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a route: a mapping with to and via")]
 pub struct RawRoute {
     pub to: IpNet,
     pub via: std::net::IpAddr,
@@ -87,7 +87,7 @@ pub enum RawService {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a link: a mapping with endpoints and impairment")]
 pub struct RawLink {
     pub endpoints: Vec<RawEndpoint>,
     #[serde(default)]
@@ -95,7 +95,7 @@ pub struct RawLink {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an endpoint: a mapping with node, interface, bridge and addresses")]
 pub struct RawEndpoint {
     pub node: String,
     /// Interface name in the node; defaults by the naming rule.
@@ -109,7 +109,7 @@ pub struct RawEndpoint {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an impairment: a mapping with delay, jitter, loss and rate")]
 pub struct RawImpairment {
     #[serde(default)]
     pub delay: Option<String>,
@@ -122,7 +122,7 @@ pub struct RawImpairment {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a subscriber: a mapping with imsi, msisdn, hostname, home, k, opc, roaming and packet_data")]
 pub struct RawSubscriber {
     pub imsi: String,
     #[serde(default)]

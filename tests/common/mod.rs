@@ -1,0 +1,126 @@
+//! Helpers for tests that build real labs: the root check (a skip is a failure when
+//! ROAMLAB_E2E=required), a bound on how many labs run at once, and a guard that removes
+//! a test's lab however the test ends.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Condvar, Mutex};
+
+/// Labs built at once by one test binary: enough to overlap, few enough for 2 cores.
+const MAX_LABS: usize = 2;
+static SLOTS: Mutex<usize> = Mutex::new(0);
+static FREED: Condvar = Condvar::new();
+
+/// True when the test may touch the kernel. Outside root it prints a skip, or fails the
+/// test when ROAMLAB_E2E=required (as CI sets it).
+pub fn root_or_skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("ROAMLAB_E2E").as_deref() == Ok("required") {
+        panic!("{test}: needs root, and ROAMLAB_E2E=required forbids skipping it");
+    }
+    eprintln!("SKIPPED {test}: needs root (set ROAMLAB_E2E=required to make this a failure)");
+    false
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_roamlab")
+}
+
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+pub fn roamlab(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).output().expect("run roamlab")
+}
+
+pub fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A slot to build one lab in; the lab is removed when this is dropped.
+pub struct LabGuard {
+    pub name: String,
+}
+
+impl LabGuard {
+    pub fn new(name: &str) -> Self {
+        let mut used = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+        while *used >= MAX_LABS {
+            used = FREED.wait(used).unwrap_or_else(|e| e.into_inner());
+        }
+        *used += 1;
+        drop(used);
+        // Whatever an earlier, killed run of this test left must not fail this one.
+        roamlab(&["cleanup", "--lab", name]);
+        LabGuard { name: name.to_string() }
+    }
+
+    /// `roamlab up` of `topology` (None: the built-in lab) under this lab's name.
+    pub fn up(&self, topology: Option<&str>, extra: &[&str]) -> Output {
+        let mut args = vec!["up", "--name", &self.name];
+        let path;
+        if let Some(t) = topology {
+            path = repo(t).display().to_string();
+            args.extend(["-t", &path]);
+        }
+        args.extend(extra);
+        roamlab(&args)
+    }
+
+    pub fn exec(&self, node: &str, command: &[&str]) -> Output {
+        let mut args = vec!["exec", "--lab", &self.name, node, "--"];
+        args.extend(command);
+        roamlab(&args)
+    }
+
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = roamlab(&["status", &self.name, "--json"]);
+        assert!(out.status.success(), "status failed: {}", text(&out));
+        serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+    }
+}
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        roamlab(&["cleanup", "--lab", &self.name]);
+        *SLOTS.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        FREED.notify_one();
+    }
+}
+
+/// Asserts that nothing of `lab` is left: namespaces, mounts, state, /etc/netns files,
+/// and none of `pids` still running.
+pub fn assert_nothing_left(lab: &str, pids: &[i32]) {
+    let prefix = format!("{lab}-");
+    let leftovers = |dir: &str| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|n| n.starts_with(&prefix))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(leftovers("/run/netns"), Vec::<String>::new(), "namespaces of {lab} left in /run/netns");
+    assert_eq!(leftovers("/etc/netns"), Vec::<String>::new(), "/etc/netns files of {lab} left");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&format!("/run/netns/{prefix}")), "namespace mounts of {lab} left");
+    assert!(!Path::new("/run/roamlab").join(lab).exists(), "state directory of {lab} left");
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(stat.is_empty() || stat.contains(") Z "), "process {pid} of {lab} still running: {stat}");
+    }
+    let ip = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    let listed = String::from_utf8_lossy(&ip.stdout);
+    assert!(!listed.lines().any(|l| l.starts_with(&prefix)), "ip netns list still shows {lab}: {listed}");
+}
+
+/// Agent pids from `status --json`.
+pub fn agent_pids(status: &serde_json::Value) -> Vec<i32> {
+    status["agents"].as_array().unwrap().iter().map(|a| a["pid"].as_i64().unwrap() as i32).collect()
+}

@@ -1,0 +1,55 @@
+//! Walks every topology file: each under topologies/ and tests/labs/ must validate and plan; each under
+//! tests/fixtures/bad/ must fail with the message its first line expects.
+
+use std::fs;
+use std::path::Path;
+
+use roamlab::topology::Topology;
+
+fn yaml_files(dir: &str) -> Vec<std::path::PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut files: Vec<_> = fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_shipped_and_test_topology_validates_and_plans() {
+    let files: Vec<_> = yaml_files("topologies").into_iter().chain(yaml_files("tests/labs")).collect();
+    assert!(files.len() > 1);
+    for file in files {
+        let topology = Topology::load(&file).unwrap_or_else(|e| panic!("{e}"));
+        let plan = roamlab::plan::build(&topology);
+        assert!(!plan.steps.is_empty(), "{}: empty plan", file.display());
+    }
+}
+
+#[test]
+fn the_embedded_default_is_the_shipped_file() {
+    let shipped = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/roaming.yaml")).unwrap();
+    assert_eq!(shipped, roamlab::topology::DEFAULT_TOPOLOGY);
+}
+
+#[test]
+fn every_bad_fixture_fails_with_its_expected_message() {
+    let files = yaml_files("tests/fixtures/bad");
+    assert!(files.len() >= 15, "expected a folder of bad fixtures");
+    for file in files {
+        let text = fs::read_to_string(&file).unwrap();
+        let expect = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{}: first line must be `# expect: …`", file.display()));
+        let err = match Topology::load(&file) {
+            Ok(_) => panic!("{}: validated, but should fail with: {expect}", file.display()),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(expect), "{}:\n  expected: {expect}\n  got:      {err}", file.display());
+        assert!(!err.contains('\n'), "{}: error is not one line: {err}", file.display());
+    }
+}
