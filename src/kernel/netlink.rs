@@ -274,14 +274,7 @@ fn errno(e: &rtnetlink::Error) -> Option<i32> {
 /// A kernel answer in words: "File exists (os error 17)" rather than a debug dump.
 fn cause(e: &rtnetlink::Error) -> String {
     match errno(e) {
-        Some(code) => {
-            let text = io::Error::from_raw_os_error(code).to_string();
-            if code == libc::EOPNOTSUPP || code == libc::ENOENT {
-                format!("{text} (does this kernel have the feature? e.g. CONFIG_NET_SCH_NETEM for netem)")
-            } else {
-                text
-            }
-        }
+        Some(code) => io::Error::from_raw_os_error(code).to_string(),
         None => e.to_string(),
     }
 }
@@ -323,7 +316,14 @@ impl Kernel for NetlinkKernel {
                 self.add_route(namespace, *to, *via, *index).await.map_err(|e| fail(&e))
             }
             Step::AddNetem { namespace, index, impairment, .. } => {
-                self.add_netem(namespace, *index, impairment).await.map_err(|e| fail(&e))
+                self.add_netem(namespace, *index, impairment).await.map_err(|e| match errno(&e) {
+                    // The kernel answers an unknown qdisc kind with ENOENT.
+                    Some(libc::ENOENT | libc::EOPNOTSUPP) => KernelError::step(
+                        step,
+                        format!("this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM is off): {}", cause(&e)),
+                    ),
+                    _ => fail(&e),
+                })
             }
         }
     }

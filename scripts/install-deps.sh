@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs, idempotently, what roamlab's lab and tests need on Debian (12 or later):
+# kernel tools for checking the lab, the real clients the tests drive, and the benchmark's
+# timers. Re-running it installs nothing that is already there. Needs root for apt-get.
+set -euo pipefail
+
+packages=(
+  iproute2        # ip and tc: the benchmark's baseline and the tests' view of the kernel
+  iputils-ping    # ping
+  bind9-dnsutils  # dig, nsupdate
+  traceroute
+  tcpdump
+  procps          # pgrep, sysctl
+  psmisc
+  time            # /usr/bin/time: peak memory in the benchmark
+  hyperfine
+  ca-certificates
+  curl
+  build-essential
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "install-deps: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Rust 1.85 or newer builds roamlab; Debian 12's own rustc is too old, so rustup is used.
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps: installing Rust with rustup"
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+rust=$(rustc --version | awk '{print $2}')
+if [ "$(printf '%s\n' 1.85.0 "$rust" | sort -V | head -1)" != 1.85.0 ]; then
+  echo "install-deps: rustc $rust is older than 1.85; run: rustup update stable" >&2
+  exit 1
+fi
+echo "install-deps: ready (rustc $rust)"
