@@ -97,9 +97,12 @@ pub fn status_table(status: &LabStatus) -> String {
         }
     }
     format!(
-        "lab {} ({:?}, from {}), state in {}\n{}",
+        "lab {} ({}, from {}), state in {}\n{}",
         status.lab,
-        status.phase,
+        match status.phase {
+            crate::lab::state::Phase::Running => "running",
+            crate::lab::state::Phase::Creating => "being created, or left by a crashed up",
+        },
         status.source,
         status.state_dir,
         render(&rows)
