@@ -4,10 +4,10 @@
 //! objects) → [`kernel`] (netlink executor with an undo log) → [`supervisor`] (agent
 //! processes inside nodes) → [`lab`] (lifecycle: up, down, status, cleanup).
 
-pub mod plan;
-pub mod topology;
-pub mod kernel;
 pub mod agents;
-pub mod lab;
-pub mod supervisor;
 pub mod cli;
+pub mod kernel;
+pub mod lab;
+pub mod plan;
+pub mod supervisor;
+pub mod topology;

@@ -6,7 +6,10 @@ fn main() {
     let default = if cli.is_agent() { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROAMLAB_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     if let Err(error) = roamlab::cli::run(cli) {
         eprintln!("roamlab: error: {error:#}");
         std::process::exit(roamlab::cli::exit_code(&error));

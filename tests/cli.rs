@@ -6,26 +6,41 @@ use common::{repo, roamlab, text};
 
 #[test]
 fn validate_accepts_the_default_lab() {
-    let out = roamlab(&["validate", repo("topologies/roaming.yaml").to_str().unwrap()]);
+    let out = roamlab(&[
+        "validate",
+        repo("topologies/roaming.yaml").to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("lab roam is valid: 5 nodes, 4 links, 3 subscribers"));
 }
 
 #[test]
 fn validate_refuses_bad_input_with_one_line_and_exit_2() {
-    let out = roamlab(&["validate", repo("tests/fixtures/bad/unknown-node.yaml").to_str().unwrap()]);
+    let out = roamlab(&[
+        "validate",
+        repo("tests/fixtures/bad/unknown-node.yaml")
+            .to_str()
+            .unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("unknown-node.yaml:9:17: links[0].endpoints[1].node: unknown node `nowhere`"), "{err}");
+    assert!(
+        err.contains("unknown-node.yaml:9:17: links[0].endpoints[1].node: unknown node `nowhere`"),
+        "{err}"
+    );
 }
 
 #[test]
 fn validate_names_a_missing_file() {
     let out = roamlab(&["validate", "/nonexistent/lab.yaml"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).contains("/nonexistent/lab.yaml: cannot read the topology"), "{}", text(&out));
+    assert!(
+        text(&out).contains("/nonexistent/lab.yaml: cannot read the topology"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -33,17 +48,25 @@ fn graph_draws_the_default_lab() {
     let dot = roamlab(&["graph"]);
     assert!(dot.status.success());
     let dot = String::from_utf8_lossy(&dot.stdout);
-    assert!(dot.starts_with("graph \"roam\" {") && dot.contains("\"fixed1\" -- \"core:hosts\""), "{dot}");
+    assert!(
+        dot.starts_with("graph \"roam\" {") && dot.contains("\"fixed1\" -- \"core:hosts\""),
+        "{dot}"
+    );
     let mermaid = roamlab(&["graph", "--format", "mermaid"]);
     assert!(String::from_utf8_lossy(&mermaid.stdout).starts_with("flowchart LR"));
 }
 
 #[test]
 fn every_verb_has_help_with_an_example() {
-    for verb in ["up", "down", "status", "exec", "validate", "graph", "cleanup"] {
+    for verb in [
+        "up", "down", "status", "exec", "validate", "graph", "cleanup",
+    ] {
         let out = roamlab(&[verb, "--help"]);
         assert!(out.status.success(), "{verb} --help");
         let help = String::from_utf8_lossy(&out.stdout);
-        assert!(help.contains("Example: "), "{verb} --help has no example:\n{help}");
+        assert!(
+            help.contains("Example: "),
+            "{verb} --help has no example:\n{help}"
+        );
     }
 }

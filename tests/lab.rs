@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{agent_pids, assert_nothing_left, root_or_skip, roamlab, text, LabGuard};
+use common::{agent_pids, assert_nothing_left, roamlab, root_or_skip, text, LabGuard};
 
 #[test]
 fn default_lab_routes_across_the_core_and_down_leaves_nothing() {
@@ -17,23 +17,40 @@ fn default_lab_routes_across_the_core_and_down_leaves_nothing() {
     let out = lab.up(None, &[]);
     assert!(out.status.success(), "up failed: {}", text(&out));
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("e2edefault-visited") && table.contains("198.51.100.1/24"), "{table}");
+    assert!(
+        table.contains("e2edefault-visited") && table.contains("198.51.100.1/24"),
+        "{table}"
+    );
 
     // fixed1 reaches the visited and home routers, on their core links and their LANs.
     for target in ["198.18.0.6", "198.51.100.1", "198.18.0.2", "192.0.2.53"] {
         let ping = lab.exec("fixed1", &["ping", "-c", "1", "-W", "2", target]);
-        assert!(ping.status.success(), "ping {target} from fixed1: {}", text(&ping));
+        assert!(
+            ping.status.success(),
+            "ping {target} from fixed1: {}",
+            text(&ping)
+        );
         assert!(String::from_utf8_lossy(&ping.stdout).contains("1 received"));
     }
     // Sealed: nothing outside the lab is routed.
     let internet = lab.exec("fixed1", &["ip", "route", "get", "9.9.9.9"]);
-    assert!(!internet.status.success(), "a route leaves the lab: {}", text(&internet));
+    assert!(
+        !internet.status.success(),
+        "a route leaves the lab: {}",
+        text(&internet)
+    );
 
     // exec gives the node its own resolv.conf and hosts.
     let resolv = lab.exec("fixed2", &["cat", "/etc/resolv.conf"]);
-    assert!(String::from_utf8_lossy(&resolv.stdout).contains("written by roamlab for lab e2edefault"));
+    assert!(
+        String::from_utf8_lossy(&resolv.stdout).contains("written by roamlab for lab e2edefault")
+    );
     let hosts = lab.exec("fixed2", &["getent", "hosts", "visited"]);
-    assert!(String::from_utf8_lossy(&hosts.stdout).contains("198.51.100.1"), "{}", text(&hosts));
+    assert!(
+        String::from_utf8_lossy(&hosts.stdout).contains("198.51.100.1"),
+        "{}",
+        text(&hosts)
+    );
 
     let status = lab.status_json();
     assert_eq!(status["phase"], "running");
@@ -41,11 +58,30 @@ fn default_lab_routes_across_the_core_and_down_leaves_nothing() {
     assert_eq!(nodes.len(), 5);
     assert!(nodes.iter().all(|n| n["exists"] == true));
     let core = nodes.iter().find(|n| n["node"] == "core").unwrap();
-    let names: Vec<&str> = core["interfaces"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
-    for expected in ["lo", "hosts", "eth-home", "eth-visited", "hosts-fixed1", "hosts-fixed2"] {
-        assert!(names.contains(&expected), "core lacks {expected}: {names:?}");
+    let names: Vec<&str> = core["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "lo",
+        "hosts",
+        "eth-home",
+        "eth-visited",
+        "hosts-fixed1",
+        "hosts-fixed2",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "core lacks {expected}: {names:?}"
+        );
     }
-    assert!(core["interfaces"].as_array().unwrap().iter().all(|i| i["up"] == true));
+    assert!(core["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["up"] == true));
 
     let down = roamlab(&["down", "e2edefault"]);
     assert!(down.status.success(), "down failed: {}", text(&down));
@@ -65,21 +101,36 @@ fn agents_start_inside_their_nodes_and_stop_at_down() {
         "fixed2",
         &["bash", "-c", "exec 3<>/dev/tcp/203.0.113.10/7; echo hello-lab >&3; read -t 2 line <&3; echo \"$line\""],
     );
-    assert_eq!(String::from_utf8_lossy(&echo.stdout).trim(), "hello-lab", "{}", text(&echo));
+    assert_eq!(
+        String::from_utf8_lossy(&echo.stdout).trim(),
+        "hello-lab",
+        "{}",
+        text(&echo)
+    );
 
     let status = lab.status_json();
     let agents = status["agents"].as_array().unwrap();
     assert_eq!(agents.len(), 2);
     assert!(agents.iter().all(|a| a["alive"] == true), "{status}");
-    let log = agents.iter().find(|a| a["node"] == "fixed1").unwrap()["log"].as_str().unwrap().to_string();
-    assert!(std::fs::read_to_string(&log).unwrap().contains("echo agent ready"));
+    let log = agents.iter().find(|a| a["node"] == "fixed1").unwrap()["log"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("echo agent ready"));
     let pids = agent_pids(&status);
     // The agent really runs in its node's namespace.
     let ns_of = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
     let node_ns = std::fs::metadata("/run/netns/e2eagents-fixed1").unwrap();
     let agent_ns = std::fs::metadata(format!("/proc/{}/ns/net", pids[0])).unwrap();
     use std::os::unix::fs::MetadataExt;
-    assert_eq!((node_ns.dev(), node_ns.ino()), (agent_ns.dev(), agent_ns.ino()), "{:?}", ns_of(pids[0]));
+    assert_eq!(
+        (node_ns.dev(), node_ns.ino()),
+        (agent_ns.dev(), agent_ns.ino()),
+        "{:?}",
+        ns_of(pids[0])
+    );
 
     let down = roamlab(&["down", "e2eagents"]);
     assert!(down.status.success(), "down failed: {}", text(&down));
@@ -99,7 +150,10 @@ fn up_refuses_a_running_lab_of_the_same_name() {
     assert!(msg.contains("lab e2etwice is already running"), "{msg}");
     assert_eq!(msg.trim().lines().count(), 1, "not one line: {msg}");
     // The running lab is untouched.
-    assert!(lab.exec("fixed1", &["ping", "-c", "1", "-W", "2", "198.18.0.1"]).status.success());
+    assert!(lab
+        .exec("fixed1", &["ping", "-c", "1", "-W", "2", "198.18.0.1"])
+        .status
+        .success());
 }
 
 #[test]
@@ -111,10 +165,19 @@ fn an_agent_that_never_becomes_ready_fails_up_and_leaves_nothing() {
     let out = lab.up(Some("tests/labs/stall.yaml"), &["--ready-timeout", "0.5"]);
     assert_eq!(out.status.code(), Some(1));
     let msg = text(&out);
-    assert!(msg.contains("agent fixed1/echo was not ready within 0.5s"), "{msg}");
-    assert!(msg.contains("e2estall/agents/fixed1.echo.log"), "names the log: {msg}");
+    assert!(
+        msg.contains("agent fixed1/echo was not ready within 0.5s"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("e2estall/agents/fixed1.echo.log"),
+        "names the log: {msg}"
+    );
     assert_nothing_left("e2estall", &[]);
-    let stray = Command::new("pgrep").args(["-f", "ready-after-ms 60000"]).output().unwrap();
+    let stray = Command::new("pgrep")
+        .args(["-f", "ready-after-ms 60000"])
+        .output()
+        .unwrap();
     assert!(stray.stdout.is_empty(), "the stalled agent still runs");
 }
 
@@ -127,8 +190,14 @@ fn an_agent_that_cannot_bind_fails_up_naming_it_and_showing_its_log() {
     let out = lab.up(Some("tests/labs/clash.yaml"), &[]);
     assert_eq!(out.status.code(), Some(1));
     let msg = text(&out);
-    assert!(msg.contains("agent fixed1/second exited before it was ready"), "{msg}");
-    assert!(msg.contains("Address already in use"), "shows the log tail: {msg}");
+    assert!(
+        msg.contains("agent fixed1/second exited before it was ready"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("Address already in use"),
+        "shows the log tail: {msg}"
+    );
     assert_nothing_left("e2eclash", &[]);
 }
 
@@ -141,10 +210,17 @@ fn down_removes_a_lab_whose_agents_already_died() {
     assert!(lab.up(Some("tests/labs/agents.yaml"), &[]).status.success());
     let pids = agent_pids(&lab.status_json());
     for pid in &pids {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
     }
     // A process started by hand inside the lab is removed too.
-    let mut sleeper = Command::new(common::bin()).args(["exec", "--lab", "e2edead", "fixed1", "--", "sleep", "300"]).spawn().unwrap();
+    let mut sleeper = Command::new(common::bin())
+        .args(["exec", "--lab", "e2edead", "fixed1", "--", "sleep", "300"])
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let down = roamlab(&["down", "e2edead"]);
     assert!(down.status.success(), "down failed: {}", text(&down));
@@ -160,7 +236,15 @@ fn cleanup_after_kill_9_of_up_half_way_leaves_nothing() {
     let lab = LabGuard::new("e2ekill");
     let path = common::repo("tests/labs/stall.yaml");
     let mut up = Command::new(common::bin())
-        .args(["up", "--name", "e2ekill", "-t", path.to_str().unwrap(), "--ready-timeout", "60"])
+        .args([
+            "up",
+            "--name",
+            "e2ekill",
+            "-t",
+            path.to_str().unwrap(),
+            "--ready-timeout",
+            "60",
+        ])
         .spawn()
         .unwrap();
     // Half-way: the fabric is built and `up` waits for the stalled agent.
@@ -171,13 +255,19 @@ fn cleanup_after_kill_9_of_up_half_way_leaves_nothing() {
     }
     up.kill().unwrap();
     up.wait().unwrap();
-    assert!(std::path::Path::new("/run/netns/e2ekill-fixed1").exists(), "the kill left a half-built lab");
+    assert!(
+        std::path::Path::new("/run/netns/e2ekill-fixed1").exists(),
+        "the kill left a half-built lab"
+    );
 
     let out = roamlab(&["cleanup"]);
     assert!(out.status.success(), "cleanup failed: {}", text(&out));
     let said = text(&out);
     assert!(said.contains("removed namespace e2ekill-fixed1"), "{said}");
-    assert!(said.contains("process(es) left"), "the orphaned agent was not reported: {said}");
+    assert!(
+        said.contains("process(es) left"),
+        "the orphaned agent was not reported: {said}"
+    );
     assert_nothing_left("e2ekill", &[]);
     drop(lab);
 }
@@ -192,7 +282,10 @@ fn a_stale_netns_entry_from_a_crash_does_not_block_up() {
     std::fs::write("/run/netns/e2estale-core", b"").unwrap();
     let out = lab.up(None, &["--no-agents"]);
     assert!(out.status.success(), "up failed: {}", text(&out));
-    assert!(lab.exec("fixed1", &["ping", "-c", "1", "-W", "2", "198.18.0.6"]).status.success());
+    assert!(lab
+        .exec("fixed1", &["ping", "-c", "1", "-W", "2", "198.18.0.6"])
+        .status
+        .success());
     assert!(roamlab(&["down", "e2estale"]).status.success());
     assert_nothing_left("e2estale", &[]);
 }
@@ -205,7 +298,15 @@ fn interrupting_up_removes_what_was_built() {
     let lab = LabGuard::new("e2eint");
     let path = common::repo("tests/labs/stall.yaml");
     let up = Command::new(common::bin())
-        .args(["up", "--name", "e2eint", "-t", path.to_str().unwrap(), "--ready-timeout", "60"])
+        .args([
+            "up",
+            "--name",
+            "e2eint",
+            "-t",
+            path.to_str().unwrap(),
+            "--ready-timeout",
+            "60",
+        ])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -214,7 +315,11 @@ fn interrupting_up_removes_what_was_built() {
         assert!(Instant::now() < deadline, "up never reached its agents");
         std::thread::sleep(Duration::from_millis(10));
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(up.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(up.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
     let out = up.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let msg = String::from_utf8_lossy(&out.stderr);
@@ -228,7 +333,13 @@ fn a_bad_topology_creates_nothing_and_exits_2() {
     if !root_or_skip("a_bad_topology_creates_nothing_and_exits_2") {
         return;
     }
-    let out = roamlab(&["up", "-t", common::repo("tests/fixtures/bad/duplicate-address.yaml").to_str().unwrap()]);
+    let out = roamlab(&[
+        "up",
+        "-t",
+        common::repo("tests/fixtures/bad/duplicate-address.yaml")
+            .to_str()
+            .unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("address 198.18.0.2 is already used"));
     assert_nothing_left("lab", &[]);
@@ -258,13 +369,24 @@ fn link_impairment_is_applied_with_netem_or_refused_clearly() {
     if out.status.success() {
         let ping = lab.exec("a", &["ping", "-c", "1", "-W", "2", "198.18.0.2"]);
         let said = String::from_utf8_lossy(&ping.stdout).to_string();
-        let rtt: f64 = said.split("time=").nth(1).and_then(|s| s.split(' ').next()).and_then(|s| s.parse().ok()).expect(&said);
-        assert!(rtt >= 50.0, "25 ms each way should give a round trip of 50 ms or more, got {rtt} ms");
+        let rtt: f64 = said
+            .split("time=")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|s| s.parse().ok())
+            .expect(&said);
+        assert!(
+            rtt >= 50.0,
+            "25 ms each way should give a round trip of 50 ms or more, got {rtt} ms"
+        );
     } else {
         // This kernel has no netem (CONFIG_NET_SCH_NETEM): the refusal is clear and clean.
         let msg = text(&out);
         assert_eq!(out.status.code(), Some(1));
-        assert!(msg.contains("add netem to e2enetem-a/eth-b") && msg.contains("CONFIG_NET_SCH_NETEM"), "{msg}");
+        assert!(
+            msg.contains("add netem to e2enetem-a/eth-b") && msg.contains("CONFIG_NET_SCH_NETEM"),
+            "{msg}"
+        );
         assert!(msg.contains("the lab was removed"), "{msg}");
         assert_nothing_left("e2enetem", &[]);
     }

@@ -19,7 +19,10 @@ fn yaml_files(dir: &str) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn every_shipped_and_test_topology_validates_and_plans() {
-    let files: Vec<_> = yaml_files("topologies").into_iter().chain(yaml_files("tests/labs")).collect();
+    let files: Vec<_> = yaml_files("topologies")
+        .into_iter()
+        .chain(yaml_files("tests/labs"))
+        .collect();
     assert!(files.len() > 1);
     for file in files {
         let topology = Topology::load(&file).unwrap_or_else(|e| panic!("{e}"));
@@ -30,7 +33,9 @@ fn every_shipped_and_test_topology_validates_and_plans() {
 
 #[test]
 fn the_embedded_default_is_the_shipped_file() {
-    let shipped = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/roaming.yaml")).unwrap();
+    let shipped =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/roaming.yaml"))
+            .unwrap();
     assert_eq!(shipped, roamlab::topology::DEFAULT_TOPOLOGY);
 }
 
@@ -46,10 +51,21 @@ fn every_bad_fixture_fails_with_its_expected_message() {
             .and_then(|l| l.strip_prefix("# expect: "))
             .unwrap_or_else(|| panic!("{}: first line must be `# expect: …`", file.display()));
         let err = match Topology::load(&file) {
-            Ok(_) => panic!("{}: validated, but should fail with: {expect}", file.display()),
+            Ok(_) => panic!(
+                "{}: validated, but should fail with: {expect}",
+                file.display()
+            ),
             Err(e) => e.to_string(),
         };
-        assert!(err.contains(expect), "{}:\n  expected: {expect}\n  got:      {err}", file.display());
-        assert!(!err.contains('\n'), "{}: error is not one line: {err}", file.display());
+        assert!(
+            err.contains(expect),
+            "{}:\n  expected: {expect}\n  got:      {err}",
+            file.display()
+        );
+        assert!(
+            !err.contains('\n'),
+            "{}: error is not one line: {err}",
+            file.display()
+        );
     }
 }

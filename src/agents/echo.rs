@@ -14,12 +14,12 @@ pub struct EchoConfig {
 }
 
 pub async fn run(config: EchoConfig) -> std::io::Result<()> {
-    let tcp = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind tcp {}: {e}", config.listen)))?;
-    let udp = UdpSocket::bind(config.listen)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind udp {}: {e}", config.listen)))?;
+    let tcp = TcpListener::bind(config.listen).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot bind tcp {}: {e}", config.listen))
+    })?;
+    let udp = UdpSocket::bind(config.listen).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot bind udp {}: {e}", config.listen))
+    })?;
     tokio::time::sleep(config.ready_after).await;
     tracing::info!(listen = %config.listen, "echo agent ready");
     super::notify_ready();

@@ -10,7 +10,12 @@ use crate::supervisor::READY_FD_ENV;
 
 /// Tells the supervisor this agent is ready (a no-op when not started by one).
 pub fn notify_ready() {
-    let Some(fd) = std::env::var(READY_FD_ENV).ok().and_then(|v| v.parse::<i32>().ok()) else { return };
+    let Some(fd) = std::env::var(READY_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return;
+    };
     std::env::remove_var(READY_FD_ENV);
     // SAFETY: the supervisor handed us this fd for exactly this use; nothing else owns it.
     let mut pipe = unsafe { std::fs::File::from_raw_fd(fd) };

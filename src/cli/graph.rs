@@ -22,7 +22,10 @@ fn anchor(end: &Endpoint, sep: &str) -> String {
 pub fn dot(topology: &Topology) -> String {
     let mut out = format!("graph \"{}\" {{\n  node [shape=box];\n", topology.name);
     for node in &topology.nodes {
-        let role = serde_json::to_value(node.role).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        let role = serde_json::to_value(node.role)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
         let services: Vec<&str> = node.services.iter().map(|s| s.name()).collect();
         let mut label = format!("{}\\n{role}", node.name);
         if !services.is_empty() {
@@ -58,7 +61,12 @@ pub fn mermaid(topology: &Topology) -> String {
         for bridge in &node.bridges {
             let addrs: Vec<String> = bridge.addresses.iter().map(|a| a.to_string()).collect();
             let bid = id(&format!("{}_{}", node.name, bridge.name));
-            out.push_str(&format!("  {bid}([\"{} {}\"])\n  {} -.- {bid}\n", bridge.name, addrs.join(" "), id(&node.name)));
+            out.push_str(&format!(
+                "  {bid}([\"{} {}\"])\n  {} -.- {bid}\n",
+                bridge.name,
+                addrs.join(" "),
+                id(&node.name)
+            ));
         }
     }
     for link in &topology.links {

@@ -17,7 +17,11 @@ use crate::supervisor::enter::NodeEntry;
 use crate::topology::{Topology, DEFAULT_SOURCE, DEFAULT_TOPOLOGY};
 
 #[derive(Parser)]
-#[command(name = "roamlab", version, about = "A real, sealed Linux network lab for roaming with dynamic DNS update")]
+#[command(
+    name = "roamlab",
+    version,
+    about = "A real, sealed Linux network lab for roaming with dynamic DNS update"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -139,7 +143,8 @@ enum GraphFormat {
 fn load_topology(file: Option<&PathBuf>, name: Option<&str>) -> Result<(Topology, String, String)> {
     let (text, origin) = match file {
         Some(path) => (
-            std::fs::read_to_string(path).with_context(|| format!("{}: cannot read the topology", path.display()))?,
+            std::fs::read_to_string(path)
+                .with_context(|| format!("{}: cannot read the topology", path.display()))?,
             path.display().to_string(),
         ),
         None => (DEFAULT_TOPOLOGY.to_string(), DEFAULT_SOURCE.to_string()),
@@ -176,13 +181,20 @@ fn require_root(verb: &str) -> Result<()> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().context("start the async runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")
 }
 
 /// Sets `flag` on SIGINT, SIGTERM or SIGHUP, so `up` can roll back instead of dying.
 fn cancel_on_signals(flag: Arc<AtomicBool>) {
     use tokio::signal::unix::{signal, SignalKind};
-    for kind in [SignalKind::interrupt(), SignalKind::terminate(), SignalKind::hangup()] {
+    for kind in [
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+    ] {
         let flag = flag.clone();
         if let Ok(mut s) = signal(kind) {
             tokio::spawn(async move {
@@ -197,8 +209,14 @@ fn cancel_on_signals(flag: Arc<AtomicBool>) {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Up { topology, name, no_agents, ready_timeout } => {
-            let (topology, source_text, origin) = load_topology(topology.as_ref(), name.as_deref())?;
+        Command::Up {
+            topology,
+            name,
+            no_agents,
+            ready_timeout,
+        } => {
+            let (topology, source_text, origin) =
+                load_topology(topology.as_ref(), name.as_deref())?;
             require_root("up")?;
             let opts = UpOptions {
                 topology,
@@ -214,7 +232,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 cancel_on_signals(cancel.clone());
                 lab::up(&opts, cancel).await
             })?;
-            print!("{}", table::up_table(&opts.topology, &report.plan, &report.agents));
+            print!(
+                "{}",
+                table::up_table(&opts.topology, &report.plan, &report.agents)
+            );
             println!(
                 "lab {} is up in {} ms; `roamlab exec NODE -- CMD` runs a command in a node, `roamlab down {}` removes it",
                 opts.topology.name,
@@ -250,7 +271,9 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             let mut cmd = std::process::Command::new(&command[0]);
             cmd.args(&command[1..]);
-            NodeEntry::prepare(&namespace).with_context(|| format!("enter node {node}"))?.apply_to(&mut cmd);
+            NodeEntry::prepare(&namespace)
+                .with_context(|| format!("enter node {node}"))?
+                .apply_to(&mut cmd);
             let err = std::os::unix::process::CommandExt::exec(&mut cmd);
             Err(err).with_context(|| format!("node {node}: cannot run {}", command[0]))
         }
@@ -286,14 +309,26 @@ pub fn run(cli: Cli) -> Result<()> {
                 println!("removed {item}");
             }
             if !report.errors.is_empty() {
-                bail!("cleanup left {} problem(s): {}", report.errors.len(), report.errors.join("; "));
+                bail!(
+                    "cleanup left {} problem(s): {}",
+                    report.errors.len(),
+                    report.errors.join("; ")
+                );
             }
             Ok(())
         }
         Command::Agent { agent } => match agent {
-            AgentCommand::Echo { listen, ready_after_ms } => {
-                let config = crate::agents::echo::EchoConfig { listen, ready_after: Duration::from_millis(ready_after_ms) };
-                runtime()?.block_on(crate::agents::echo::run(config)).context("echo agent")
+            AgentCommand::Echo {
+                listen,
+                ready_after_ms,
+            } => {
+                let config = crate::agents::echo::EchoConfig {
+                    listen,
+                    ready_after: Duration::from_millis(ready_after_ms),
+                };
+                runtime()?
+                    .block_on(crate::agents::echo::run(config))
+                    .context("echo agent")
             }
         },
     }
@@ -301,7 +336,10 @@ pub fn run(cli: Cli) -> Result<()> {
 
 /// Exit status for an error: 2 for bad input (a topology problem), 1 otherwise.
 pub fn exit_code(error: &anyhow::Error) -> i32 {
-    if error.chain().any(|e| e.is::<crate::topology::TopologyError>()) {
+    if error
+        .chain()
+        .any(|e| e.is::<crate::topology::TopologyError>())
+    {
         2
     } else {
         1

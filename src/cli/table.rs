@@ -16,7 +16,11 @@ fn render(rows: &[[String; 5]]) -> String {
     }
     let mut out = String::new();
     for row in std::iter::once(&header).chain(rows) {
-        let line: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
@@ -31,12 +35,23 @@ pub fn up_table(topology: &Topology, plan: &Plan, agents: &[AgentRecord]) -> Str
         let mut ifaces: Vec<(String, Vec<String>)> = Vec::new();
         for step in &plan.steps {
             match step {
-                Step::CreateBridge { namespace, name, .. } if *namespace == ns => ifaces.push((name.clone(), vec![])),
-                Step::CreateVeth { namespace, name, .. } if *namespace == ns => ifaces.push((name.clone(), vec![])),
-                Step::CreateVeth { peer_namespace, peer_name, .. } if *peer_namespace == ns => {
-                    ifaces.push((peer_name.clone(), vec![]))
-                }
-                Step::AddAddress { namespace, interface, address, .. } if *namespace == ns => {
+                Step::CreateBridge {
+                    namespace, name, ..
+                } if *namespace == ns => ifaces.push((name.clone(), vec![])),
+                Step::CreateVeth {
+                    namespace, name, ..
+                } if *namespace == ns => ifaces.push((name.clone(), vec![])),
+                Step::CreateVeth {
+                    peer_namespace,
+                    peer_name,
+                    ..
+                } if *peer_namespace == ns => ifaces.push((peer_name.clone(), vec![])),
+                Step::AddAddress {
+                    namespace,
+                    interface,
+                    address,
+                    ..
+                } if *namespace == ns => {
                     if let Some(entry) = ifaces.iter_mut().find(|(n, _)| n == interface) {
                         entry.1.push(address.to_string());
                     }
@@ -47,16 +62,25 @@ pub fn up_table(topology: &Topology, plan: &Plan, agents: &[AgentRecord]) -> Str
         let agent_cells: Vec<String> = node
             .services
             .iter()
-            .map(|s| match agents.iter().find(|a| a.node == node.name && a.name == s.name()) {
-                Some(a) => format!("{} (pid {})", a.name, a.pid),
-                None => format!("{} (declared)", s.name()),
+            .map(|s| {
+                match agents
+                    .iter()
+                    .find(|a| a.node == node.name && a.name == s.name())
+                {
+                    Some(a) => format!("{} (pid {})", a.name, a.pid),
+                    None => format!("{} (declared)", s.name()),
+                }
             })
             .collect();
         let lines = ifaces.len().max(agent_cells.len()).max(1);
         for i in 0..lines {
             let (iface, addrs) = ifaces.get(i).cloned().unwrap_or_default();
             rows.push([
-                if i == 0 { node.name.clone() } else { String::new() },
+                if i == 0 {
+                    node.name.clone()
+                } else {
+                    String::new()
+                },
                 if i == 0 { ns.clone() } else { String::new() },
                 iface,
                 addrs.join(", "),
@@ -75,21 +99,41 @@ pub fn status_table(status: &LabStatus) -> String {
             .agents
             .iter()
             .filter(|a| a.node == node.node)
-            .map(|a| format!("{} (pid {}, {})", a.name, a.pid, if a.alive { "running" } else { "DEAD" }))
+            .map(|a| {
+                format!(
+                    "{} (pid {}, {})",
+                    a.name,
+                    a.pid,
+                    if a.alive { "running" } else { "DEAD" }
+                )
+            })
             .collect();
         let lines = ifaces.len().max(agents.len()).max(1);
         for i in 0..lines {
             let (iface, addrs) = match ifaces.get(i) {
                 Some(x) => (
                     format!("{}{}", x.name, if x.up { "" } else { " (down)" }),
-                    x.addresses.iter().filter(|a| !is_link_local(a)).map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
+                    x.addresses
+                        .iter()
+                        .filter(|a| !is_link_local(a))
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 ),
                 None if i == 0 && !node.exists => ("MISSING".to_string(), String::new()),
                 None => Default::default(),
             };
             rows.push([
-                if i == 0 { node.node.clone() } else { String::new() },
-                if i == 0 { node.namespace.clone() } else { String::new() },
+                if i == 0 {
+                    node.node.clone()
+                } else {
+                    String::new()
+                },
+                if i == 0 {
+                    node.namespace.clone()
+                } else {
+                    String::new()
+                },
                 iface,
                 addrs,
                 agents.get(i).cloned().unwrap_or_default(),

@@ -26,7 +26,11 @@ fn undo_note(errors: &[KernelError]) -> String {
 }
 
 /// Applies every step of `plan`; on failure or cancellation rolls back and reports.
-pub async fn apply<K: Kernel>(kernel: &mut K, plan: &Plan, cancel: &AtomicBool) -> Result<(), ExecError> {
+pub async fn apply<K: Kernel>(
+    kernel: &mut K,
+    plan: &Plan,
+    cancel: &AtomicBool,
+) -> Result<(), ExecError> {
     let mut done: Vec<&Step> = Vec::with_capacity(plan.steps.len());
     for step in &plan.steps {
         if cancel.load(Ordering::SeqCst) {
@@ -63,7 +67,9 @@ mod tests {
 
     fn run(kernel: &mut RecordingKernel, cancel: bool) -> Result<(), ExecError> {
         let plan = crate::plan::build(&Topology::builtin());
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         rt.block_on(apply(kernel, &plan, &AtomicBool::new(cancel)))
     }
 
@@ -72,7 +78,11 @@ mod tests {
         let mut kernel = RecordingKernel::default();
         run(&mut kernel, false).unwrap();
         let plan = crate::plan::build(&Topology::builtin());
-        let expected: Vec<String> = plan.steps.iter().map(|s| format!("apply {}", s.describe())).collect();
+        let expected: Vec<String> = plan
+            .steps
+            .iter()
+            .map(|s| format!("apply {}", s.describe()))
+            .collect();
         assert_eq!(kernel.calls, expected);
     }
 

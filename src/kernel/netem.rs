@@ -20,10 +20,18 @@ pub fn encode_options(imp: &Impairment) -> Vec<u8> {
         out.extend_from_slice(&field.to_ne_bytes());
     }
     if imp.delay_us > 0 {
-        attr(&mut out, TCA_NETEM_LATENCY64, &((imp.delay_us * 1000) as i64).to_ne_bytes());
+        attr(
+            &mut out,
+            TCA_NETEM_LATENCY64,
+            &((imp.delay_us * 1000) as i64).to_ne_bytes(),
+        );
     }
     if imp.jitter_us > 0 {
-        attr(&mut out, TCA_NETEM_JITTER64, &((imp.jitter_us * 1000) as i64).to_ne_bytes());
+        attr(
+            &mut out,
+            TCA_NETEM_JITTER64,
+            &((imp.jitter_us * 1000) as i64).to_ne_bytes(),
+        );
     }
     if imp.rate_bps > 0 {
         let bytes_per_sec = imp.rate_bps / 8;
@@ -53,15 +61,35 @@ mod tests {
 
     #[test]
     fn encodes_delay_loss_and_rate() {
-        let imp = Impairment { delay_us: 20_000, jitter_us: 0, loss_percent: 50.0, rate_bps: 8_000_000 };
+        let imp = Impairment {
+            delay_us: 20_000,
+            jitter_us: 0,
+            loss_percent: 50.0,
+            rate_bps: 8_000_000,
+        };
         let bytes = encode_options(&imp);
         assert_eq!(bytes.len(), 24 + 12 + 20);
         assert_eq!(u32::from_ne_bytes(bytes[4..8].try_into().unwrap()), 1000);
-        assert_eq!(u32::from_ne_bytes(bytes[8..12].try_into().unwrap()), u32::MAX / 2 + 1);
-        assert_eq!(u16::from_ne_bytes(bytes[26..28].try_into().unwrap()), TCA_NETEM_LATENCY64);
-        assert_eq!(i64::from_ne_bytes(bytes[28..36].try_into().unwrap()), 20_000_000);
-        assert_eq!(u16::from_ne_bytes(bytes[38..40].try_into().unwrap()), TCA_NETEM_RATE);
-        assert_eq!(u32::from_ne_bytes(bytes[40..44].try_into().unwrap()), 1_000_000);
+        assert_eq!(
+            u32::from_ne_bytes(bytes[8..12].try_into().unwrap()),
+            u32::MAX / 2 + 1
+        );
+        assert_eq!(
+            u16::from_ne_bytes(bytes[26..28].try_into().unwrap()),
+            TCA_NETEM_LATENCY64
+        );
+        assert_eq!(
+            i64::from_ne_bytes(bytes[28..36].try_into().unwrap()),
+            20_000_000
+        );
+        assert_eq!(
+            u16::from_ne_bytes(bytes[38..40].try_into().unwrap()),
+            TCA_NETEM_RATE
+        );
+        assert_eq!(
+            u32::from_ne_bytes(bytes[40..44].try_into().unwrap()),
+            1_000_000
+        );
     }
 
     #[test]

@@ -9,7 +9,9 @@ use std::os::fd::AsRawFd;
 
 use futures::{StreamExt, TryStreamExt};
 use ipnet::IpNet;
-use rtnetlink::packet_core::{DefaultNla, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST};
+use rtnetlink::packet_core::{
+    DefaultNla, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
+};
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::tc::{TcAttribute, TcHandle, TcMessage};
@@ -47,26 +49,38 @@ impl NetlinkKernel {
             Ok((conn, handle))
         })?;
         tokio::spawn(conn);
-        self.files.insert(namespace.to_string(), netns::open(namespace)?);
+        self.files
+            .insert(namespace.to_string(), netns::open(namespace)?);
         self.handles.insert(namespace.to_string(), handle.clone());
         Ok(handle)
     }
 
     fn handle(&self, namespace: &str) -> io::Result<Handle> {
-        self.handles
-            .get(namespace)
-            .cloned()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no connection to namespace {namespace}")))
+        self.handles.get(namespace).cloned().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no connection to namespace {namespace}"),
+            )
+        })
     }
 
     fn namespace_fd(&self, namespace: &str) -> io::Result<i32> {
         self.files
             .get(namespace)
             .map(|f| f.as_raw_fd())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("namespace {namespace} is not open")))
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("namespace {namespace} is not open"),
+                )
+            })
     }
 
-    async fn create_namespace(&mut self, namespace: &str, sysctls: &[crate::plan::Sysctl]) -> io::Result<()> {
+    async fn create_namespace(
+        &mut self,
+        namespace: &str,
+        sysctls: &[crate::plan::Sysctl],
+    ) -> io::Result<()> {
         let runtime = tokio::runtime::Handle::current();
         let (name, sysctls) = (namespace.to_string(), sysctls.to_vec());
         let (conn, handle) = tokio::task::spawn_blocking(move || {
@@ -83,7 +97,8 @@ impl NetlinkKernel {
         .await
         .map_err(io::Error::other)??;
         tokio::spawn(conn);
-        self.files.insert(namespace.to_string(), netns::open(namespace)?);
+        self.files
+            .insert(namespace.to_string(), netns::open(namespace)?);
         self.handles.insert(namespace.to_string(), handle);
         Ok(())
     }
@@ -96,12 +111,25 @@ impl NetlinkKernel {
 
     async fn set_link_up(&self, namespace: &str, index: u32) -> Result<(), rtnetlink::Error> {
         let handle = self.handle(namespace).map_err(ns_error)?;
-        handle.link().set(LinkUnspec::new_with_index(index).up().build()).execute().await
+        handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
     }
 
-    async fn create_bridge(&self, namespace: &str, name: &str, index: u32) -> Result<(), rtnetlink::Error> {
+    async fn create_bridge(
+        &self,
+        namespace: &str,
+        name: &str,
+        index: u32,
+    ) -> Result<(), rtnetlink::Error> {
         let handle = self.handle(namespace).map_err(ns_error)?;
-        handle.link().add(LinkBridge::new(name).index(index).up().build()).execute().await
+        handle
+            .link()
+            .add(LinkBridge::new(name).index(index).up().build())
+            .execute()
+            .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -134,9 +162,18 @@ impl NetlinkKernel {
         handle.link().add(veth.build()).execute().await
     }
 
-    async fn set_master(&self, namespace: &str, index: u32, master: u32) -> Result<(), rtnetlink::Error> {
+    async fn set_master(
+        &self,
+        namespace: &str,
+        index: u32,
+        master: u32,
+    ) -> Result<(), rtnetlink::Error> {
         let handle = self.handle(namespace).map_err(ns_error)?;
-        handle.link().set(LinkUnspec::new_with_index(index).controller(master).build()).execute().await
+        handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).controller(master).build())
+            .execute()
+            .await
     }
 
     async fn delete_link(&self, namespace: &str, index: u32) -> Result<(), rtnetlink::Error> {
@@ -144,16 +181,37 @@ impl NetlinkKernel {
         handle.link().del(index).execute().await
     }
 
-    async fn add_address(&self, namespace: &str, index: u32, address: IpNet) -> Result<(), rtnetlink::Error> {
+    async fn add_address(
+        &self,
+        namespace: &str,
+        index: u32,
+        address: IpNet,
+    ) -> Result<(), rtnetlink::Error> {
         let handle = self.handle(namespace).map_err(ns_error)?;
-        handle.address().add(index, address.addr(), address.prefix_len()).execute().await
+        handle
+            .address()
+            .add(index, address.addr(), address.prefix_len())
+            .execute()
+            .await
     }
 
-    async fn delete_address(&self, namespace: &str, index: u32, address: IpNet) -> Result<(), rtnetlink::Error> {
+    async fn delete_address(
+        &self,
+        namespace: &str,
+        index: u32,
+        address: IpNet,
+    ) -> Result<(), rtnetlink::Error> {
         let handle = self.handle(namespace).map_err(ns_error)?;
-        let mut found = handle.address().get().set_link_index_filter(index).execute();
+        let mut found = handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
         while let Some(msg) = found.try_next().await? {
-            let matches = msg.attributes.iter().any(|a| matches!(a, AddressAttribute::Address(ip) if *ip == address.addr()));
+            let matches = msg
+                .attributes
+                .iter()
+                .any(|a| matches!(a, AddressAttribute::Address(ip) if *ip == address.addr()));
             if matches && msg.header.prefix_len == address.prefix_len() {
                 return handle.address().del(msg).execute().await;
             }
@@ -161,7 +219,11 @@ impl NetlinkKernel {
         Ok(())
     }
 
-    fn route_message(to: IpNet, via: IpAddr, index: u32) -> Result<rtnetlink::packet_route::route::RouteMessage, rtnetlink::Error> {
+    fn route_message(
+        to: IpNet,
+        via: IpAddr,
+        index: u32,
+    ) -> Result<rtnetlink::packet_route::route::RouteMessage, rtnetlink::Error> {
         Ok(RouteMessageBuilder::<IpAddr>::new()
             .destination_prefix(to.addr(), to.prefix_len())
             .map_err(invalid)?
@@ -171,23 +233,51 @@ impl NetlinkKernel {
             .build())
     }
 
-    async fn add_route(&self, namespace: &str, to: IpNet, via: IpAddr, index: u32) -> Result<(), rtnetlink::Error> {
+    async fn add_route(
+        &self,
+        namespace: &str,
+        to: IpNet,
+        via: IpAddr,
+        index: u32,
+    ) -> Result<(), rtnetlink::Error> {
         let handle = self.handle(namespace).map_err(ns_error)?;
-        handle.route().add(Self::route_message(to, via, index)?).execute().await
+        handle
+            .route()
+            .add(Self::route_message(to, via, index)?)
+            .execute()
+            .await
     }
 
-    async fn delete_route(&self, namespace: &str, to: IpNet, via: IpAddr, index: u32) -> Result<(), rtnetlink::Error> {
+    async fn delete_route(
+        &self,
+        namespace: &str,
+        to: IpNet,
+        via: IpAddr,
+        index: u32,
+    ) -> Result<(), rtnetlink::Error> {
         let handle = self.handle(namespace).map_err(ns_error)?;
-        handle.route().del(Self::route_message(to, via, index)?).execute().await
+        handle
+            .route()
+            .del(Self::route_message(to, via, index)?)
+            .execute()
+            .await
     }
 
-    async fn add_netem(&self, namespace: &str, index: u32, impairment: &Impairment) -> Result<(), rtnetlink::Error> {
+    async fn add_netem(
+        &self,
+        namespace: &str,
+        index: u32,
+        impairment: &Impairment,
+    ) -> Result<(), rtnetlink::Error> {
         let mut message = TcMessage::with_index(index as i32);
         message.header.parent = TcHandle::ROOT;
-        message.attributes.push(TcAttribute::Kind("netem".to_string()));
         message
             .attributes
-            .push(TcAttribute::Other(DefaultNla::new(TCA_OPTIONS, netem::encode_options(impairment))));
+            .push(TcAttribute::Kind("netem".to_string()));
+        message.attributes.push(TcAttribute::Other(DefaultNla::new(
+            TCA_OPTIONS,
+            netem::encode_options(impairment),
+        )));
         let mut request = NetlinkMessage::from(RouteNetlinkMessage::NewQueueDiscipline(message));
         request.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
         self.send_acked(namespace, request).await
@@ -201,7 +291,11 @@ impl NetlinkKernel {
         self.send_acked(namespace, request).await
     }
 
-    async fn send_acked(&self, namespace: &str, request: NetlinkMessage<RouteNetlinkMessage>) -> Result<(), rtnetlink::Error> {
+    async fn send_acked(
+        &self,
+        namespace: &str,
+        request: NetlinkMessage<RouteNetlinkMessage>,
+    ) -> Result<(), rtnetlink::Error> {
         let mut handle = self.handle(namespace).map_err(ns_error)?;
         let mut response = handle.request(request)?;
         while let Some(message) = response.next().await {
@@ -217,15 +311,30 @@ impl NetlinkKernel {
     /// Links and their addresses in a namespace, for `status`.
     pub async fn interfaces(&mut self, namespace: &str) -> io::Result<Vec<InterfaceInfo>> {
         let handle = self.attach(namespace)?;
-        let links: Vec<LinkMessage> = handle.link().get().execute().try_collect().await.map_err(io::Error::other)?;
-        let addresses: Vec<_> = handle.address().get().execute().try_collect().await.map_err(io::Error::other)?;
+        let links: Vec<LinkMessage> = handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(io::Error::other)?;
+        let addresses: Vec<_> = handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(io::Error::other)?;
         let mut out = Vec::new();
         for link in links {
             let name = link.attributes.iter().find_map(|a| match a {
                 LinkAttribute::IfName(n) => Some(n.clone()),
                 _ => None,
             });
-            let up = link.header.flags.contains(rtnetlink::packet_route::link::LinkFlags::Up);
+            let up = link
+                .header
+                .flags
+                .contains(rtnetlink::packet_route::link::LinkFlags::Up);
             let addrs = addresses
                 .iter()
                 .filter(|a| a.header.index == link.header.index)
@@ -282,7 +391,9 @@ fn cause(e: &rtnetlink::Error) -> String {
 /// Undo treats "already gone" as done.
 fn gone_is_ok(result: Result<(), rtnetlink::Error>) -> Result<(), rtnetlink::Error> {
     match errno_of(&result) {
-        Some(libc::ENODEV | libc::ENOENT | libc::ESRCH | libc::EADDRNOTAVAIL | libc::EINVAL) => Ok(()),
+        Some(libc::ENODEV | libc::ENOENT | libc::ESRCH | libc::EADDRNOTAVAIL | libc::EINVAL) => {
+            Ok(())
+        }
         _ => result,
     }
 }
@@ -295,35 +406,91 @@ impl Kernel for NetlinkKernel {
     async fn apply(&mut self, step: &Step) -> Result<(), KernelError> {
         let fail = |e: &rtnetlink::Error| KernelError::step(step, cause(e));
         match step {
-            Step::CreateNamespace { namespace, sysctls } => {
-                self.create_namespace(namespace, sysctls).await.map_err(|e| KernelError::step(step, e))
-            }
-            Step::SetLinkUp { namespace, index, .. } => self.set_link_up(namespace, *index).await.map_err(|e| fail(&e)),
-            Step::CreateBridge { namespace, name, index } => {
-                self.create_bridge(namespace, name, *index).await.map_err(|e| fail(&e))
-            }
-            Step::CreateVeth { namespace, name, index, master, peer_namespace, peer_name, peer_index } => self
-                .create_veth(namespace, name, *index, *master, peer_namespace, peer_name, *peer_index)
+            Step::CreateNamespace { namespace, sysctls } => self
+                .create_namespace(namespace, sysctls)
+                .await
+                .map_err(|e| KernelError::step(step, e)),
+            Step::SetLinkUp {
+                namespace, index, ..
+            } => self
+                .set_link_up(namespace, *index)
                 .await
                 .map_err(|e| fail(&e)),
-            Step::SetMaster { namespace, index, master, .. } => {
-                self.set_master(namespace, *index, *master).await.map_err(|e| fail(&e))
-            }
-            Step::AddAddress { namespace, index, address, .. } => {
-                self.add_address(namespace, *index, *address).await.map_err(|e| fail(&e))
-            }
-            Step::AddRoute { namespace, to, via, index, .. } => {
-                self.add_route(namespace, *to, *via, *index).await.map_err(|e| fail(&e))
-            }
-            Step::AddNetem { namespace, index, impairment, .. } => {
-                self.add_netem(namespace, *index, impairment).await.map_err(|e| match errno(&e) {
-                    // The kernel answers an unknown qdisc kind with ENOENT.
-                    Some(libc::ENOENT | libc::EOPNOTSUPP) => KernelError::step(
-                        step,
-                        format!("this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM is off): {}", cause(&e)),
-                    ),
-                    _ => fail(&e),
-                })
+            Step::CreateBridge {
+                namespace,
+                name,
+                index,
+            } => self
+                .create_bridge(namespace, name, *index)
+                .await
+                .map_err(|e| fail(&e)),
+            Step::CreateVeth {
+                namespace,
+                name,
+                index,
+                master,
+                peer_namespace,
+                peer_name,
+                peer_index,
+            } => self
+                .create_veth(
+                    namespace,
+                    name,
+                    *index,
+                    *master,
+                    peer_namespace,
+                    peer_name,
+                    *peer_index,
+                )
+                .await
+                .map_err(|e| fail(&e)),
+            Step::SetMaster {
+                namespace,
+                index,
+                master,
+                ..
+            } => self
+                .set_master(namespace, *index, *master)
+                .await
+                .map_err(|e| fail(&e)),
+            Step::AddAddress {
+                namespace,
+                index,
+                address,
+                ..
+            } => self
+                .add_address(namespace, *index, *address)
+                .await
+                .map_err(|e| fail(&e)),
+            Step::AddRoute {
+                namespace,
+                to,
+                via,
+                index,
+                ..
+            } => self
+                .add_route(namespace, *to, *via, *index)
+                .await
+                .map_err(|e| fail(&e)),
+            Step::AddNetem {
+                namespace,
+                index,
+                impairment,
+                ..
+            } => {
+                self.add_netem(namespace, *index, impairment)
+                    .await
+                    .map_err(|e| match errno(&e) {
+                        // The kernel answers an unknown qdisc kind with ENOENT.
+                        Some(libc::ENOENT | libc::EOPNOTSUPP) => KernelError::step(
+                            step,
+                            format!(
+                                "this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM is off): {}",
+                                cause(&e)
+                            ),
+                        ),
+                        _ => fail(&e),
+                    })
             }
         }
     }
@@ -333,16 +500,34 @@ impl Kernel for NetlinkKernel {
             // Only a namespace this kernel made is removed: a failed create made nothing,
             // and an existing namespace of the same name is not ours to delete.
             Step::CreateNamespace { namespace, .. } if self.handles.contains_key(namespace) => {
-                return self.delete_namespace(namespace).map_err(|e| KernelError::step(step, e));
+                return self
+                    .delete_namespace(namespace)
+                    .map_err(|e| KernelError::step(step, e));
             }
             Step::CreateNamespace { .. } => Ok(()),
             Step::SetLinkUp { .. } | Step::SetMaster { .. } => Ok(()),
-            Step::CreateBridge { namespace, index, .. } | Step::CreateVeth { namespace, index, .. } => {
-                self.delete_link(namespace, *index).await
+            Step::CreateBridge {
+                namespace, index, ..
             }
-            Step::AddAddress { namespace, index, address, .. } => self.delete_address(namespace, *index, *address).await,
-            Step::AddRoute { namespace, to, via, index, .. } => self.delete_route(namespace, *to, *via, *index).await,
-            Step::AddNetem { namespace, index, .. } => self.delete_netem(namespace, *index).await,
+            | Step::CreateVeth {
+                namespace, index, ..
+            } => self.delete_link(namespace, *index).await,
+            Step::AddAddress {
+                namespace,
+                index,
+                address,
+                ..
+            } => self.delete_address(namespace, *index, *address).await,
+            Step::AddRoute {
+                namespace,
+                to,
+                via,
+                index,
+                ..
+            } => self.delete_route(namespace, *to, *via, *index).await,
+            Step::AddNetem {
+                namespace, index, ..
+            } => self.delete_netem(namespace, *index).await,
         };
         match gone_is_ok(result) {
             Err(rtnetlink::Error::NamespaceError(_)) => Ok(()), // its namespace is gone: so is it

@@ -24,12 +24,26 @@ pub fn path_of(name: &str) -> PathBuf {
 /// we put there are seen by every mount namespace (and by `ip netns`).
 pub fn prepare_dir() -> io::Result<()> {
     fs::create_dir_all(NETNS_DIR)?;
-    let shared = || mount(None::<&str>, NETNS_DIR, None::<&str>, MsFlags::MS_SHARED | MsFlags::MS_REC, None::<&str>);
+    let shared = || {
+        mount(
+            None::<&str>,
+            NETNS_DIR,
+            None::<&str>,
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+    };
     match shared() {
         Ok(()) => Ok(()),
         Err(nix::errno::Errno::EINVAL) => {
             // Not a mount point yet: bind it on itself, then make it shared.
-            mount(Some(NETNS_DIR), NETNS_DIR, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)?;
+            mount(
+                Some(NETNS_DIR),
+                NETNS_DIR,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )?;
             Ok(shared()?)
         }
         Err(e) => Err(e.into()),
@@ -60,10 +74,20 @@ pub fn create_on_this_thread(name: &str, sysctls: &[Sysctl]) -> io::Result<()> {
         // A stale entry from a crash between creating the file and mounting on it.
         fs::remove_file(&path)?;
     }
-    OpenOptions::new().write(true).create_new(true).open(&path).map_err(|e| with_path(e, &path))?;
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| with_path(e, &path))?;
     let made = (|| -> io::Result<()> {
         unshare(CloneFlags::CLONE_NEWNET)?;
-        mount(Some("/proc/thread-self/ns/net"), &path, None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
+        mount(
+            Some("/proc/thread-self/ns/net"),
+            &path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )?;
         for s in sysctls {
             let file = Path::new("/proc/sys").join(&s.key);
             fs::write(&file, &s.value).map_err(|e| with_path(e, &file))?;
@@ -92,13 +116,19 @@ pub fn delete(name: &str) -> io::Result<()> {
 pub fn open(name: &str) -> io::Result<File> {
     let path = path_of(name);
     if !is_mounted(name) {
-        return Err(io::Error::new(io::ErrorKind::NotFound, format!("namespace {name} does not exist")));
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("namespace {name} does not exist"),
+        ));
     }
     File::open(&path).map_err(|e| with_path(e, &path))
 }
 
 /// Runs `work` on a new OS thread that has entered namespace `name`.
-pub fn run_in<T: Send + 'static>(name: &str, work: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+pub fn run_in<T: Send + 'static>(
+    name: &str,
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
     let ns = open(name)?;
     std::thread::spawn(move || {
         setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)?;
@@ -110,7 +140,9 @@ pub fn run_in<T: Send + 'static>(name: &str, work: impl FnOnce() -> io::Result<T
 
 /// Processes whose network namespace is one of `namespaces` (like `ip netns pids`).
 pub fn pids_in(namespaces: &[(u64, u64)]) -> Vec<i32> {
-    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     let me = std::process::id() as i32;
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())

@@ -32,11 +32,21 @@ pub fn resolv_conf(topology: &Topology) -> String {
         .nodes
         .iter()
         .find(|n| n.role == Role::Core && n.services.contains(&Service::Dns))
-        .and_then(|core| crate::topology::node_addresses(core, &topology.links).first().map(|a| a.addr()));
+        .and_then(|core| {
+            crate::topology::node_addresses(core, &topology.links)
+                .first()
+                .map(|a| a.addr())
+        });
     match resolver {
-        Some(addr) => format!("# written by roamlab for lab {}\nnameserver {addr}\noptions timeout:1 attempts:2\n", topology.name),
+        Some(addr) => format!(
+            "# written by roamlab for lab {}\nnameserver {addr}\noptions timeout:1 attempts:2\n",
+            topology.name
+        ),
         // Without a nameserver line the resolver asks 127.0.0.1, which stays inside the node.
-        None => format!("# written by roamlab for lab {}: this lab has no resolver\n", topology.name),
+        None => format!(
+            "# written by roamlab for lab {}: this lab has no resolver\n",
+            topology.name
+        ),
     }
 }
 

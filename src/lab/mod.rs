@@ -39,7 +39,11 @@ pub enum LabError {
     #[error("several labs are running ({labs}); name one")]
     Ambiguous { labs: String },
     #[error("lab {lab}: {what}: {cause}")]
-    Io { lab: String, what: String, cause: std::io::Error },
+    Io {
+        lab: String,
+        what: String,
+        cause: std::io::Error,
+    },
     #[error("lab {lab}: {cause}; the lab was removed")]
     Build { lab: String, cause: ExecError },
     #[error("lab {lab}: {cause}; the lab was removed")]
@@ -75,15 +79,32 @@ pub fn agent_specs(topology: &Topology) -> Vec<AgentSpec> {
     let mut specs = Vec::new();
     for node in &topology.nodes {
         for service in &node.services {
-            if let Service::Echo { name, address, port, ready_after_ms } = service {
-                let ip = address.map(|a| a.to_string()).unwrap_or_else(|| "0.0.0.0".to_string());
-                let listen = if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") };
+            if let Service::Echo {
+                name,
+                address,
+                port,
+                ready_after_ms,
+            } = service
+            {
+                let ip = address
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "0.0.0.0".to_string());
+                let listen = if ip.contains(':') {
+                    format!("[{ip}]:{port}")
+                } else {
+                    format!("{ip}:{port}")
+                };
                 specs.push(AgentSpec {
                     node: node.name.clone(),
                     name: name.clone(),
                     kind: "echo".to_string(),
                     namespace: topology.namespace(&node.name),
-                    args: vec!["--listen".into(), listen, "--ready-after-ms".into(), ready_after_ms.to_string()],
+                    args: vec![
+                        "--listen".into(),
+                        listen,
+                        "--ready-after-ms".into(),
+                        ready_after_ms.to_string(),
+                    ],
                 });
             }
         }
@@ -108,7 +129,10 @@ pub async fn up(opts: &UpOptions, cancel: Arc<AtomicBool>) -> Result<UpReport, L
     };
     let built = build(opts, &plan, &mut state, cancel).await;
     match built {
-        Ok(()) => Ok(UpReport { plan, agents: state.agents }),
+        Ok(()) => Ok(UpReport {
+            plan,
+            agents: state.agents,
+        }),
         Err(e) => {
             // Agents, namespaces, /etc/netns files and the state directory all go.
             let _ = teardown(&lab);
@@ -117,16 +141,27 @@ pub async fn up(opts: &UpOptions, cancel: Arc<AtomicBool>) -> Result<UpReport, L
     }
 }
 
-async fn build(opts: &UpOptions, plan: &Plan, state: &mut LabState, cancel: Arc<AtomicBool>) -> Result<(), LabError> {
+async fn build(
+    opts: &UpOptions,
+    plan: &Plan,
+    state: &mut LabState,
+    cancel: Arc<AtomicBool>,
+) -> Result<(), LabError> {
     let lab = state.lab.clone();
     state.save().map_err(io_err(&lab, "write state file"))?;
-    fs::write(lab_dir(&lab).join("topology.yaml"), &opts.source_text).map_err(io_err(&lab, "save topology"))?;
+    fs::write(lab_dir(&lab).join("topology.yaml"), &opts.source_text)
+        .map_err(io_err(&lab, "save topology"))?;
     etc::write_all(&opts.topology).map_err(io_err(&lab, "write /etc/netns files"))?;
     let mut kernel = NetlinkKernel::new().map_err(io_err(&lab, "prepare /run/netns"))?;
-    executor::apply(&mut kernel, plan, &cancel).await.map_err(|source| match source {
-        ExecError::Interrupted { .. } => LabError::Interrupted { lab: lab.clone() },
-        cause => LabError::Build { lab: lab.clone(), cause },
-    })?;
+    executor::apply(&mut kernel, plan, &cancel)
+        .await
+        .map_err(|source| match source {
+            ExecError::Interrupted { .. } => LabError::Interrupted { lab: lab.clone() },
+            cause => LabError::Build {
+                lab: lab.clone(),
+                cause,
+            },
+        })?;
     if opts.start_agents {
         for spec in agent_specs(&opts.topology) {
             if cancel.load(Ordering::SeqCst) {
@@ -134,12 +169,17 @@ async fn build(opts: &UpOptions, plan: &Plan, state: &mut LabState, cancel: Arc<
             }
             let log_dir = lab_dir(&lab).join("agents");
             let (timeout, cancel) = (opts.ready_timeout, cancel.clone());
-            let started = tokio::task::spawn_blocking(move || supervisor::start(&spec, &log_dir, timeout, &cancel))
-                .await
-                .map_err(|e| io_err(&lab, "agent supervisor")(std::io::Error::other(e)))?;
+            let started = tokio::task::spawn_blocking(move || {
+                supervisor::start(&spec, &log_dir, timeout, &cancel)
+            })
+            .await
+            .map_err(|e| io_err(&lab, "agent supervisor")(std::io::Error::other(e)))?;
             let record = started.map_err(|cause| match cause {
                 SupervisorError::Cancelled { .. } => LabError::Interrupted { lab: lab.clone() },
-                cause => LabError::Agent { lab: lab.clone(), cause },
+                cause => LabError::Agent {
+                    lab: lab.clone(),
+                    cause,
+                },
             })?;
             state.agents.push(record);
             state.save().map_err(io_err(&lab, "write state file"))?;
@@ -159,17 +199,30 @@ fn claim(lab: &str) -> Result<(), LabError> {
     for _ in 0..2 {
         match fs::create_dir(lab_dir(lab)) {
             Ok(()) => {
-                let orphans: Vec<String> = namespaces_with_prefix(lab).into_iter().filter(|n| netns::is_mounted(n)).collect();
+                let orphans: Vec<String> = namespaces_with_prefix(lab)
+                    .into_iter()
+                    .filter(|n| netns::is_mounted(n))
+                    .collect();
                 if !orphans.is_empty() {
                     let _ = fs::remove_dir_all(lab_dir(lab));
-                    return Err(LabError::Orphans { lab: lab.to_string(), namespaces: orphans.join(", ") });
+                    return Err(LabError::Orphans {
+                        lab: lab.to_string(),
+                        namespaces: orphans.join(", "),
+                    });
                 }
                 return Ok(());
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match LabState::load(lab) {
-                Ok(Some(s)) if s.phase == Phase::Running => return Err(LabError::AlreadyRunning { lab: lab.to_string() }),
+                Ok(Some(s)) if s.phase == Phase::Running => {
+                    return Err(LabError::AlreadyRunning {
+                        lab: lab.to_string(),
+                    })
+                }
                 Ok(Some(s)) if pid_alive(s.owner_pid) && s.owner_pid != std::process::id() => {
-                    return Err(LabError::Busy { lab: lab.to_string(), pid: s.owner_pid })
+                    return Err(LabError::Busy {
+                        lab: lab.to_string(),
+                        pid: s.owner_pid,
+                    })
                 }
                 _ => {
                     tracing::warn!(lab, "removing what a crashed `up` of this lab left");
@@ -179,7 +232,10 @@ fn claim(lab: &str) -> Result<(), LabError> {
             Err(e) => return Err(io_err(lab, "create state directory")(e)),
         }
     }
-    Err(LabError::Busy { lab: lab.to_string(), pid: 0 })
+    Err(LabError::Busy {
+        lab: lab.to_string(),
+        pid: 0,
+    })
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -193,7 +249,9 @@ fn namespaces_with_prefix(lab: &str) -> Vec<String> {
 }
 
 fn list_names(dir: &str, prefix: &str) -> Vec<String> {
-    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| n.starts_with(prefix))
@@ -216,7 +274,9 @@ pub fn teardown(lab: &str) -> TeardownReport {
     let state = match LabState::load(lab) {
         Ok(s) => s,
         Err(e) => {
-            report.errors.push(format!("state file unreadable, finding objects by name: {e}"));
+            report.errors.push(format!(
+                "state file unreadable, finding objects by name: {e}"
+            ));
             None
         }
     };
@@ -224,18 +284,27 @@ pub fn teardown(lab: &str) -> TeardownReport {
     if let Some(state) = &state {
         for agent in &state.agents {
             match supervisor::stop(agent, STOP_GRACE) {
-                Ok(()) => report.removed.push(format!("agent {}/{} (pid {})", agent.node, agent.name, agent.pid)),
+                Ok(()) => report.removed.push(format!(
+                    "agent {}/{} (pid {})",
+                    agent.node, agent.name, agent.pid
+                )),
                 Err(e) => report.errors.push(e.to_string()),
             }
         }
         namespaces.extend(state.namespaces.iter().cloned());
     }
     // Anything else still running inside the lab (an `exec` left behind) goes too.
-    let ids: Vec<(u64, u64)> = namespaces.iter().filter_map(|n| netns::identity(n)).collect();
+    let ids: Vec<(u64, u64)> = namespaces
+        .iter()
+        .filter_map(|n| netns::identity(n))
+        .collect();
     let stray = netns::pids_in(&ids);
     if !stray.is_empty() {
         supervisor::kill_all(&stray);
-        report.removed.push(format!("{} process(es) left in the lab's namespaces", stray.len()));
+        report.removed.push(format!(
+            "{} process(es) left in the lab's namespaces",
+            stray.len()
+        ));
     }
     for ns in &namespaces {
         let existed = netns::path_of(ns).exists();
@@ -245,16 +314,23 @@ pub fn teardown(lab: &str) -> TeardownReport {
             Err(e) => report.errors.push(format!("namespace {ns}: {e}")),
         }
     }
-    let etc_dirs: BTreeSet<String> = list_names(etc::ETC_NETNS, &format!("{lab}-")).into_iter().chain(namespaces).collect();
+    let etc_dirs: BTreeSet<String> = list_names(etc::ETC_NETNS, &format!("{lab}-"))
+        .into_iter()
+        .chain(namespaces)
+        .collect();
     for ns in etc_dirs {
         if let Err(e) = etc::remove(&ns) {
-            report.errors.push(format!("{}: {e}", etc::dir_of(&ns).display()));
+            report
+                .errors
+                .push(format!("{}: {e}", etc::dir_of(&ns).display()));
         }
     }
     let dir = lab_dir(lab);
     if dir.exists() {
         match fs::remove_dir_all(&dir) {
-            Ok(()) => report.removed.push(format!("state directory {}", dir.display())),
+            Ok(()) => report
+                .removed
+                .push(format!("state directory {}", dir.display())),
             Err(e) => report.errors.push(format!("{}: {e}", dir.display())),
         }
     }
@@ -264,13 +340,19 @@ pub fn teardown(lab: &str) -> TeardownReport {
 /// Stops a lab. Everything that can be removed is, even when some parts fail.
 pub fn down(lab: &str) -> Result<TeardownReport, LabError> {
     if !lab_dir(lab).exists() && namespaces_with_prefix(lab).is_empty() {
-        return Err(LabError::NotFound { lab: lab.to_string(), running: running_list() });
+        return Err(LabError::NotFound {
+            lab: lab.to_string(),
+            running: running_list(),
+        });
     }
     let report = teardown(lab);
     if report.errors.is_empty() {
         Ok(report)
     } else {
-        Err(LabError::Teardown { lab: lab.to_string(), errors: report.errors })
+        Err(LabError::Teardown {
+            lab: lab.to_string(),
+            errors: report.errors,
+        })
     }
 }
 
@@ -292,7 +374,9 @@ pub fn resolve(name: Option<&str>) -> Result<String, LabError> {
     match labs.as_slice() {
         [] => Err(LabError::NoneRunning),
         [one] => Ok(one.clone()),
-        _ => Err(LabError::Ambiguous { labs: labs.join(", ") }),
+        _ => Err(LabError::Ambiguous {
+            labs: labs.join(", "),
+        }),
     }
 }
 
@@ -359,14 +443,27 @@ pub struct AgentStatus {
 pub async fn status(lab: &str) -> Result<LabStatus, LabError> {
     let state = LabState::load(lab)
         .map_err(io_err(lab, "read state file"))?
-        .ok_or_else(|| LabError::NotFound { lab: lab.to_string(), running: running_list() })?;
+        .ok_or_else(|| LabError::NotFound {
+            lab: lab.to_string(),
+            running: running_list(),
+        })?;
     let mut kernel = NetlinkKernel::default();
     let mut nodes = Vec::new();
     for ns in &state.namespaces {
         let exists = netns::is_mounted(ns);
-        let interfaces = if exists { kernel.interfaces(ns).await.map_err(io_err(lab, format!("read {ns}")))? } else { Vec::new() };
+        let interfaces = if exists {
+            kernel
+                .interfaces(ns)
+                .await
+                .map_err(io_err(lab, format!("read {ns}")))?
+        } else {
+            Vec::new()
+        };
         nodes.push(NodeStatus {
-            node: ns.strip_prefix(&format!("{lab}-")).unwrap_or(ns).to_string(),
+            node: ns
+                .strip_prefix(&format!("{lab}-"))
+                .unwrap_or(ns)
+                .to_string(),
             namespace: ns.clone(),
             exists,
             interfaces,

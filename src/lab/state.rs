@@ -58,9 +58,12 @@ impl LabState {
 
     pub fn load(lab: &str) -> io::Result<Option<Self>> {
         match fs::read(Self::path(lab)) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", Self::path(lab).display()))),
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", Self::path(lab).display()),
+                )
+            }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -70,14 +73,19 @@ impl LabState {
     pub fn save(&self) -> io::Result<()> {
         let path = Self::path(&self.lab);
         let tmp = path.with_extension("json.tmp");
-        fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(io::Error::other)?)?;
+        fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(self).map_err(io::Error::other)?,
+        )?;
         fs::rename(&tmp, &path)
     }
 }
 
 /// Labs that have a state directory, sorted.
 pub fn known_labs() -> Vec<String> {
-    let Ok(entries) = fs::read_dir(RUN_DIR) else { return Vec::new() };
+    let Ok(entries) = fs::read_dir(RUN_DIR) else {
+        return Vec::new();
+    };
     let mut labs: Vec<String> = entries
         .filter_map(|e| e.ok())
         .filter(|e| e.path().is_dir())

@@ -98,21 +98,53 @@ impl Step {
     pub fn describe(&self) -> String {
         match self {
             Step::CreateNamespace { namespace, .. } => format!("create namespace {namespace}"),
-            Step::SetLinkUp { namespace, interface, .. } => format!("set {namespace}/{interface} up"),
-            Step::CreateBridge { namespace, name, .. } => format!("create bridge {namespace}/{name}"),
-            Step::CreateVeth { namespace, name, peer_namespace, peer_name, .. } => {
+            Step::SetLinkUp {
+                namespace,
+                interface,
+                ..
+            } => format!("set {namespace}/{interface} up"),
+            Step::CreateBridge {
+                namespace, name, ..
+            } => format!("create bridge {namespace}/{name}"),
+            Step::CreateVeth {
+                namespace,
+                name,
+                peer_namespace,
+                peer_name,
+                ..
+            } => {
                 format!("create veth {namespace}/{name} <-> {peer_namespace}/{peer_name}")
             }
-            Step::SetMaster { namespace, interface, master, .. } => {
+            Step::SetMaster {
+                namespace,
+                interface,
+                master,
+                ..
+            } => {
                 format!("attach {namespace}/{interface} to bridge index {master}")
             }
-            Step::AddAddress { namespace, interface, address, .. } => {
+            Step::AddAddress {
+                namespace,
+                interface,
+                address,
+                ..
+            } => {
                 format!("add address {address} to {namespace}/{interface}")
             }
-            Step::AddRoute { namespace, to, via, interface, .. } => {
+            Step::AddRoute {
+                namespace,
+                to,
+                via,
+                interface,
+                ..
+            } => {
                 format!("add route {to} via {via} dev {interface} in {namespace}")
             }
-            Step::AddNetem { namespace, interface, .. } => format!("add netem to {namespace}/{interface}"),
+            Step::AddNetem {
+                namespace,
+                interface,
+                ..
+            } => format!("add netem to {namespace}/{interface}"),
         }
     }
 }
@@ -182,13 +214,22 @@ pub fn build(topology: &Topology) -> Plan {
                 sysctls.push(sysctl("net/ipv6/conf/all/forwarding", "1"));
             }
         }
-        steps.push(Step::CreateNamespace { namespace: ns(&node.name), sysctls });
-        steps.push(Step::SetLinkUp { namespace: ns(&node.name), interface: "lo".to_string(), index: LOOPBACK_INDEX });
+        steps.push(Step::CreateNamespace {
+            namespace: ns(&node.name),
+            sysctls,
+        });
+        steps.push(Step::SetLinkUp {
+            namespace: ns(&node.name),
+            interface: "lo".to_string(),
+            index: LOOPBACK_INDEX,
+        });
     }
 
     let mut next_index: HashMap<String, u32> = HashMap::new();
     let mut alloc = |node: &str| {
-        let slot = next_index.entry(node.to_string()).or_insert(LOOPBACK_INDEX + 1);
+        let slot = next_index
+            .entry(node.to_string())
+            .or_insert(LOOPBACK_INDEX + 1);
         let index = *slot;
         *slot += 1;
         index
@@ -200,8 +241,16 @@ pub fn build(topology: &Topology) -> Plan {
         for bridge in &node.bridges {
             let index = alloc(&node.name);
             bridge_index.insert((node.name.clone(), bridge.name.clone()), index);
-            ifaces.push(Iface { node: node.name.clone(), name: bridge.name.clone(), index });
-            steps.push(Step::CreateBridge { namespace: ns(&node.name), name: bridge.name.clone(), index });
+            ifaces.push(Iface {
+                node: node.name.clone(),
+                name: bridge.name.clone(),
+                index,
+            });
+            steps.push(Step::CreateBridge {
+                namespace: ns(&node.name),
+                name: bridge.name.clone(),
+                index,
+            });
         }
     }
 
@@ -217,7 +266,9 @@ pub fn build(topology: &Topology) -> Plan {
         let main_index = alloc(&main.node);
         let peer_index = alloc(&peer.node);
         let master_of = |end: &crate::topology::Endpoint| {
-            end.bridge.as_ref().map(|b| bridge_index[&(end.node.clone(), b.clone())])
+            end.bridge
+                .as_ref()
+                .map(|b| bridge_index[&(end.node.clone(), b.clone())])
         };
         steps.push(Step::CreateVeth {
             namespace: ns(&main.node),
@@ -228,7 +279,11 @@ pub fn build(topology: &Topology) -> Plan {
             peer_name: peer.interface.clone(),
             peer_index,
         });
-        steps.push(Step::SetLinkUp { namespace: ns(&peer.node), interface: peer.interface.clone(), index: peer_index });
+        steps.push(Step::SetLinkUp {
+            namespace: ns(&peer.node),
+            interface: peer.interface.clone(),
+            index: peer_index,
+        });
         if let Some(master) = master_of(peer) {
             steps.push(Step::SetMaster {
                 namespace: ns(&peer.node),
@@ -237,8 +292,16 @@ pub fn build(topology: &Topology) -> Plan {
                 master,
             });
         }
-        let main_iface = Iface { node: main.node.clone(), name: main.interface.clone(), index: main_index };
-        let peer_iface = Iface { node: peer.node.clone(), name: peer.interface.clone(), index: peer_index };
+        let main_iface = Iface {
+            node: main.node.clone(),
+            name: main.interface.clone(),
+            index: main_index,
+        };
+        let peer_iface = Iface {
+            node: peer.node.clone(),
+            name: peer.interface.clone(),
+            index: peer_index,
+        };
         link_ifaces.push((main_iface.clone(), peer_iface.clone()));
         ifaces.push(main_iface);
         ifaces.push(peer_iface);
@@ -259,7 +322,11 @@ pub fn build(topology: &Topology) -> Plan {
     }
     for (link, (main, peer)) in topology.links.iter().zip(&link_ifaces) {
         for iface in [main, peer] {
-            let end = if link.a.node == iface.node { &link.a } else { &link.b };
+            let end = if link.a.node == iface.node {
+                &link.a
+            } else {
+                &link.b
+            };
             for address in &end.addresses {
                 steps.push(Step::AddAddress {
                     namespace: ns(&iface.node),
@@ -294,12 +361,22 @@ pub fn build(topology: &Topology) -> Plan {
         }
     }
 
-    Plan { lab: topology.name.clone(), steps }
+    Plan {
+        lab: topology.name.clone(),
+        steps,
+    }
 }
 
 fn topology_uses_v6(topology: &Topology) -> bool {
-    let bridge = topology.nodes.iter().flat_map(|n| &n.bridges).flat_map(|b| &b.addresses);
-    let ends = topology.links.iter().flat_map(|l| l.a.addresses.iter().chain(&l.b.addresses));
+    let bridge = topology
+        .nodes
+        .iter()
+        .flat_map(|n| &n.bridges)
+        .flat_map(|b| &b.addresses);
+    let ends = topology
+        .links
+        .iter()
+        .flat_map(|l| l.a.addresses.iter().chain(&l.b.addresses));
     bridge.chain(ends).any(|a| matches!(a, IpNet::V6(_)))
 }
 
@@ -316,7 +393,16 @@ mod tests {
     #[test]
     fn namespaces_are_prefixed_with_the_lab() {
         let plan = build(&Topology::builtin());
-        assert_eq!(plan.namespaces(), ["roam-core", "roam-fixed1", "roam-fixed2", "roam-home", "roam-visited"]);
+        assert_eq!(
+            plan.namespaces(),
+            [
+                "roam-core",
+                "roam-fixed1",
+                "roam-fixed2",
+                "roam-home",
+                "roam-visited"
+            ]
+        );
     }
 
     #[test]
@@ -325,8 +411,16 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for step in &plan.steps {
             match step {
-                Step::CreateBridge { namespace, index, .. } => assert!(seen.insert((namespace.clone(), *index))),
-                Step::CreateVeth { namespace, index, peer_namespace, peer_index, .. } => {
+                Step::CreateBridge {
+                    namespace, index, ..
+                } => assert!(seen.insert((namespace.clone(), *index))),
+                Step::CreateVeth {
+                    namespace,
+                    index,
+                    peer_namespace,
+                    peer_index,
+                    ..
+                } => {
                     assert!(seen.insert((namespace.clone(), *index)));
                     assert!(seen.insert((peer_namespace.clone(), *peer_index)));
                 }

@@ -34,18 +34,27 @@ pub(crate) fn compute(topology: &Topology, ifaces: &[Iface]) -> Vec<Route> {
             .flat_map(|m| m.addresses.iter().map(|a| a.trunc()))
             .collect()
     };
-    let all_nets: BTreeSet<IpNet> = segments.iter().flatten().flat_map(|m| m.addresses.iter().map(|a| a.trunc())).collect();
+    let all_nets: BTreeSet<IpNet> = segments
+        .iter()
+        .flatten()
+        .flat_map(|m| m.addresses.iter().map(|a| a.trunc()))
+        .collect();
 
     let mut routes = Vec::new();
     for node in &topology.nodes {
         if let Some(explicit) = &node.routes {
             for route in explicit {
-                let member = segments
-                    .iter()
-                    .flatten()
-                    .find(|m| m.node == node.name && m.addresses.iter().any(|a| a.trunc().contains(&route.via)));
+                let member = segments.iter().flatten().find(|m| {
+                    m.node == node.name
+                        && m.addresses.iter().any(|a| a.trunc().contains(&route.via))
+                });
                 if let Some(member) = member {
-                    routes.push(Route { node: node.name.clone(), to: route.to, via: route.via, iface: member.iface.clone() });
+                    routes.push(Route {
+                        node: node.name.clone(),
+                        to: route.to,
+                        via: route.via,
+                        iface: member.iface.clone(),
+                    });
                 }
             }
             continue;
@@ -53,7 +62,12 @@ pub(crate) fn compute(topology: &Topology, ifaces: &[Iface]) -> Vec<Route> {
         let mine = connected(&node.name);
         for dest in all_nets.difference(&mine) {
             if let Some((via, iface)) = first_hop(topology, &segments, &node.name, dest) {
-                routes.push(Route { node: node.name.clone(), to: *dest, via, iface });
+                routes.push(Route {
+                    node: node.name.clone(),
+                    to: *dest,
+                    via,
+                    iface,
+                });
             }
         }
     }
@@ -62,14 +76,22 @@ pub(crate) fn compute(topology: &Topology, ifaces: &[Iface]) -> Vec<Route> {
 
 /// Breadth-first search from `from` to the nearest node connected to `dest`, passing only
 /// through forwarding nodes; returns the gateway and interface of the first hop.
-fn first_hop(topology: &Topology, segments: &[Vec<Member>], from: &str, dest: &IpNet) -> Option<(IpAddr, Iface)> {
+fn first_hop(
+    topology: &Topology,
+    segments: &[Vec<Member>],
+    from: &str,
+    dest: &IpNet,
+) -> Option<(IpAddr, Iface)> {
     let v4 = dest.addr().is_ipv4();
     let mut first: HashMap<String, (IpAddr, Iface)> = HashMap::new();
     let mut queue = VecDeque::from([from.to_string()]);
     let mut seen = BTreeSet::from([from.to_string()]);
     while let Some(current) = queue.pop_front() {
         if current != from {
-            let reaches = segments.iter().flatten().any(|m| m.node == current && m.addresses.iter().any(|a| a.trunc() == *dest));
+            let reaches = segments
+                .iter()
+                .flatten()
+                .any(|m| m.node == current && m.addresses.iter().any(|a| a.trunc() == *dest));
             if reaches {
                 return first.remove(&current);
             }
@@ -79,14 +101,20 @@ fn first_hop(topology: &Topology, segments: &[Vec<Member>], from: &str, dest: &I
             }
         }
         for segment in segments {
-            let Some(here) = segment.iter().find(|m| m.node == current) else { continue };
+            let Some(here) = segment.iter().find(|m| m.node == current) else {
+                continue;
+            };
             for other in segment.iter().filter(|m| m.node != current) {
                 if seen.contains(&other.node) {
                     continue;
                 }
                 // The neighbour's address in a subnet we share, of the destination's family.
                 let gateway = other.addresses.iter().find(|theirs| {
-                    theirs.addr().is_ipv4() == v4 && here.addresses.iter().any(|ours| ours.trunc() == theirs.trunc())
+                    theirs.addr().is_ipv4() == v4
+                        && here
+                            .addresses
+                            .iter()
+                            .any(|ours| ours.trunc() == theirs.trunc())
                 });
                 let Some(gateway) = gateway else { continue };
                 seen.insert(other.node.clone());
@@ -107,7 +135,11 @@ fn first_hop(topology: &Topology, segments: &[Vec<Member>], from: &str, dest: &I
 /// plain point-to-point link.
 fn segments(topology: &Topology, ifaces: &[Iface]) -> Vec<Vec<Member>> {
     let iface = |node: &str, name: &str| {
-        ifaces.iter().find(|i| i.node == node && i.name == name).cloned().expect("planned interface")
+        ifaces
+            .iter()
+            .find(|i| i.node == node && i.name == name)
+            .cloned()
+            .expect("planned interface")
     };
     let mut by_bridge: HashMap<(String, String), usize> = HashMap::new();
     let mut segments: Vec<Vec<Member>> = Vec::new();
@@ -124,7 +156,11 @@ fn segments(topology: &Topology, ifaces: &[Iface]) -> Vec<Vec<Member>> {
     for link in &topology.links {
         let bridges: Vec<usize> = [&link.a, &link.b]
             .iter()
-            .filter_map(|e| e.bridge.as_ref().map(|b| by_bridge[&(e.node.clone(), b.clone())]))
+            .filter_map(|e| {
+                e.bridge
+                    .as_ref()
+                    .map(|b| by_bridge[&(e.node.clone(), b.clone())])
+            })
             .collect();
         let segment = match bridges.as_slice() {
             [] => {

@@ -33,11 +33,17 @@ impl NodeEntry {
             for entry in entries.flatten() {
                 let target = std::path::Path::new("/etc").join(entry.file_name());
                 if target.exists() {
-                    binds.push((cstring(entry.path().as_os_str().as_bytes())?, cstring(target.as_os_str().as_bytes())?));
+                    binds.push((
+                        cstring(entry.path().as_os_str().as_bytes())?,
+                        cstring(target.as_os_str().as_bytes())?,
+                    ));
                 }
             }
         }
-        Ok(NodeEntry { namespace: ns, binds })
+        Ok(NodeEntry {
+            namespace: ns,
+            binds,
+        })
     }
 
     /// Runs in the child between fork and exec.
@@ -45,13 +51,31 @@ impl NodeEntry {
         setns(self.namespace.as_fd(), CloneFlags::CLONE_NEWNET)?;
         unshare(CloneFlags::CLONE_NEWNS)?;
         // Our mounts must not leak back to the host.
-        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)?;
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            None::<&str>,
+        )?;
         // A sysfs mounted from inside the namespace lists the node's own interfaces.
         if umount2("/sys", MntFlags::MNT_DETACH).is_ok() {
-            let _ = mount(Some("sysfs"), "/sys", Some("sysfs"), MsFlags::empty(), None::<&str>);
+            let _ = mount(
+                Some("sysfs"),
+                "/sys",
+                Some("sysfs"),
+                MsFlags::empty(),
+                None::<&str>,
+            );
         }
         for (source, target) in &self.binds {
-            mount(Some(source.as_c_str()), target.as_c_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
+            mount(
+                Some(source.as_c_str()),
+                target.as_c_str(),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )?;
         }
         Ok(())
     }

@@ -14,8 +14,8 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -36,13 +36,27 @@ pub enum SupervisorError {
     #[error("agent {agent}: cannot start: {cause}")]
     Spawn { agent: String, cause: String },
     #[error("agent {agent} exited before it was ready ({status}); log {log}: {tail}")]
-    Exited { agent: String, status: String, log: String, tail: String },
+    Exited {
+        agent: String,
+        status: String,
+        log: String,
+        tail: String,
+    },
     #[error("agent {agent} was not ready within {secs:.1}s; log {log}: {tail}")]
-    Timeout { agent: String, secs: f64, log: String, tail: String },
+    Timeout {
+        agent: String,
+        secs: f64,
+        log: String,
+        tail: String,
+    },
     #[error("agent {agent}: interrupted while waiting for it to be ready")]
     Cancelled { agent: String },
     #[error("agent {agent} (pid {pid}): cannot stop: {cause}")]
-    Stop { agent: String, pid: i32, cause: String },
+    Stop {
+        agent: String,
+        pid: i32,
+        cause: String,
+    },
 }
 
 /// What to start, and where.
@@ -71,12 +85,25 @@ enum Readiness {
 
 /// Starts an agent and waits until it is ready, or fails having stopped it. Setting
 /// `cancel` ends the wait (and the agent) within a few milliseconds.
-pub fn start(spec: &AgentSpec, log_dir: &Path, timeout: Duration, cancel: &AtomicBool) -> Result<AgentRecord, SupervisorError> {
-    let spawn_err = |cause: io::Error| SupervisorError::Spawn { agent: spec.label(), cause: cause.to_string() };
+pub fn start(
+    spec: &AgentSpec,
+    log_dir: &Path,
+    timeout: Duration,
+    cancel: &AtomicBool,
+) -> Result<AgentRecord, SupervisorError> {
+    let spawn_err = |cause: io::Error| SupervisorError::Spawn {
+        agent: spec.label(),
+        cause: cause.to_string(),
+    };
     fs::create_dir_all(log_dir).map_err(spawn_err)?;
     let log = log_dir.join(format!("{}.{}.log", spec.node, spec.name));
-    let log_file = OpenOptions::new().create(true).append(true).open(&log).map_err(spawn_err)?;
-    let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| spawn_err(e.into()))?;
+    let log_file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(spawn_err)?;
+    let (ready_read, ready_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| spawn_err(e.into()))?;
 
     let mut command = Command::new(std::env::current_exe().map_err(spawn_err)?);
     command
@@ -87,7 +114,9 @@ pub fn start(spec: &AgentSpec, log_dir: &Path, timeout: Duration, cancel: &Atomi
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().map_err(spawn_err)?)
         .stderr(log_file);
-    NodeEntry::prepare(&spec.namespace).map_err(spawn_err)?.apply_to(&mut command);
+    NodeEntry::prepare(&spec.namespace)
+        .map_err(spawn_err)?
+        .apply_to(&mut command);
     let raw_write = ready_write.as_raw_fd();
     // SAFETY: only async-signal-safe syscalls (setsid, dup2, fcntl) between fork and exec.
     unsafe {
@@ -126,17 +155,29 @@ pub fn start(spec: &AgentSpec, log_dir: &Path, timeout: Duration, cancel: &Atomi
         }
         Readiness::Exited => {
             let status = reap(child);
-            Err(SupervisorError::Exited { agent: spec.label(), status, log: log_name, tail: tail() })
+            Err(SupervisorError::Exited {
+                agent: spec.label(),
+                status,
+                log: log_name,
+                tail: tail(),
+            })
         }
         Readiness::TimedOut => {
             let _ = stop(&record, Duration::from_millis(200));
             reap(child);
-            Err(SupervisorError::Timeout { agent: spec.label(), secs: timeout.as_secs_f64(), log: log_name, tail: tail() })
+            Err(SupervisorError::Timeout {
+                agent: spec.label(),
+                secs: timeout.as_secs_f64(),
+                log: log_name,
+                tail: tail(),
+            })
         }
         Readiness::Cancelled => {
             let _ = stop(&record, Duration::from_millis(200));
             reap(child);
-            Err(SupervisorError::Cancelled { agent: spec.label() })
+            Err(SupervisorError::Cancelled {
+                agent: spec.label(),
+            })
         }
     }
 }
@@ -156,7 +197,8 @@ fn wait_ready(pipe: OwnedFd, timeout: Duration, cancel: &AtomicBool) -> Readines
             return Readiness::TimedOut;
         }
         let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
-        let slice = PollTimeout::try_from(left.min(SLICE).as_millis() as i32).unwrap_or(PollTimeout::ZERO);
+        let slice =
+            PollTimeout::try_from(left.min(SLICE).as_millis() as i32).unwrap_or(PollTimeout::ZERO);
         match poll(&mut fds, slice) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
             Ok(_) => {}
@@ -190,8 +232,12 @@ pub fn is_alive(record: &AgentRecord) -> bool {
 }
 
 fn process_alive(pid: i32, expected_start: u64) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    let Some((state, start)) = parse_stat(&stat) else { return false };
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some((state, start)) = parse_stat(&stat) else {
+        return false;
+    };
     state != 'Z' && state != 'X' && (expected_start == 0 || start == expected_start)
 }
 
@@ -204,7 +250,11 @@ pub fn stop(record: &AgentRecord, grace: Duration) -> Result<(), SupervisorError
     let pid = Pid::from_raw(record.pid);
     let send = |signal| match kill(pid, signal) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-        Err(e) => Err(SupervisorError::Stop { agent: agent.clone(), pid: record.pid, cause: e.to_string() }),
+        Err(e) => Err(SupervisorError::Stop {
+            agent: agent.clone(),
+            pid: record.pid,
+            cause: e.to_string(),
+        }),
     };
     send(Signal::SIGTERM)?;
     let deadline = Instant::now() + grace;
@@ -229,7 +279,10 @@ pub fn kill_all(pids: &[i32]) {
 }
 
 fn reap_if_child(pid: i32) {
-    let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+    let _ = nix::sys::wait::waitpid(
+        Pid::from_raw(pid),
+        Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+    );
 }
 
 /// The start time (field 22) and state (field 3) of /proc/PID/stat.
@@ -264,7 +317,8 @@ mod tests {
 
     #[test]
     fn parses_stat_with_odd_command_names() {
-        let stat = "1234 (a (b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
+        let stat =
+            "1234 (a (b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
         assert_eq!(parse_stat(stat), Some(('S', 987654)));
     }
 }

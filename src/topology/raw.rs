@@ -10,7 +10,10 @@ use serde::Deserialize;
 
 /// A whole topology file.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a topology: a mapping with name, nodes, links and subscribers")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a topology: a mapping with name, nodes, links and subscribers"
+)]
 pub struct RawTopology {
     pub name: String,
     #[serde(default)]
@@ -22,7 +25,10 @@ pub struct RawTopology {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a node: a mapping with role, domain, bridges, services, partners or routes")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a node: a mapping with role, domain, bridges, services, partners or routes"
+)]
 pub struct RawNode {
     #[serde(default)]
     pub role: Option<String>,
@@ -43,7 +49,10 @@ pub struct RawNode {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a bridge: a mapping with addresses and pool")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a bridge: a mapping with addresses and pool"
+)]
 pub struct RawBridge {
     #[serde(default)]
     pub addresses: Vec<IpNet>,
@@ -52,7 +61,10 @@ pub struct RawBridge {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a pool: a mapping with start and end")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a pool: a mapping with start and end"
+)]
 pub struct RawPool {
     pub start: std::net::IpAddr,
     pub end: std::net::IpAddr,
@@ -87,7 +99,10 @@ pub enum RawService {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a link: a mapping with endpoints and impairment")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a link: a mapping with endpoints and impairment"
+)]
 pub struct RawLink {
     pub endpoints: Vec<RawEndpoint>,
     #[serde(default)]
@@ -95,7 +110,10 @@ pub struct RawLink {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "an endpoint: a mapping with node, interface, bridge and addresses")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an endpoint: a mapping with node, interface, bridge and addresses"
+)]
 pub struct RawEndpoint {
     pub node: String,
     /// Interface name in the node; defaults by the naming rule.
@@ -109,7 +127,10 @@ pub struct RawEndpoint {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "an impairment: a mapping with delay, jitter, loss and rate")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an impairment: a mapping with delay, jitter, loss and rate"
+)]
 pub struct RawImpairment {
     #[serde(default)]
     pub delay: Option<String>,
@@ -122,7 +143,10 @@ pub struct RawImpairment {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a subscriber: a mapping with imsi, msisdn, hostname, home, k, opc, roaming and packet_data")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a subscriber: a mapping with imsi, msisdn, hostname, home, k, opc, roaming and packet_data"
+)]
 pub struct RawSubscriber {
     pub imsi: String,
     #[serde(default)]

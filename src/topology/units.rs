@@ -7,7 +7,11 @@ pub fn parse_duration_us(text: &str) -> Result<u64, String> {
         "us" => 1.0,
         "ms" => 1_000.0,
         "s" => 1_000_000.0,
-        _ => return Err(format!("`{text}`: expected a duration such as 20ms, 1.5s or 250us")),
+        _ => {
+            return Err(format!(
+                "`{text}`: expected a duration such as 20ms, 1.5s or 250us"
+            ))
+        }
     };
     Ok((number * scale).round() as u64)
 }
@@ -29,7 +33,11 @@ pub fn parse_rate_bps(text: &str) -> Result<u64, String> {
         "kbit" => 1e3,
         "mbit" => 1e6,
         "gbit" => 1e9,
-        _ => return Err(format!("`{text}`: expected a rate such as 64kbit, 10mbit or 1gbit")),
+        _ => {
+            return Err(format!(
+                "`{text}`: expected a rate such as 64kbit, 10mbit or 1gbit"
+            ))
+        }
     };
     let bps = (number * scale).round() as u64;
     if bps < 8 {

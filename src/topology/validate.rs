@@ -108,7 +108,9 @@ impl Validator<'_> {
     fn lab_name(&self, name: &str, path: &FieldPath) -> Result<()> {
         let ok = name.len() <= MAX_LAB_NAME
             && name.starts_with(|c: char| c.is_ascii_lowercase())
-            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
         if !ok {
             return self.fail(
                 path,
@@ -153,10 +155,16 @@ impl Validator<'_> {
                 Some(d.clone())
             }
             (Some(_), _) => {
-                return self.fail(&path.key("domain"), "only home and visited networks own a domain")
+                return self.fail(
+                    &path.key("domain"),
+                    "only home and visited networks own a domain",
+                )
             }
             (None, Role::Home | Role::Visited) => {
-                return self.fail(path, format!("a {} network needs a `domain`", role_name(role)))
+                return self.fail(
+                    path,
+                    format!("a {} network needs a `domain`", role_name(role)),
+                )
             }
             (None, _) => None,
         };
@@ -168,7 +176,9 @@ impl Validator<'_> {
                 self.host_address(addr, &bpath.key("addresses").index(i))?;
             }
             let pool = match &bridge.pool {
-                Some(p) => Some(self.pool(p.start, p.end, &bridge.addresses, &bpath.key("pool"))?),
+                Some(p) => {
+                    Some(self.pool(p.start, p.end, &bridge.addresses, &bpath.key("pool"))?)
+                }
                 None => None,
             };
             bridges.push(Bridge {
@@ -179,12 +189,18 @@ impl Validator<'_> {
         }
         let services = self.services(&raw.services, role, &path.key("services"))?;
         if !raw.partners.is_empty() && role != Role::Visited {
-            return self.fail(&path.key("partners"), "only visited networks have roaming partners");
+            return self.fail(
+                &path.key("partners"),
+                "only visited networks have roaming partners",
+            );
         }
         let routes = raw.routes.as_ref().map(|routes| {
             routes
                 .iter()
-                .map(|r| StaticRoute { to: r.to.trunc(), via: r.via })
+                .map(|r| StaticRoute {
+                    to: r.to.trunc(),
+                    via: r.via,
+                })
                 .collect()
         });
         Ok(Node {
@@ -198,18 +214,43 @@ impl Validator<'_> {
         })
     }
 
-    fn pool(&self, start: IpAddr, end: IpAddr, subnets: &[IpNet], path: &FieldPath) -> Result<Pool> {
+    fn pool(
+        &self,
+        start: IpAddr,
+        end: IpAddr,
+        subnets: &[IpNet],
+        path: &FieldPath,
+    ) -> Result<Pool> {
         if start.is_ipv4() != end.is_ipv4() || start > end {
-            return self.fail(path, format!("pool {start}-{end}: start must not be after end, in one address family"));
+            return self.fail(
+                path,
+                format!("pool {start}-{end}: start must not be after end, in one address family"),
+            );
         }
-        let Some(subnet) = subnets.iter().find(|n| n.contains(&start) && n.contains(&end)) else {
-            return self.fail(path, format!("pool {start}-{end} is outside the bridge's subnets"));
+        let Some(subnet) = subnets
+            .iter()
+            .find(|n| n.contains(&start) && n.contains(&end))
+        else {
+            return self.fail(
+                path,
+                format!("pool {start}-{end} is outside the bridge's subnets"),
+            );
         };
-        if let Some(own) = subnets.iter().map(|n| n.addr()).find(|a| *a >= start && *a <= end) {
-            return self.fail(path, format!("pool {start}-{end} contains the bridge's own address {own}"));
+        if let Some(own) = subnets
+            .iter()
+            .map(|n| n.addr())
+            .find(|a| *a >= start && *a <= end)
+        {
+            return self.fail(
+                path,
+                format!("pool {start}-{end} contains the bridge's own address {own}"),
+            );
         }
         if start == subnet.network() || end == subnet.broadcast() && start.is_ipv4() {
-            return self.fail(path, format!("pool {start}-{end} contains the subnet's network or broadcast address"));
+            return self.fail(
+                path,
+                format!("pool {start}-{end} contains the subnet's network or broadcast address"),
+            );
         }
         Ok(Pool { start, end })
     }
@@ -223,7 +264,12 @@ impl Validator<'_> {
                 RawService::Hlr {} => Service::Hlr,
                 RawService::Vlr {} => Service::Vlr,
                 RawService::Dhcp {} => Service::Dhcp,
-                RawService::Echo { name, port, address, ready_after_ms } => {
+                RawService::Echo {
+                    name,
+                    port,
+                    address,
+                    ready_after_ms,
+                } => {
                     if *port == 0 {
                         return self.fail(&spath.key("port"), "port must be 1-65535");
                     }
@@ -243,14 +289,25 @@ impl Validator<'_> {
                 Service::Dns | Service::Echo { .. } => true,
             };
             if !allowed {
-                let wants = if service == Service::Hlr { "home" } else { "visited" };
+                let wants = if service == Service::Hlr {
+                    "home"
+                } else {
+                    "visited"
+                };
                 return self.fail(
                     &spath.key("kind"),
-                    format!("a {} service runs only in a {wants} network, not in a {} node", service.kind(), role_name(role)),
+                    format!(
+                        "a {} service runs only in a {wants} network, not in a {} node",
+                        service.kind(),
+                        role_name(role)
+                    ),
                 );
             }
             if services.iter().any(|s| s.name() == service.name()) {
-                return self.fail(&spath, format!("the node already runs a service named `{}`", service.name()));
+                return self.fail(
+                    &spath,
+                    format!("the node already runs a service named `{}`", service.name()),
+                );
             }
             services.push(service);
         }
@@ -262,8 +319,14 @@ impl Validator<'_> {
         for node in nodes {
             if let Some(domain) = &node.domain {
                 if let Some(other) = seen.insert(domain.clone(), node.name.clone()) {
-                    let path = FieldPath::default().key("nodes").key(&node.name).key("domain");
-                    return self.fail(&path, format!("domain `{domain}` is already owned by node `{other}`"));
+                    let path = FieldPath::default()
+                        .key("nodes")
+                        .key(&node.name)
+                        .key("domain");
+                    return self.fail(
+                        &path,
+                        format!("domain `{domain}` is already owned by node `{other}`"),
+                    );
                 }
             }
         }
@@ -277,31 +340,50 @@ impl Validator<'_> {
             let [a, b] = link.endpoints.as_slice() else {
                 return self.fail(
                     &path.key("endpoints"),
-                    format!("a link has exactly 2 endpoints, found {}", link.endpoints.len()),
+                    format!(
+                        "a link has exactly 2 endpoints, found {}",
+                        link.endpoints.len()
+                    ),
                 );
             };
             let epath = path.key("endpoints");
             let a_end = self.endpoint(a, b, nodes, &epath.index(0))?;
             let b_end = self.endpoint(b, a, nodes, &epath.index(1))?;
             if a.node == b.node {
-                return self.fail(&epath.index(1).key("node"), format!("a link cannot join node `{}` to itself", a.node));
+                return self.fail(
+                    &epath.index(1).key("node"),
+                    format!("a link cannot join node `{}` to itself", a.node),
+                );
             }
             let impairment = match &link.impairment {
                 Some(imp) => Some(self.impairment(imp, &path.key("impairment"))?),
                 None => None,
             };
-            links.push(Link { a: a_end, b: b_end, impairment });
+            links.push(Link {
+                a: a_end,
+                b: b_end,
+                impairment,
+            });
         }
         Ok(links)
     }
 
-    fn endpoint(&self, end: &RawEndpoint, peer: &RawEndpoint, nodes: &[Node], path: &FieldPath) -> Result<Endpoint> {
+    fn endpoint(
+        &self,
+        end: &RawEndpoint,
+        peer: &RawEndpoint,
+        nodes: &[Node],
+        path: &FieldPath,
+    ) -> Result<Endpoint> {
         let Some(node) = nodes.iter().find(|n| n.name == end.node) else {
             return self.fail(&path.key("node"), format!("unknown node `{}`", end.node));
         };
         if let Some(bridge) = &end.bridge {
             if !node.bridges.iter().any(|b| &b.name == bridge) {
-                return self.fail(&path.key("bridge"), format!("node `{}` has no bridge `{bridge}`", node.name));
+                return self.fail(
+                    &path.key("bridge"),
+                    format!("node `{}` has no bridge `{bridge}`", node.name),
+                );
             }
             if !end.addresses.is_empty() {
                 return self.fail(
@@ -315,7 +397,11 @@ impl Validator<'_> {
             (None, Some(bridge)) => format!("{bridge}-{}", peer.node),
             (None, None) => format!("eth-{}", peer.node),
         };
-        let ipath = if end.interface.is_some() { path.key("interface") } else { path.clone() };
+        let ipath = if end.interface.is_some() {
+            path.key("interface")
+        } else {
+            path.clone()
+        };
         self.interface_name(&interface, &ipath)?;
         for (i, addr) in end.addresses.iter().enumerate() {
             self.host_address(addr, &path.key("addresses").index(i))?;
@@ -359,8 +445,14 @@ impl Validator<'_> {
                 format!("interface name `{name}` must be 1-{MAX_IFNAME} bytes long (set a shorter `interface:`)"),
             );
         }
-        if name == "." || name == ".." || name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace()) {
-            return self.fail(path, format!("interface name `{name}` may not contain `/`, `:` or spaces"));
+        if name == "."
+            || name == ".."
+            || name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace())
+        {
+            return self.fail(
+                path,
+                format!("interface name `{name}` may not contain `/`, `:` or spaces"),
+            );
         }
         Ok(())
     }
@@ -372,7 +464,10 @@ impl Validator<'_> {
         }
         if let IpNet::V4(v4) = addr {
             if v4.prefix_len() < 31 && (v4.addr() == v4.network() || v4.addr() == v4.broadcast()) {
-                return self.fail(path, format!("{addr} is the network or broadcast address of its subnet"));
+                return self.fail(
+                    path,
+                    format!("{addr} is the network or broadcast address of its subnet"),
+                );
             }
         }
         Ok(())
@@ -383,7 +478,11 @@ impl Validator<'_> {
         for node in nodes {
             names.insert((&node.name, "lo"), FieldPath::default());
             for bridge in &node.bridges {
-                let path = FieldPath::default().key("nodes").key(&node.name).key("bridges").key(&bridge.name);
+                let path = FieldPath::default()
+                    .key("nodes")
+                    .key(&node.name)
+                    .key("bridges")
+                    .key(&bridge.name);
                 if bridge.name == "lo" {
                     return self.fail(&path, "`lo` is the loopback interface's name");
                 }
@@ -392,8 +491,15 @@ impl Validator<'_> {
         }
         for (i, link) in links.iter().enumerate() {
             for (j, end) in [&link.a, &link.b].into_iter().enumerate() {
-                let path = FieldPath::default().key("links").index(i).key("endpoints").index(j);
-                if names.insert((&end.node, &end.interface), path.clone()).is_some() {
+                let path = FieldPath::default()
+                    .key("links")
+                    .index(i)
+                    .key("endpoints")
+                    .index(j);
+                if names
+                    .insert((&end.node, &end.interface), path.clone())
+                    .is_some()
+                {
                     return self.fail(
                         &path,
                         format!("node `{}` already has an interface `{}` (set `interface:` to another name)", end.node, end.interface),
@@ -414,17 +520,32 @@ impl Validator<'_> {
             if let Some(prev) = uses.get(&addr.addr()) {
                 return self.fail(
                     &path,
-                    format!("address {} is already used by node `{}` ({})", addr.addr(), prev.node, prev.path),
+                    format!(
+                        "address {} is already used by node `{}` ({})",
+                        addr.addr(),
+                        prev.node,
+                        prev.path
+                    ),
                 );
             }
-            uses.insert(addr.addr(), AddressUse { node: node.to_string(), path: path.clone() });
+            uses.insert(
+                addr.addr(),
+                AddressUse {
+                    node: node.to_string(),
+                    path: path.clone(),
+                },
+            );
             nets.push((addr.trunc(), segment, path));
             Ok(())
         };
         for node in nodes {
             for bridge in &node.bridges {
                 let seg = segments.bridge(&node.name, &bridge.name);
-                let path = FieldPath::default().key("nodes").key(&node.name).key("bridges").key(&bridge.name);
+                let path = FieldPath::default()
+                    .key("nodes")
+                    .key(&node.name)
+                    .key("bridges")
+                    .key(&bridge.name);
                 for (i, addr) in bridge.addresses.iter().enumerate() {
                     record(addr, &node.name, seg, path.key("addresses").index(i))?;
                 }
@@ -433,7 +554,11 @@ impl Validator<'_> {
         for (i, link) in links.iter().enumerate() {
             let seg = segments.link(i, link);
             for (j, end) in [&link.a, &link.b].into_iter().enumerate() {
-                let path = FieldPath::default().key("links").index(i).key("endpoints").index(j);
+                let path = FieldPath::default()
+                    .key("links")
+                    .index(i)
+                    .key("endpoints")
+                    .index(j);
                 for (k, addr) in end.addresses.iter().enumerate() {
                     record(addr, &end.node, seg, path.key("addresses").index(k))?;
                 }
@@ -443,15 +568,29 @@ impl Validator<'_> {
         for (i, (net, seg, path)) in nets.iter().enumerate() {
             let seg = segments.find(*seg);
             for (other, oseg, opath) in &nets[..i] {
-                if segments.find(*oseg) != seg && (net.contains(&other.network()) || other.contains(&net.network())) {
-                    return self.fail(path, format!("subnet {net} overlaps subnet {other} of another segment ({opath})"));
+                if segments.find(*oseg) != seg
+                    && (net.contains(&other.network()) || other.contains(&net.network()))
+                {
+                    return self.fail(
+                        path,
+                        format!(
+                            "subnet {net} overlaps subnet {other} of another segment ({opath})"
+                        ),
+                    );
                 }
             }
         }
         // Within a segment, ends must be able to reach each other.
         for (i, link) in links.iter().enumerate() {
-            for (j, (end, peer)) in [(&link.a, &link.b), (&link.b, &link.a)].into_iter().enumerate() {
-                let path = FieldPath::default().key("links").index(i).key("endpoints").index(j);
+            for (j, (end, peer)) in [(&link.a, &link.b), (&link.b, &link.a)]
+                .into_iter()
+                .enumerate()
+            {
+                let path = FieldPath::default()
+                    .key("links")
+                    .index(i)
+                    .key("endpoints")
+                    .index(j);
                 let peer_nets: Vec<IpNet> = match &peer.bridge {
                     Some(b) => nodes
                         .iter()
@@ -462,7 +601,10 @@ impl Validator<'_> {
                     None => peer.addresses.iter().map(|a| a.trunc()).collect(),
                 };
                 for (k, addr) in end.addresses.iter().enumerate() {
-                    let same_family: Vec<&IpNet> = peer_nets.iter().filter(|n| n.addr().is_ipv4() == addr.addr().is_ipv4()).collect();
+                    let same_family: Vec<&IpNet> = peer_nets
+                        .iter()
+                        .filter(|n| n.addr().is_ipv4() == addr.addr().is_ipv4())
+                        .collect();
                     if !same_family.is_empty() && !same_family.contains(&&addr.trunc()) {
                         let peer_desc = match &peer.bridge {
                             Some(b) => format!("bridge `{b}` of node `{}`", peer.node),
@@ -470,7 +612,10 @@ impl Validator<'_> {
                         };
                         return self.fail(
                             &path.key("addresses").index(k),
-                            format!("{addr} is not in a subnet of {peer_desc} ({})", join(&same_family)),
+                            format!(
+                                "{addr} is not in a subnet of {peer_desc} ({})",
+                                join(&same_family)
+                            ),
                         );
                     }
                 }
@@ -481,8 +626,19 @@ impl Validator<'_> {
             for bridge in &node.bridges {
                 if let Some(pool) = &bridge.pool {
                     if let Some((ip, u)) = uses.range(pool.start..=pool.end).next() {
-                        let path = FieldPath::default().key("nodes").key(&node.name).key("bridges").key(&bridge.name).key("pool");
-                        return self.fail(&path, format!("pool {}-{} contains {ip}, a static address of node `{}`", pool.start, pool.end, u.node));
+                        let path = FieldPath::default()
+                            .key("nodes")
+                            .key(&node.name)
+                            .key("bridges")
+                            .key(&bridge.name)
+                            .key("pool");
+                        return self.fail(
+                            &path,
+                            format!(
+                                "pool {}-{} contains {ip}, a static address of node `{}`",
+                                pool.start, pool.end, u.node
+                            ),
+                        );
                     }
                 }
             }
@@ -495,8 +651,18 @@ impl Validator<'_> {
         for (i, partner) in node.partners.iter().enumerate() {
             match nodes.iter().find(|n| &n.name == partner) {
                 Some(n) if n.role == Role::Home => {}
-                Some(_) => return self.fail(&path.key("partners").index(i), format!("partner `{partner}` is not a home network")),
-                None => return self.fail(&path.key("partners").index(i), format!("unknown node `{partner}`")),
+                Some(_) => {
+                    return self.fail(
+                        &path.key("partners").index(i),
+                        format!("partner `{partner}` is not a home network"),
+                    )
+                }
+                None => {
+                    return self.fail(
+                        &path.key("partners").index(i),
+                        format!("unknown node `{partner}`"),
+                    )
+                }
             }
         }
         let own = node_addresses(node, links);
@@ -504,27 +670,53 @@ impl Validator<'_> {
             for (i, route) in routes.iter().enumerate() {
                 let rpath = path.key("routes").index(i);
                 if route.to.addr().is_ipv4() != route.via.is_ipv4() {
-                    return self.fail(&rpath.key("via"), format!("gateway {} is not of the same family as {}", route.via, route.to));
+                    return self.fail(
+                        &rpath.key("via"),
+                        format!(
+                            "gateway {} is not of the same family as {}",
+                            route.via, route.to
+                        ),
+                    );
                 }
                 if own.iter().any(|a| a.addr() == route.via) {
-                    return self.fail(&rpath.key("via"), format!("gateway {} is this node's own address", route.via));
+                    return self.fail(
+                        &rpath.key("via"),
+                        format!("gateway {} is this node's own address", route.via),
+                    );
                 }
                 if !own.iter().any(|a| a.trunc().contains(&route.via)) {
-                    return self.fail(&rpath.key("via"), format!("gateway {} is not on a subnet directly connected to `{}`", route.via, node.name));
+                    return self.fail(
+                        &rpath.key("via"),
+                        format!(
+                            "gateway {} is not on a subnet directly connected to `{}`",
+                            route.via, node.name
+                        ),
+                    );
                 }
             }
         }
         for (i, service) in node.services.iter().enumerate() {
-            if let Service::Echo { address: Some(addr), .. } = service {
+            if let Service::Echo {
+                address: Some(addr),
+                ..
+            } = service
+            {
                 if !own.iter().any(|a| a.addr() == *addr) {
-                    return self.fail(&path.key("services").index(i).key("address"), format!("{addr} is not an address of node `{}`", node.name));
+                    return self.fail(
+                        &path.key("services").index(i).key("address"),
+                        format!("{addr} is not an address of node `{}`", node.name),
+                    );
                 }
             }
         }
         Ok(())
     }
 
-    fn subscribers(&self, raw: &BTreeMap<String, RawSubscriber>, nodes: &[Node]) -> Result<Vec<Subscriber>> {
+    fn subscribers(
+        &self,
+        raw: &BTreeMap<String, RawSubscriber>,
+        nodes: &[Node],
+    ) -> Result<Vec<Subscriber>> {
         let mut out: Vec<Subscriber> = Vec::new();
         let mut imsis = BTreeSet::new();
         let mut hostnames = BTreeSet::new();
@@ -534,30 +726,62 @@ impl Validator<'_> {
             if nodes.iter().any(|n| &n.name == name) {
                 return self.fail(&path, format!("`{name}` is already the name of a node"));
             }
-            let imsi_ok = (6..=15).contains(&sub.imsi.len()) && sub.imsi.bytes().all(|b| b.is_ascii_digit());
+            let imsi_ok =
+                (6..=15).contains(&sub.imsi.len()) && sub.imsi.bytes().all(|b| b.is_ascii_digit());
             if !imsi_ok {
-                return self.fail(&path.key("imsi"), format!("IMSI `{}` must be 6 to 15 digits", sub.imsi));
+                return self.fail(
+                    &path.key("imsi"),
+                    format!("IMSI `{}` must be 6 to 15 digits", sub.imsi),
+                );
             }
             if !imsis.insert(sub.imsi.clone()) {
-                return self.fail(&path.key("imsi"), format!("IMSI {} is already used by another subscriber", sub.imsi));
+                return self.fail(
+                    &path.key("imsi"),
+                    format!("IMSI {} is already used by another subscriber", sub.imsi),
+                );
             }
             if let Some(msisdn) = &sub.msisdn {
-                if msisdn.is_empty() || msisdn.len() > 15 || !msisdn.bytes().all(|b| b.is_ascii_digit()) {
-                    return self.fail(&path.key("msisdn"), format!("MSISDN `{msisdn}` must be 1 to 15 digits"));
+                if msisdn.is_empty()
+                    || msisdn.len() > 15
+                    || !msisdn.bytes().all(|b| b.is_ascii_digit())
+                {
+                    return self.fail(
+                        &path.key("msisdn"),
+                        format!("MSISDN `{msisdn}` must be 1 to 15 digits"),
+                    );
                 }
             }
             let home = match nodes.iter().find(|n| n.name == sub.home) {
                 Some(n) if n.role == Role::Home => n,
-                Some(_) => return self.fail(&path.key("home"), format!("node `{}` is not a home network", sub.home)),
-                None => return self.fail(&path.key("home"), format!("unknown node `{}`", sub.home)),
+                Some(_) => {
+                    return self.fail(
+                        &path.key("home"),
+                        format!("node `{}` is not a home network", sub.home),
+                    )
+                }
+                None => {
+                    return self.fail(&path.key("home"), format!("unknown node `{}`", sub.home))
+                }
             };
             self.domain_name(&sub.hostname, &path.key("hostname"))?;
             let domain = home.domain.as_deref().unwrap_or_default();
             if !sub.hostname.ends_with(&format!(".{domain}")) {
-                return self.fail(&path.key("hostname"), format!("host name `{}` is not under the home domain `{domain}`", sub.hostname));
+                return self.fail(
+                    &path.key("hostname"),
+                    format!(
+                        "host name `{}` is not under the home domain `{domain}`",
+                        sub.hostname
+                    ),
+                );
             }
             if !hostnames.insert(sub.hostname.clone()) {
-                return self.fail(&path.key("hostname"), format!("host name `{}` is already used by another subscriber", sub.hostname));
+                return self.fail(
+                    &path.key("hostname"),
+                    format!(
+                        "host name `{}` is already used by another subscriber",
+                        sub.hostname
+                    ),
+                );
             }
             let k = self.key128(&sub.k, &path.key("k"))?;
             let opc = self.key128(&sub.opc, &path.key("opc"))?;
@@ -590,12 +814,16 @@ impl Validator<'_> {
     fn domain_name(&self, name: &str, path: &FieldPath) -> Result<()> {
         let label_ok = |l: &str| {
             (1..=63).contains(&l.len())
-                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         };
         if name.len() > 253 || name.split('.').count() < 2 || !name.split('.').all(label_ok) {
-            return self.fail(path, format!("`{name}` is not a valid lowercase domain name"));
+            return self.fail(
+                path,
+                format!("`{name}` is not a valid lowercase domain name"),
+            );
         }
         Ok(())
     }
@@ -603,7 +831,11 @@ impl Validator<'_> {
 
 /// All addresses a node holds, on its bridges and link ends.
 pub(crate) fn node_addresses(node: &Node, links: &[Link]) -> Vec<IpNet> {
-    let mut out: Vec<IpNet> = node.bridges.iter().flat_map(|b| b.addresses.iter().copied()).collect();
+    let mut out: Vec<IpNet> = node
+        .bridges
+        .iter()
+        .flat_map(|b| b.addresses.iter().copied())
+        .collect();
     for link in links {
         for end in [&link.a, &link.b] {
             if end.node == node.name {
@@ -624,7 +856,10 @@ fn role_name(role: Role) -> &'static str {
 }
 
 fn join(nets: &[&IpNet]) -> String {
-    nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+    nets.iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Union-find over L2 segments: each bridge and each plain link is one, and a link that
@@ -646,7 +881,8 @@ impl Segments {
             return *id;
         }
         let id = self.fresh();
-        self.bridges.insert((node.to_string(), bridge.to_string()), id);
+        self.bridges
+            .insert((node.to_string(), bridge.to_string()), id);
         id
     }
 

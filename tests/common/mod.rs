@@ -35,11 +35,18 @@ pub fn repo(path: &str) -> PathBuf {
 }
 
 pub fn roamlab(args: &[&str]) -> Output {
-    Command::new(bin()).args(args).output().expect("run roamlab")
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run roamlab")
 }
 
 pub fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// A slot to build one lab in; the lab is removed when this is dropped.
@@ -57,7 +64,9 @@ impl LabGuard {
         drop(used);
         // Whatever an earlier, killed run of this test left must not fail this one.
         roamlab(&["cleanup", "--lab", name]);
-        LabGuard { name: name.to_string() }
+        LabGuard {
+            name: name.to_string(),
+        }
     }
 
     /// `roamlab up` of `topology` (None: the built-in lab) under this lab's name.
@@ -106,21 +115,49 @@ pub fn assert_nothing_left(lab: &str, pids: &[i32]) {
             })
             .unwrap_or_default()
     };
-    assert_eq!(leftovers("/run/netns"), Vec::<String>::new(), "namespaces of {lab} left in /run/netns");
-    assert_eq!(leftovers("/etc/netns"), Vec::<String>::new(), "/etc/netns files of {lab} left");
+    assert_eq!(
+        leftovers("/run/netns"),
+        Vec::<String>::new(),
+        "namespaces of {lab} left in /run/netns"
+    );
+    assert_eq!(
+        leftovers("/etc/netns"),
+        Vec::<String>::new(),
+        "/etc/netns files of {lab} left"
+    );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(&format!("/run/netns/{prefix}")), "namespace mounts of {lab} left");
-    assert!(!Path::new("/run/roamlab").join(lab).exists(), "state directory of {lab} left");
+    assert!(
+        !mounts.contains(&format!("/run/netns/{prefix}")),
+        "namespace mounts of {lab} left"
+    );
+    assert!(
+        !Path::new("/run/roamlab").join(lab).exists(),
+        "state directory of {lab} left"
+    );
     for pid in pids {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        assert!(stat.is_empty() || stat.contains(") Z "), "process {pid} of {lab} still running: {stat}");
+        assert!(
+            stat.is_empty() || stat.contains(") Z "),
+            "process {pid} of {lab} still running: {stat}"
+        );
     }
-    let ip = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    let ip = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
     let listed = String::from_utf8_lossy(&ip.stdout);
-    assert!(!listed.lines().any(|l| l.starts_with(&prefix)), "ip netns list still shows {lab}: {listed}");
+    assert!(
+        !listed.lines().any(|l| l.starts_with(&prefix)),
+        "ip netns list still shows {lab}: {listed}"
+    );
 }
 
 /// Agent pids from `status --json`.
 pub fn agent_pids(status: &serde_json::Value) -> Vec<i32> {
-    status["agents"].as_array().unwrap().iter().map(|a| a["pid"].as_i64().unwrap() as i32).collect()
+    status["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["pid"].as_i64().unwrap() as i32)
+        .collect()
 }
