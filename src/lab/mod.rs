@@ -149,19 +149,32 @@ async fn build(
 ) -> Result<(), LabError> {
     let lab = state.lab.clone();
     state.save().map_err(io_err(&lab, "write state file"))?;
-    fs::write(lab_dir(&lab).join("topology.yaml"), &opts.source_text)
-        .map_err(io_err(&lab, "save topology"))?;
-    etc::write_all(&opts.topology).map_err(io_err(&lab, "write /etc/netns files"))?;
+    // Files take as long as the kernel work on a slow disk, and nothing in the kernel
+    // needs them: write them alongside, and wait for them before any agent starts.
+    let files = {
+        let (topology, text, dir) = (
+            opts.topology.clone(),
+            opts.source_text.clone(),
+            lab_dir(&lab),
+        );
+        std::thread::spawn(move || -> Result<(), (&'static str, std::io::Error)> {
+            fs::write(dir.join("topology.yaml"), text).map_err(|e| ("save topology", e))?;
+            etc::write_all(&topology).map_err(|e| ("write /etc/netns files", e))
+        })
+    };
     let mut kernel = NetlinkKernel::new().map_err(io_err(&lab, "prepare /run/netns"))?;
-    executor::apply(&mut kernel, plan, &cancel)
-        .await
-        .map_err(|source| match source {
-            ExecError::Interrupted { .. } => LabError::Interrupted { lab: lab.clone() },
-            cause => LabError::Build {
-                lab: lab.clone(),
-                cause,
-            },
-        })?;
+    let applied = executor::apply(&mut kernel, plan, &cancel).await;
+    let written = files
+        .join()
+        .unwrap_or_else(|_| Err(("write lab files", std::io::Error::other("writer panicked"))));
+    applied.map_err(|source| match source {
+        ExecError::Interrupted { .. } => LabError::Interrupted { lab: lab.clone() },
+        cause => LabError::Build {
+            lab: lab.clone(),
+            cause,
+        },
+    })?;
+    written.map_err(|(what, cause)| io_err(&lab, what)(cause))?;
     if opts.start_agents {
         for spec in agent_specs(&opts.topology) {
             if cancel.load(Ordering::SeqCst) {
