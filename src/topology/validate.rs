@@ -319,10 +319,7 @@ impl Validator<'_> {
         for node in nodes {
             if let Some(domain) = &node.domain {
                 if let Some(other) = seen.insert(domain.clone(), node.name.clone()) {
-                    let path = FieldPath::default()
-                        .key("nodes")
-                        .key(&node.name)
-                        .key("domain");
+                    let path = node_path(&node.name).key("domain");
                     return self.fail(
                         &path,
                         format!("domain `{domain}` is already owned by node `{other}`"),
@@ -478,11 +475,7 @@ impl Validator<'_> {
         for node in nodes {
             names.insert((&node.name, "lo"), FieldPath::default());
             for bridge in &node.bridges {
-                let path = FieldPath::default()
-                    .key("nodes")
-                    .key(&node.name)
-                    .key("bridges")
-                    .key(&bridge.name);
+                let path = node_path(&node.name).key("bridges").key(&bridge.name);
                 if bridge.name == "lo" {
                     return self.fail(&path, "`lo` is the loopback interface's name");
                 }
@@ -491,11 +484,7 @@ impl Validator<'_> {
         }
         for (i, link) in links.iter().enumerate() {
             for (j, end) in [&link.a, &link.b].into_iter().enumerate() {
-                let path = FieldPath::default()
-                    .key("links")
-                    .index(i)
-                    .key("endpoints")
-                    .index(j);
+                let path = endpoint_path(i, j);
                 if names
                     .insert((&end.node, &end.interface), path.clone())
                     .is_some()
@@ -541,11 +530,7 @@ impl Validator<'_> {
         for node in nodes {
             for bridge in &node.bridges {
                 let seg = segments.bridge(&node.name, &bridge.name);
-                let path = FieldPath::default()
-                    .key("nodes")
-                    .key(&node.name)
-                    .key("bridges")
-                    .key(&bridge.name);
+                let path = node_path(&node.name).key("bridges").key(&bridge.name);
                 for (i, addr) in bridge.addresses.iter().enumerate() {
                     record(addr, &node.name, seg, path.key("addresses").index(i))?;
                 }
@@ -554,11 +539,7 @@ impl Validator<'_> {
         for (i, link) in links.iter().enumerate() {
             let seg = segments.link(i, link);
             for (j, end) in [&link.a, &link.b].into_iter().enumerate() {
-                let path = FieldPath::default()
-                    .key("links")
-                    .index(i)
-                    .key("endpoints")
-                    .index(j);
+                let path = endpoint_path(i, j);
                 for (k, addr) in end.addresses.iter().enumerate() {
                     record(addr, &end.node, seg, path.key("addresses").index(k))?;
                 }
@@ -586,11 +567,7 @@ impl Validator<'_> {
                 .into_iter()
                 .enumerate()
             {
-                let path = FieldPath::default()
-                    .key("links")
-                    .index(i)
-                    .key("endpoints")
-                    .index(j);
+                let path = endpoint_path(i, j);
                 let peer_nets: Vec<IpNet> = match &peer.bridge {
                     Some(b) => nodes
                         .iter()
@@ -626,9 +603,7 @@ impl Validator<'_> {
             for bridge in &node.bridges {
                 if let Some(pool) = &bridge.pool {
                     if let Some((ip, u)) = uses.range(pool.start..=pool.end).next() {
-                        let path = FieldPath::default()
-                            .key("nodes")
-                            .key(&node.name)
+                        let path = node_path(&node.name)
                             .key("bridges")
                             .key(&bridge.name)
                             .key("pool");
@@ -647,7 +622,7 @@ impl Validator<'_> {
     }
 
     fn node_references(&self, node: &Node, nodes: &[Node], links: &[Link]) -> Result<()> {
-        let path = FieldPath::default().key("nodes").key(&node.name);
+        let path = node_path(&node.name);
         for (i, partner) in node.partners.iter().enumerate() {
             match nodes.iter().find(|n| &n.name == partner) {
                 Some(n) if n.role == Role::Home => {}
@@ -844,6 +819,18 @@ pub(crate) fn node_addresses(node: &Node, links: &[Link]) -> Vec<IpNet> {
         }
     }
     out
+}
+
+fn node_path(node: &str) -> FieldPath {
+    FieldPath::default().key("nodes").key(node)
+}
+
+fn endpoint_path(link: usize, end: usize) -> FieldPath {
+    FieldPath::default()
+        .key("links")
+        .index(link)
+        .key("endpoints")
+        .index(end)
 }
 
 fn role_name(role: Role) -> &'static str {
