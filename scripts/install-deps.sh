@@ -31,7 +31,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Rust 1.85 or newer builds roamlab; Debian 12's own rustc is too old, so rustup is used.
+# Rust 1.88 or newer builds roamlab; Debian 12's own rustc is too old, so rustup is used.
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
   export PATH="$HOME/.cargo/bin:$PATH"
 fi
@@ -41,8 +41,8 @@ if ! command -v cargo >/dev/null 2>&1; then
   export PATH="$HOME/.cargo/bin:$PATH"
 fi
 rust=$(rustc --version | awk '{print $2}')
-if [ "$(printf '%s\n' 1.85.0 "$rust" | sort -V | head -1)" != 1.85.0 ]; then
-  echo "install-deps: rustc $rust is older than 1.85; run: rustup update stable" >&2
+if [ "$(printf '%s\n' 1.88.0 "$rust" | sort -V | head -1)" != 1.88.0 ]; then
+  echo "install-deps: rustc $rust is older than 1.88; run: rustup update stable" >&2
   exit 1
 fi
 echo "install-deps: ready (rustc $rust)"

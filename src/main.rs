@@ -3,7 +3,13 @@ use clap::Parser;
 fn main() {
     let cli = roamlab::cli::Cli::parse();
     // Agents write to their log files, where their life story is wanted; verbs stay quiet.
-    let default = if cli.is_agent() { "info" } else { "warn" };
+    // hickory-server warns "unexpected lookup skip" on every positive answer when a
+    // dnssec feature is built in and no NSEC setting is made; that is noise, not news.
+    let default = if cli.is_agent() {
+        "info,hickory_server::zone_handler::catalog=error"
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROAMLAB_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()

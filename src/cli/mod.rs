@@ -114,6 +114,21 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// DNS of a running lab.
+    Dns {
+        #[command(subcommand)]
+        command: DnsCommand,
+    },
+    /// Restart one agent of a running lab (stop it, start it again, wait until ready).
+    ///
+    /// Example: sudo roamlab restart home/dns
+    Restart {
+        /// Lab name (default: the only lab there is).
+        #[arg(long)]
+        lab: Option<String>,
+        /// The agent as NODE/NAME, as `status` lists it.
+        agent: String,
+    },
     /// Run an agent (started by the supervisor inside a node, not by hand).
     #[command(hide = true)]
     Agent {
@@ -123,7 +138,41 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum DnsCommand {
+    /// Send a TSIG-signed dynamic update (RFC 2136) to the server of ZONE, with that
+    /// server's key, from inside the server's node.
+    ///
+    /// Example: sudo roamlab dns update roam home.example add www.home.example A 192.0.2.80
+    Update {
+        lab: String,
+        zone: String,
+        #[arg(value_enum)]
+        op: UpdateOp,
+        name: String,
+        /// A, AAAA or PTR.
+        rtype: String,
+        /// The record's data (optional for delete: then every record of the type goes).
+        data: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum UpdateOp {
+    /// Add a record beside any others of its name and type.
+    Add,
+    /// Make this the only record of its name and type.
+    Replace,
+    /// Delete the record (or, without DATA, all records of the type).
+    Delete,
+}
+
+#[derive(Subcommand)]
 enum AgentCommand {
+    /// Authoritative DNS server (and on the core, the lab's resolver).
+    Dns {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// TCP and UDP echo on one port.
     Echo {
         #[arg(long)]
@@ -317,7 +366,53 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Dns {
+            command:
+                DnsCommand::Update {
+                    lab,
+                    zone,
+                    op,
+                    name,
+                    rtype,
+                    data,
+                },
+        } => {
+            require_root("dns update")?;
+            use crate::dns::update::{self, Change, RecordData, RecordKind};
+            let kind = RecordKind::parse(&rtype)?;
+            let data = data.map(|d| RecordData::parse(kind, &d)).transpose()?;
+            let change = match (op, data) {
+                (UpdateOp::Add, Some(data)) => Change::Add { name, data },
+                (UpdateOp::Replace, Some(data)) => Change::Replace { name, data },
+                (UpdateOp::Delete, data) => Change::Delete {
+                    name,
+                    rtype: kind,
+                    data,
+                },
+                (_, None) => bail!("add and replace need the record's data"),
+            };
+            let (node, target) = update::target_in_lab(&crate::lab::state::lab_dir(&lab), &zone)
+                .with_context(|| format!("lab {lab}"))?;
+            let namespace = crate::topology::namespace_name(&lab, &node);
+            update::send_from(&namespace, target, change)?;
+            println!("zone {zone} updated");
+            Ok(())
+        }
+        Command::Restart { lab, agent } => {
+            require_root("restart")?;
+            let lab = lab::resolve(lab.as_deref())?;
+            let record = lab::restart_agent(&lab, &agent)?;
+            println!("agent {agent} of lab {lab} restarted (pid {})", record.pid);
+            Ok(())
+        }
         Command::Agent { agent } => match agent {
+            AgentCommand::Dns { config } => {
+                let config =
+                    crate::dns::config::DnsAgentConfig::load(&config).context("dns agent")?;
+                runtime()?
+                    .block_on(crate::dns::agent::run(config))
+                    .context("dns agent")
+            }
             AgentCommand::Echo {
                 listen,
                 ready_after_ms,

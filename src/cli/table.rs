@@ -140,8 +140,16 @@ pub fn status_table(status: &LabStatus) -> String {
             ]);
         }
     }
+    let keys = if status.tsig_keys.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "TSIG keys for dynamic update (nsupdate -k FILE): {}\n",
+            status.tsig_keys.join(", ")
+        )
+    };
     format!(
-        "lab {} ({}, from {}), state in {}\n{}",
+        "lab {} ({}, from {}), state in {}\n{}{keys}",
         status.lab,
         match status.phase {
             crate::lab::state::Phase::Running => "running",

@@ -6,7 +6,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::topology::{Role, Service, Topology};
+use crate::topology::Topology;
 
 pub const ETC_NETNS: &str = "/etc/netns";
 
@@ -26,17 +26,9 @@ pub fn hosts_file(topology: &Topology) -> String {
     out
 }
 
-/// The resolver a node should use: the core's DNS service if the lab has one.
+/// The resolver a node should use: the lab's own, if it has one.
 pub fn resolv_conf(topology: &Topology) -> String {
-    let resolver = topology
-        .nodes
-        .iter()
-        .find(|n| n.role == Role::Core && n.services.contains(&Service::Dns))
-        .and_then(|core| {
-            crate::topology::node_addresses(core, &topology.links)
-                .first()
-                .map(|a| a.addr())
-        });
+    let resolver = topology.resolver();
     match resolver {
         Some(addr) => format!(
             "# written by roamlab for lab {}\nnameserver {addr}\noptions timeout:1 attempts:2\n",

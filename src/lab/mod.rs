@@ -23,6 +23,8 @@ use state::{lab_dir, AgentRecord, LabState, Phase};
 
 /// How long an agent gets to exit after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How long a restarted agent has to report ready.
+const RESTART_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
@@ -48,6 +50,14 @@ pub enum LabError {
     Build { lab: String, cause: ExecError },
     #[error("lab {lab}: {cause}; the lab was removed")]
     Agent { lab: String, cause: SupervisorError },
+    #[error("lab {lab}: {cause}; the rest of the lab runs on")]
+    Restart { lab: String, cause: SupervisorError },
+    #[error("lab {lab} has no agent {agent} (agents: {known})")]
+    NoAgent {
+        lab: String,
+        agent: String,
+        known: String,
+    },
     #[error("lab {lab}: interrupted; the lab was removed")]
     Interrupted { lab: String },
     #[error("lab {lab}: teardown left {} problem(s): {}", .errors.len(), .errors.join("; "))]
@@ -73,12 +83,22 @@ pub struct UpReport {
     pub agents: Vec<AgentRecord>,
 }
 
-/// Agents the supervisor can start for a topology; other declared services are started
+/// Agents the supervisor starts for a topology; the hlr, vlr and dhcp services are started
 /// by the agents of later releases.
 pub fn agent_specs(topology: &Topology) -> Vec<AgentSpec> {
     let mut specs = Vec::new();
     for node in &topology.nodes {
         for service in &node.services {
+            if let Service::Dns { .. } = service {
+                let config = crate::dns::config::config_path(&lab_dir(&topology.name), &node.name);
+                specs.push(AgentSpec {
+                    node: node.name.clone(),
+                    name: service.name().to_string(),
+                    kind: "dns".to_string(),
+                    namespace: topology.namespace(&node.name),
+                    args: vec!["--config".into(), config.display().to_string()],
+                });
+            }
             if let Service::Echo {
                 name,
                 address,
@@ -159,6 +179,8 @@ async fn build(
         );
         std::thread::spawn(move || -> Result<(), (&'static str, std::io::Error)> {
             fs::write(dir.join("topology.yaml"), text).map_err(|e| ("save topology", e))?;
+            crate::dns::config::prepare_lab(&topology, &dir)
+                .map_err(|e| ("write DNS zones and keys", e))?;
             etc::write_all(&topology).map_err(|e| ("write /etc/netns files", e))
         })
     };
@@ -350,6 +372,50 @@ pub fn teardown(lab: &str) -> TeardownReport {
     report
 }
 
+/// Stops one agent of a running lab and starts it again from the same spec, waiting until
+/// it is ready; the state file records the new process.
+pub fn restart_agent(lab: &str, agent: &str) -> Result<AgentRecord, LabError> {
+    let mut state = LabState::load(lab)
+        .map_err(io_err(lab, "read state file"))?
+        .ok_or_else(|| LabError::NotFound {
+            lab: lab.to_string(),
+            running: running_list(),
+        })?;
+    let Some(slot) = state
+        .agents
+        .iter()
+        .position(|a| format!("{}/{}", a.node, a.name) == agent)
+    else {
+        let known: Vec<String> = state
+            .agents
+            .iter()
+            .map(|a| format!("{}/{}", a.node, a.name))
+            .collect();
+        return Err(LabError::NoAgent {
+            lab: lab.to_string(),
+            agent: agent.to_string(),
+            known: known.join(", "),
+        });
+    };
+    let old = state.agents[slot].clone();
+    let failed = |cause| LabError::Restart {
+        lab: lab.to_string(),
+        cause,
+    };
+    supervisor::stop(&old, STOP_GRACE).map_err(failed)?;
+    let never = AtomicBool::new(false);
+    let record = supervisor::start(
+        &AgentSpec::of(&old),
+        &lab_dir(lab).join("agents"),
+        RESTART_READY_TIMEOUT,
+        &never,
+    )
+    .map_err(failed)?;
+    state.agents[slot] = record.clone();
+    state.save().map_err(io_err(lab, "write state file"))?;
+    Ok(record)
+}
+
 /// Stops a lab. Everything that can be removed is, even when some parts fail.
 pub fn down(lab: &str) -> Result<TeardownReport, LabError> {
     if !lab_dir(lab).exists() && namespaces_with_prefix(lab).is_empty() {
@@ -432,6 +498,8 @@ pub struct LabStatus {
     pub state_dir: String,
     pub nodes: Vec<NodeStatus>,
     pub agents: Vec<AgentStatus>,
+    /// TSIG key files (BIND syntax, for `nsupdate -k`), one per DNS server node.
+    pub tsig_keys: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -494,7 +562,18 @@ pub async fn status(lab: &str) -> Result<LabStatus, LabError> {
             log: a.log.display().to_string(),
         })
         .collect();
+    let keys_dir = crate::dns::config::keys_dir(&lab_dir(lab));
+    let mut tsig_keys: Vec<String> = fs::read_dir(&keys_dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+                .map(|p| p.display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    tsig_keys.sort();
     Ok(LabStatus {
+        tsig_keys,
         lab: lab.to_string(),
         phase: state.phase,
         source: state.source,

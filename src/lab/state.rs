@@ -49,6 +49,11 @@ pub struct AgentRecord {
     /// mistaken for the agent.
     pub start_time: u64,
     pub log: PathBuf,
+    /// How it was started, so that it can be started again.
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
+    pub args: Vec<String>,
 }
 
 impl LabState {

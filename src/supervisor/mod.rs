@@ -73,6 +73,17 @@ impl AgentSpec {
     pub fn label(&self) -> String {
         format!("{}/{}", self.node, self.name)
     }
+
+    /// The spec an agent was started from.
+    pub fn of(record: &AgentRecord) -> Self {
+        AgentSpec {
+            node: record.node.clone(),
+            name: record.name.clone(),
+            kind: record.kind.clone(),
+            namespace: record.namespace.clone(),
+            args: record.args.clone(),
+        }
+    }
 }
 
 /// How the wait for readiness ended.
@@ -145,6 +156,8 @@ pub fn start(
         pid,
         start_time: start_time(pid).unwrap_or(0),
         log: log.clone(),
+        namespace: spec.namespace.clone(),
+        args: spec.args.clone(),
     };
     let (log_name, tail) = (log.display().to_string(), || log_tail(&log));
     match wait_ready(ready_read, timeout, cancel) {

@@ -31,6 +31,107 @@ pub struct Topology {
     pub nodes: Vec<Node>,
     pub links: Vec<Link>,
     pub subscribers: Vec<Subscriber>,
+    /// Every DNS zone of the lab and the node that serves it.
+    pub zones: Vec<Zone>,
+}
+
+/// TTL of records added by dynamic update, unless a zone says otherwise (seconds).
+pub const DEFAULT_DYNAMIC_TTL: u32 = 10;
+/// SOA minimum: how long resolvers may cache a negative answer (seconds).
+pub const DEFAULT_NEGATIVE_TTL: u32 = 10;
+
+/// A DNS zone and its authoritative server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Zone {
+    /// Without the trailing dot; the root is ".".
+    pub name: String,
+    /// The node whose dns service serves it.
+    pub server: String,
+    pub records: Vec<StaticRecord>,
+    pub ttl: u32,
+    pub negative_ttl: u32,
+}
+
+impl Zone {
+    pub fn derived(name: String, server: &str) -> Self {
+        Zone {
+            name,
+            server: server.to_string(),
+            records: Vec::new(),
+            ttl: DEFAULT_DYNAMIC_TTL,
+            negative_ttl: DEFAULT_NEGATIVE_TTL,
+        }
+    }
+
+    /// The zone's name as a fully qualified domain name: `home.example.`, `.`.
+    pub fn fqdn(&self) -> String {
+        if self.name == "." {
+            ".".to_string()
+        } else {
+            format!("{}.", self.name)
+        }
+    }
+}
+
+/// A static record of a written-out zone: `www 300 A 192.0.2.80`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StaticRecord {
+    /// Relative to the zone (`@` for the apex), or absolute with a trailing dot.
+    pub name: String,
+    pub ttl: Option<u32>,
+    pub rtype: String,
+    pub data: String,
+}
+
+impl StaticRecord {
+    const TYPES: [&'static str; 7] = ["A", "AAAA", "CNAME", "PTR", "NS", "TXT", "MX"];
+
+    /// Parses `NAME [TTL] [IN] TYPE DATA…`.
+    pub fn parse(line: &str) -> Result<Self, String> {
+        let mut words = line.split_whitespace().peekable();
+        let name = words.next().ok_or("an empty record")?.to_string();
+        let ttl = match words.peek().and_then(|w| w.parse::<u32>().ok()) {
+            Some(t) => {
+                words.next();
+                Some(t)
+            }
+            None => None,
+        };
+        if words.peek().is_some_and(|w| w.eq_ignore_ascii_case("IN")) {
+            words.next();
+        }
+        let rtype = words
+            .next()
+            .ok_or_else(|| format!("`{line}`: no record type"))?
+            .to_ascii_uppercase();
+        if !Self::TYPES.contains(&rtype.as_str()) {
+            return Err(format!(
+                "`{line}`: record type {rtype} is not one of {}",
+                Self::TYPES.join(", ")
+            ));
+        }
+        let data: Vec<&str> = words.collect();
+        if data.is_empty() {
+            return Err(format!("`{line}`: no record data"));
+        }
+        let data = data.join(" ");
+        let bad_ip = match rtype.as_str() {
+            "A" => data.parse::<std::net::Ipv4Addr>().is_err(),
+            "AAAA" => data.parse::<std::net::Ipv6Addr>().is_err(),
+            _ => false,
+        };
+        if bad_ip {
+            return Err(format!(
+                "`{line}`: `{data}` is not an address for an {rtype} record"
+            ));
+        }
+        Ok(StaticRecord {
+            name,
+            ttl,
+            rtype,
+            data,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -88,7 +189,12 @@ pub struct StaticRoute {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Service {
-    Dns,
+    /// An authoritative DNS server for the zones the lab gives this node; on the core it
+    /// may also run the lab's recursive resolver.
+    Dns {
+        address: IpAddr,
+        resolver: Option<IpAddr>,
+    },
     Hlr,
     Vlr,
     Dhcp,
@@ -104,7 +210,7 @@ impl Service {
     /// The agent's name, unique within its node.
     pub fn name(&self) -> &str {
         match self {
-            Service::Dns => "dns",
+            Service::Dns { .. } => "dns",
             Service::Hlr => "hlr",
             Service::Vlr => "vlr",
             Service::Dhcp => "dhcp",
@@ -114,7 +220,7 @@ impl Service {
 
     pub fn kind(&self) -> &'static str {
         match self {
-            Service::Dns => "dns",
+            Service::Dns { .. } => "dns",
             Service::Hlr => "hlr",
             Service::Vlr => "vlr",
             Service::Dhcp => "dhcp",
@@ -190,6 +296,21 @@ impl Topology {
 
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The dns service of a node, if it runs one: (server address, resolver address).
+    pub fn dns_of(&self, node: &str) -> Option<(IpAddr, Option<IpAddr>)> {
+        self.node(node)?.services.iter().find_map(|s| match s {
+            Service::Dns { address, resolver } => Some((*address, *resolver)),
+            _ => None,
+        })
+    }
+
+    /// The lab's recursive resolver, if it has one.
+    pub fn resolver(&self) -> Option<IpAddr> {
+        self.nodes
+            .iter()
+            .find_map(|n| self.dns_of(&n.name).and_then(|(_, r)| r))
     }
 
     /// The namespace a node lives in: `<lab>-<node>`.

@@ -22,6 +22,29 @@ pub struct RawTopology {
     pub links: Vec<RawLink>,
     #[serde(default)]
     pub subscribers: BTreeMap<String, RawSubscriber>,
+    /// DNS zones written out in full; they add to, or replace by name, the derived ones.
+    #[serde(default)]
+    pub zones: Vec<RawZone>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a zone: a mapping with name, server, records, ttl and negative_ttl"
+)]
+pub struct RawZone {
+    pub name: String,
+    /// The node whose dns service is authoritative for the zone.
+    pub server: String,
+    /// Static records, zone-file style: `www 300 A 192.0.2.80` (names relative to the zone).
+    #[serde(default)]
+    pub records: Vec<String>,
+    /// TTL of records added by dynamic update, in seconds.
+    #[serde(default)]
+    pub ttl: Option<u32>,
+    /// How long a negative answer may be cached (SOA minimum), in seconds.
+    #[serde(default)]
+    pub negative_ttl: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,7 +104,15 @@ pub struct RawRoute {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum RawService {
-    Dns {},
+    Dns {
+        /// Where the authoritative server listens (default: the node's address ending in
+        /// .53, else its first LAN address).
+        #[serde(default)]
+        address: Option<std::net::IpAddr>,
+        /// Also run the lab's recursive resolver here (core only).
+        #[serde(default)]
+        resolver: Option<std::net::IpAddr>,
+    },
     Hlr {},
     Vlr {},
     Dhcp {},

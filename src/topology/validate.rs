@@ -8,11 +8,13 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::locate::{locate, FieldPath};
-use super::raw::{RawEndpoint, RawImpairment, RawNode, RawService, RawSubscriber, RawTopology};
+use super::raw::{
+    RawEndpoint, RawImpairment, RawNode, RawService, RawSubscriber, RawTopology, RawZone,
+};
 use super::units::{parse_duration_us, parse_percent, parse_rate_bps};
 use super::{
-    Bridge, Endpoint, Impairment, Link, Node, Pool, Role, Service, StaticRoute, Subscriber,
-    Topology,
+    Bridge, Endpoint, Impairment, Link, Node, Pool, Role, Service, StaticRecord, StaticRoute,
+    Subscriber, Topology, Zone,
 };
 
 /// Longest interface name Linux accepts (IFNAMSIZ - 1).
@@ -93,15 +95,25 @@ impl Validator<'_> {
         let links = self.links(&raw, &nodes)?;
         self.interfaces_unique(&nodes, &links)?;
         self.addresses(&nodes, &links)?;
+        // Services come last among a node's parts: where they listen depends on the
+        // addresses its links give it.
+        for node in nodes.iter_mut() {
+            let own = node_addresses(node, &links);
+            let path = root.key("nodes").key(&node.name).key("services");
+            node.services =
+                self.services(&raw.nodes[&node.name].services, node.role, &own, &path)?;
+        }
         for node in &nodes {
             self.node_references(node, &nodes, &links)?;
         }
+        let zones = self.zones(&raw.zones, &nodes)?;
         let subscribers = self.subscribers(&raw.subscribers, &nodes)?;
         Ok(Topology {
             name: raw.name,
             nodes,
             links,
             subscribers,
+            zones,
         })
     }
 
@@ -187,7 +199,6 @@ impl Validator<'_> {
                 pool,
             });
         }
-        let services = self.services(&raw.services, role, &path.key("services"))?;
         if !raw.partners.is_empty() && role != Role::Visited {
             return self.fail(
                 &path.key("partners"),
@@ -208,7 +219,7 @@ impl Validator<'_> {
             role,
             domain,
             bridges,
-            services,
+            services: Vec::new(),
             partners: raw.partners.clone(),
             routes,
         })
@@ -255,12 +266,20 @@ impl Validator<'_> {
         Ok(Pool { start, end })
     }
 
-    fn services(&self, raw: &[RawService], role: Role, path: &FieldPath) -> Result<Vec<Service>> {
+    fn services(
+        &self,
+        raw: &[RawService],
+        role: Role,
+        own: &[IpNet],
+        path: &FieldPath,
+    ) -> Result<Vec<Service>> {
         let mut services: Vec<Service> = Vec::new();
         for (i, service) in raw.iter().enumerate() {
             let spath = path.index(i);
             let service = match service {
-                RawService::Dns {} => Service::Dns,
+                RawService::Dns { address, resolver } => {
+                    self.dns_service(*address, *resolver, role, own, &spath)?
+                }
                 RawService::Hlr {} => Service::Hlr,
                 RawService::Vlr {} => Service::Vlr,
                 RawService::Dhcp {} => Service::Dhcp,
@@ -286,7 +305,7 @@ impl Validator<'_> {
             let allowed = match service {
                 Service::Hlr => role == Role::Home,
                 Service::Vlr | Service::Dhcp => role == Role::Visited,
-                Service::Dns | Service::Echo { .. } => true,
+                Service::Dns { .. } | Service::Echo { .. } => true,
             };
             if !allowed {
                 let wants = if service == Service::Hlr {
@@ -312,6 +331,159 @@ impl Validator<'_> {
             services.push(service);
         }
         Ok(services)
+    }
+
+    /// Where a dns service listens: as given, else the node's address ending in .53, else
+    /// its first LAN (bridge) address, else its first address.
+    fn dns_service(
+        &self,
+        address: Option<IpAddr>,
+        resolver: Option<IpAddr>,
+        role: Role,
+        own: &[IpNet],
+        path: &FieldPath,
+    ) -> Result<Service> {
+        let owned = |ip: IpAddr, key: &str| -> Result<IpAddr> {
+            if own.iter().any(|a| a.addr() == ip) {
+                Ok(ip)
+            } else {
+                self.fail(
+                    &path.key(key),
+                    format!("{ip} is not an address of this node"),
+                )
+            }
+        };
+        let address = match address {
+            Some(ip) => owned(ip, "address")?,
+            None => {
+                let ends_in_53 = own.iter().map(|a| a.addr()).find(|ip| match ip {
+                    IpAddr::V4(v4) => v4.octets()[3] == 53 && Some(*ip) != resolver,
+                    IpAddr::V6(_) => false,
+                });
+                match ends_in_53.or_else(|| own.first().map(|a| a.addr())) {
+                    Some(ip) => ip,
+                    None => return self.fail(path, "a dns service needs an address on its node"),
+                }
+            }
+        };
+        let resolver = match resolver {
+            Some(_) if role != Role::Core => {
+                return self.fail(
+                    &path.key("resolver"),
+                    "only the core runs the lab's resolver",
+                )
+            }
+            Some(ip) if ip == address => {
+                return self.fail(
+                    &path.key("resolver"),
+                    format!("the resolver needs an address of its own, not the server's {ip}"),
+                )
+            }
+            Some(ip) => Some(owned(ip, "resolver")?),
+            None => None,
+        };
+        Ok(Service::Dns { address, resolver })
+    }
+
+    /// The lab's zones: derived from the topology (a home or visited network's domain, the
+    /// reverse zones of a visited pool, the root on the core), then the written-out ones,
+    /// which add zones or replace a derived zone of the same name.
+    fn zones(&self, raw: &[RawZone], nodes: &[Node]) -> Result<Vec<Zone>> {
+        let mut zones: Vec<Zone> = Vec::new();
+        for node in nodes {
+            if !node
+                .services
+                .iter()
+                .any(|s| matches!(s, Service::Dns { .. }))
+            {
+                continue;
+            }
+            let mut names = Vec::new();
+            match node.role {
+                Role::Core => names.push(".".to_string()),
+                Role::Home | Role::Visited => names.extend(node.domain.clone()),
+                Role::Host => {}
+            }
+            if node.role == Role::Visited {
+                for pool in node.bridges.iter().filter_map(|b| b.pool) {
+                    names.extend(reverse_zones(pool));
+                }
+            }
+            for name in names {
+                zones.push(Zone::derived(name, &node.name));
+            }
+        }
+        let mut written = BTreeSet::new();
+        for (i, zone) in raw.iter().enumerate() {
+            let path = FieldPath::default().key("zones").index(i);
+            let name = zone.name.trim_end_matches('.').to_ascii_lowercase();
+            let name = if name.is_empty() {
+                ".".to_string()
+            } else {
+                name
+            };
+            if name != "." {
+                self.domain_name(&name, &path.key("name"))?;
+            }
+            if !written.insert(name.clone()) {
+                return self.fail(
+                    &path.key("name"),
+                    format!("zone `{name}` is written out twice"),
+                );
+            }
+            match nodes.iter().find(|n| n.name == zone.server) {
+                None => {
+                    return self.fail(
+                        &path.key("server"),
+                        format!("unknown node `{}`", zone.server),
+                    )
+                }
+                Some(n) if !n.services.iter().any(|s| matches!(s, Service::Dns { .. })) => {
+                    return self.fail(
+                        &path.key("server"),
+                        format!("node `{}` runs no dns service", zone.server),
+                    )
+                }
+                Some(_) => {}
+            }
+            let mut records = Vec::new();
+            for (j, line) in zone.records.iter().enumerate() {
+                match StaticRecord::parse(line) {
+                    Ok(r) => records.push(r),
+                    Err(e) => return self.fail(&path.key("records").index(j), e),
+                }
+            }
+            let mut z = Zone::derived(name.clone(), &zone.server);
+            z.records = records;
+            z.ttl = zone.ttl.unwrap_or(z.ttl);
+            z.negative_ttl = zone.negative_ttl.unwrap_or(z.negative_ttl);
+            zones.retain(|d| d.name != name);
+            zones.push(z);
+        }
+        let resolver = nodes.iter().find(|n| {
+            n.services.iter().any(|s| {
+                matches!(
+                    s,
+                    Service::Dns {
+                        resolver: Some(_),
+                        ..
+                    }
+                )
+            })
+        });
+        if let Some(core) = resolver {
+            if !zones.iter().any(|z| z.name == ".") {
+                let path = FieldPath::default()
+                    .key("nodes")
+                    .key(&core.name)
+                    .key("services");
+                return self.fail(
+                    &path,
+                    "the resolver iterates from the lab's root, but no node serves the root zone",
+                );
+            }
+        }
+        Ok(zones)
     }
 
     fn unique_domains(&self, nodes: &[Node]) -> Result<()> {
@@ -819,6 +991,20 @@ pub(crate) fn node_addresses(node: &Node, links: &[Link]) -> Vec<IpNet> {
         }
     }
     out
+}
+
+/// The /24 reverse zones (`100.51.198.in-addr.arpa`) that cover an IPv4 pool.
+fn reverse_zones(pool: Pool) -> Vec<String> {
+    let (IpAddr::V4(start), IpAddr::V4(end)) = (pool.start, pool.end) else {
+        return Vec::new();
+    };
+    let (first, last) = (u32::from(start) >> 8, u32::from(end) >> 8);
+    (first..=last)
+        .map(|net| {
+            let [_, a, b, c] = net.to_be_bytes();
+            format!("{c}.{b}.{a}.in-addr.arpa")
+        })
+        .collect()
 }
 
 fn node_path(node: &str) -> FieldPath {

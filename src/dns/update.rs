@@ -1,0 +1,353 @@
+//! RFC 2136 dynamic update, signed with TSIG (hmac-sha256), over hickory-net's client:
+//! what the HLR and DHCP agents (and `roamlab dns update`) use to write A and PTR records.
+//!
+//! A replace is one message that deletes the name's records of that type and adds the new
+//! one, so a changed address never leaves two records behind.
+
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures::StreamExt;
+use hickory_net::client::Client;
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::udp::UdpClientStream;
+use hickory_net::DnsHandle;
+use hickory_proto::op::update_message::UpdateMessage;
+use hickory_proto::op::{DnsRequest, Message, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+use hickory_proto::rr::rdata::{A, AAAA, PTR};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
+
+use super::keys::TsigKey;
+
+/// How long one update may take before it is reported as failed.
+const UPDATE_TIMEOUT: Duration = Duration::from_secs(3);
+const TSIG_FUDGE: u16 = 300;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("update of zone {zone} at {server}: {cause}")]
+    Transport {
+        zone: String,
+        server: SocketAddr,
+        cause: String,
+    },
+    #[error("update of zone {zone} at {server} refused: {code}")]
+    Refused {
+        zone: String,
+        server: SocketAddr,
+        code: String,
+    },
+}
+
+/// Where an update goes and who signs it.
+#[derive(Debug, Clone)]
+pub struct UpdateTarget {
+    pub server: SocketAddr,
+    /// The zone's name (`home.example.`).
+    pub zone: String,
+    pub key: TsigKey,
+    /// TTL of the records this target adds.
+    pub ttl: u32,
+}
+
+/// One change to a zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Adds a record beside any others of its name and type.
+    Add { name: String, data: RecordData },
+    /// Makes `data` the only record of its name and type.
+    Replace { name: String, data: RecordData },
+    /// Deletes one record, or with `data: None` every record of the type.
+    Delete {
+        name: String,
+        rtype: RecordKind,
+        data: Option<RecordData>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    A,
+    Aaaa,
+    Ptr,
+}
+
+/// The data of an address or pointer record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordData {
+    Address(IpAddr),
+    Pointer(String),
+}
+
+impl RecordKind {
+    pub fn parse(text: &str) -> Result<Self, UpdateError> {
+        match text.to_ascii_uppercase().as_str() {
+            "A" => Ok(RecordKind::A),
+            "AAAA" => Ok(RecordKind::Aaaa),
+            "PTR" => Ok(RecordKind::Ptr),
+            other => Err(UpdateError::Invalid(format!(
+                "record type {other}: only A, AAAA and PTR are updated"
+            ))),
+        }
+    }
+
+    fn record_type(self) -> RecordType {
+        match self {
+            RecordKind::A => RecordType::A,
+            RecordKind::Aaaa => RecordType::AAAA,
+            RecordKind::Ptr => RecordType::PTR,
+        }
+    }
+}
+
+impl RecordData {
+    /// Parses `data` as the data of a `kind` record.
+    pub fn parse(kind: RecordKind, data: &str) -> Result<Self, UpdateError> {
+        let bad = || UpdateError::Invalid(format!("`{data}` is not the data of a {kind:?} record"));
+        match kind {
+            RecordKind::A => data
+                .parse::<std::net::Ipv4Addr>()
+                .map(|a| RecordData::Address(a.into()))
+                .map_err(|_| bad()),
+            RecordKind::Aaaa => data
+                .parse::<std::net::Ipv6Addr>()
+                .map(|a| RecordData::Address(a.into()))
+                .map_err(|_| bad()),
+            RecordKind::Ptr => {
+                fqdn(data)?;
+                Ok(RecordData::Pointer(data.to_string()))
+            }
+        }
+    }
+
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            RecordData::Address(IpAddr::V4(_)) => RecordKind::A,
+            RecordData::Address(IpAddr::V6(_)) => RecordKind::Aaaa,
+            RecordData::Pointer(_) => RecordKind::Ptr,
+        }
+    }
+
+    fn rdata(&self) -> Result<RData, UpdateError> {
+        Ok(match self {
+            RecordData::Address(IpAddr::V4(a)) => RData::A(A(*a)),
+            RecordData::Address(IpAddr::V6(a)) => RData::AAAA(AAAA(*a)),
+            RecordData::Pointer(target) => RData::PTR(PTR(fqdn(target)?)),
+        })
+    }
+}
+
+fn fqdn(name: &str) -> Result<Name, UpdateError> {
+    let mut parsed =
+        Name::from_str(name).map_err(|e| UpdateError::Invalid(format!("`{name}`: {e}")))?;
+    parsed.set_fqdn(true);
+    Ok(parsed)
+}
+
+/// The reverse name of an address: `100.100.51.198.in-addr.arpa.`.
+pub fn reverse_name(ip: IpAddr) -> String {
+    Name::from(ip).to_string()
+}
+
+/// Builds the update message for `change` (pure; the client signs it when it is sent).
+pub fn message(zone: &str, ttl: u32, change: &Change) -> Result<Message, UpdateError> {
+    let zone_name = fqdn(zone)?;
+    let mut msg = Message::new(0, hickory_proto::op::MessageType::Query, OpCode::Update);
+    let mut query = Query::new();
+    query
+        .set_name(zone_name.clone())
+        .set_query_class(DNSClass::IN)
+        .set_query_type(RecordType::SOA);
+    msg.add_zone(query);
+    let owner = |name: &str| -> Result<Name, UpdateError> {
+        let n = fqdn(name)?;
+        if !zone_name.zone_of(&n) {
+            return Err(UpdateError::Invalid(format!(
+                "{n} is not in zone {zone_name}"
+            )));
+        }
+        Ok(n)
+    };
+    let delete_rrset = |name: Name, rtype: RecordType| {
+        let mut r = Record::update0(name, 0, rtype).into_record_of_rdata();
+        r.dns_class = DNSClass::ANY;
+        r
+    };
+    match change {
+        Change::Add { name, data } => {
+            msg.add_update(Record::from_rdata(owner(name)?, ttl, data.rdata()?));
+        }
+        Change::Replace { name, data } => {
+            let n = owner(name)?;
+            msg.add_update(delete_rrset(n.clone(), data.kind().record_type()));
+            msg.add_update(Record::from_rdata(n, ttl, data.rdata()?));
+        }
+        Change::Delete {
+            name,
+            rtype,
+            data: None,
+        } => {
+            msg.add_update(delete_rrset(owner(name)?, rtype.record_type()));
+        }
+        Change::Delete {
+            name,
+            data: Some(data),
+            ..
+        } => {
+            let mut r = Record::from_rdata(owner(name)?, 0, data.rdata()?);
+            r.dns_class = DNSClass::NONE;
+            msg.add_update(r);
+        }
+    }
+    Ok(msg)
+}
+
+/// Sends one signed update and waits for the server's answer.
+pub async fn send(target: &UpdateTarget, change: &Change) -> Result<(), UpdateError> {
+    let msg = message(&target.zone, target.ttl, change)?;
+    let transport = |cause: String| UpdateError::Transport {
+        zone: target.zone.clone(),
+        server: target.server,
+        cause,
+    };
+    let signer = TSigner::new(
+        target.key.secret.clone(),
+        TsigAlgorithm::HmacSha256,
+        fqdn(&target.key.name)?,
+        TSIG_FUDGE,
+    )
+    .map_err(|e| UpdateError::Invalid(format!("key {}: {e}", target.key.name)))?;
+    let stream = UdpClientStream::builder(target.server, TokioRuntimeProvider::default())
+        .with_timeout(Some(UPDATE_TIMEOUT))
+        .with_signer(Some(signer))
+        .build();
+    let (client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
+    let background = tokio::spawn(background);
+    let mut responses = client.send(DnsRequest::from(msg));
+    let answer = responses.next().await;
+    background.abort();
+    let response = answer
+        .ok_or_else(|| transport("no answer".into()))?
+        .map_err(|e| transport(e.to_string()))?;
+    match response.metadata.response_code {
+        ResponseCode::NoError => Ok(()),
+        code => Err(UpdateError::Refused {
+            zone: target.zone.clone(),
+            server: target.server,
+            code: code.to_string(),
+        }),
+    }
+}
+
+/// Sends one update from inside namespace `namespace` (on a thread of its own with its own
+/// runtime: a namespace is per thread, and runtime workers never change theirs).
+pub fn send_from(namespace: &str, target: UpdateTarget, change: Change) -> Result<(), UpdateError> {
+    let server = target.server;
+    let zone = target.zone.clone();
+    let outcome = crate::kernel::netns::run_in(namespace, move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(runtime.block_on(send(&target, &change)))
+    });
+    outcome.unwrap_or_else(|e| {
+        Err(UpdateError::Transport {
+            zone,
+            server,
+            cause: format!("enter {namespace}: {e}"),
+        })
+    })
+}
+
+/// Finds, among a lab's DNS agents, the server of `zone`, and builds the target that
+/// updates it with that server's key. Returns the server's node too.
+pub fn target_in_lab(
+    lab_dir: &std::path::Path,
+    zone: &str,
+) -> Result<(String, UpdateTarget), UpdateError> {
+    let dir = super::config::dns_dir(lab_dir);
+    let entries = std::fs::read_dir(&dir)
+        .map_err(|e| UpdateError::Invalid(format!("{}: {e}", dir.display())))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let config = super::config::DnsAgentConfig::load(&path)
+            .map_err(|e| UpdateError::Invalid(e.to_string()))?;
+        let Some(z) = config.zone(zone) else { continue };
+        let node = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let Some(key) = &z.update_key else {
+            return Err(UpdateError::Invalid(format!(
+                "zone {zone} (served by {node}) takes no updates"
+            )));
+        };
+        let secret = std::fs::read(&key.file)
+            .map_err(|e| UpdateError::Invalid(format!("{}: {e}", key.file.display())))?;
+        let target = UpdateTarget {
+            server: SocketAddr::new(config.listen, 53),
+            zone: z.origin.clone(),
+            key: TsigKey {
+                name: key.name.clone(),
+                secret,
+            },
+            ttl: z.dynamic_ttl,
+        };
+        return Ok((node, target));
+    }
+    Err(UpdateError::Invalid(format!(
+        "no DNS server of this lab serves zone {zone}"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replace_deletes_the_rrset_then_adds() {
+        let change = Change::Replace {
+            name: "phone1.home.example".into(),
+            data: RecordData::Address("198.51.100.100".parse().unwrap()),
+        };
+        let msg = message("home.example", 10, &change).unwrap();
+        assert_eq!(msg.metadata.op_code, OpCode::Update);
+        let updates = &msg.authorities;
+        assert_eq!(updates.len(), 2);
+        assert_eq!(updates[0].dns_class, DNSClass::ANY);
+        assert_eq!(updates[0].record_type(), RecordType::A);
+        assert_eq!(updates[1].ttl, 10);
+        assert_eq!(
+            updates[1].data,
+            RData::A(A("198.51.100.100".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn names_outside_the_zone_are_refused_before_sending() {
+        let change = Change::Add {
+            name: "x.visited.example".into(),
+            data: RecordData::Address("192.0.2.9".parse().unwrap()),
+        };
+        assert!(message("home.example", 10, &change)
+            .unwrap_err()
+            .to_string()
+            .contains("not in zone"));
+    }
+
+    #[test]
+    fn reverse_names() {
+        assert_eq!(
+            reverse_name("198.51.100.100".parse().unwrap()),
+            "100.100.51.198.in-addr.arpa."
+        );
+    }
+}
