@@ -10,5 +10,6 @@ pub mod dns;
 pub mod kernel;
 pub mod lab;
 pub mod plan;
+pub mod protocols;
 pub mod supervisor;
 pub mod topology;

@@ -540,11 +540,36 @@ fn a_dns_agent_that_cannot_bind_port_53_fails_up_naming_the_address() {
 #[test]
 fn a_new_lab_of_the_same_name_starts_from_its_zone_files_not_an_old_journal() {
     let Some(lab) = up("dnsfresh") else { return };
-    assert!(roamlab(&["dns", "update", "dnsfresh", "home.example", "add", "old.home.example", "A", "192.0.2.91"]).status.success());
-    assert_eq!(short(&lab, "fixed1", &["+norec", "@192.0.2.53", "old.home.example"]), "192.0.2.91");
+    assert!(roamlab(&[
+        "dns",
+        "update",
+        "dnsfresh",
+        "home.example",
+        "add",
+        "old.home.example",
+        "A",
+        "192.0.2.91"
+    ])
+    .status
+    .success());
+    assert_eq!(
+        short(
+            &lab,
+            "fixed1",
+            &["+norec", "@192.0.2.53", "old.home.example"]
+        ),
+        "192.0.2.91"
+    );
     assert!(roamlab(&["down", "dnsfresh"]).status.success());
     let out = lab.up(Some("tests/labs/dns.yaml"), &[]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(short(&lab, "fixed1", &["+norec", "@192.0.2.53", "old.home.example"]), "");
+    assert_eq!(
+        short(
+            &lab,
+            "fixed1",
+            &["+norec", "@192.0.2.53", "old.home.example"]
+        ),
+        ""
+    );
     assert_eq!(serial(&lab, "192.0.2.53", "home.example"), 1);
 }

@@ -107,7 +107,9 @@ async fn authoritative_catalog(config: &DnsAgentConfig) -> Result<Catalog, DnsAg
         .await
         .map_err(fail)?;
         if zone.update_key.is_some() {
-            handler.set_journal(fast_journal(&zone.journal).map_err(fail)?).await;
+            handler
+                .set_journal(fast_journal(&zone.journal).map_err(fail)?)
+                .await;
         }
         let handler: Arc<dyn ZoneHandler> = Arc::new(handler);
         catalog.upsert(LowerName::from(origin), vec![handler]);
@@ -119,7 +121,8 @@ async fn authoritative_catalog(config: &DnsAgentConfig) -> Result<Catalog, DnsAg
 /// durable once written (it survives the agent being killed), and the disk is not waited
 /// for on every update. A lab does not outlive its host anyway.
 fn fast_journal(path: &std::path::Path) -> Result<Journal, String> {
-    let journal = Journal::from_file(path).map_err(|e| format!("journal {}: {e}", path.display()))?;
+    let journal =
+        Journal::from_file(path).map_err(|e| format!("journal {}: {e}", path.display()))?;
     {
         let conn = journal.conn();
         let pragma = |name: &str, value: &str| {
