@@ -7,6 +7,7 @@
 pub mod agents;
 pub mod cli;
 pub mod dns;
+pub mod events;
 pub mod kernel;
 pub mod lab;
 pub mod plan;

@@ -2,6 +2,10 @@
 //! binds its sockets, then calls [`notify_ready`], and exits cleanly on SIGTERM.
 
 pub mod echo;
+pub mod hlr;
+pub mod signaling;
+pub mod terminal;
+pub mod vlr;
 
 use std::io::Write;
 use std::os::fd::FromRawFd;

@@ -114,6 +114,43 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Attach a subscriber's terminal to a visited network: a namespace with a link into
+    /// the visited cell, and a terminal agent that attaches (Milenage authentication via the
+    /// home HLR). Returns when the attach is accepted, or says why it was refused.
+    ///
+    /// Example: sudo roamlab attach phone1 --at visited
+    Attach {
+        /// The subscriber's name in the topology.
+        terminal: String,
+        /// The visited network (default: the only one).
+        #[arg(long)]
+        at: Option<String>,
+        /// Lab name (default: the only lab there is).
+        #[arg(long)]
+        lab: Option<String>,
+    },
+    /// Detach a terminal (it sends a detach, its VLR purges it at home) and remove it.
+    ///
+    /// Example: sudo roamlab detach phone1
+    Detach {
+        terminal: String,
+        /// Lab name (default: the only lab there is).
+        #[arg(long)]
+        lab: Option<String>,
+    },
+    /// Print the lab's agent events (JSON lines from every agent) in time order.
+    ///
+    /// Example: sudo roamlab events --follow
+    Events {
+        /// Lab name (default: the only lab there is).
+        lab: Option<String>,
+        /// Keep printing events as they happen, until Ctrl-C.
+        #[arg(long)]
+        follow: bool,
+        /// Print the raw JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// DNS of a running lab.
     Dns {
         #[command(subcommand)]
@@ -168,6 +205,21 @@ enum UpdateOp {
 
 #[derive(Subcommand)]
 enum AgentCommand {
+    /// The home network's HLR.
+    Hlr {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// A visited network's VLR.
+    Vlr {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// A roaming terminal.
+    Terminal {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Authoritative DNS server (and on the core, the lab's resolver).
     Dns {
         #[arg(long)]
@@ -398,6 +450,41 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("zone {zone} updated");
             Ok(())
         }
+        Command::Attach { terminal, at, lab } => {
+            require_root("attach")?;
+            let lab = lab::resolve(lab.as_deref())?;
+            let attached = runtime()?.block_on(crate::lab::terminals::attach(&lab, &terminal, at.as_deref()))?;
+            let vlr = crate::agents::vlr::attached(&crate::lab::state::lab_dir(&lab), &attached.visited);
+            let imsi = crate::topology::Topology::parse(
+                &std::fs::read_to_string(crate::lab::state::lab_dir(&lab).join("topology.yaml"))?,
+                "topology",
+            )?
+            .subscribers
+            .into_iter()
+            .find(|s| s.name == terminal)
+            .map(|s| s.imsi)
+            .unwrap_or_default();
+            let entry = vlr.iter().find(|e| e["imsi"] == imsi.as_str());
+            let host = entry.and_then(|e| e["host_name"].as_str()).unwrap_or("?");
+            let msisdn = entry.and_then(|e| e["msisdn"].as_str()).unwrap_or("?");
+            println!(
+                "{terminal} attached at {} as {host} (IMSI {imsi}, MSISDN {msisdn}); namespace {}, agent pid {}",
+                attached.visited, attached.namespace, attached.agent.pid
+            );
+            Ok(())
+        }
+        Command::Detach { terminal, lab } => {
+            require_root("detach")?;
+            let lab = lab::resolve(lab.as_deref())?;
+            let visited = crate::lab::terminals::detach(&lab, &terminal)?;
+            println!("{terminal} detached from {visited} and removed");
+            Ok(())
+        }
+        Command::Events { lab, follow, json } => {
+            require_root("events")?;
+            let lab = lab::resolve(lab.as_deref())?;
+            print_events(&lab, follow, json)
+        }
         Command::Restart { lab, agent } => {
             require_root("restart")?;
             let lab = lab::resolve(lab.as_deref())?;
@@ -406,6 +493,18 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Agent { agent } => match agent {
+            AgentCommand::Hlr { config } => {
+                let config = crate::agents::signaling::read_json(&config).context("hlr agent")?;
+                runtime()?.block_on(crate::agents::hlr::run(config)).context("hlr agent")
+            }
+            AgentCommand::Vlr { config } => {
+                let config = crate::agents::signaling::read_json(&config).context("vlr agent")?;
+                runtime()?.block_on(crate::agents::vlr::run(config)).context("vlr agent")
+            }
+            AgentCommand::Terminal { config } => {
+                let config = crate::agents::signaling::read_json(&config).context("terminal agent")?;
+                runtime()?.block_on(crate::agents::terminal::run(config)).context("terminal agent")
+            }
             AgentCommand::Dns { config } => {
                 let config =
                     crate::dns::config::DnsAgentConfig::load(&config).context("dns agent")?;
@@ -426,6 +525,40 @@ pub fn run(cli: Cli) -> Result<()> {
                     .context("echo agent")
             }
         },
+    }
+}
+
+fn print_events(lab: &str, follow: bool, json: bool) -> Result<()> {
+    use std::io::{BufRead, Seek};
+    let path = crate::events::path(&crate::lab::state::lab_dir(lab));
+    let show = |e: &crate::events::Event| {
+        if json {
+            println!("{}", serde_json::to_string(e).unwrap_or_default());
+        } else {
+            println!("{}", crate::events::format(e));
+        }
+    };
+    let events = crate::events::read_all(&path).with_context(|| format!("lab {lab}: {}", path.display()))?;
+    events.iter().for_each(show);
+    if !follow {
+        return Ok(());
+    }
+    let mut file = std::fs::File::open(&path)?;
+    file.seek(std::io::SeekFrom::End(0))?;
+    let mut reader = std::io::BufReader::new(file);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            if !crate::lab::state::lab_dir(lab).exists() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        if let Ok(e) = serde_json::from_str::<crate::events::Event>(&line) {
+            show(&e);
+        }
     }
 }
 

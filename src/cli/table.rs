@@ -148,8 +148,17 @@ pub fn status_table(status: &LabStatus) -> String {
             status.tsig_keys.join(", ")
         )
     };
+    let mut attached = String::new();
+    for (visited, list) in &status.attached {
+        let names: Vec<String> = list
+            .iter()
+            .map(|t| format!("{} ({})", t["host_name"].as_str().unwrap_or("?"), t["imsi"].as_str().unwrap_or("?")))
+            .collect();
+        let shown = if names.is_empty() { "none".to_string() } else { names.join(", ") };
+        attached.push_str(&format!("attached at {visited} (its VLR's list): {shown}\n"));
+    }
     format!(
-        "lab {} ({}, from {}), state in {}\n{}{keys}",
+        "lab {} ({}, from {}), state in {}\n{}{keys}{attached}",
         status.lab,
         match status.phase {
             crate::lab::state::Phase::Running => "running",

@@ -42,6 +42,14 @@ pub fn resolv_conf(topology: &Topology) -> String {
     }
 }
 
+/// The files of one node added after `up` (a terminal).
+pub fn write_node(topology: &Topology, node: &str) -> io::Result<()> {
+    let dir = dir_of(&topology.namespace(node));
+    fs::create_dir_all(&dir)?;
+    fs::write(dir.join("hosts"), hosts_file(topology))?;
+    fs::write(dir.join("resolv.conf"), resolv_conf(topology))
+}
+
 pub fn write_all(topology: &Topology) -> io::Result<()> {
     let hosts = hosts_file(topology);
     let resolv = resolv_conf(topology);

@@ -4,6 +4,7 @@
 
 pub mod etc;
 pub mod state;
+pub mod terminals;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -22,7 +23,7 @@ use crate::topology::{Service, Topology};
 use state::{lab_dir, AgentRecord, LabState, Phase};
 
 /// How long an agent gets to exit after SIGTERM.
-const STOP_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(2);
 /// How long a restarted agent has to report ready.
 const RESTART_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -64,7 +65,7 @@ pub enum LabError {
     Teardown { lab: String, errors: Vec<String> },
 }
 
-fn io_err(lab: &str, what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
+pub(crate) fn io_err(lab: &str, what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
     let (lab, what) = (lab.to_string(), what.into());
     move |cause| LabError::Io { lab, what, cause }
 }
@@ -83,18 +84,25 @@ pub struct UpReport {
     pub agents: Vec<AgentRecord>,
 }
 
-/// Agents the supervisor starts for a topology; the hlr, vlr and dhcp services are started
-/// by the agents of later releases.
+/// Agents the supervisor starts for a topology, in node order (HLRs before the VLRs that
+/// connect to them is not needed: a VLR retries until its HLR answers). The dhcp service
+/// is started by the agent of a later release.
 pub fn agent_specs(topology: &Topology) -> Vec<AgentSpec> {
     let mut specs = Vec::new();
     for node in &topology.nodes {
         for service in &node.services {
-            if let Service::Dns { .. } = service {
-                let config = crate::dns::config::config_path(&lab_dir(&topology.name), &node.name);
+            let dir = lab_dir(&topology.name);
+            let config = match service {
+                Service::Dns { .. } => Some(crate::dns::config::config_path(&dir, &node.name)),
+                Service::Hlr => Some(crate::agents::signaling::hlr_config_path(&dir, &node.name)),
+                Service::Vlr => Some(crate::agents::signaling::vlr_config_path(&dir, &node.name)),
+                _ => None,
+            };
+            if let Some(config) = config {
                 specs.push(AgentSpec {
                     node: node.name.clone(),
                     name: service.name().to_string(),
-                    kind: "dns".to_string(),
+                    kind: service.kind().to_string(),
                     namespace: topology.namespace(&node.name),
                     args: vec!["--config".into(), config.display().to_string()],
                 });
@@ -146,6 +154,7 @@ pub async fn up(opts: &UpOptions, cancel: Arc<AtomicBool>) -> Result<UpReport, L
         namespaces: plan.namespaces(),
         agents: Vec::new(),
         created_unix: state::now_unix(),
+        terminals: Vec::new(),
     };
     let built = build(opts, &plan, &mut state, cancel).await;
     match built {
@@ -181,6 +190,8 @@ async fn build(
             fs::write(dir.join("topology.yaml"), text).map_err(|e| ("save topology", e))?;
             crate::dns::config::prepare_lab(&topology, &dir)
                 .map_err(|e| ("write DNS zones and keys", e))?;
+            crate::agents::signaling::prepare_lab(&topology, &dir)
+                .map_err(|e| ("write HLR and VLR configurations", e))?;
             etc::write_all(&topology).map_err(|e| ("write /etc/netns files", e))
         })
     };
@@ -375,6 +386,7 @@ pub fn teardown(lab: &str) -> TeardownReport {
 /// Stops one agent of a running lab and starts it again from the same spec, waiting until
 /// it is ready; the state file records the new process.
 pub fn restart_agent(lab: &str, agent: &str) -> Result<AgentRecord, LabError> {
+    let _lock = state::LabLock::take(lab).map_err(io_err(lab, "lock the lab"))?;
     let mut state = LabState::load(lab)
         .map_err(io_err(lab, "read state file"))?
         .ok_or_else(|| LabError::NotFound {
@@ -435,7 +447,7 @@ pub fn down(lab: &str) -> Result<TeardownReport, LabError> {
     }
 }
 
-fn running_list() -> String {
+pub(crate) fn running_list() -> String {
     let labs = state::known_labs();
     if labs.is_empty() {
         "none".to_string()
@@ -500,6 +512,9 @@ pub struct LabStatus {
     pub agents: Vec<AgentStatus>,
     /// TSIG key files (BIND syntax, for `nsupdate -k`), one per DNS server node.
     pub tsig_keys: Vec<String>,
+    /// Each VLR's list of attached terminals.
+    pub attached: std::collections::BTreeMap<String, Vec<serde_json::Value>>,
+    pub terminals: Vec<state::TerminalRecord>,
 }
 
 #[derive(Debug, Serialize)]
@@ -572,7 +587,16 @@ pub async fn status(lab: &str) -> Result<LabStatus, LabError> {
         })
         .unwrap_or_default();
     tsig_keys.sort();
+    let mut attached = std::collections::BTreeMap::new();
+    for entry in fs::read_dir(crate::agents::signaling::dir(&lab_dir(lab))).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if let Some(visited) = name.strip_prefix("vlr-").and_then(|n| n.strip_suffix(".attached.json")) {
+            attached.insert(visited.to_string(), crate::agents::vlr::attached(&lab_dir(lab), visited));
+        }
+    }
     Ok(LabStatus {
+        attached,
+        terminals: state.terminals.clone(),
         tsig_keys,
         lab: lab.to_string(),
         phase: state.phase,

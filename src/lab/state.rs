@@ -36,6 +36,35 @@ pub struct LabState {
     pub namespaces: Vec<String>,
     pub agents: Vec<AgentRecord>,
     pub created_unix: u64,
+    /// Terminals attached with `roamlab attach`.
+    #[serde(default)]
+    pub terminals: Vec<TerminalRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalRecord {
+    pub name: String,
+    /// The visited network it attached at.
+    pub visited: String,
+    pub namespace: String,
+}
+
+/// An exclusive lock on a lab's state, held while a verb changes it (attach, detach,
+/// restart), so that concurrent verbs do not lose each other's changes.
+pub struct LabLock {
+    _held: std::fs::File,
+}
+
+impl LabLock {
+    pub fn take(lab: &str) -> io::Result<Self> {
+        use std::os::fd::AsRawFd;
+        let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(lab_dir(lab).join("lock"))?;
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(LabLock { _held: file })
+    }
 }
 
 /// One agent process, as the supervisor started it.

@@ -17,7 +17,7 @@ use std::path::Path;
 use ipnet::IpNet;
 use serde::Serialize;
 
-pub use validate::TopologyError;
+pub use validate::{TopologyError, MAX_IFNAME};
 
 /// The default lab (the patent's Fig. 4), embedded so `roamlab up` needs no file.
 pub const DEFAULT_TOPOLOGY: &str = include_str!("../../topologies/roaming.yaml");
@@ -159,6 +159,8 @@ pub struct Node {
     pub name: String,
     pub role: Role,
     pub domain: Option<String>,
+    /// A home network's PLMN (MCC+MNC).
+    pub plmn: Option<String>,
     pub bridges: Vec<Bridge>,
     pub services: Vec<Service>,
     pub partners: Vec<String>,

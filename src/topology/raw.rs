@@ -50,7 +50,7 @@ pub struct RawZone {
 #[derive(Debug, Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a node: a mapping with role, domain, bridges, services, partners or routes"
+    expecting = "a node: a mapping with role, domain, plmn, bridges, services, partners or routes"
 )]
 pub struct RawNode {
     #[serde(default)]
@@ -63,6 +63,10 @@ pub struct RawNode {
     pub bridges: BTreeMap<String, RawBridge>,
     #[serde(default)]
     pub services: Vec<RawService>,
+    /// A home network's PLMN (MCC+MNC, 5 or 6 digits): its subscribers' IMSIs start with
+    /// it, and visited networks route their signaling by it.
+    #[serde(default)]
+    pub plmn: Option<String>,
     /// Home networks this visited network has a roaming agreement with.
     #[serde(default)]
     pub partners: Vec<String>,

@@ -1,0 +1,196 @@
+//! The terminal (patent: mobile terminal 128): attaches to a visited network over its
+//! cell's air-interface socket and proves its identity with Milenage. Its SQN_MS (the
+//! highest sequence number it accepted) is kept in a state file, as a USIM keeps it.
+//!
+//! [`Terminal`] is the protocol client (also used by tests as a fake terminal); [`run`]
+//! is the agent: attach, report ready, detach at SIGTERM.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::net::unix::OwnedReadHalf;
+use tokio::net::UnixStream;
+
+use super::signaling::{self, Sender, TerminalConfig, REQUEST_TIMEOUT};
+use crate::events::EventLog;
+use crate::protocols::gsup::{cause, msg, Message};
+use crate::protocols::milenage::{self, Challenge, Milenage};
+
+/// The prefix of the log line that tells `roamlab attach` why an attach failed.
+pub const REJECT_MARK: &str = "ATTACH REJECTED: ";
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct SqnState {
+    sqn_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("{}", reject_text(.0))]
+    Rejected(u8),
+    #[error("the network failed authentication (MAC failure): it does not know this terminal's key")]
+    NetworkNotAuthentic,
+    #[error("{0}")]
+    Link(String),
+}
+
+fn reject_text(c: &u8) -> String {
+    format!("{} (GMM cause {c})", cause::name(*c))
+}
+
+/// What the network granted.
+#[derive(Debug, Clone)]
+pub struct Granted {
+    pub host_name: Option<String>,
+    pub msisdn: Option<String>,
+}
+
+/// A terminal's link on the cell.
+pub struct Terminal {
+    reader: OwnedReadHalf,
+    air: Sender,
+    pub imsi: String,
+}
+
+impl Terminal {
+    pub async fn connect(cell: &Path, imsi: &str) -> Result<Self, AttachError> {
+        let stream = UnixStream::connect(cell)
+            .await
+            .map_err(|e| AttachError::Link(format!("cannot reach the cell at {}: {e}", cell.display())))?;
+        let (reader, writer) = stream.into_split();
+        Ok(Terminal { reader, air: Sender::new(writer), imsi: imsi.to_string() })
+    }
+
+    pub async fn send(&self, m: &Message) -> Result<(), AttachError> {
+        self.air.gsup(m).await.map_err(|e| AttachError::Link(e.to_string()))
+    }
+
+    pub async fn receive(&mut self) -> Result<Message, AttachError> {
+        let bytes = tokio::time::timeout(REQUEST_TIMEOUT * 3, signaling::next_gsup(&mut self.reader, &self.air))
+            .await
+            .map_err(|_| AttachError::Link("the network did not answer".into()))?
+            .map_err(|e| AttachError::Link(format!("link lost: {e}")))?;
+        Message::decode(&bytes).map_err(|e| AttachError::Link(format!("malformed message from the network: {e}")))
+    }
+
+    /// The attach procedure. `sqn_ms` is the terminal's highest accepted sequence number,
+    /// advanced when a challenge is accepted. Returns the RES it sent last (tests replay it).
+    pub async fn attach(
+        &mut self,
+        keys: &Milenage,
+        sqn_ms: &mut u64,
+        claim_host_name: Option<&str>,
+    ) -> Result<(Granted, Option<[u8; 8]>), AttachError> {
+        let mut request = Message::new(msg::ATTACH_REQUEST, &self.imsi);
+        request.host_name = claim_host_name.map(String::from);
+        self.send(&request).await?;
+        let mut last_res = None;
+        loop {
+            let m = self.receive().await?;
+            match m.msg_type {
+                msg::AUTH_REQUEST => {
+                    let (Some(rand), Some(autn)) = (m.rand, m.autn) else {
+                        return Err(AttachError::Link("a challenge without RAND or AUTN".into()));
+                    };
+                    match milenage::check_challenge(keys, &rand, &autn, &milenage::sqn_bytes(*sqn_ms)) {
+                        Challenge::Accept { res, sqn } => {
+                            *sqn_ms = milenage::sqn_value(&sqn);
+                            last_res = Some(res);
+                            let mut answer = Message::new(msg::AUTH_RESPONSE, &self.imsi);
+                            answer.res = Some(res.to_vec());
+                            self.send(&answer).await?;
+                        }
+                        Challenge::SyncFailure { auts } => {
+                            let mut answer = Message::new(msg::AUTH_FAILURE, &self.imsi);
+                            answer.cause = Some(cause::SYNCH_FAILURE);
+                            answer.auts = Some(auts);
+                            self.send(&answer).await?;
+                        }
+                        Challenge::MacFailure => {
+                            let mut answer = Message::new(msg::AUTH_FAILURE, &self.imsi);
+                            answer.cause = Some(cause::MAC_FAILURE);
+                            self.send(&answer).await?;
+                            return Err(AttachError::NetworkNotAuthentic);
+                        }
+                    }
+                }
+                msg::ATTACH_ACCEPT => {
+                    return Ok((Granted { host_name: m.host_name.clone(), msisdn: m.msisdn() }, last_res));
+                }
+                msg::ATTACH_REJECT => return Err(AttachError::Rejected(m.cause.unwrap_or(cause::PROTOCOL_ERROR))),
+                other => return Err(AttachError::Link(format!("unexpected {}", msg::name(other)))),
+            }
+        }
+    }
+
+    /// Detaches and waits for the network's accept.
+    pub async fn detach(&mut self) -> Result<(), AttachError> {
+        self.send(&Message::new(msg::DETACH_REQUEST, &self.imsi)).await?;
+        loop {
+            let m = self.receive().await?;
+            if matches!(m.msg_type, msg::DETACH_ACCEPT | msg::DETACH_INDICATION) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Runs the terminal agent: attach, ready, detach on SIGTERM.
+pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
+    let events = EventLog::open(&config.events_file, &format!("{}/terminal", config.name))?;
+    let keys = Milenage::new(&signaling::hex_key(&config.k)?, &signaling::hex_key(&config.opc)?);
+    let mut state: SqnState = signaling::read_json(&config.state_file).unwrap_or_default();
+    let mut terminal = match Terminal::connect(&config.cell_socket, &config.imsi).await {
+        Ok(t) => t,
+        Err(e) => return Err(std::io::Error::other(format!("{REJECT_MARK}{e}"))),
+    };
+    events.emit("attaching", Some(&config.name), json!({"imsi": config.imsi}));
+    let outcome = terminal.attach(&keys, &mut state.sqn_ms, config.claim_host_name.as_deref()).await;
+    // The sequence number moves on whatever the outcome, as a USIM's does.
+    if let Err(e) = signaling::write_private_json(&config.state_file, &state) {
+        tracing::warn!("cannot keep SQN_MS: {e}");
+    }
+    let granted = match outcome {
+        Ok((g, _)) => g,
+        Err(e) => {
+            events.emit("attach failed", Some(&config.name), json!({"why": e.to_string()}));
+            eprintln!("{REJECT_MARK}{e}");
+            return Err(std::io::Error::other(e.to_string()));
+        }
+    };
+    tracing::info!(host_name = ?granted.host_name, msisdn = ?granted.msisdn, "attached");
+    events.emit("attached", Some(&config.name), json!({"host_name": granted.host_name, "msisdn": granted.msisdn}));
+    crate::agents::notify_ready();
+    tokio::select! {
+        _ = crate::agents::shutdown_signal() => {
+            match terminal.detach().await {
+                Ok(()) => events.emit("detached", Some(&config.name), json!({})),
+                Err(e) => tracing::warn!("detach: {e}"),
+            }
+        }
+        m = terminal.receive_indication() => {
+            tracing::info!("the network dropped us: {m}");
+            events.emit("dropped by the network", Some(&config.name), json!({"why": m}));
+            // Stay until told to go, so the lab's view of the terminal does not vanish.
+            crate::agents::shutdown_signal().await;
+        }
+    }
+    Ok(())
+}
+
+impl Terminal {
+    /// Waits until the network drops the terminal (detach indication or lost link).
+    async fn receive_indication(&mut self) -> String {
+        loop {
+            match signaling::next_gsup(&mut self.reader, &self.air).await {
+                Ok(bytes) => {
+                    if Message::decode(&bytes).is_ok_and(|m| m.msg_type == msg::DETACH_INDICATION) {
+                        return "detach indication (registered at another network)".to_string();
+                    }
+                }
+                Err(e) => return format!("link lost: {e}"),
+            }
+        }
+    }
+}

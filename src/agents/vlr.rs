@@ -1,0 +1,415 @@
+//! The VLR (patent: VLR 116): serves the visited network's cell. Terminals attach over
+//! the cell's air-interface socket; the VLR checks the roaming agreement, asks the home
+//! HLR for a vector over GSUP (the private network), challenges the terminal, registers
+//! it with UpdateLocation (receiving InsertSubscriberData: the profile and the host name,
+//! claim 24) and keeps the list of attached terminals. Detach purges the registration;
+//! a CancelLocation from the HLR drops the terminal.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::json;
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
+
+use super::signaling::{self, PartnerHlr, Sender, VlrConfig, REQUEST_TIMEOUT};
+use crate::events::EventLog;
+use crate::protocols::gsup::{cause, msg, Message};
+
+/// How long to wait between attempts to reach an HLR that is down.
+const RECONNECT: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// A terminal in the VLR's list.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachedTerminal {
+    pub imsi: String,
+    pub host_name: Option<String>,
+    pub msisdn: Option<String>,
+    pub home: String,
+    pub since: f64,
+}
+
+struct Registered {
+    info: AttachedTerminal,
+    /// Tells the terminal's task that the HLR cancelled it.
+    cancel: mpsc::UnboundedSender<()>,
+}
+
+/// An attach between UpdateLocation and its result: what the terminal claimed, what
+/// InsertSubscriberData brought.
+#[derive(Default)]
+struct Pending {
+    claim: Option<String>,
+    data: Option<Message>,
+}
+
+struct HlrLink {
+    partner: PartnerHlr,
+    sender: tokio::sync::Mutex<Option<Sender>>,
+    waiting: Mutex<HashMap<(String, u8), oneshot::Sender<Message>>>,
+}
+
+struct Vlr {
+    name: String,
+    events: EventLog,
+    attached_file: std::path::PathBuf,
+    links: Vec<Arc<HlrLink>>,
+    attached: Mutex<BTreeMap<String, Registered>>,
+    pending: Mutex<HashMap<String, Pending>>,
+}
+
+impl Vlr {
+    fn emit(&self, event: &str, imsi: &str, fields: serde_json::Value) {
+        self.events.emit(event, Some(imsi), fields);
+    }
+
+    fn save_attached(&self) {
+        let list: Vec<AttachedTerminal> = self.attached.lock().expect("lock").values().map(|r| r.info.clone()).collect();
+        if let Err(e) = signaling::write_private_json(&self.attached_file, &list) {
+            tracing::error!("cannot write the attached list: {e}");
+        }
+    }
+
+    fn partner_of(&self, imsi: &str) -> Option<Arc<HlrLink>> {
+        self.links.iter().find(|l| imsi.starts_with(&l.partner.plmn)).cloned()
+    }
+
+    /// Sends a request to the HLR and waits for its result; an error answer, a dead link
+    /// or a timeout comes back as a cause.
+    async fn request(&self, link: &HlrLink, m: Message) -> Result<Message, u8> {
+        let (tx, rx) = oneshot::channel();
+        let key = (m.imsi.clone(), m.msg_type);
+        link.waiting.lock().expect("lock").insert(key.clone(), tx);
+        let sent = match link.sender.lock().await.as_ref() {
+            Some(s) => s.gsup(&m).await.is_ok(),
+            None => false,
+        };
+        if !sent {
+            link.waiting.lock().expect("lock").remove(&key);
+            tracing::warn!(hlr = %link.partner.network, "HLR unreachable; {} not sent", msg::name(m.msg_type));
+            return Err(cause::NETWORK_FAILURE);
+        }
+        self.emit(msg::name(m.msg_type), &m.imsi, json!({"to": link.partner.network}));
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Ok(Ok(answer)) => {
+                self.emit(msg::name(answer.msg_type), &answer.imsi, json!({"from": link.partner.network, "cause": answer.cause.map(cause::name)}));
+                if answer.msg_type == msg::error_of(m.msg_type) {
+                    Err(answer.cause.unwrap_or(cause::PROTOCOL_ERROR))
+                } else {
+                    Ok(answer)
+                }
+            }
+            _ => {
+                link.waiting.lock().expect("lock").remove(&key);
+                tracing::warn!(hlr = %link.partner.network, "no answer to {} within {:?}", msg::name(m.msg_type), REQUEST_TIMEOUT);
+                Err(cause::NETWORK_FAILURE)
+            }
+        }
+    }
+
+    /// A request from the HLR: InsertSubscriberData or CancelLocation.
+    fn from_hlr(&self, link: &HlrLink, m: Message) -> Option<Message> {
+        self.emit(msg::name(m.msg_type), &m.imsi, json!({"from": link.partner.network}));
+        match m.msg_type {
+            msg::INSERT_DATA_REQUEST => {
+                let mut pending = self.pending.lock().expect("lock");
+                let Some(p) = pending.get_mut(&m.imsi) else {
+                    return Some(m.error_reply(cause::IMSI_UNKNOWN));
+                };
+                // Claim 23: a terminal may say its host name; it must be the one its home holds.
+                if let (Some(claim), Some(own)) = (&p.claim, &m.host_name) {
+                    if !claim.eq_ignore_ascii_case(own) {
+                        tracing::warn!(imsi = %m.imsi, claim, own, "refused: the terminal claims a host name that is not its own");
+                        self.emit("host name refused", &m.imsi, json!({"claimed": claim, "own": own}));
+                        return Some(m.error_reply(cause::ILLEGAL_MS));
+                    }
+                }
+                p.data = Some(m.clone());
+                Some(Message::new(msg::INSERT_DATA_RESULT, &m.imsi))
+            }
+            msg::LOCATION_CANCEL_REQUEST => {
+                let removed = self.attached.lock().expect("lock").remove(&m.imsi);
+                if let Some(r) = removed {
+                    let _ = r.cancel.send(());
+                    self.save_attached();
+                    tracing::info!(imsi = %m.imsi, "cancelled by the HLR: registered elsewhere; dropped");
+                }
+                Some(Message::new(msg::LOCATION_CANCEL_RESULT, &m.imsi))
+            }
+            t if t & 0b11 == 0 => Some(m.error_reply(cause::MSG_TYPE_NOT_IMPLEMENTED)),
+            _ => None,
+        }
+    }
+}
+
+/// Keeps the link to one HLR up: connect, identify, read; on loss, fail what waits and retry.
+async fn hold_link(vlr: Arc<Vlr>, link: Arc<HlrLink>) {
+    let mut warned = false;
+    loop {
+        let stream = match UnixStream::connect(&link.partner.socket).await {
+            Ok(s) => s,
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(hlr = %link.partner.network, "cannot reach the HLR ({e}); retrying");
+                    warned = true;
+                }
+                tokio::time::sleep(RECONNECT).await;
+                continue;
+            }
+        };
+        let (mut reader, writer) = stream.into_split();
+        let sender = Sender::new(writer);
+        if let Err(why) = signaling::identify(&mut reader, &sender, &vlr.name).await {
+            tracing::warn!(hlr = %link.partner.network, "{why}");
+            tokio::time::sleep(RECONNECT).await;
+            continue;
+        }
+        tracing::info!(hlr = %link.partner.network, "connected to the HLR");
+        warned = false;
+        *link.sender.lock().await = Some(sender.clone());
+        loop {
+            let bytes = match signaling::next_gsup(&mut reader, &sender).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(hlr = %link.partner.network, "link to the HLR lost: {e}");
+                    break;
+                }
+            };
+            let m = match Message::decode(&bytes) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(hlr = %link.partner.network, "malformed GSUP message ignored: {e}");
+                    continue;
+                }
+            };
+            if m.msg_type & 0b11 == 0 {
+                if let Some(answer) = vlr.from_hlr(&link, m) {
+                    vlr.emit(msg::name(answer.msg_type), &answer.imsi, json!({"to": link.partner.network}));
+                    let _ = sender.gsup(&answer).await;
+                }
+                continue;
+            }
+            let request = m.msg_type & 0b1111_1100;
+            let waiter = link.waiting.lock().expect("lock").remove(&(m.imsi.clone(), request));
+            match waiter {
+                Some(w) => {
+                    let _ = w.send(m);
+                }
+                None => tracing::warn!(imsi = %m.imsi, "unexpected {} ignored", msg::name(m.msg_type)),
+            }
+        }
+        *link.sender.lock().await = None;
+        // Whatever waited on this link fails now (the senders are dropped).
+        link.waiting.lock().expect("lock").clear();
+        tokio::time::sleep(RECONNECT).await;
+    }
+}
+
+/// One terminal on the cell: the attach procedure, then the attached state until detach.
+async fn serve_terminal(vlr: Arc<Vlr>, stream: UnixStream) {
+    let (mut reader, writer) = stream.into_split();
+    let air = Sender::new(writer);
+    let first = tokio::time::timeout(signaling::HELLO_TIMEOUT, signaling::next_gsup(&mut reader, &air)).await;
+    let request = match first {
+        Ok(Ok(bytes)) => match Message::decode(&bytes) {
+            Ok(m) if m.msg_type == msg::ATTACH_REQUEST => m,
+            Ok(m) => {
+                tracing::warn!("a terminal began with {}, not an attach; dropped", msg::name(m.msg_type));
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("a terminal sent a malformed message ({e}); dropped");
+                return;
+            }
+        },
+        Ok(Err(e)) => {
+            tracing::warn!("a terminal's link failed before it spoke: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!("a terminal connected and never spoke; dropped");
+            return;
+        }
+    };
+    let imsi = request.imsi.clone();
+    vlr.emit("Attach request", &imsi, json!({"claimed_host_name": request.host_name}));
+    let reject = |c: u8, why: &str| {
+        let vlr = vlr.clone();
+        let air = air.clone();
+        let imsi = imsi.clone();
+        let why = why.to_string();
+        async move {
+            tracing::warn!(imsi = %imsi, "attach rejected: {why} ({}, GMM cause {c})", cause::name(c));
+            vlr.emit("Attach reject", &imsi, json!({"cause": cause::name(c), "code": c, "why": why}));
+            let mut r = Message::new(msg::ATTACH_REJECT, &imsi);
+            r.cause = Some(c);
+            let _ = air.gsup(&r).await;
+        }
+    };
+    let Some(link) = vlr.partner_of(&imsi) else {
+        return reject(cause::PLMN_NOT_ALLOWED, "no roaming agreement with the terminal's home network").await;
+    };
+    let home = link.partner.network.clone();
+
+    // Authentication: one retry after a resynchronisation.
+    let mut sai = Message::new(msg::SEND_AUTH_INFO_REQUEST, &imsi);
+    let mut authenticated = false;
+    for _ in 0..2 {
+        let vector = match vlr.request(&link, sai.clone()).await {
+            Ok(answer) => match answer.auth_tuples.into_iter().next().and_then(|t| Some((t.rand, t.umts?))) {
+                Some(v) => v,
+                None => return reject(cause::PROTOCOL_ERROR, "the HLR sent no UMTS vector").await,
+            },
+            Err(c) => return reject(c, "the HLR refused authentication").await,
+        };
+        let (rand, umts) = vector;
+        let mut challenge = Message::new(msg::AUTH_REQUEST, &imsi);
+        challenge.rand = Some(rand);
+        challenge.autn = Some(umts.autn);
+        vlr.emit("Authentication request", &imsi, json!({}));
+        if air.gsup(&challenge).await.is_err() {
+            return;
+        }
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, signaling::next_gsup(&mut reader, &air)).await;
+        let answer = match answer {
+            Ok(Ok(bytes)) => Message::decode(&bytes),
+            _ => {
+                tracing::warn!(imsi = %imsi, "the terminal went away during authentication");
+                vlr.emit("terminal lost", &imsi, json!({"during": "authentication"}));
+                return;
+            }
+        };
+        match answer {
+            Ok(a) if a.msg_type == msg::AUTH_RESPONSE => {
+                vlr.emit("Authentication response", &imsi, json!({}));
+                if a.res.as_deref() != Some(&umts.res[..]) {
+                    return reject(cause::ILLEGAL_MS, "authentication failed: RES does not match").await;
+                }
+                authenticated = true;
+                break;
+            }
+            Ok(a) if a.msg_type == msg::AUTH_FAILURE && a.auts.is_some() => {
+                vlr.emit("Authentication failure", &imsi, json!({"cause": "synch failure"}));
+                sai = Message::new(msg::SEND_AUTH_INFO_REQUEST, &imsi);
+                sai.auts = a.auts;
+                sai.rand = Some(rand);
+            }
+            Ok(a) if a.msg_type == msg::AUTH_FAILURE => {
+                return reject(cause::MAC_FAILURE, "the terminal could not authenticate the network").await;
+            }
+            _ => return reject(cause::PROTOCOL_ERROR, "unexpected answer to the challenge").await,
+        }
+    }
+    if !authenticated {
+        return reject(cause::SYNCH_FAILURE, "resynchronisation did not converge").await;
+    }
+
+    // Registration at home; InsertSubscriberData arrives in between.
+    vlr.pending.lock().expect("lock").insert(imsi.clone(), Pending { claim: request.host_name.clone(), data: None });
+    let mut ul = Message::new(msg::UPDATE_LOCATION_REQUEST, &imsi);
+    ul.cn_domain = Some(1);
+    let registered = vlr.request(&link, ul).await;
+    let data = vlr.pending.lock().expect("lock").remove(&imsi).and_then(|p| p.data);
+    if let Err(c) = registered {
+        let why = if c == cause::ILLEGAL_MS { "the terminal claims a host name that is not its own" } else { "the HLR refused the registration" };
+        return reject(c, why).await;
+    }
+    let data = data.unwrap_or_else(|| Message::new(msg::INSERT_DATA_REQUEST, &imsi));
+    let (cancel_tx, mut cancelled) = mpsc::unbounded_channel();
+    let info = AttachedTerminal {
+        imsi: imsi.clone(),
+        host_name: data.host_name.clone(),
+        msisdn: data.msisdn(),
+        home: home.clone(),
+        since: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+    };
+    vlr.attached.lock().expect("lock").insert(imsi.clone(), Registered { info, cancel: cancel_tx });
+    vlr.save_attached();
+    let mut accept = Message::new(msg::ATTACH_ACCEPT, &imsi);
+    accept.host_name = data.host_name.clone();
+    accept.msisdn = data.msisdn.clone();
+    vlr.emit("Attach accept", &imsi, json!({"host_name": data.host_name, "msisdn": data.msisdn()}));
+    tracing::info!(imsi = %imsi, host_name = ?data.host_name, "attached");
+    if air.gsup(&accept).await.is_err() {
+        return detach(&vlr, &link, &imsi, "the terminal went away before the accept").await;
+    }
+
+    // Attached: until the terminal detaches, its link drops, or its home cancels it.
+    tokio::select! {
+        next = signaling::next_gsup(&mut reader, &air) => {
+            match next.map(|b| Message::decode(&b)) {
+                Ok(Ok(m)) if m.msg_type == msg::DETACH_REQUEST => {
+                    vlr.emit("Detach request", &imsi, json!({}));
+                    detach(&vlr, &link, &imsi, "detach").await;
+                    let _ = air.gsup(&Message::new(msg::DETACH_ACCEPT, &imsi)).await;
+                    vlr.emit("Detach accept", &imsi, json!({}));
+                }
+                _ => detach(&vlr, &link, &imsi, "radio link lost").await,
+            }
+        }
+        _ = cancelled.recv() => {
+            let _ = air.gsup(&Message::new(msg::DETACH_INDICATION, &imsi)).await;
+            vlr.emit("Detach indication", &imsi, json!({"why": "registered at another network"}));
+        }
+    }
+}
+
+/// Removes a terminal and purges its registration at home.
+async fn detach(vlr: &Arc<Vlr>, link: &HlrLink, imsi: &str, why: &str) {
+    let removed = vlr.attached.lock().expect("lock").remove(imsi).is_some();
+    if removed {
+        vlr.save_attached();
+        tracing::info!(imsi, "detached: {why}");
+        if let Err(c) = vlr.request(link, Message::new(msg::PURGE_MS_REQUEST, imsi)).await {
+            tracing::warn!(imsi, "purge failed: {}", cause::name(c));
+        }
+    }
+}
+
+/// Runs the VLR until SIGTERM.
+pub async fn run(config: VlrConfig) -> std::io::Result<()> {
+    let agent = format!("{}/vlr", config.name);
+    let vlr = Arc::new(Vlr {
+        name: config.name.clone(),
+        events: EventLog::open(&config.events_file, &agent)?,
+        attached_file: config.attached_file.clone(),
+        links: config
+            .partners
+            .iter()
+            .map(|p| {
+                Arc::new(HlrLink { partner: p.clone(), sender: tokio::sync::Mutex::new(None), waiting: Mutex::new(HashMap::new()) })
+            })
+            .collect(),
+        attached: Mutex::new(BTreeMap::new()),
+        pending: Mutex::new(HashMap::new()),
+    });
+    vlr.save_attached();
+    for link in &vlr.links {
+        tokio::spawn(hold_link(vlr.clone(), link.clone()));
+    }
+    let listener = signaling::bind_private(&config.cell_socket)?;
+    tracing::info!(cell = %config.cell_socket.display(), partners = ?config.partners.iter().map(|p| &p.network).collect::<Vec<_>>(), "VLR ready");
+    crate::agents::notify_ready();
+    let accept = async {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(serve_terminal(vlr.clone(), stream));
+                }
+                Err(e) => tracing::warn!("accept: {e}"),
+            }
+        }
+    };
+    tokio::select! {
+        _ = accept => {}
+        _ = crate::agents::shutdown_signal() => tracing::info!("VLR stopping"),
+    }
+    let _ = std::fs::remove_file(&config.cell_socket);
+    Ok(())
+}
+
+/// Reads a VLR's list of attached terminals.
+pub fn attached(lab_dir: &std::path::Path, visited: &str) -> Vec<serde_json::Value> {
+    signaling::read_json(&signaling::vlr_attached_path(lab_dir, visited)).unwrap_or_default()
+}
