@@ -35,12 +35,18 @@ pub struct EventLog {
 impl EventLog {
     pub fn open(path: &Path, agent: &str) -> io::Result<Self> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(EventLog { agent: agent.to_string(), file: Some(Mutex::new(file)) })
+        Ok(EventLog {
+            agent: agent.to_string(),
+            file: Some(Mutex::new(file)),
+        })
     }
 
     /// A log that records nothing (for tests and tools).
     pub fn discard(agent: &str) -> Self {
-        EventLog { agent: agent.to_string(), file: None }
+        EventLog {
+            agent: agent.to_string(),
+            file: None,
+        }
     }
 
     pub fn emit(&self, event: &str, terminal: Option<&str>, fields: serde_json::Value) {
@@ -53,7 +59,13 @@ impl EventLog {
             serde_json::Value::Object(map) => map,
             _ => serde_json::Map::new(),
         };
-        let e = Event { ts, agent: self.agent.clone(), event: event.to_string(), terminal: terminal.map(String::from), fields };
+        let e = Event {
+            ts,
+            agent: self.agent.clone(),
+            event: event.to_string(),
+            terminal: terminal.map(String::from),
+            fields,
+        };
         if let Ok(mut line) = serde_json::to_vec(&e) {
             line.push(b'\n');
             if let Ok(mut f) = file.lock() {
@@ -78,7 +90,11 @@ pub fn read_all(path: &Path) -> io::Result<Vec<Event>> {
 /// One event for people: `06:31:02.123456  visited/vlr  Attach accept  phone1  msisdn=…`.
 pub fn format(e: &Event) -> String {
     let secs = e.ts.rem_euclid(86_400.0);
-    let (h, m, s) = ((secs / 3600.0) as u64, ((secs % 3600.0) / 60.0) as u64, secs % 60.0);
+    let (h, m, s) = (
+        (secs / 3600.0) as u64,
+        ((secs % 3600.0) / 60.0) as u64,
+        secs % 60.0,
+    );
     let fields: Vec<String> = e
         .fields
         .iter()
@@ -110,7 +126,10 @@ mod tests {
             agent: "visited/vlr".into(),
             event: "Attach accept".into(),
             terminal: Some("001010000000001".into()),
-            fields: serde_json::json!({"host_name": "phone1.home.example"}).as_object().unwrap().clone(),
+            fields: serde_json::json!({"host_name": "phone1.home.example"})
+                .as_object()
+                .unwrap()
+                .clone(),
         };
         assert_eq!(
             format(&e),

@@ -16,7 +16,9 @@ use tokio::sync::mpsc;
 
 use super::signaling::{self, HlrConfig, Sender, SubscriberRecord};
 use crate::events::EventLog;
-use crate::protocols::gsup::{cause, encode_msisdn, msg, AuthTuple, CancelType, Message, UmtsTuple};
+use crate::protocols::gsup::{
+    cause, encode_msisdn, msg, AuthTuple, CancelType, Message, UmtsTuple,
+};
 use crate::protocols::ipa::{self, Frame};
 use crate::protocols::milenage::{self, Milenage};
 
@@ -25,7 +27,9 @@ const AMF: [u8; 2] = [0x80, 0x00];
 /// CN domain: packet switched.
 const CN_DOMAIN_PS: u8 = 1;
 /// PDP type IPv4 (0x0121) with the spare bits set, and the wildcard APN "*".
-const PDP_INFO_IPV4_ANY_APN: [u8; 11] = [0x10, 0x01, 0x01, 0x11, 0x02, 0xf1, 0x21, 0x12, 0x02, 0x01, b'*'];
+const PDP_INFO_IPV4_ANY_APN: [u8; 11] = [
+    0x10, 0x01, 0x01, 0x11, 0x02, 0xf1, 0x21, 0x12, 0x02, 0x01, b'*',
+];
 
 /// What the HLR remembers of a subscriber between restarts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,9 +80,20 @@ impl HlrCore {
         let mut subscribers = HashMap::new();
         for r in records {
             let milenage = Milenage::new(&signaling::hex_key(&r.k)?, &signaling::hex_key(&r.opc)?);
-            subscribers.insert(r.imsi.clone(), Subscriber { record: r.clone(), milenage });
+            subscribers.insert(
+                r.imsi.clone(),
+                Subscriber {
+                    record: r.clone(),
+                    milenage,
+                },
+            );
         }
-        Ok(HlrCore { subscribers, state, pending: HashMap::new(), random })
+        Ok(HlrCore {
+            subscribers,
+            state,
+            pending: HashMap::new(),
+            random,
+        })
     }
 
     pub fn name_of(&self, imsi: &str) -> Option<&str> {
@@ -87,9 +102,18 @@ impl HlrCore {
 
     /// Handles one message from VLR `from`.
     pub fn handle(&mut self, from: &str, m: &Message) -> Outcome {
-        let reply = |message: Message| Outcome { send: vec![Outgoing { to: from.to_string(), message }], ..Default::default() };
+        let reply = |message: Message| Outcome {
+            send: vec![Outgoing {
+                to: from.to_string(),
+                message,
+            }],
+            ..Default::default()
+        };
         let refuse = |c: u8, why: String| Outcome {
-            send: vec![Outgoing { to: from.to_string(), message: m.error_reply(c) }],
+            send: vec![Outgoing {
+                to: from.to_string(),
+                message: m.error_reply(c),
+            }],
             changed: false,
             refusal: Some(why),
         };
@@ -106,31 +130,48 @@ impl HlrCore {
                 if let (Some(auts), Some(rand)) = (m.auts, m.rand) {
                     match milenage::resync(&sub.milenage, &rand, &auts) {
                         Some(sqn_ms) => state.sqn = milenage::sqn_value(&sqn_ms),
-                        None => return refuse(cause::MAC_FAILURE, "AUTS does not verify".to_string()),
+                        None => {
+                            return refuse(cause::MAC_FAILURE, "AUTS does not verify".to_string())
+                        }
                     }
                 }
                 state.sqn += 1;
                 let rand = (self.random)();
-                let v = milenage::vector(&sub.milenage, &rand, &milenage::sqn_bytes(state.sqn), &AMF);
+                let v =
+                    milenage::vector(&sub.milenage, &rand, &milenage::sqn_bytes(state.sqn), &AMF);
                 let mut result = Message::new(msg::SEND_AUTH_INFO_RESULT, &m.imsi);
                 result.auth_tuples.push(AuthTuple {
                     rand: v.rand,
                     sres: v.sres,
                     kc: v.kc,
-                    umts: Some(UmtsTuple { ik: v.ik, ck: v.ck, autn: v.autn, res: v.xres.to_vec() }),
+                    umts: Some(UmtsTuple {
+                        ik: v.ik,
+                        ck: v.ck,
+                        autn: v.autn,
+                        res: v.xres.to_vec(),
+                    }),
                 });
-                Outcome { changed: true, ..reply(result) }
+                Outcome {
+                    changed: true,
+                    ..reply(result)
+                }
             }
             msg::UPDATE_LOCATION_REQUEST => {
                 if !sub.record.roaming {
-                    return refuse(cause::ROAMING_NOT_ALLOWED, format!("{}: roaming is not in the profile", sub.record.name));
+                    return refuse(
+                        cause::ROAMING_NOT_ALLOWED,
+                        format!("{}: roaming is not in the profile", sub.record.name),
+                    );
                 }
                 let mut out = Outcome::default();
                 let old = self.state.get(&m.imsi).and_then(|s| s.vlr.clone());
                 if let Some(old) = old.filter(|old| old != from) {
                     let mut cancel = Message::new(msg::LOCATION_CANCEL_REQUEST, &m.imsi);
                     cancel.cancel_type = Some(CancelType::Update);
-                    out.send.push(Outgoing { to: old, message: cancel });
+                    out.send.push(Outgoing {
+                        to: old,
+                        message: cancel,
+                    });
                 }
                 let mut isd = Message::new(msg::INSERT_DATA_REQUEST, &m.imsi);
                 isd.msisdn = sub.record.msisdn.as_deref().map(encode_msisdn);
@@ -140,7 +181,10 @@ impl HlrCore {
                     isd.pdp_info_complete = true;
                     isd.pdp_infos.push(PDP_INFO_IPV4_ANY_APN.to_vec());
                 }
-                out.send.push(Outgoing { to: from.to_string(), message: isd });
+                out.send.push(Outgoing {
+                    to: from.to_string(),
+                    message: isd,
+                });
                 self.pending.insert(m.imsi.clone(), from.to_string());
                 out
             }
@@ -154,7 +198,11 @@ impl HlrCore {
                     let mut err = Message::new(msg::UPDATE_LOCATION_ERROR, &m.imsi);
                     err.cause = Some(c);
                     return Outcome {
-                        refusal: Some(format!("{} refused the subscriber data: {}", from, cause::name(c))),
+                        refusal: Some(format!(
+                            "{} refused the subscriber data: {}",
+                            from,
+                            cause::name(c)
+                        )),
                         ..reply(err)
                     };
                 }
@@ -163,7 +211,10 @@ impl HlrCore {
                     state.address = None;
                 }
                 state.vlr = Some(from.to_string());
-                Outcome { changed: true, ..reply(Message::new(msg::UPDATE_LOCATION_RESULT, &m.imsi)) }
+                Outcome {
+                    changed: true,
+                    ..reply(Message::new(msg::UPDATE_LOCATION_RESULT, &m.imsi))
+                }
             }
             msg::PURGE_MS_REQUEST => {
                 let state = self.state.entry(m.imsi.clone()).or_default();
@@ -176,27 +227,42 @@ impl HlrCore {
                 }
                 let mut result = Message::new(msg::PURGE_MS_RESULT, &m.imsi);
                 result.freeze_ptmsi = true;
-                Outcome { changed, ..reply(result) }
+                Outcome {
+                    changed,
+                    ..reply(result)
+                }
             }
             msg::SESSION_ADDRESS_REQUEST | msg::SESSION_WITHDRAW_REQUEST => {
                 let state = self.state.entry(m.imsi.clone()).or_default();
                 if state.vlr.as_deref() != Some(from) {
-                    return refuse(cause::ILLEGAL_MS, format!("{} is not registered at {from}", sub.record.name));
+                    return refuse(
+                        cause::ILLEGAL_MS,
+                        format!("{} is not registered at {from}", sub.record.name),
+                    );
                 }
                 let mut result = Message::new(msg::result_of(m.msg_type), &m.imsi);
                 if m.msg_type == msg::SESSION_ADDRESS_REQUEST {
                     let Some(address) = m.session_address else {
-                        return refuse(cause::INVALID_MANDATORY_INFO, "no session address".to_string());
+                        return refuse(
+                            cause::INVALID_MANDATORY_INFO,
+                            "no session address".to_string(),
+                        );
                     };
                     state.address = Some(address);
                     result.host_name = Some(sub.record.host_name.clone());
                 } else {
                     state.address = None;
                 }
-                Outcome { changed: true, ..reply(result) }
+                Outcome {
+                    changed: true,
+                    ..reply(result)
+                }
             }
             msg::LOCATION_CANCEL_RESULT | msg::LOCATION_CANCEL_ERROR => Outcome::default(),
-            other if other & 0b11 == 0 => refuse(cause::MSG_TYPE_NOT_IMPLEMENTED, format!("message type 0x{other:02x} is not served")),
+            other if other & 0b11 == 0 => refuse(
+                cause::MSG_TYPE_NOT_IMPLEMENTED,
+                format!("message type 0x{other:02x} is not served"),
+            ),
             _ => Outcome::default(),
         }
     }
@@ -242,8 +308,15 @@ pub async fn run(config: HlrConfig) -> std::io::Result<()> {
                     links.remove(&name);
                 }
                 CoreInput::Message(from, m) => {
-                    let who = core.name_of(&m.imsi).map(String::from).unwrap_or_else(|| m.imsi.clone());
-                    core_events.emit(msg::name(m.msg_type), Some(&who), json!({"from": from, "imsi": m.imsi}));
+                    let who = core
+                        .name_of(&m.imsi)
+                        .map(String::from)
+                        .unwrap_or_else(|| m.imsi.clone());
+                    core_events.emit(
+                        msg::name(m.msg_type),
+                        Some(&who),
+                        json!({"from": from, "imsi": m.imsi}),
+                    );
                     let outcome = core.handle(&from, &m);
                     if let Some(why) = &outcome.refusal {
                         tracing::warn!(vlr = %from, "refused: {why}");
@@ -255,14 +328,20 @@ pub async fn run(config: HlrConfig) -> std::io::Result<()> {
                         }
                     }
                     for s in outcome.send {
-                        core_events.emit(msg::name(s.message.msg_type), Some(&who), json!({"to": s.to, "imsi": s.message.imsi}));
+                        core_events.emit(
+                            msg::name(s.message.msg_type),
+                            Some(&who),
+                            json!({"to": s.to, "imsi": s.message.imsi}),
+                        );
                         match links.get(&s.to) {
                             Some(link) => {
                                 if let Err(e) = link.gsup(&s.message).await {
                                     tracing::warn!(vlr = %s.to, "send failed: {e}");
                                 }
                             }
-                            None => tracing::warn!(vlr = %s.to, "not connected; {} dropped", msg::name(s.message.msg_type)),
+                            None => {
+                                tracing::warn!(vlr = %s.to, "not connected; {} dropped", msg::name(s.message.msg_type))
+                            }
                         }
                     }
                 }
@@ -278,7 +357,9 @@ pub async fn run(config: HlrConfig) -> std::io::Result<()> {
                     let to_core = to_core.clone();
                     let partners = partners.clone();
                     let events = events.clone();
-                    tokio::spawn(async move { serve_vlr(stream, &partners, to_core, &events).await });
+                    tokio::spawn(
+                        async move { serve_vlr(stream, &partners, to_core, &events).await },
+                    );
                 }
                 Err(e) => tracing::warn!("accept: {e}"),
             }
@@ -296,21 +377,33 @@ pub async fn run(config: HlrConfig) -> std::io::Result<()> {
 enum CoreInput {
     Connected(String, Sender),
     Gone(String),
-    Message(String, Message),
+    Message(String, Box<Message>),
 }
 
 /// One VLR connection: identity exchange (partners only), then GSUP messages to the core.
-async fn serve_vlr(stream: tokio::net::UnixStream, partners: &[String], to_core: mpsc::UnboundedSender<CoreInput>, events: &EventLog) {
+async fn serve_vlr(
+    stream: tokio::net::UnixStream,
+    partners: &[String],
+    to_core: mpsc::UnboundedSender<CoreInput>,
+    events: &EventLog,
+) {
     let (mut reader, writer) = stream.into_split();
     let sender = Sender::new(writer);
-    if sender.frame(&Frame::IdGet(vec![ipa::TAG_UNIT_NAME])).await.is_err() {
+    if sender
+        .frame(&Frame::IdGet(vec![ipa::TAG_UNIT_NAME]))
+        .await
+        .is_err()
+    {
         return;
     }
     let hello = tokio::time::timeout(signaling::HELLO_TIMEOUT, async {
         loop {
             match ipa::read_frame(&mut reader).await {
                 Ok(Frame::IdResp(items)) => {
-                    return items.into_iter().find(|(t, _)| *t == ipa::TAG_UNIT_NAME).map(|(_, n)| n);
+                    return items
+                        .into_iter()
+                        .find(|(t, _)| *t == ipa::TAG_UNIT_NAME)
+                        .map(|(_, n)| n);
                 }
                 Ok(_) => continue,
                 Err(_) => return None,
@@ -325,13 +418,20 @@ async fn serve_vlr(stream: tokio::net::UnixStream, partners: &[String], to_core:
             return;
         }
         Err(_) => {
-            tracing::warn!("a peer did not identify itself within {:?}; dropped", signaling::HELLO_TIMEOUT);
+            tracing::warn!(
+                "a peer did not identify itself within {:?}; dropped",
+                signaling::HELLO_TIMEOUT
+            );
             return;
         }
     };
     if !partners.contains(&name) {
         tracing::warn!(vlr = %name, "refused: no roaming agreement with this network");
-        events.emit("VLR refused", None, json!({"vlr": name, "cause": "no roaming agreement"}));
+        events.emit(
+            "VLR refused",
+            None,
+            json!({"vlr": name, "cause": "no roaming agreement"}),
+        );
         let _ = sender.frame(&Frame::IdNack).await;
         return;
     }
@@ -344,7 +444,7 @@ async fn serve_vlr(stream: tokio::net::UnixStream, partners: &[String], to_core:
         match signaling::next_gsup(&mut reader, &sender).await {
             Ok(bytes) => match Message::decode(&bytes) {
                 Ok(m) => {
-                    let _ = to_core.send(CoreInput::Message(name.clone(), m));
+                    let _ = to_core.send(CoreInput::Message(name.clone(), Box::new(m)));
                 }
                 Err(e) => tracing::warn!(vlr = %name, "malformed GSUP message ignored: {e}"),
             },
@@ -374,7 +474,10 @@ mod tests {
         };
         let mut n = 0u8;
         HlrCore::new(
-            &[sub("phone1", "001010000000001", true), sub("homebound1", "001010000000003", false)],
+            &[
+                sub("phone1", "001010000000001", true),
+                sub("homebound1", "001010000000003", false),
+            ],
             HashMap::new(),
             Box::new(move || {
                 n += 1;
@@ -391,22 +494,34 @@ mod tests {
     #[test]
     fn authentication_vectors_verify_at_the_terminal_and_advance_the_sequence_number() {
         let mut hlr = core();
-        let out = hlr.handle("visited", &req(msg::SEND_AUTH_INFO_REQUEST, "001010000000001"));
+        let out = hlr.handle(
+            "visited",
+            &req(msg::SEND_AUTH_INFO_REQUEST, "001010000000001"),
+        );
         let tuple = &out.send[0].message.auth_tuples[0];
-        let m = Milenage::new(&signaling::hex_key("465b5ce8b199b49faa5f0a2ee238a6bc").unwrap(), &signaling::hex_key("cd63cb71954a9f4e48a5994e37a02baf").unwrap());
+        let m = Milenage::new(
+            &signaling::hex_key("465b5ce8b199b49faa5f0a2ee238a6bc").unwrap(),
+            &signaling::hex_key("cd63cb71954a9f4e48a5994e37a02baf").unwrap(),
+        );
         let umts = tuple.umts.as_ref().unwrap();
         match milenage::check_challenge(&m, &tuple.rand, &umts.autn, &milenage::sqn_bytes(0)) {
             milenage::Challenge::Accept { res, .. } => assert_eq!(res.to_vec(), umts.res),
             other => panic!("{other:?}"),
         }
-        hlr.handle("visited", &req(msg::SEND_AUTH_INFO_REQUEST, "001010000000001"));
+        hlr.handle(
+            "visited",
+            &req(msg::SEND_AUTH_INFO_REQUEST, "001010000000001"),
+        );
         assert_eq!(hlr.state["001010000000001"].sqn, 2);
     }
 
     #[test]
     fn update_location_inserts_data_then_registers_and_cancels_the_old_vlr() {
         let mut hlr = core();
-        let out = hlr.handle("visited", &req(msg::UPDATE_LOCATION_REQUEST, "001010000000001"));
+        let out = hlr.handle(
+            "visited",
+            &req(msg::UPDATE_LOCATION_REQUEST, "001010000000001"),
+        );
         assert_eq!(out.send.len(), 1);
         let isd = &out.send[0].message;
         assert_eq!(isd.msg_type, msg::INSERT_DATA_REQUEST);
@@ -416,7 +531,10 @@ mod tests {
         assert_eq!(done.send[0].message.msg_type, msg::UPDATE_LOCATION_RESULT);
         assert_eq!(hlr.state["001010000000001"].vlr.as_deref(), Some("visited"));
 
-        let moved = hlr.handle("visited2", &req(msg::UPDATE_LOCATION_REQUEST, "001010000000001"));
+        let moved = hlr.handle(
+            "visited2",
+            &req(msg::UPDATE_LOCATION_REQUEST, "001010000000001"),
+        );
         assert_eq!(moved.send[0].to, "visited");
         assert_eq!(moved.send[0].message.msg_type, msg::LOCATION_CANCEL_REQUEST);
         assert_eq!(moved.send[1].to, "visited2");
@@ -425,36 +543,66 @@ mod tests {
     #[test]
     fn refusals_carry_their_causes() {
         let mut hlr = core();
-        let unknown = hlr.handle("visited", &req(msg::SEND_AUTH_INFO_REQUEST, "001019999999999"));
+        let unknown = hlr.handle(
+            "visited",
+            &req(msg::SEND_AUTH_INFO_REQUEST, "001019999999999"),
+        );
         assert_eq!(unknown.send[0].message.cause, Some(cause::IMSI_UNKNOWN));
-        let homebound = hlr.handle("visited", &req(msg::UPDATE_LOCATION_REQUEST, "001010000000003"));
-        assert_eq!(homebound.send[0].message.msg_type, msg::UPDATE_LOCATION_ERROR);
-        assert_eq!(homebound.send[0].message.cause, Some(cause::ROAMING_NOT_ALLOWED));
-        let not_here = hlr.handle("visited", &req(msg::SESSION_ADDRESS_REQUEST, "001010000000001"));
+        let homebound = hlr.handle(
+            "visited",
+            &req(msg::UPDATE_LOCATION_REQUEST, "001010000000003"),
+        );
+        assert_eq!(
+            homebound.send[0].message.msg_type,
+            msg::UPDATE_LOCATION_ERROR
+        );
+        assert_eq!(
+            homebound.send[0].message.cause,
+            Some(cause::ROAMING_NOT_ALLOWED)
+        );
+        let not_here = hlr.handle(
+            "visited",
+            &req(msg::SESSION_ADDRESS_REQUEST, "001010000000001"),
+        );
         assert_eq!(not_here.send[0].message.cause, Some(cause::ILLEGAL_MS));
         let odd = hlr.handle("visited", &req(0x40, "001010000000001"));
-        assert_eq!(odd.send[0].message.cause, Some(cause::MSG_TYPE_NOT_IMPLEMENTED));
+        assert_eq!(
+            odd.send[0].message.cause,
+            Some(cause::MSG_TYPE_NOT_IMPLEMENTED)
+        );
     }
 
     #[test]
     fn the_session_address_pair_records_and_withdraws_the_address() {
         let mut hlr = core();
-        hlr.handle("visited", &req(msg::UPDATE_LOCATION_REQUEST, "001010000000001"));
+        hlr.handle(
+            "visited",
+            &req(msg::UPDATE_LOCATION_REQUEST, "001010000000001"),
+        );
         hlr.handle("visited", &req(msg::INSERT_DATA_RESULT, "001010000000001"));
         let mut report = req(msg::SESSION_ADDRESS_REQUEST, "001010000000001");
         report.session_address = Some("198.51.100.100".parse().unwrap());
         let out = hlr.handle("visited", &report);
         assert_eq!(out.send[0].message.msg_type, msg::SESSION_ADDRESS_RESULT);
-        assert_eq!(out.send[0].message.host_name.as_deref(), Some("phone1.home.example"));
+        assert_eq!(
+            out.send[0].message.host_name.as_deref(),
+            Some("phone1.home.example")
+        );
         assert_eq!(hlr.state["001010000000001"].address, report.session_address);
-        hlr.handle("visited", &req(msg::SESSION_WITHDRAW_REQUEST, "001010000000001"));
+        hlr.handle(
+            "visited",
+            &req(msg::SESSION_WITHDRAW_REQUEST, "001010000000001"),
+        );
         assert_eq!(hlr.state["001010000000001"].address, None);
     }
 
     #[test]
     fn resynchronisation_adopts_the_terminals_sequence_number() {
         let mut hlr = core();
-        let m = Milenage::new(&signaling::hex_key("465b5ce8b199b49faa5f0a2ee238a6bc").unwrap(), &signaling::hex_key("cd63cb71954a9f4e48a5994e37a02baf").unwrap());
+        let m = Milenage::new(
+            &signaling::hex_key("465b5ce8b199b49faa5f0a2ee238a6bc").unwrap(),
+            &signaling::hex_key("cd63cb71954a9f4e48a5994e37a02baf").unwrap(),
+        );
         let rand = [9u8; 16];
         let mut sai = req(msg::SEND_AUTH_INFO_REQUEST, "001010000000001");
         sai.rand = Some(rand);
@@ -462,6 +610,9 @@ mod tests {
         hlr.handle("visited", &sai);
         assert_eq!(hlr.state["001010000000001"].sqn, 501);
         sai.auts = Some([0; 14]);
-        assert_eq!(hlr.handle("visited", &sai).send[0].message.cause, Some(cause::MAC_FAILURE));
+        assert_eq!(
+            hlr.handle("visited", &sai).send[0].message.cause,
+            Some(cause::MAC_FAILURE)
+        );
     }
 }

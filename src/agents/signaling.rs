@@ -132,15 +132,26 @@ pub fn write_private_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()
     let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
     {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(&bytes)?;
     }
     std::fs::rename(&tmp, path)
 }
 
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> io::Result<T> {
-    let bytes = std::fs::read(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-    serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
+    let bytes = std::fs::read(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })
 }
 
 /// Writes the HLR and VLR configurations of a new lab.
@@ -252,7 +263,11 @@ pub async fn next_gsup(reader: &mut OwnedReadHalf, sender: &Sender) -> Result<Ve
 }
 
 /// Client side of the identity exchange: answers ID_GET with our name, waits for ID_ACK.
-pub async fn identify(reader: &mut OwnedReadHalf, sender: &Sender, name: &str) -> Result<(), String> {
+pub async fn identify(
+    reader: &mut OwnedReadHalf,
+    sender: &Sender,
+    name: &str,
+) -> Result<(), String> {
     let exchange = async {
         loop {
             match ipa::read_frame(reader).await.map_err(|e| e.to_string())? {
@@ -261,8 +276,13 @@ pub async fn identify(reader: &mut OwnedReadHalf, sender: &Sender, name: &str) -
                     .await
                     .map_err(|e| e.to_string())?,
                 Frame::IdAck => return Ok(()),
-                Frame::IdNack => return Err("the HLR refused our identity (no roaming agreement)".to_string()),
-                Frame::Ping => sender.frame(&Frame::Pong).await.map_err(|e| e.to_string())?,
+                Frame::IdNack => {
+                    return Err("the HLR refused our identity (no roaming agreement)".to_string())
+                }
+                Frame::Ping => sender
+                    .frame(&Frame::Pong)
+                    .await
+                    .map_err(|e| e.to_string())?,
                 _ => {}
             }
         }

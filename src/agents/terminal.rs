@@ -29,7 +29,9 @@ struct SqnState {
 pub enum AttachError {
     #[error("{}", reject_text(.0))]
     Rejected(u8),
-    #[error("the network failed authentication (MAC failure): it does not know this terminal's key")]
+    #[error(
+        "the network failed authentication (MAC failure): it does not know this terminal's key"
+    )]
     NetworkNotAuthentic,
     #[error("{0}")]
     Link(String),
@@ -55,23 +57,34 @@ pub struct Terminal {
 
 impl Terminal {
     pub async fn connect(cell: &Path, imsi: &str) -> Result<Self, AttachError> {
-        let stream = UnixStream::connect(cell)
-            .await
-            .map_err(|e| AttachError::Link(format!("cannot reach the cell at {}: {e}", cell.display())))?;
+        let stream = UnixStream::connect(cell).await.map_err(|e| {
+            AttachError::Link(format!("cannot reach the cell at {}: {e}", cell.display()))
+        })?;
         let (reader, writer) = stream.into_split();
-        Ok(Terminal { reader, air: Sender::new(writer), imsi: imsi.to_string() })
+        Ok(Terminal {
+            reader,
+            air: Sender::new(writer),
+            imsi: imsi.to_string(),
+        })
     }
 
     pub async fn send(&self, m: &Message) -> Result<(), AttachError> {
-        self.air.gsup(m).await.map_err(|e| AttachError::Link(e.to_string()))
+        self.air
+            .gsup(m)
+            .await
+            .map_err(|e| AttachError::Link(e.to_string()))
     }
 
     pub async fn receive(&mut self) -> Result<Message, AttachError> {
-        let bytes = tokio::time::timeout(REQUEST_TIMEOUT * 3, signaling::next_gsup(&mut self.reader, &self.air))
-            .await
-            .map_err(|_| AttachError::Link("the network did not answer".into()))?
-            .map_err(|e| AttachError::Link(format!("link lost: {e}")))?;
-        Message::decode(&bytes).map_err(|e| AttachError::Link(format!("malformed message from the network: {e}")))
+        let bytes = tokio::time::timeout(
+            REQUEST_TIMEOUT * 3,
+            signaling::next_gsup(&mut self.reader, &self.air),
+        )
+        .await
+        .map_err(|_| AttachError::Link("the network did not answer".into()))?
+        .map_err(|e| AttachError::Link(format!("link lost: {e}")))?;
+        Message::decode(&bytes)
+            .map_err(|e| AttachError::Link(format!("malformed message from the network: {e}")))
     }
 
     /// The attach procedure. `sqn_ms` is the terminal's highest accepted sequence number,
@@ -93,7 +106,12 @@ impl Terminal {
                     let (Some(rand), Some(autn)) = (m.rand, m.autn) else {
                         return Err(AttachError::Link("a challenge without RAND or AUTN".into()));
                     };
-                    match milenage::check_challenge(keys, &rand, &autn, &milenage::sqn_bytes(*sqn_ms)) {
+                    match milenage::check_challenge(
+                        keys,
+                        &rand,
+                        &autn,
+                        &milenage::sqn_bytes(*sqn_ms),
+                    ) {
                         Challenge::Accept { res, sqn } => {
                             *sqn_ms = milenage::sqn_value(&sqn);
                             last_res = Some(res);
@@ -116,17 +134,33 @@ impl Terminal {
                     }
                 }
                 msg::ATTACH_ACCEPT => {
-                    return Ok((Granted { host_name: m.host_name.clone(), msisdn: m.msisdn() }, last_res));
+                    return Ok((
+                        Granted {
+                            host_name: m.host_name.clone(),
+                            msisdn: m.msisdn(),
+                        },
+                        last_res,
+                    ));
                 }
-                msg::ATTACH_REJECT => return Err(AttachError::Rejected(m.cause.unwrap_or(cause::PROTOCOL_ERROR))),
-                other => return Err(AttachError::Link(format!("unexpected {}", msg::name(other)))),
+                msg::ATTACH_REJECT => {
+                    return Err(AttachError::Rejected(
+                        m.cause.unwrap_or(cause::PROTOCOL_ERROR),
+                    ))
+                }
+                other => {
+                    return Err(AttachError::Link(format!(
+                        "unexpected {}",
+                        msg::name(other)
+                    )))
+                }
             }
         }
     }
 
     /// Detaches and waits for the network's accept.
     pub async fn detach(&mut self) -> Result<(), AttachError> {
-        self.send(&Message::new(msg::DETACH_REQUEST, &self.imsi)).await?;
+        self.send(&Message::new(msg::DETACH_REQUEST, &self.imsi))
+            .await?;
         loop {
             let m = self.receive().await?;
             if matches!(m.msg_type, msg::DETACH_ACCEPT | msg::DETACH_INDICATION) {
@@ -139,14 +173,23 @@ impl Terminal {
 /// Runs the terminal agent: attach, ready, detach on SIGTERM.
 pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
     let events = EventLog::open(&config.events_file, &format!("{}/terminal", config.name))?;
-    let keys = Milenage::new(&signaling::hex_key(&config.k)?, &signaling::hex_key(&config.opc)?);
+    let keys = Milenage::new(
+        &signaling::hex_key(&config.k)?,
+        &signaling::hex_key(&config.opc)?,
+    );
     let mut state: SqnState = signaling::read_json(&config.state_file).unwrap_or_default();
     let mut terminal = match Terminal::connect(&config.cell_socket, &config.imsi).await {
         Ok(t) => t,
         Err(e) => return Err(std::io::Error::other(format!("{REJECT_MARK}{e}"))),
     };
-    events.emit("attaching", Some(&config.name), json!({"imsi": config.imsi}));
-    let outcome = terminal.attach(&keys, &mut state.sqn_ms, config.claim_host_name.as_deref()).await;
+    events.emit(
+        "attaching",
+        Some(&config.name),
+        json!({"imsi": config.imsi}),
+    );
+    let outcome = terminal
+        .attach(&keys, &mut state.sqn_ms, config.claim_host_name.as_deref())
+        .await;
     // The sequence number moves on whatever the outcome, as a USIM's does.
     if let Err(e) = signaling::write_private_json(&config.state_file, &state) {
         tracing::warn!("cannot keep SQN_MS: {e}");
@@ -154,13 +197,21 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
     let granted = match outcome {
         Ok((g, _)) => g,
         Err(e) => {
-            events.emit("attach failed", Some(&config.name), json!({"why": e.to_string()}));
+            events.emit(
+                "attach failed",
+                Some(&config.name),
+                json!({"why": e.to_string()}),
+            );
             eprintln!("{REJECT_MARK}{e}");
             return Err(std::io::Error::other(e.to_string()));
         }
     };
     tracing::info!(host_name = ?granted.host_name, msisdn = ?granted.msisdn, "attached");
-    events.emit("attached", Some(&config.name), json!({"host_name": granted.host_name, "msisdn": granted.msisdn}));
+    events.emit(
+        "attached",
+        Some(&config.name),
+        json!({"host_name": granted.host_name, "msisdn": granted.msisdn}),
+    );
     crate::agents::notify_ready();
     tokio::select! {
         _ = crate::agents::shutdown_signal() => {

@@ -17,6 +17,9 @@ use super::signaling::{self, PartnerHlr, Sender, VlrConfig, REQUEST_TIMEOUT};
 use crate::events::EventLog;
 use crate::protocols::gsup::{cause, msg, Message};
 
+/// How long a terminal whose radio link is lost stays registered (its implicit detach
+/// timer): if it shows up at another network meanwhile, its home cancels it here.
+const IMPLICIT_DETACH: std::time::Duration = std::time::Duration::from_secs(30);
 /// How long to wait between attempts to reach an HLR that is down.
 const RECONNECT: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -57,6 +60,9 @@ struct Vlr {
     links: Vec<Arc<HlrLink>>,
     attached: Mutex<BTreeMap<String, Registered>>,
     pending: Mutex<HashMap<String, Pending>>,
+    /// One procedure at a time per IMSI: GSUP has no transaction ids, so answers are
+    /// matched by IMSI and message type, and two attaches of one IMSI must not overlap.
+    procedures: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Vlr {
@@ -65,14 +71,23 @@ impl Vlr {
     }
 
     fn save_attached(&self) {
-        let list: Vec<AttachedTerminal> = self.attached.lock().expect("lock").values().map(|r| r.info.clone()).collect();
+        let list: Vec<AttachedTerminal> = self
+            .attached
+            .lock()
+            .expect("lock")
+            .values()
+            .map(|r| r.info.clone())
+            .collect();
         if let Err(e) = signaling::write_private_json(&self.attached_file, &list) {
             tracing::error!("cannot write the attached list: {e}");
         }
     }
 
     fn partner_of(&self, imsi: &str) -> Option<Arc<HlrLink>> {
-        self.links.iter().find(|l| imsi.starts_with(&l.partner.plmn)).cloned()
+        self.links
+            .iter()
+            .find(|l| imsi.starts_with(&l.partner.plmn))
+            .cloned()
     }
 
     /// Sends a request to the HLR and waits for its result; an error answer, a dead link
@@ -81,6 +96,12 @@ impl Vlr {
         let (tx, rx) = oneshot::channel();
         let key = (m.imsi.clone(), m.msg_type);
         link.waiting.lock().expect("lock").insert(key.clone(), tx);
+        // Logged before it leaves, so the log never shows the answer before the question.
+        self.emit(
+            msg::name(m.msg_type),
+            &m.imsi,
+            json!({"to": link.partner.network}),
+        );
         let sent = match link.sender.lock().await.as_ref() {
             Some(s) => s.gsup(&m).await.is_ok(),
             None => false,
@@ -90,10 +111,18 @@ impl Vlr {
             tracing::warn!(hlr = %link.partner.network, "HLR unreachable; {} not sent", msg::name(m.msg_type));
             return Err(cause::NETWORK_FAILURE);
         }
-        self.emit(msg::name(m.msg_type), &m.imsi, json!({"to": link.partner.network}));
+        self.emit(
+            msg::name(m.msg_type),
+            &m.imsi,
+            json!({"to": link.partner.network}),
+        );
         match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
             Ok(Ok(answer)) => {
-                self.emit(msg::name(answer.msg_type), &answer.imsi, json!({"from": link.partner.network, "cause": answer.cause.map(cause::name)}));
+                self.emit(
+                    msg::name(answer.msg_type),
+                    &answer.imsi,
+                    json!({"from": link.partner.network, "cause": answer.cause.map(cause::name)}),
+                );
                 if answer.msg_type == msg::error_of(m.msg_type) {
                     Err(answer.cause.unwrap_or(cause::PROTOCOL_ERROR))
                 } else {
@@ -109,8 +138,12 @@ impl Vlr {
     }
 
     /// A request from the HLR: InsertSubscriberData or CancelLocation.
-    fn from_hlr(&self, link: &HlrLink, m: Message) -> Option<Message> {
-        self.emit(msg::name(m.msg_type), &m.imsi, json!({"from": link.partner.network}));
+    fn answer_hlr(&self, link: &HlrLink, m: Message) -> Option<Message> {
+        self.emit(
+            msg::name(m.msg_type),
+            &m.imsi,
+            json!({"from": link.partner.network}),
+        );
         match m.msg_type {
             msg::INSERT_DATA_REQUEST => {
                 let mut pending = self.pending.lock().expect("lock");
@@ -121,7 +154,11 @@ impl Vlr {
                 if let (Some(claim), Some(own)) = (&p.claim, &m.host_name) {
                     if !claim.eq_ignore_ascii_case(own) {
                         tracing::warn!(imsi = %m.imsi, claim, own, "refused: the terminal claims a host name that is not its own");
-                        self.emit("host name refused", &m.imsi, json!({"claimed": claim, "own": own}));
+                        self.emit(
+                            "host name refused",
+                            &m.imsi,
+                            json!({"claimed": claim, "own": own}),
+                        );
                         return Some(m.error_reply(cause::ILLEGAL_MS));
                     }
                 }
@@ -184,19 +221,29 @@ async fn hold_link(vlr: Arc<Vlr>, link: Arc<HlrLink>) {
                 }
             };
             if m.msg_type & 0b11 == 0 {
-                if let Some(answer) = vlr.from_hlr(&link, m) {
-                    vlr.emit(msg::name(answer.msg_type), &answer.imsi, json!({"to": link.partner.network}));
+                if let Some(answer) = vlr.answer_hlr(&link, m) {
+                    vlr.emit(
+                        msg::name(answer.msg_type),
+                        &answer.imsi,
+                        json!({"to": link.partner.network}),
+                    );
                     let _ = sender.gsup(&answer).await;
                 }
                 continue;
             }
             let request = m.msg_type & 0b1111_1100;
-            let waiter = link.waiting.lock().expect("lock").remove(&(m.imsi.clone(), request));
+            let waiter = link
+                .waiting
+                .lock()
+                .expect("lock")
+                .remove(&(m.imsi.clone(), request));
             match waiter {
                 Some(w) => {
                     let _ = w.send(m);
                 }
-                None => tracing::warn!(imsi = %m.imsi, "unexpected {} ignored", msg::name(m.msg_type)),
+                None => {
+                    tracing::warn!(imsi = %m.imsi, "unexpected {} ignored", msg::name(m.msg_type))
+                }
             }
         }
         *link.sender.lock().await = None;
@@ -210,12 +257,19 @@ async fn hold_link(vlr: Arc<Vlr>, link: Arc<HlrLink>) {
 async fn serve_terminal(vlr: Arc<Vlr>, stream: UnixStream) {
     let (mut reader, writer) = stream.into_split();
     let air = Sender::new(writer);
-    let first = tokio::time::timeout(signaling::HELLO_TIMEOUT, signaling::next_gsup(&mut reader, &air)).await;
+    let first = tokio::time::timeout(
+        signaling::HELLO_TIMEOUT,
+        signaling::next_gsup(&mut reader, &air),
+    )
+    .await;
     let request = match first {
         Ok(Ok(bytes)) => match Message::decode(&bytes) {
             Ok(m) if m.msg_type == msg::ATTACH_REQUEST => m,
             Ok(m) => {
-                tracing::warn!("a terminal began with {}, not an attach; dropped", msg::name(m.msg_type));
+                tracing::warn!(
+                    "a terminal began with {}, not an attach; dropped",
+                    msg::name(m.msg_type)
+                );
                 return;
             }
             Err(e) => {
@@ -233,7 +287,19 @@ async fn serve_terminal(vlr: Arc<Vlr>, stream: UnixStream) {
         }
     };
     let imsi = request.imsi.clone();
-    vlr.emit("Attach request", &imsi, json!({"claimed_host_name": request.host_name}));
+    let procedure = vlr
+        .procedures
+        .lock()
+        .expect("lock")
+        .entry(imsi.clone())
+        .or_default()
+        .clone();
+    let serialised = procedure.lock().await;
+    vlr.emit(
+        "Attach request",
+        &imsi,
+        json!({"claimed_host_name": request.host_name}),
+    );
     let reject = |c: u8, why: &str| {
         let vlr = vlr.clone();
         let air = air.clone();
@@ -241,14 +307,22 @@ async fn serve_terminal(vlr: Arc<Vlr>, stream: UnixStream) {
         let why = why.to_string();
         async move {
             tracing::warn!(imsi = %imsi, "attach rejected: {why} ({}, GMM cause {c})", cause::name(c));
-            vlr.emit("Attach reject", &imsi, json!({"cause": cause::name(c), "code": c, "why": why}));
+            vlr.emit(
+                "Attach reject",
+                &imsi,
+                json!({"cause": cause::name(c), "code": c, "why": why}),
+            );
             let mut r = Message::new(msg::ATTACH_REJECT, &imsi);
             r.cause = Some(c);
             let _ = air.gsup(&r).await;
         }
     };
     let Some(link) = vlr.partner_of(&imsi) else {
-        return reject(cause::PLMN_NOT_ALLOWED, "no roaming agreement with the terminal's home network").await;
+        return reject(
+            cause::PLMN_NOT_ALLOWED,
+            "no roaming agreement with the terminal's home network",
+        )
+        .await;
     };
     let home = link.partner.network.clone();
 
@@ -257,7 +331,12 @@ async fn serve_terminal(vlr: Arc<Vlr>, stream: UnixStream) {
     let mut authenticated = false;
     for _ in 0..2 {
         let vector = match vlr.request(&link, sai.clone()).await {
-            Ok(answer) => match answer.auth_tuples.into_iter().next().and_then(|t| Some((t.rand, t.umts?))) {
+            Ok(answer) => match answer
+                .auth_tuples
+                .into_iter()
+                .next()
+                .and_then(|t| Some((t.rand, t.umts?)))
+            {
                 Some(v) => v,
                 None => return reject(cause::PROTOCOL_ERROR, "the HLR sent no UMTS vector").await,
             },
@@ -271,7 +350,8 @@ async fn serve_terminal(vlr: Arc<Vlr>, stream: UnixStream) {
         if air.gsup(&challenge).await.is_err() {
             return;
         }
-        let answer = tokio::time::timeout(REQUEST_TIMEOUT, signaling::next_gsup(&mut reader, &air)).await;
+        let answer =
+            tokio::time::timeout(REQUEST_TIMEOUT, signaling::next_gsup(&mut reader, &air)).await;
         let answer = match answer {
             Ok(Ok(bytes)) => Message::decode(&bytes),
             _ => {
@@ -284,19 +364,31 @@ async fn serve_terminal(vlr: Arc<Vlr>, stream: UnixStream) {
             Ok(a) if a.msg_type == msg::AUTH_RESPONSE => {
                 vlr.emit("Authentication response", &imsi, json!({}));
                 if a.res.as_deref() != Some(&umts.res[..]) {
-                    return reject(cause::ILLEGAL_MS, "authentication failed: RES does not match").await;
+                    return reject(
+                        cause::ILLEGAL_MS,
+                        "authentication failed: RES does not match",
+                    )
+                    .await;
                 }
                 authenticated = true;
                 break;
             }
             Ok(a) if a.msg_type == msg::AUTH_FAILURE && a.auts.is_some() => {
-                vlr.emit("Authentication failure", &imsi, json!({"cause": "synch failure"}));
+                vlr.emit(
+                    "Authentication failure",
+                    &imsi,
+                    json!({"cause": "synch failure"}),
+                );
                 sai = Message::new(msg::SEND_AUTH_INFO_REQUEST, &imsi);
                 sai.auts = a.auts;
                 sai.rand = Some(rand);
             }
             Ok(a) if a.msg_type == msg::AUTH_FAILURE => {
-                return reject(cause::MAC_FAILURE, "the terminal could not authenticate the network").await;
+                return reject(
+                    cause::MAC_FAILURE,
+                    "the terminal could not authenticate the network",
+                )
+                .await;
             }
             _ => return reject(cause::PROTOCOL_ERROR, "unexpected answer to the challenge").await,
         }
@@ -306,34 +398,70 @@ async fn serve_terminal(vlr: Arc<Vlr>, stream: UnixStream) {
     }
 
     // Registration at home; InsertSubscriberData arrives in between.
-    vlr.pending.lock().expect("lock").insert(imsi.clone(), Pending { claim: request.host_name.clone(), data: None });
+    vlr.pending.lock().expect("lock").insert(
+        imsi.clone(),
+        Pending {
+            claim: request.host_name.clone(),
+            data: None,
+        },
+    );
     let mut ul = Message::new(msg::UPDATE_LOCATION_REQUEST, &imsi);
     ul.cn_domain = Some(1);
     let registered = vlr.request(&link, ul).await;
-    let data = vlr.pending.lock().expect("lock").remove(&imsi).and_then(|p| p.data);
+    let data = vlr
+        .pending
+        .lock()
+        .expect("lock")
+        .remove(&imsi)
+        .and_then(|p| p.data);
     if let Err(c) = registered {
-        let why = if c == cause::ILLEGAL_MS { "the terminal claims a host name that is not its own" } else { "the HLR refused the registration" };
+        let why = if c == cause::ILLEGAL_MS {
+            "the terminal claims a host name that is not its own"
+        } else {
+            "the HLR refused the registration"
+        };
         return reject(c, why).await;
     }
     let data = data.unwrap_or_else(|| Message::new(msg::INSERT_DATA_REQUEST, &imsi));
     let (cancel_tx, mut cancelled) = mpsc::unbounded_channel();
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     let info = AttachedTerminal {
         imsi: imsi.clone(),
         host_name: data.host_name.clone(),
         msisdn: data.msisdn(),
         home: home.clone(),
-        since: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+        since,
     };
-    vlr.attached.lock().expect("lock").insert(imsi.clone(), Registered { info, cancel: cancel_tx });
+    vlr.attached.lock().expect("lock").insert(
+        imsi.clone(),
+        Registered {
+            info,
+            cancel: cancel_tx,
+        },
+    );
     vlr.save_attached();
     let mut accept = Message::new(msg::ATTACH_ACCEPT, &imsi);
     accept.host_name = data.host_name.clone();
     accept.msisdn = data.msisdn.clone();
-    vlr.emit("Attach accept", &imsi, json!({"host_name": data.host_name, "msisdn": data.msisdn()}));
+    vlr.emit(
+        "Attach accept",
+        &imsi,
+        json!({"host_name": data.host_name, "msisdn": data.msisdn()}),
+    );
     tracing::info!(imsi = %imsi, host_name = ?data.host_name, "attached");
     if air.gsup(&accept).await.is_err() {
-        return detach(&vlr, &link, &imsi, "the terminal went away before the accept").await;
+        return detach(
+            &vlr,
+            &link,
+            &imsi,
+            "the terminal went away before the accept",
+        )
+        .await;
     }
+    drop(serialised);
 
     // Attached: until the terminal detaches, its link drops, or its home cancels it.
     tokio::select! {
@@ -345,7 +473,17 @@ async fn serve_terminal(vlr: Arc<Vlr>, stream: UnixStream) {
                     let _ = air.gsup(&Message::new(msg::DETACH_ACCEPT, &imsi)).await;
                     vlr.emit("Detach accept", &imsi, json!({}));
                 }
-                _ => detach(&vlr, &link, &imsi, "radio link lost").await,
+                _ => {
+                    // Out of coverage: the registration stands until the implicit detach
+                    // timer runs out, or the terminal's home cancels it.
+                    tracing::info!(imsi = %imsi, "radio link lost; implicit detach in {IMPLICIT_DETACH:?}");
+                    vlr.emit("radio link lost", &imsi, json!({"implicit_detach_s": IMPLICIT_DETACH.as_secs()}));
+                    tokio::time::sleep(IMPLICIT_DETACH).await;
+                    let same = vlr.attached.lock().expect("lock").get(&imsi).is_some_and(|r| r.info.since == since);
+                    if same {
+                        detach(&vlr, &link, &imsi, "implicit detach").await;
+                    }
+                }
             }
         }
         _ = cancelled.recv() => {
@@ -361,7 +499,10 @@ async fn detach(vlr: &Arc<Vlr>, link: &HlrLink, imsi: &str, why: &str) {
     if removed {
         vlr.save_attached();
         tracing::info!(imsi, "detached: {why}");
-        if let Err(c) = vlr.request(link, Message::new(msg::PURGE_MS_REQUEST, imsi)).await {
+        if let Err(c) = vlr
+            .request(link, Message::new(msg::PURGE_MS_REQUEST, imsi))
+            .await
+        {
             tracing::warn!(imsi, "purge failed: {}", cause::name(c));
         }
     }
@@ -378,11 +519,16 @@ pub async fn run(config: VlrConfig) -> std::io::Result<()> {
             .partners
             .iter()
             .map(|p| {
-                Arc::new(HlrLink { partner: p.clone(), sender: tokio::sync::Mutex::new(None), waiting: Mutex::new(HashMap::new()) })
+                Arc::new(HlrLink {
+                    partner: p.clone(),
+                    sender: tokio::sync::Mutex::new(None),
+                    waiting: Mutex::new(HashMap::new()),
+                })
             })
             .collect(),
         attached: Mutex::new(BTreeMap::new()),
         pending: Mutex::new(HashMap::new()),
+        procedures: Mutex::new(HashMap::new()),
     });
     vlr.save_attached();
     for link in &vlr.links {

@@ -453,8 +453,13 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Attach { terminal, at, lab } => {
             require_root("attach")?;
             let lab = lab::resolve(lab.as_deref())?;
-            let attached = runtime()?.block_on(crate::lab::terminals::attach(&lab, &terminal, at.as_deref()))?;
-            let vlr = crate::agents::vlr::attached(&crate::lab::state::lab_dir(&lab), &attached.visited);
+            let attached = runtime()?.block_on(crate::lab::terminals::attach(
+                &lab,
+                &terminal,
+                at.as_deref(),
+            ))?;
+            let vlr =
+                crate::agents::vlr::attached(&crate::lab::state::lab_dir(&lab), &attached.visited);
             let imsi = crate::topology::Topology::parse(
                 &std::fs::read_to_string(crate::lab::state::lab_dir(&lab).join("topology.yaml"))?,
                 "topology",
@@ -495,15 +500,22 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Agent { agent } => match agent {
             AgentCommand::Hlr { config } => {
                 let config = crate::agents::signaling::read_json(&config).context("hlr agent")?;
-                runtime()?.block_on(crate::agents::hlr::run(config)).context("hlr agent")
+                runtime()?
+                    .block_on(crate::agents::hlr::run(config))
+                    .context("hlr agent")
             }
             AgentCommand::Vlr { config } => {
                 let config = crate::agents::signaling::read_json(&config).context("vlr agent")?;
-                runtime()?.block_on(crate::agents::vlr::run(config)).context("vlr agent")
+                runtime()?
+                    .block_on(crate::agents::vlr::run(config))
+                    .context("vlr agent")
             }
             AgentCommand::Terminal { config } => {
-                let config = crate::agents::signaling::read_json(&config).context("terminal agent")?;
-                runtime()?.block_on(crate::agents::terminal::run(config)).context("terminal agent")
+                let config =
+                    crate::agents::signaling::read_json(&config).context("terminal agent")?;
+                runtime()?
+                    .block_on(crate::agents::terminal::run(config))
+                    .context("terminal agent")
             }
             AgentCommand::Dns { config } => {
                 let config =
@@ -538,7 +550,8 @@ fn print_events(lab: &str, follow: bool, json: bool) -> Result<()> {
             println!("{}", crate::events::format(e));
         }
     };
-    let events = crate::events::read_all(&path).with_context(|| format!("lab {lab}: {}", path.display()))?;
+    let events =
+        crate::events::read_all(&path).with_context(|| format!("lab {lab}: {}", path.display()))?;
     events.iter().for_each(show);
     if !follow {
         return Ok(());

@@ -152,10 +152,22 @@ pub fn status_table(status: &LabStatus) -> String {
     for (visited, list) in &status.attached {
         let names: Vec<String> = list
             .iter()
-            .map(|t| format!("{} ({})", t["host_name"].as_str().unwrap_or("?"), t["imsi"].as_str().unwrap_or("?")))
+            .map(|t| {
+                format!(
+                    "{} ({})",
+                    t["host_name"].as_str().unwrap_or("?"),
+                    t["imsi"].as_str().unwrap_or("?")
+                )
+            })
             .collect();
-        let shown = if names.is_empty() { "none".to_string() } else { names.join(", ") };
-        attached.push_str(&format!("attached at {visited} (its VLR's list): {shown}\n"));
+        let shown = if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        };
+        attached.push_str(&format!(
+            "attached at {visited} (its VLR's list): {shown}\n"
+        ));
     }
     format!(
         "lab {} ({}, from {}), state in {}\n{}{keys}{attached}",

@@ -65,7 +65,10 @@ pub enum LabError {
     Teardown { lab: String, errors: Vec<String> },
 }
 
-pub(crate) fn io_err(lab: &str, what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
+pub(crate) fn io_err(
+    lab: &str,
+    what: impl Into<String>,
+) -> impl FnOnce(std::io::Error) -> LabError {
     let (lab, what) = (lab.to_string(), what.into());
     move |cause| LabError::Io { lab, what, cause }
 }
@@ -588,10 +591,20 @@ pub async fn status(lab: &str) -> Result<LabStatus, LabError> {
         .unwrap_or_default();
     tsig_keys.sort();
     let mut attached = std::collections::BTreeMap::new();
-    for entry in fs::read_dir(crate::agents::signaling::dir(&lab_dir(lab))).into_iter().flatten().flatten() {
+    for entry in fs::read_dir(crate::agents::signaling::dir(&lab_dir(lab)))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = entry.file_name().to_string_lossy().to_string();
-        if let Some(visited) = name.strip_prefix("vlr-").and_then(|n| n.strip_suffix(".attached.json")) {
-            attached.insert(visited.to_string(), crate::agents::vlr::attached(&lab_dir(lab), visited));
+        if let Some(visited) = name
+            .strip_prefix("vlr-")
+            .and_then(|n| n.strip_suffix(".attached.json"))
+        {
+            attached.insert(
+                visited.to_string(),
+                crate::agents::vlr::attached(&lab_dir(lab), visited),
+            );
         }
     }
     Ok(LabStatus {

@@ -58,7 +58,11 @@ pub struct LabLock {
 impl LabLock {
     pub fn take(lab: &str) -> io::Result<Self> {
         use std::os::fd::AsRawFd;
-        let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(lab_dir(lab).join("lock"))?;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(lab_dir(lab).join("lock"))?;
         // SAFETY: flock on a file descriptor we own.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(io::Error::last_os_error());

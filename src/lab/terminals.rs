@@ -23,17 +23,34 @@ const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum TerminalError {
     #[error("lab {lab} has no subscriber {terminal} (subscribers: {known})")]
-    UnknownTerminal { lab: String, terminal: String, known: String },
+    UnknownTerminal {
+        lab: String,
+        terminal: String,
+        known: String,
+    },
     #[error("lab {lab}: {why}")]
     NoVisited { lab: String, why: String },
     #[error("{terminal}: attach at {visited} refused: {why}")]
-    Refused { terminal: String, visited: String, why: String },
+    Refused {
+        terminal: String,
+        visited: String,
+        why: String,
+    },
     #[error("lab {lab}: {terminal} is not attached")]
     NotAttached { lab: String, terminal: String },
     #[error("{terminal}: {cause}")]
-    Agent { terminal: String, cause: SupervisorError },
+    Agent {
+        terminal: String,
+        cause: SupervisorError,
+    },
     #[error("{0}")]
-    Lab(#[from] LabError),
+    Lab(Box<LabError>),
+}
+
+impl From<LabError> for TerminalError {
+    fn from(e: LabError) -> Self {
+        TerminalError::Lab(Box::new(e))
+    }
 }
 
 /// What an attach achieved.
@@ -48,11 +65,15 @@ fn load(lab: &str) -> Result<(LabState, Topology), LabError> {
     let state = LabState::load(lab)
         .map_err(io_err(lab, "read state file"))?
         .filter(|s| s.phase == Phase::Running)
-        .ok_or_else(|| LabError::NotFound { lab: lab.to_string(), running: running_list() })?;
+        .ok_or_else(|| LabError::NotFound {
+            lab: lab.to_string(),
+            running: running_list(),
+        })?;
     let path = lab_dir(lab).join("topology.yaml");
     let text = std::fs::read_to_string(&path).map_err(io_err(lab, "read the lab's topology"))?;
-    let mut topology = Topology::parse(&text, &path.display().to_string())
-        .map_err(|e| io_err(lab, "parse the lab's topology")(std::io::Error::other(e.to_string())))?;
+    let mut topology = Topology::parse(&text, &path.display().to_string()).map_err(|e| {
+        io_err(lab, "parse the lab's topology")(std::io::Error::other(e.to_string()))
+    })?;
     topology.name = lab.to_string();
     Ok((state, topology))
 }
@@ -79,15 +100,31 @@ fn remove(state: &mut LabState, terminal: &str, graceful: bool) {
 /// The cell bridge of a visited network: its bridge with an address pool, else its first.
 fn cell_bridge(topology: &Topology, visited: &str) -> Option<String> {
     let node = topology.node(visited)?;
-    node.bridges.iter().find(|b| b.pool.is_some()).or(node.bridges.first()).map(|b| b.name.clone())
+    node.bridges
+        .iter()
+        .find(|b| b.pool.is_some())
+        .or(node.bridges.first())
+        .map(|b| b.name.clone())
 }
 
-pub async fn attach(lab: &str, terminal: &str, at: Option<&str>) -> Result<Attached, TerminalError> {
+pub async fn attach(
+    lab: &str,
+    terminal: &str,
+    at: Option<&str>,
+) -> Result<Attached, TerminalError> {
     let _lock = LabLock::take(lab).map_err(io_err(lab, "lock the lab"))?;
     let (mut state, topology) = load(lab)?;
     let Some(subscriber) = topology.subscribers.iter().find(|s| s.name == terminal) else {
-        let known: Vec<&str> = topology.subscribers.iter().map(|s| s.name.as_str()).collect();
-        return Err(TerminalError::UnknownTerminal { lab: lab.into(), terminal: terminal.into(), known: known.join(", ") });
+        let known: Vec<&str> = topology
+            .subscribers
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        return Err(TerminalError::UnknownTerminal {
+            lab: lab.into(),
+            terminal: terminal.into(),
+            known: known.join(", "),
+        });
     };
     let visited_nodes: Vec<&str> = topology
         .nodes
@@ -97,16 +134,44 @@ pub async fn attach(lab: &str, terminal: &str, at: Option<&str>) -> Result<Attac
         .collect();
     let visited = match (at, visited_nodes.as_slice()) {
         (Some(v), _) if visited_nodes.contains(&v) => v.to_string(),
-        (Some(v), _) => return Err(TerminalError::NoVisited { lab: lab.into(), why: format!("{v} is not a visited network with a VLR (those are: {})", visited_nodes.join(", ")) }),
+        (Some(v), _) => {
+            return Err(TerminalError::NoVisited {
+                lab: lab.into(),
+                why: format!(
+                    "{v} is not a visited network with a VLR (those are: {})",
+                    visited_nodes.join(", ")
+                ),
+            })
+        }
         (None, [one]) => one.to_string(),
-        (None, []) => return Err(TerminalError::NoVisited { lab: lab.into(), why: "the lab has no visited network with a VLR".into() }),
-        (None, many) => return Err(TerminalError::NoVisited { lab: lab.into(), why: format!("several visited networks ({}); name one with --at", many.join(", ")) }),
+        (None, []) => {
+            return Err(TerminalError::NoVisited {
+                lab: lab.into(),
+                why: "the lab has no visited network with a VLR".into(),
+            })
+        }
+        (None, many) => {
+            return Err(TerminalError::NoVisited {
+                lab: lab.into(),
+                why: format!(
+                    "several visited networks ({}); name one with --at",
+                    many.join(", ")
+                ),
+            })
+        }
     };
-    let bridge = cell_bridge(&topology, &visited)
-        .ok_or_else(|| TerminalError::NoVisited { lab: lab.into(), why: format!("{visited} has no cell bridge") })?;
+    let bridge = cell_bridge(&topology, &visited).ok_or_else(|| TerminalError::NoVisited {
+        lab: lab.into(),
+        why: format!("{visited} has no cell bridge"),
+    })?;
     let port = format!("{bridge}-{terminal}");
     if port.len() > crate::topology::MAX_IFNAME {
-        return Err(TerminalError::NoVisited { lab: lab.into(), why: format!("the cell port name {port} is longer than 15 bytes; use a shorter terminal name") });
+        return Err(TerminalError::NoVisited {
+            lab: lab.into(),
+            why: format!(
+                "the cell port name {port} is longer than 15 bytes; use a shorter terminal name"
+            ),
+        });
     }
 
     // A terminal attached elsewhere moves: its old radio link is lost without a detach.
@@ -116,24 +181,45 @@ pub async fn attach(lab: &str, terminal: &str, at: Option<&str>) -> Result<Attac
     let namespace = topology.namespace(terminal);
     let visited_ns = topology.namespace(&visited);
     let mut kernel = NetlinkKernel::new().map_err(io_err(lab, "prepare /run/netns"))?;
-    let interfaces = kernel.interfaces(&visited_ns).await.map_err(io_err(lab, format!("read {visited_ns}")))?;
+    let interfaces = kernel
+        .interfaces(&visited_ns)
+        .await
+        .map_err(io_err(lab, format!("read {visited_ns}")))?;
     let master = interfaces
         .iter()
         .find(|i| i.name == bridge)
         .map(|i| i.index)
-        .ok_or_else(|| TerminalError::NoVisited { lab: lab.into(), why: format!("{visited_ns} has no bridge {bridge}") })?;
-    let index = interfaces.iter().map(|i| i.index).max().unwrap_or(LOOPBACK_INDEX) + 1;
+        .ok_or_else(|| TerminalError::NoVisited {
+            lab: lab.into(),
+            why: format!("{visited_ns} has no bridge {bridge}"),
+        })?;
+    let index = interfaces
+        .iter()
+        .map(|i| i.index)
+        .max()
+        .unwrap_or(LOOPBACK_INDEX)
+        + 1;
     let plan = Plan {
         lab: lab.to_string(),
         steps: vec![
             Step::CreateNamespace {
                 namespace: namespace.clone(),
                 sysctls: vec![
-                    Sysctl { key: "net/ipv6/conf/all/disable_ipv6".into(), value: "1".into() },
-                    Sysctl { key: "net/ipv6/conf/default/disable_ipv6".into(), value: "1".into() },
+                    Sysctl {
+                        key: "net/ipv6/conf/all/disable_ipv6".into(),
+                        value: "1".into(),
+                    },
+                    Sysctl {
+                        key: "net/ipv6/conf/default/disable_ipv6".into(),
+                        value: "1".into(),
+                    },
                 ],
             },
-            Step::SetLinkUp { namespace: namespace.clone(), interface: "lo".into(), index: LOOPBACK_INDEX },
+            Step::SetLinkUp {
+                namespace: namespace.clone(),
+                interface: "lo".into(),
+                index: LOOPBACK_INDEX,
+            },
             Step::CreateVeth {
                 namespace: visited_ns.clone(),
                 name: port,
@@ -143,18 +229,30 @@ pub async fn attach(lab: &str, terminal: &str, at: Option<&str>) -> Result<Attac
                 peer_name: "eth0".into(),
                 peer_index: LOOPBACK_INDEX + 1,
             },
-            Step::SetLinkUp { namespace: namespace.clone(), interface: "eth0".into(), index: LOOPBACK_INDEX + 1 },
+            Step::SetLinkUp {
+                namespace: namespace.clone(),
+                interface: "eth0".into(),
+                index: LOOPBACK_INDEX + 1,
+            },
         ],
     };
     // Recorded before the kernel is touched, so a crash leaves it findable.
     state.namespaces.push(namespace.clone());
-    state.terminals.push(TerminalRecord { name: terminal.into(), visited: visited.clone(), namespace: namespace.clone() });
+    state.terminals.push(TerminalRecord {
+        name: terminal.into(),
+        visited: visited.clone(),
+        namespace: namespace.clone(),
+    });
     state.save().map_err(io_err(lab, "write state file"))?;
     let never = AtomicBool::new(false);
     if let Err(e) = executor::apply(&mut kernel, &plan, &never).await {
         remove(&mut state, terminal, false);
         let _ = state.save();
-        return Err(LabError::Build { lab: lab.into(), cause: e }.into());
+        return Err(LabError::Build {
+            lab: lab.into(),
+            cause: e,
+        }
+        .into());
     }
     let dir = lab_dir(lab);
     let config = TerminalConfig {
@@ -164,7 +262,9 @@ pub async fn attach(lab: &str, terminal: &str, at: Option<&str>) -> Result<Attac
         opc: signaling::hex(&subscriber.opc),
         claim_host_name: None,
         cell_socket: signaling::cell_socket(&dir, &visited),
-        state_file: dir.join("signaling").join(format!("terminal-{terminal}.sqn.json")),
+        state_file: dir
+            .join("signaling")
+            .join(format!("terminal-{terminal}.sqn.json")),
         events_file: crate::events::path(&dir),
     };
     let config_path = signaling::terminal_config_path(&dir, terminal);
@@ -183,23 +283,41 @@ pub async fn attach(lab: &str, terminal: &str, at: Option<&str>) -> Result<Attac
         args: vec!["--config".into(), config_path.display().to_string()],
     };
     let log_dir = dir.join("agents");
-    let started = tokio::task::spawn_blocking(move || supervisor::start(&spec, &log_dir, ATTACH_TIMEOUT, &never))
-        .await
-        .map_err(|e| io_err(lab, "agent supervisor")(std::io::Error::other(e)))?;
+    let started = tokio::task::spawn_blocking(move || {
+        supervisor::start(&spec, &log_dir, ATTACH_TIMEOUT, &never)
+    })
+    .await
+    .map_err(|e| io_err(lab, "agent supervisor")(std::io::Error::other(e)))?;
     match started {
         Ok(agent) => {
             state.agents.push(agent.clone());
             state.save().map_err(io_err(lab, "write state file"))?;
-            Ok(Attached { terminal: terminal.into(), visited, namespace, agent })
+            Ok(Attached {
+                terminal: terminal.into(),
+                visited,
+                namespace,
+                agent,
+            })
         }
         Err(cause) => {
             remove(&mut state, terminal, false);
             let _ = state.save();
             let log = dir.join("agents").join(format!("{terminal}.terminal.log"));
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            match text.lines().rev().find_map(|l| l.split(crate::agents::terminal::REJECT_MARK).nth(1)) {
-                Some(why) => Err(TerminalError::Refused { terminal: terminal.into(), visited, why: why.trim().to_string() }),
-                None => Err(TerminalError::Agent { terminal: terminal.into(), cause }),
+            match text
+                .lines()
+                .rev()
+                .find_map(|l| l.split(crate::agents::terminal::REJECT_MARK).nth(1))
+            {
+                Some(why) => Err(TerminalError::Refused {
+                    terminal: terminal.into(),
+                    visited,
+                    why: why.trim().to_string(),
+                }),
+                None => Err(TerminalError::Agent {
+                    terminal: terminal.into(),
+                    cause,
+                }),
             }
         }
     }
@@ -209,9 +327,15 @@ pub fn detach(lab: &str, terminal: &str) -> Result<String, TerminalError> {
     let _lock = LabLock::take(lab).map_err(io_err(lab, "lock the lab"))?;
     let mut state = LabState::load(lab)
         .map_err(io_err(lab, "read state file"))?
-        .ok_or_else(|| LabError::NotFound { lab: lab.to_string(), running: running_list() })?;
+        .ok_or_else(|| LabError::NotFound {
+            lab: lab.to_string(),
+            running: running_list(),
+        })?;
     let Some(record) = state.terminals.iter().find(|t| t.name == terminal).cloned() else {
-        return Err(TerminalError::NotAttached { lab: lab.into(), terminal: terminal.into() });
+        return Err(TerminalError::NotAttached {
+            lab: lab.into(),
+            terminal: terminal.into(),
+        });
     };
     remove(&mut state, terminal, true);
     state.save().map_err(io_err(lab, "write state file"))?;

@@ -654,14 +654,14 @@ mod tests {
                 msg::ATTACH_REQUEST,
                 &format!("{:015}", xorshift(&mut seed) % 1_000_000_000_000_000),
             );
-            if xorshift(&mut seed) % 2 == 0 {
+            if xorshift(&mut seed).is_multiple_of(2) {
                 m.cause = Some(xorshift(&mut seed) as u8);
             }
-            if xorshift(&mut seed) % 2 == 0 {
+            if xorshift(&mut seed).is_multiple_of(2) {
                 m.rand = Some([xorshift(&mut seed) as u8; 16]);
                 m.autn = Some([xorshift(&mut seed) as u8; 16]);
             }
-            if xorshift(&mut seed) % 2 == 0 {
+            if xorshift(&mut seed).is_multiple_of(2) {
                 m.res = Some(vec![xorshift(&mut seed) as u8; 8]);
             }
             assert_eq!(Message::decode(&m.encode()).unwrap(), m);

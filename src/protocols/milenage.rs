@@ -22,20 +22,12 @@ const R4: usize = 8;
 const R5: usize = 12;
 
 fn xor(a: &Block, b: &Block) -> Block {
-    let mut out = [0u8; 16];
-    for i in 0..16 {
-        out[i] = a[i] ^ b[i];
-    }
-    out
+    std::array::from_fn(|i| a[i] ^ b[i])
 }
 
 /// Cyclic rotation left by `r` bytes (the spec's r is in bits, always a multiple of 8).
 fn rotate(x: &Block, r: usize) -> Block {
-    let mut out = [0u8; 16];
-    for i in 0..16 {
-        out[i] = x[(i + r) % 16];
-    }
-    out
+    std::array::from_fn(|i| x[(i + r) % 16])
 }
 
 /// Milenage bound to one subscriber's K and OPc.
@@ -137,11 +129,7 @@ pub struct Vector {
 }
 
 fn xor6(a: &[u8; 6], b: &[u8; 6]) -> [u8; 6] {
-    let mut out = [0u8; 6];
-    for i in 0..6 {
-        out[i] = a[i] ^ b[i];
-    }
-    out
+    std::array::from_fn(|i| a[i] ^ b[i])
 }
 
 /// Builds a vector for `sqn` and `rand` (AUTN = SQN⊕AK ‖ AMF ‖ MAC-A).
@@ -152,14 +140,10 @@ pub fn vector(m: &Milenage, rand: &Block, sqn: &Sqn, amf: &[u8; 2]) -> Vector {
     autn[..6].copy_from_slice(&xor6(sqn, &keys.ak));
     autn[6..8].copy_from_slice(amf);
     autn[8..].copy_from_slice(&mac);
-    let mut sres = [0u8; 4];
-    for i in 0..4 {
-        sres[i] = keys.res[i] ^ keys.res[i + 4];
-    }
-    let mut kc = [0u8; 8];
-    for i in 0..8 {
-        kc[i] = keys.ck[i] ^ keys.ck[i + 8] ^ keys.ik[i] ^ keys.ik[i + 8];
-    }
+    // TS 33.102 c2 and c3: fold RES into SRES, CK and IK into Kc.
+    let sres: [u8; 4] = std::array::from_fn(|i| keys.res[i] ^ keys.res[i + 4]);
+    let kc: [u8; 8] =
+        std::array::from_fn(|i| keys.ck[i] ^ keys.ck[i + 8] ^ keys.ik[i] ^ keys.ik[i + 8]);
     Vector {
         rand: *rand,
         autn,

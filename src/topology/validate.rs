@@ -952,10 +952,18 @@ impl Validator<'_> {
     /// Each home network's PLMN: as written, else the common 5-digit prefix of its
     /// subscribers' IMSIs. Subscribers' IMSIs must start with their home's PLMN, and no two
     /// home networks share one.
-    fn plmns(&self, raw: &RawTopology, nodes: &mut [Node], subscribers: &[Subscriber]) -> Result<()> {
+    fn plmns(
+        &self,
+        raw: &RawTopology,
+        nodes: &mut [Node],
+        subscribers: &[Subscriber],
+    ) -> Result<()> {
         let mut seen: HashMap<String, String> = HashMap::new();
         for node in nodes.iter_mut() {
-            let path = FieldPath::default().key("nodes").key(&node.name).key("plmn");
+            let path = FieldPath::default()
+                .key("nodes")
+                .key(&node.name)
+                .key("plmn");
             let written = raw.nodes[&node.name].plmn.clone();
             if written.is_some() && node.role != Role::Home {
                 return self.fail(&path, "only a home network has a PLMN");
@@ -963,11 +971,15 @@ impl Validator<'_> {
             if node.role != Role::Home {
                 continue;
             }
-            let own: Vec<&Subscriber> = subscribers.iter().filter(|s| s.home == node.name).collect();
+            let own: Vec<&Subscriber> =
+                subscribers.iter().filter(|s| s.home == node.name).collect();
             let plmn = match written {
                 Some(p) => {
                     if !(5..=6).contains(&p.len()) || !p.bytes().all(|b| b.is_ascii_digit()) {
-                        return self.fail(&path, format!("PLMN `{p}` must be 5 or 6 digits (MCC and MNC)"));
+                        return self.fail(
+                            &path,
+                            format!("PLMN `{p}` must be 5 or 6 digits (MCC and MNC)"),
+                        );
                     }
                     p
                 }
@@ -978,12 +990,24 @@ impl Validator<'_> {
             };
             for sub in own {
                 if !sub.imsi.starts_with(&plmn) {
-                    let spath = FieldPath::default().key("subscribers").key(&sub.name).key("imsi");
-                    return self.fail(&spath, format!("IMSI {} does not start with its home network's PLMN {plmn}", sub.imsi));
+                    let spath = FieldPath::default()
+                        .key("subscribers")
+                        .key(&sub.name)
+                        .key("imsi");
+                    return self.fail(
+                        &spath,
+                        format!(
+                            "IMSI {} does not start with its home network's PLMN {plmn}",
+                            sub.imsi
+                        ),
+                    );
                 }
             }
             if let Some(other) = seen.insert(plmn.clone(), node.name.clone()) {
-                return self.fail(&path, format!("PLMN {plmn} is already the PLMN of `{other}`"));
+                return self.fail(
+                    &path,
+                    format!("PLMN {plmn} is already the PLMN of `{other}`"),
+                );
             }
             node.plmn = Some(plmn);
         }
