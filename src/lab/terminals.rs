@@ -83,8 +83,11 @@ fn load(lab: &str) -> Result<(LabState, Topology), LabError> {
 fn remove(state: &mut LabState, terminal: &str, graceful: bool) {
     if let Some(i) = state.agents.iter().position(|a| a.node == terminal) {
         let agent = state.agents.remove(i);
-        let grace = if graceful { STOP_GRACE } else { Duration::ZERO };
-        let _ = supervisor::stop(&agent, grace);
+        if graceful {
+            let _ = supervisor::stop(&agent, STOP_GRACE);
+        } else {
+            supervisor::kill_now(&agent);
+        }
     }
     if let Some(i) = state.terminals.iter().position(|t| t.name == terminal) {
         let record = state.terminals.remove(i);

@@ -283,6 +283,14 @@ pub fn stop(record: &AgentRecord, grace: Duration) -> Result<(), SupervisorError
     Ok(())
 }
 
+/// Kills an agent at once, giving it no chance to say goodbye (a lost radio link).
+pub fn kill_now(record: &AgentRecord) {
+    if is_alive(record) {
+        let _ = kill(Pid::from_raw(record.pid), Signal::SIGKILL);
+        reap_if_child(record.pid);
+    }
+}
+
 /// Kills processes outright (those left in a namespace being deleted).
 pub fn kill_all(pids: &[i32]) {
     for pid in pids {
