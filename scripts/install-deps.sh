@@ -14,6 +14,7 @@ packages=(
   psmisc
   time            # /usr/bin/time: peak memory in the benchmark
   hyperfine
+  jq              # JSON in the benchmark scripts
   ca-certificates
   curl
   build-essential

@@ -446,7 +446,11 @@ async fn serve_vlr(
                 Ok(m) => {
                     let _ = to_core.send(CoreInput::Message(name.clone(), Box::new(m)));
                 }
-                Err(e) => tracing::warn!(vlr = %name, "malformed GSUP message ignored: {e}"),
+                Err(e) => {
+                    // The peer's framing can no longer be trusted: close; a VLR reconnects.
+                    tracing::warn!(vlr = %name, "malformed GSUP message ({e}); link closed");
+                    break;
+                }
             },
             Err(e) => {
                 tracing::info!(vlr = %name, "link closed: {e}");

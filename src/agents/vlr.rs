@@ -111,11 +111,6 @@ impl Vlr {
             tracing::warn!(hlr = %link.partner.network, "HLR unreachable; {} not sent", msg::name(m.msg_type));
             return Err(cause::NETWORK_FAILURE);
         }
-        self.emit(
-            msg::name(m.msg_type),
-            &m.imsi,
-            json!({"to": link.partner.network}),
-        );
         match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
             Ok(Ok(answer)) => {
                 self.emit(
@@ -216,8 +211,8 @@ async fn hold_link(vlr: Arc<Vlr>, link: Arc<HlrLink>) {
             let m = match Message::decode(&bytes) {
                 Ok(m) => m,
                 Err(e) => {
-                    tracing::warn!(hlr = %link.partner.network, "malformed GSUP message ignored: {e}");
-                    continue;
+                    tracing::warn!(hlr = %link.partner.network, "malformed GSUP message ({e}); reconnecting");
+                    break;
                 }
             };
             if m.msg_type & 0b11 == 0 {

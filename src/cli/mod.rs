@@ -1,6 +1,7 @@
 //! The command line: parses arguments, runs a verb, and turns errors into one readable
 //! line. Library modules return typed errors; context is added only here.
 
+mod bench;
 mod graph;
 mod table;
 
@@ -165,6 +166,21 @@ enum Command {
         lab: Option<String>,
         /// The agent as NODE/NAME, as `status` lists it.
         agent: String,
+    },
+    /// Drive a running lab's VLR and HLR with in-process terminals and print attach
+    /// latencies and throughput (used by scripts/bench-attach.sh).
+    #[command(hide = true)]
+    BenchAttach {
+        #[arg(long)]
+        lab: String,
+        #[arg(long, default_value = "visited")]
+        visited: String,
+        #[arg(long, default_value_t = 500)]
+        cycles: usize,
+        #[arg(long, default_value_t = 100)]
+        concurrent: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
     },
     /// Run an agent (started by the supervisor inside a node, not by hand).
     #[command(hide = true)]
@@ -489,6 +505,16 @@ pub fn run(cli: Cli) -> Result<()> {
             require_root("events")?;
             let lab = lab::resolve(lab.as_deref())?;
             print_events(&lab, follow, json)
+        }
+        Command::BenchAttach {
+            lab,
+            visited,
+            cycles,
+            concurrent,
+            rounds,
+        } => {
+            require_root("bench-attach")?;
+            bench::run(&lab, &visited, cycles, concurrent, rounds)
         }
         Command::Restart { lab, agent } => {
             require_root("restart")?;
