@@ -506,3 +506,57 @@ fn garbage_silence_and_hang_ups_on_every_socket_leave_the_agents_serving() {
         .iter()
         .all(|a| a["alive"] == true));
 }
+
+#[test]
+fn an_hlr_that_lost_its_sequence_numbers_resynchronises_with_auts() {
+    let Some(lab) = up("sigresync", "topologies/roaming.yaml") else {
+        return;
+    };
+    for _ in 0..3 {
+        let out = roamlab(&["attach", "phone1", "--lab", "sigresync"]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(roamlab(&["detach", "phone1", "--lab", "sigresync"])
+            .status
+            .success());
+    }
+    let status = lab.status_json();
+    let hlr = status["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "hlr")
+        .unwrap()["pid"]
+        .as_i64()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(hlr as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    std::fs::remove_file(dir("sigresync").join("signaling/hlr-home.state.json")).unwrap();
+    assert!(roamlab(&["restart", "--lab", "sigresync", "home/hlr"])
+        .status
+        .success());
+    let ok = (0..25).any(|_| {
+        roamlab(&["attach", "phone1", "--lab", "sigresync"])
+            .status
+            .success()
+            || {
+                std::thread::sleep(Duration::from_millis(100));
+                false
+            }
+    });
+    assert!(ok, "no attach after the HLR lost its sequence numbers");
+    in_order(
+        &events("sigresync"),
+        &[
+            ("visited/vlr", "Authentication failure"),
+            ("home/hlr", "SendAuthInfo request"),
+            ("visited/vlr", "Attach accept"),
+        ],
+    );
+    assert!(
+        sqn("sigresync", "home", "001010000000001") > 3,
+        "the HLR did not adopt the terminal's sequence number"
+    );
+}

@@ -497,7 +497,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Detach { terminal, lab } => {
             require_root("detach")?;
             let lab = lab::resolve(lab.as_deref())?;
-            let visited = crate::lab::terminals::detach(&lab, &terminal)?;
+            let visited = runtime()?.block_on(crate::lab::terminals::detach(&lab, &terminal))?;
             println!("{terminal} detached from {visited} and removed");
             Ok(())
         }

@@ -176,6 +176,23 @@ impl NetlinkKernel {
             .await
     }
 
+    /// Deletes a link by name (a veth takes its peer with it, at once); a link that is not
+    /// there is already deleted.
+    pub async fn delete_link_named(&mut self, namespace: &str, name: &str) -> io::Result<()> {
+        let handle = self.attach(namespace)?;
+        let mut found = handle.link().get().match_name(name.to_string()).execute();
+        let index = match found.try_next().await {
+            Ok(Some(link)) => link.header.index,
+            Ok(None) => return Ok(()),
+            Err(e) if matches!(errno(&e), Some(libc::ENODEV)) => return Ok(()),
+            Err(e) => return Err(io::Error::other(cause(&e))),
+        };
+        match gone_is_ok(handle.link().del(index).execute().await) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(io::Error::other(cause(&e))),
+        }
+    }
+
     async fn delete_link(&self, namespace: &str, index: u32) -> Result<(), rtnetlink::Error> {
         let handle = self.handle(namespace).map_err(ns_error)?;
         handle.link().del(index).execute().await

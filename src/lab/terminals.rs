@@ -78,9 +78,9 @@ fn load(lab: &str) -> Result<(LabState, Topology), LabError> {
     Ok((state, topology))
 }
 
-/// Removes a terminal's agent, namespace and files from the kernel and the state.
+/// Removes a terminal's agent, link, namespace and files from the kernel and the state.
 /// `graceful`: SIGTERM first (the agent detaches); otherwise the radio link just drops.
-fn remove(state: &mut LabState, terminal: &str, graceful: bool) {
+async fn remove(state: &mut LabState, topology: &Topology, terminal: &str, graceful: bool) {
     if let Some(i) = state.agents.iter().position(|a| a.node == terminal) {
         let agent = state.agents.remove(i);
         if graceful {
@@ -91,6 +91,19 @@ fn remove(state: &mut LabState, terminal: &str, graceful: bool) {
     }
     if let Some(i) = state.terminals.iter().position(|t| t.name == terminal) {
         let record = state.terminals.remove(i);
+        // The cell end goes first, synchronously: a deleted namespace takes its links down
+        // only later, and the next attach of this terminal needs the name free.
+        if let Some(bridge) = cell_bridge(topology, &record.visited) {
+            if let Ok(mut kernel) = NetlinkKernel::new() {
+                let port = format!("{bridge}-{terminal}");
+                if let Err(e) = kernel
+                    .delete_link_named(&topology.namespace(&record.visited), &port)
+                    .await
+                {
+                    tracing::warn!("{terminal}: cannot delete {port}: {e}");
+                }
+            }
+        }
         if let Some(id) = netns::identity(&record.namespace) {
             supervisor::kill_all(&netns::pids_in(&[id]));
         }
@@ -178,7 +191,7 @@ pub async fn attach(
     }
 
     // A terminal attached elsewhere moves: its old radio link is lost without a detach.
-    remove(&mut state, terminal, false);
+    remove(&mut state, &topology, terminal, false).await;
     state.save().map_err(io_err(lab, "write state file"))?;
 
     let namespace = topology.namespace(terminal);
@@ -249,7 +262,7 @@ pub async fn attach(
     state.save().map_err(io_err(lab, "write state file"))?;
     let never = AtomicBool::new(false);
     if let Err(e) = executor::apply(&mut kernel, &plan, &never).await {
-        remove(&mut state, terminal, false);
+        remove(&mut state, &topology, terminal, false).await;
         let _ = state.save();
         return Err(LabError::Build {
             lab: lab.into(),
@@ -274,7 +287,7 @@ pub async fn attach(
     let written = signaling::write_private_json(&config_path, &config)
         .and_then(|_| etc::write_node(&topology, terminal));
     if let Err(e) = written {
-        remove(&mut state, terminal, false);
+        remove(&mut state, &topology, terminal, false).await;
         let _ = state.save();
         return Err(io_err(lab, "write the terminal's files")(e).into());
     }
@@ -303,7 +316,7 @@ pub async fn attach(
             })
         }
         Err(cause) => {
-            remove(&mut state, terminal, false);
+            remove(&mut state, &topology, terminal, false).await;
             let _ = state.save();
             let log = dir.join("agents").join(format!("{terminal}.terminal.log"));
             let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -326,21 +339,16 @@ pub async fn attach(
     }
 }
 
-pub fn detach(lab: &str, terminal: &str) -> Result<String, TerminalError> {
+pub async fn detach(lab: &str, terminal: &str) -> Result<String, TerminalError> {
     let _lock = LabLock::take(lab).map_err(io_err(lab, "lock the lab"))?;
-    let mut state = LabState::load(lab)
-        .map_err(io_err(lab, "read state file"))?
-        .ok_or_else(|| LabError::NotFound {
-            lab: lab.to_string(),
-            running: running_list(),
-        })?;
+    let (mut state, topology) = load(lab)?;
     let Some(record) = state.terminals.iter().find(|t| t.name == terminal).cloned() else {
         return Err(TerminalError::NotAttached {
             lab: lab.into(),
             terminal: terminal.into(),
         });
     };
-    remove(&mut state, terminal, true);
+    remove(&mut state, &topology, terminal, true).await;
     state.save().map_err(io_err(lab, "write state file"))?;
     Ok(record.visited)
 }
