@@ -14,8 +14,10 @@ fn main() {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROAMLAB_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Agents write into log files: no colour codes there.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(!cli.is_agent())
         .with_writer(std::io::stderr)
         .init();
     if let Err(error) = roamlab::cli::run(cli) {

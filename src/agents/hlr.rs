@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use super::queue::DurableQueue;
 use super::signaling::{self, HlrConfig, Sender, SubscriberRecord};
 use crate::events::EventLog;
 use crate::protocols::gsup::{
@@ -49,11 +50,22 @@ pub struct Outgoing {
     pub message: Message,
 }
 
+/// A change to the home DNS that follows a terminal's session address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DnsOp {
+    /// host name → address (replacing any other address of the name).
+    Set { host_name: String, address: IpAddr },
+    /// The name has no address any more.
+    Clear { host_name: String },
+}
+
 /// The outcome of one message: what to send, and whether the state must be saved.
 #[derive(Debug, Default, PartialEq)]
 pub struct Outcome {
     pub send: Vec<Outgoing>,
     pub changed: bool,
+    /// Changes the home DNS must follow (queued durably).
+    pub dns: Vec<DnsOp>,
     /// A line for the event log, when the message was refused.
     pub refusal: Option<String>,
 }
@@ -114,8 +126,8 @@ impl HlrCore {
                 to: from.to_string(),
                 message: m.error_reply(c),
             }],
-            changed: false,
             refusal: Some(why),
+            ..Default::default()
         };
         let is_request = m.msg_type & 0b11 == 0;
         let Some(sub) = self.subscribers.get(&m.imsi) else {
@@ -206,29 +218,38 @@ impl HlrCore {
                         ..reply(err)
                     };
                 }
+                let host_name = sub.record.host_name.clone();
                 let state = self.state.entry(m.imsi.clone()).or_default();
-                if state.vlr.as_deref() != Some(from) {
-                    state.address = None;
+                let mut dns = Vec::new();
+                if state.vlr.as_deref() != Some(from) && state.address.take().is_some() {
+                    // The address belonged to the old visited network.
+                    dns.push(DnsOp::Clear { host_name });
                 }
                 state.vlr = Some(from.to_string());
                 Outcome {
                     changed: true,
+                    dns,
                     ..reply(Message::new(msg::UPDATE_LOCATION_RESULT, &m.imsi))
                 }
             }
             msg::PURGE_MS_REQUEST => {
+                let host_name = sub.record.host_name.clone();
                 let state = self.state.entry(m.imsi.clone()).or_default();
                 let mut changed = false;
+                let mut dns = Vec::new();
                 // Only the VLR the subscriber is registered at can purge it.
                 if state.vlr.as_deref() == Some(from) {
                     state.vlr = None;
-                    state.address = None;
+                    if state.address.take().is_some() {
+                        dns.push(DnsOp::Clear { host_name });
+                    }
                     changed = true;
                 }
                 let mut result = Message::new(msg::PURGE_MS_RESULT, &m.imsi);
                 result.freeze_ptmsi = true;
                 Outcome {
                     changed,
+                    dns,
                     ..reply(result)
                 }
             }
@@ -241,6 +262,8 @@ impl HlrCore {
                     );
                 }
                 let mut result = Message::new(msg::result_of(m.msg_type), &m.imsi);
+                let host_name = sub.record.host_name.clone();
+                let mut dns = Vec::new();
                 if m.msg_type == msg::SESSION_ADDRESS_REQUEST {
                     let Some(address) = m.session_address else {
                         return refuse(
@@ -248,13 +271,21 @@ impl HlrCore {
                             "no session address".to_string(),
                         );
                     };
+                    // A report of the same address again writes nothing new.
+                    if state.address != Some(address) {
+                        dns.push(DnsOp::Set {
+                            host_name: host_name.clone(),
+                            address,
+                        });
+                    }
                     state.address = Some(address);
-                    result.host_name = Some(sub.record.host_name.clone());
-                } else {
-                    state.address = None;
+                    result.host_name = Some(host_name);
+                } else if state.address.take().is_some() {
+                    dns.push(DnsOp::Clear { host_name });
                 }
                 Outcome {
                     changed: true,
+                    dns,
                     ..reply(result)
                 }
             }
@@ -287,6 +318,18 @@ pub async fn run(config: HlrConfig) -> std::io::Result<()> {
         r
     });
     let core = HlrCore::new(&config.subscribers, load_state(&config.state_file), random)?;
+    let dns_queue = std::sync::Arc::new(DurableQueue::<DnsOp>::open(
+        config.state_file.with_extension("dnsqueue.json"),
+    ));
+    if let Some(target) = config.dns.clone() {
+        let queue = dns_queue.clone();
+        let events = events.clone();
+        tokio::spawn(async move {
+            queue
+                .run(|op| update_home_dns(target.clone(), op, events.clone()))
+                .await
+        });
+    }
     let listener = signaling::bind_private(&config.socket)?;
     tracing::info!(socket = %config.socket.display(), subscribers = config.subscribers.len(), "HLR ready");
     crate::agents::notify_ready();
@@ -326,6 +369,9 @@ pub async fn run(config: HlrConfig) -> std::io::Result<()> {
                         if let Err(e) = save_state(&state_file, &core.state) {
                             tracing::error!("cannot save state: {e}");
                         }
+                    }
+                    for op in outcome.dns {
+                        dns_queue.push(op);
                     }
                     for s in outcome.send {
                         core_events.emit(
@@ -371,6 +417,41 @@ pub async fn run(config: HlrConfig) -> std::io::Result<()> {
     }
     core_task.abort();
     let _ = std::fs::remove_file(&config.socket);
+    Ok(())
+}
+
+/// Applies one change to the home DNS (a replace keeps exactly one address per name).
+async fn update_home_dns(
+    target: signaling::DnsTarget,
+    op: DnsOp,
+    events: std::sync::Arc<EventLog>,
+) -> Result<(), String> {
+    use crate::dns::update::{self, Change, RecordData, RecordKind};
+    let t = target.update_target().map_err(|e| e.to_string())?;
+    let (change, what) = match &op {
+        DnsOp::Set { host_name, address } => (
+            Change::Replace {
+                name: host_name.clone(),
+                data: RecordData::Address(*address),
+            },
+            json!({"host_name": host_name, "address": address}),
+        ),
+        DnsOp::Clear { host_name } => (
+            Change::Delete {
+                name: host_name.clone(),
+                rtype: RecordKind::A,
+                data: None,
+            },
+            json!({"host_name": host_name}),
+        ),
+    };
+    update::send(&t, &change).await.map_err(|e| e.to_string())?;
+    let event = if matches!(op, DnsOp::Set { .. }) {
+        "home DNS record set"
+    } else {
+        "home DNS record removed"
+    };
+    events.emit(event, None, what);
     Ok(())
 }
 
@@ -593,9 +674,26 @@ mod tests {
             Some("phone1.home.example")
         );
         assert_eq!(hlr.state["001010000000001"].address, report.session_address);
-        hlr.handle(
+        assert_eq!(
+            out.dns,
+            [DnsOp::Set {
+                host_name: "phone1.home.example".into(),
+                address: report.session_address.unwrap()
+            }]
+        );
+        assert!(
+            hlr.handle("visited", &report).dns.is_empty(),
+            "the same address again writes nothing"
+        );
+        let withdrawn = hlr.handle(
             "visited",
             &req(msg::SESSION_WITHDRAW_REQUEST, "001010000000001"),
+        );
+        assert_eq!(
+            withdrawn.dns,
+            [DnsOp::Clear {
+                host_name: "phone1.home.example".into()
+            }]
         );
         assert_eq!(hlr.state["001010000000001"].address, None);
     }

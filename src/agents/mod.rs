@@ -1,8 +1,12 @@
 //! Agents: the processes the supervisor runs inside nodes. Each is `roamlab agent KIND`,
 //! binds its sockets, then calls [`notify_ready`], and exits cleanly on SIGTERM.
 
+pub mod dhcp;
+pub mod dhcp_client;
 pub mod echo;
 pub mod hlr;
+pub mod leases;
+pub mod queue;
 pub mod signaling;
 pub mod terminal;
 pub mod vlr;

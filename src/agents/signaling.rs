@@ -34,6 +34,10 @@ pub fn cell_socket(lab_dir: &Path, visited: &str) -> PathBuf {
     dir(lab_dir).join(format!("cell-{visited}.sock"))
 }
 
+pub fn vlr_local_socket(lab_dir: &Path, visited: &str) -> PathBuf {
+    dir(lab_dir).join(format!("vlr-{visited}.local.sock"))
+}
+
 pub fn hlr_config_path(lab_dir: &Path, home: &str) -> PathBuf {
     dir(lab_dir).join(format!("hlr-{home}.json"))
 }
@@ -63,6 +67,51 @@ pub struct HlrConfig {
     /// VLRs (visited networks) with a roaming agreement.
     pub partners: Vec<String>,
     pub subscribers: Vec<SubscriberRecord>,
+    /// The home DNS zone the HLR keeps terminals' forward records in.
+    pub dns: Option<DnsTarget>,
+}
+
+/// A zone an agent updates by TSIG-signed RFC 2136, and the key to sign with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsTarget {
+    pub server: std::net::SocketAddr,
+    pub zone: String,
+    pub key_name: String,
+    pub key_file: PathBuf,
+    pub ttl: u32,
+}
+
+impl DnsTarget {
+    pub fn update_target(&self) -> io::Result<crate::dns::update::UpdateTarget> {
+        let secret = std::fs::read(&self.key_file)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.key_file.display())))?;
+        Ok(crate::dns::update::UpdateTarget {
+            server: self.server,
+            zone: self.zone.clone(),
+            key: crate::dns::keys::TsigKey {
+                name: self.key_name.clone(),
+                secret,
+            },
+            ttl: self.ttl,
+        })
+    }
+
+    /// The target for `zone` if `node` serves it in `topology`.
+    pub fn of(topology: &Topology, lab_dir: &Path, node: &str, zone: &str) -> Option<Self> {
+        let (address, _) = topology.dns_of(node)?;
+        let z = topology
+            .zones
+            .iter()
+            .find(|z| z.server == node && z.name == zone)?;
+        Some(DnsTarget {
+            server: std::net::SocketAddr::new(address, 53),
+            zone: z.fqdn(),
+            key_name: crate::dns::keys::key_name(node),
+            key_file: crate::dns::keys::raw_path(&crate::dns::config::keys_dir(lab_dir), node),
+            ttl: z.ttl,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,6 +133,8 @@ pub struct SubscriberRecord {
 pub struct VlrConfig {
     pub name: String,
     pub cell_socket: PathBuf,
+    /// Where the visited network's DHCP agent reaches the VLR.
+    pub local_socket: PathBuf,
     pub attached_file: PathBuf,
     pub events_file: PathBuf,
     pub partners: Vec<PartnerHlr>,
@@ -112,6 +163,12 @@ pub struct TerminalConfig {
     /// attaches as a USIM keeps it.
     pub state_file: PathBuf,
     pub events_file: PathBuf,
+    /// Its link into the cell.
+    pub interface: String,
+    /// Take an address with the built-in DHCP client after attaching.
+    pub dhcp: bool,
+    /// Serve HTTP on this port (a mobile server, claim 21).
+    pub http_port: Option<u16>,
 }
 
 pub fn hex_key(hex: &str) -> io::Result<[u8; 16]> {
@@ -191,6 +248,10 @@ pub fn prepare_lab(topology: &Topology, lab_dir: &Path) -> io::Result<()> {
                 events_file: events_file.clone(),
                 partners,
                 subscribers,
+                dns: node
+                    .domain
+                    .as_deref()
+                    .and_then(|d| DnsTarget::of(topology, lab_dir, &node.name, d)),
             };
             write_private_json(&hlr_config_path(lab_dir, &node.name), &config)?;
         }
@@ -210,14 +271,71 @@ pub fn prepare_lab(topology: &Topology, lab_dir: &Path) -> io::Result<()> {
             let config = VlrConfig {
                 name: node.name.clone(),
                 cell_socket: cell_socket(lab_dir, &node.name),
+                local_socket: vlr_local_socket(lab_dir, &node.name),
                 attached_file: vlr_attached_path(lab_dir, &node.name),
                 events_file: events_file.clone(),
                 partners,
             };
             write_private_json(&vlr_config_path(lab_dir, &node.name), &config)?;
         }
+        if node.role == Role::Visited && runs(node, &Service::Dhcp) {
+            if let Some(config) = dhcp_config(topology, lab_dir, node) {
+                write_private_json(&dhcp_config_path(lab_dir, &node.name), &config)?;
+            }
+        }
     }
     Ok(())
+}
+
+pub fn dhcp_config_path(lab_dir: &Path, visited: &str) -> PathBuf {
+    dir(lab_dir).join(format!("dhcp-{visited}.json"))
+}
+
+/// Lease time the visited DHCP servers grant.
+pub const LEASE_SECS: u64 = 600;
+
+fn dhcp_config(
+    topology: &Topology,
+    lab_dir: &Path,
+    node: &crate::topology::Node,
+) -> Option<super::dhcp::DhcpConfig> {
+    let bridge = node.bridges.iter().find(|b| b.pool.is_some())?;
+    let pool = bridge.pool?;
+    let (std::net::IpAddr::V4(start), std::net::IpAddr::V4(end)) = (pool.start, pool.end) else {
+        return None;
+    };
+    let own = bridge.addresses.iter().find_map(|a| match a {
+        ipnet::IpNet::V4(v4) if v4.contains(&start) => Some(*v4),
+        _ => None,
+    })?;
+    let dns_servers = match topology.resolver() {
+        Some(std::net::IpAddr::V4(r)) => vec![r],
+        _ => Vec::new(),
+    };
+    let reverse_zones = topology
+        .zones
+        .iter()
+        .filter(|z| z.server == node.name && z.name.ends_with("in-addr.arpa"))
+        .filter_map(|z| DnsTarget::of(topology, lab_dir, &node.name, &z.name))
+        .collect();
+    let sig = dir(lab_dir);
+    Some(super::dhcp::DhcpConfig {
+        name: node.name.clone(),
+        interface: bridge.name.clone(),
+        server_ip: own.addr(),
+        prefix_len: own.prefix_len(),
+        pool_start: start,
+        pool_end: end,
+        router: own.addr(),
+        dns_servers,
+        lease_secs: LEASE_SECS,
+        vlr_attached: vlr_attached_path(lab_dir, &node.name),
+        vlr_local_socket: vlr_local_socket(lab_dir, &node.name),
+        leases_file: sig.join(format!("dhcp-{}.leases.json", node.name)),
+        queue_file: sig.join(format!("dhcp-{}.queue.json", node.name)),
+        reverse_zones,
+        events_file: crate::events::path(lab_dir),
+    })
 }
 
 /// Binds a Unix socket readable and writable by root only, replacing a stale one.

@@ -20,9 +20,12 @@ use crate::protocols::milenage::{self, Challenge, Milenage};
 /// The prefix of the log line that tells `roamlab attach` why an attach failed.
 pub const REJECT_MARK: &str = "ATTACH REJECTED: ";
 
+/// What the terminal keeps between runs (its SQN_MS) and tells `roamlab attach` (its address).
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
-struct SqnState {
-    sqn_ms: u64,
+pub struct TerminalState {
+    pub sqn_ms: u64,
+    #[serde(default)]
+    pub address: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,8 +98,22 @@ impl Terminal {
         sqn_ms: &mut u64,
         claim_host_name: Option<&str>,
     ) -> Result<(Granted, Option<[u8; 8]>), AttachError> {
+        self.attach_with_mac(keys, sqn_ms, claim_host_name, None)
+            .await
+    }
+
+    /// Attaches, reporting the terminal's link-layer address on the cell (which the visited
+    /// DHCP server authorises by).
+    pub async fn attach_with_mac(
+        &mut self,
+        keys: &Milenage,
+        sqn_ms: &mut u64,
+        claim_host_name: Option<&str>,
+        mac: Option<[u8; 6]>,
+    ) -> Result<(Granted, Option<[u8; 8]>), AttachError> {
         let mut request = Message::new(msg::ATTACH_REQUEST, &self.imsi);
         request.host_name = claim_host_name.map(String::from);
+        request.terminal_mac = mac;
         self.send(&request).await?;
         let mut last_res = None;
         loop {
@@ -170,14 +187,92 @@ impl Terminal {
     }
 }
 
-/// Runs the terminal agent: attach, ready, detach on SIGTERM.
+/// The interface's link-layer address, from sysfs (the agent sees its node's own /sys).
+fn mac_of(interface: &str) -> Option<[u8; 6]> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{interface}/address")).ok()?;
+    let bytes: Vec<u8> = text
+        .trim()
+        .split(':')
+        .filter_map(|h| u8::from_str_radix(h, 16).ok())
+        .collect();
+    bytes.try_into().ok()
+}
+
+/// Puts the leased address on the interface and a default route via the router.
+async fn configure(interface: &str, lease: &super::dhcp_client::Lease) -> std::io::Result<()> {
+    use futures::TryStreamExt;
+    let (conn, handle, _) = rtnetlink::new_connection()?;
+    tokio::spawn(conn);
+    let link = handle
+        .link()
+        .get()
+        .match_name(interface.to_string())
+        .execute()
+        .try_next()
+        .await
+        .map_err(std::io::Error::other)?
+        .ok_or_else(|| std::io::Error::other(format!("no interface {interface}")))?;
+    let index = link.header.index;
+    handle
+        .address()
+        .add(index, lease.address.into(), lease.prefix_len)
+        .execute()
+        .await
+        .map_err(std::io::Error::other)?;
+    if let Some(router) = lease.router {
+        let route = rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+            .gateway(router)
+            .output_interface(index)
+            .build();
+        handle
+            .route()
+            .add(route)
+            .execute()
+            .await
+            .map_err(std::io::Error::other)?;
+    }
+    Ok(())
+}
+
+/// A mobile server's service: a small HTTP responder that says who it is.
+async fn serve_http(port: u16, host_name: String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = match tokio::net::TcpListener::bind(("0.0.0.0", port)).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot serve HTTP on port {port}: {e}");
+            return;
+        }
+    };
+    tracing::info!(port, "serving HTTP");
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let body = format!("hello from {host_name}\n");
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut buf))
+                .await;
+            let reply = format!(
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(reply.as_bytes()).await;
+        });
+    }
+}
+
+/// Runs the terminal agent: attach, take an address, ready; on SIGTERM release and detach.
 pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
     let events = EventLog::open(&config.events_file, &format!("{}/terminal", config.name))?;
     let keys = Milenage::new(
         &signaling::hex_key(&config.k)?,
         &signaling::hex_key(&config.opc)?,
     );
-    let mut state: SqnState = signaling::read_json(&config.state_file).unwrap_or_default();
+    let mut state: TerminalState = signaling::read_json(&config.state_file).unwrap_or_default();
+    state.address = None;
+    let mac = mac_of(&config.interface);
     let mut terminal = match Terminal::connect(&config.cell_socket, &config.imsi).await {
         Ok(t) => t,
         Err(e) => return Err(std::io::Error::other(format!("{REJECT_MARK}{e}"))),
@@ -188,7 +283,12 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
         json!({"imsi": config.imsi}),
     );
     let outcome = terminal
-        .attach(&keys, &mut state.sqn_ms, config.claim_host_name.as_deref())
+        .attach_with_mac(
+            &keys,
+            &mut state.sqn_ms,
+            config.claim_host_name.as_deref(),
+            mac,
+        )
         .await;
     // The sequence number moves on whatever the outcome, as a USIM's does.
     if let Err(e) = signaling::write_private_json(&config.state_file, &state) {
@@ -212,9 +312,53 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
         Some(&config.name),
         json!({"host_name": granted.host_name, "msisdn": granted.msisdn}),
     );
+
+    let mut lease = None;
+    if config.dhcp {
+        let Some(mac) = mac else {
+            return Err(std::io::Error::other(format!(
+                "no link-layer address on {}",
+                config.interface
+            )));
+        };
+        let got = super::dhcp_client::acquire(
+            &config.interface,
+            mac,
+            granted.host_name.as_deref(),
+            std::time::Duration::from_secs(8),
+        )
+        .await;
+        let l = match got {
+            Ok(l) => l,
+            Err(why) => {
+                eprintln!("{REJECT_MARK}attached, but no address: {why}");
+                let _ = terminal.detach().await;
+                return Err(std::io::Error::other(why));
+            }
+        };
+        configure(&config.interface, &l).await?;
+        tracing::info!(address = %l.address, router = ?l.router, lease_secs = l.lease_secs, "address configured");
+        events.emit(
+            "address configured",
+            Some(&config.name),
+            json!({"address": l.address, "router": l.router, "lease_secs": l.lease_secs}),
+        );
+        state.address = Some(l.address);
+        signaling::write_private_json(&config.state_file, &state)?;
+        lease = Some((mac, l));
+    }
+    if let (Some(port), Some(host)) = (config.http_port, granted.host_name.clone()) {
+        tokio::spawn(serve_http(port, host));
+    }
     crate::agents::notify_ready();
     tokio::select! {
         _ = crate::agents::shutdown_signal() => {
+            if let Some((mac, l)) = &lease {
+                match super::dhcp_client::release(&config.interface, *mac, l).await {
+                    Ok(()) => events.emit("lease released", Some(&config.name), json!({"address": l.address})),
+                    Err(e) => tracing::warn!("release: {e}"),
+                }
+            }
             match terminal.detach().await {
                 Ok(()) => events.emit("detached", Some(&config.name), json!({})),
                 Err(e) => tracing::warn!("detach: {e}"),
@@ -227,6 +371,8 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
             crate::agents::shutdown_signal().await;
         }
     }
+    state.address = None;
+    let _ = signaling::write_private_json(&config.state_file, &state);
     Ok(())
 }
 

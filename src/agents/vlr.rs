@@ -27,6 +27,8 @@ const RECONNECT: std::time::Duration = std::time::Duration::from_millis(200);
 #[derive(Debug, Clone, Serialize)]
 pub struct AttachedTerminal {
     pub imsi: String,
+    /// The terminal's link-layer address on the cell, as it reported it.
+    pub mac: Option<String>,
     pub host_name: Option<String>,
     pub msisdn: Option<String>,
     pub home: String,
@@ -425,6 +427,7 @@ async fn serve_terminal(vlr: Arc<Vlr>, stream: UnixStream) {
         .unwrap_or(0.0);
     let info = AttachedTerminal {
         imsi: imsi.clone(),
+        mac: request.terminal_mac.map(|m| format_mac(&m)),
         host_name: data.host_name.clone(),
         msisdn: data.msisdn(),
         home: home.clone(),
@@ -488,6 +491,42 @@ async fn serve_terminal(vlr: Arc<Vlr>, stream: UnixStream) {
     }
 }
 
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The visited network's own DHCP agent reports and withdraws session addresses through
+/// the VLR, which forwards them to the terminal's HLR (the private network stays the
+/// VLR's).
+async fn serve_local(vlr: Arc<Vlr>, stream: UnixStream) {
+    let (mut reader, writer) = stream.into_split();
+    let peer = Sender::new(writer);
+    while let Ok(bytes) = signaling::next_gsup(&mut reader, &peer).await {
+        let Ok(m) = Message::decode(&bytes) else {
+            tracing::warn!("malformed message on the local socket; closed");
+            return;
+        };
+        let answer = match (m.msg_type, vlr.partner_of(&m.imsi)) {
+            (msg::SESSION_ADDRESS_REQUEST | msg::SESSION_WITHDRAW_REQUEST, Some(link)) => {
+                match vlr.request(&link, m.clone()).await {
+                    Ok(answer) => answer,
+                    Err(c) => m.error_reply(c),
+                }
+            }
+            (msg::SESSION_ADDRESS_REQUEST | msg::SESSION_WITHDRAW_REQUEST, None) => {
+                m.error_reply(cause::PLMN_NOT_ALLOWED)
+            }
+            _ => m.error_reply(cause::MSG_TYPE_NOT_IMPLEMENTED),
+        };
+        if peer.gsup(&answer).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Removes a terminal and purges its registration at home.
 async fn detach(vlr: &Arc<Vlr>, link: &HlrLink, imsi: &str, why: &str) {
     let removed = vlr.attached.lock().expect("lock").remove(imsi).is_some();
@@ -530,6 +569,15 @@ pub async fn run(config: VlrConfig) -> std::io::Result<()> {
         tokio::spawn(hold_link(vlr.clone(), link.clone()));
     }
     let listener = signaling::bind_private(&config.cell_socket)?;
+    let local = signaling::bind_private(&config.local_socket)?;
+    {
+        let vlr = vlr.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = local.accept().await {
+                tokio::spawn(serve_local(vlr.clone(), stream));
+            }
+        });
+    }
     tracing::info!(cell = %config.cell_socket.display(), partners = ?config.partners.iter().map(|p| &p.network).collect::<Vec<_>>(), "VLR ready");
     crate::agents::notify_ready();
     let accept = async {
@@ -547,6 +595,7 @@ pub async fn run(config: VlrConfig) -> std::io::Result<()> {
         _ = crate::agents::shutdown_signal() => tracing::info!("VLR stopping"),
     }
     let _ = std::fs::remove_file(&config.cell_socket);
+    let _ = std::fs::remove_file(&config.local_socket);
     Ok(())
 }
 

@@ -231,6 +231,11 @@ enum AgentCommand {
         #[arg(long)]
         config: PathBuf,
     },
+    /// A visited network's DHCP server.
+    Dhcp {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// A roaming terminal.
     Terminal {
         #[arg(long)]
@@ -492,6 +497,15 @@ pub fn run(cli: Cli) -> Result<()> {
                 "{terminal} attached at {} as {host} (IMSI {imsi}, MSISDN {msisdn}); namespace {}, agent pid {}",
                 attached.visited, attached.namespace, attached.agent.pid
             );
+            if let Some(address) = attached.address {
+                match &attached.resolvable {
+                    Some((from, took)) => println!(
+                        "{terminal} has address {address}; {host} resolves to it from {from} ({} ms after the attach)",
+                        took.as_millis()
+                    ),
+                    None => println!("{terminal} has address {address}"),
+                }
+            }
             Ok(())
         }
         Command::Detach { terminal, lab } => {
@@ -535,6 +549,12 @@ pub fn run(cli: Cli) -> Result<()> {
                 runtime()?
                     .block_on(crate::agents::vlr::run(config))
                     .context("vlr agent")
+            }
+            AgentCommand::Dhcp { config } => {
+                let config = crate::agents::signaling::read_json(&config).context("dhcp agent")?;
+                runtime()?
+                    .block_on(crate::agents::dhcp::run(config))
+                    .context("dhcp agent")
             }
             AgentCommand::Terminal { config } => {
                 let config =

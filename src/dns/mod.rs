@@ -6,5 +6,6 @@
 pub mod agent;
 pub mod config;
 pub mod keys;
+pub mod lookup;
 pub mod update;
 pub mod zonefile;

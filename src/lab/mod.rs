@@ -87,9 +87,8 @@ pub struct UpReport {
     pub agents: Vec<AgentRecord>,
 }
 
-/// Agents the supervisor starts for a topology, in node order (HLRs before the VLRs that
-/// connect to them is not needed: a VLR retries until its HLR answers). The dhcp service
-/// is started by the agent of a later release.
+/// Agents the supervisor starts for a topology, in node order (a VLR retries until its HLR
+/// answers, so their order does not matter).
 pub fn agent_specs(topology: &Topology) -> Vec<AgentSpec> {
     let mut specs = Vec::new();
     for node in &topology.nodes {
@@ -99,6 +98,7 @@ pub fn agent_specs(topology: &Topology) -> Vec<AgentSpec> {
                 Service::Dns { .. } => Some(crate::dns::config::config_path(&dir, &node.name)),
                 Service::Hlr => Some(crate::agents::signaling::hlr_config_path(&dir, &node.name)),
                 Service::Vlr => Some(crate::agents::signaling::vlr_config_path(&dir, &node.name)),
+                Service::Dhcp => Some(crate::agents::signaling::dhcp_config_path(&dir, &node.name)),
                 _ => None,
             };
             if let Some(config) = config {

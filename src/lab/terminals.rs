@@ -17,6 +17,12 @@ use crate::plan::{Plan, Step, Sysctl, LOOPBACK_INDEX};
 use crate::supervisor::{self, AgentSpec, SupervisorError};
 use crate::topology::{Role, Service, Topology};
 
+pub fn terminal_state_path(lab_dir: &std::path::Path, terminal: &str) -> std::path::PathBuf {
+    lab_dir
+        .join("signaling")
+        .join(format!("terminal-{terminal}.state.json"))
+}
+
 /// How long a terminal's agent has to complete its attach.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -59,6 +65,43 @@ pub struct Attached {
     pub visited: String,
     pub namespace: String,
     pub agent: AgentRecord,
+    pub address: Option<std::net::Ipv4Addr>,
+    /// The fixed host the name was checked from, and how long it took to resolve.
+    pub resolvable: Option<(String, Duration)>,
+}
+
+/// How long `attach` waits for the terminal's name to resolve to its new address.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Waits until `name` resolves to `address` from the lab's first fixed host, through the
+/// lab's resolver.
+fn wait_resolvable(
+    topology: &Topology,
+    name: &str,
+    address: std::net::Ipv4Addr,
+) -> Result<Option<(String, Duration)>, String> {
+    let (Some(host), Some(resolver)) = (
+        topology.nodes.iter().find(|n| n.role == Role::Host),
+        topology.resolver(),
+    ) else {
+        return Ok(None);
+    };
+    let namespace = topology.namespace(&host.name);
+    let started = std::time::Instant::now();
+    loop {
+        match crate::dns::lookup::query_a(&namespace, resolver, name) {
+            Ok(found) if found.contains(&address) => {
+                return Ok(Some((host.name.clone(), started.elapsed())))
+            }
+            _ if started.elapsed() > RESOLVE_TIMEOUT => {
+                return Err(format!(
+                    "{name} did not resolve to {address} from {} within {RESOLVE_TIMEOUT:?}",
+                    host.name
+                ))
+            }
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
 }
 
 fn load(lab: &str) -> Result<(LabState, Topology), LabError> {
@@ -278,10 +321,11 @@ pub async fn attach(
         opc: signaling::hex(&subscriber.opc),
         claim_host_name: None,
         cell_socket: signaling::cell_socket(&dir, &visited),
-        state_file: dir
-            .join("signaling")
-            .join(format!("terminal-{terminal}.sqn.json")),
+        state_file: terminal_state_path(&dir, terminal),
         events_file: crate::events::path(&dir),
+        interface: "eth0".into(),
+        dhcp: true,
+        http_port: subscriber.http_port,
     };
     let config_path = signaling::terminal_config_path(&dir, terminal);
     let written = signaling::write_private_json(&config_path, &config)
@@ -308,11 +352,31 @@ pub async fn attach(
         Ok(agent) => {
             state.agents.push(agent.clone());
             state.save().map_err(io_err(lab, "write state file"))?;
+            let terminal_state: crate::agents::terminal::TerminalState =
+                signaling::read_json(&terminal_state_path(&dir, terminal)).unwrap_or_default();
+            let resolvable = match terminal_state.address {
+                Some(address) => {
+                    let (topology, host_name) = (topology.clone(), subscriber.hostname.clone());
+                    tokio::task::spawn_blocking(move || {
+                        wait_resolvable(&topology, &host_name, address)
+                    })
+                    .await
+                    .map_err(|e| io_err(lab, "wait for DNS")(std::io::Error::other(e)))?
+                    .map_err(|why| TerminalError::Refused {
+                        terminal: terminal.into(),
+                        visited: visited.clone(),
+                        why,
+                    })?
+                }
+                None => None,
+            };
             Ok(Attached {
                 terminal: terminal.into(),
                 visited,
                 namespace,
                 agent,
+                address: terminal_state.address,
+                resolvable,
             })
         }
         Err(cause) => {

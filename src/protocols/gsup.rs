@@ -8,7 +8,9 @@
 //!   name; 0xF4/0xF5/0xF6: it withdraws that address;
 //! - message types 0x80–0x8F: the cell's air interface between terminal and VLR (attach,
 //!   authentication, detach), which reuses this encoding on its own socket;
-//! - IEs 0xF0 (host name, text) and 0xF1 (an IPv4 or IPv6 address, 4 or 16 bytes).
+//! - IEs 0xF0 (host name, text), 0xF1 (an IPv4 or IPv6 address, 4 or 16 bytes) and 0xF2
+//!   (the terminal's link-layer address on the cell, 6 bytes, which the visited DHCP server
+//!   authorises by).
 //!
 //! Decoding never panics: every length is checked, and a malformed message is an error.
 
@@ -125,6 +127,7 @@ mod ie {
     pub const NUM_VECTORS: u8 = 0x52;
     pub const HOST_NAME: u8 = 0xf0;
     pub const SESSION_ADDRESS: u8 = 0xf1;
+    pub const TERMINAL_MAC: u8 = 0xf2;
 }
 
 /// GSM 24.008 GMM cause values used here.
@@ -209,6 +212,8 @@ pub struct Message {
     pub message_class: Option<u8>,
     pub host_name: Option<String>,
     pub session_address: Option<IpAddr>,
+    /// Air interface: the terminal's MAC address on the cell.
+    pub terminal_mac: Option<[u8; 6]>,
     /// Air interface: the challenge's AUTN and the terminal's RES.
     pub autn: Option<[u8; 16]>,
     pub res: Option<Vec<u8>>,
@@ -321,6 +326,9 @@ impl Message {
             Some(IpAddr::V6(a)) => put(&mut out, ie::SESSION_ADDRESS, &a.octets()),
             None => {}
         }
+        if let Some(mac) = &self.terminal_mac {
+            put(&mut out, ie::TERMINAL_MAC, mac);
+        }
         out
     }
 
@@ -376,6 +384,9 @@ impl Message {
                         16 => IpAddr::from(<[u8; 16]>::try_from(value).expect("16")),
                         _ => return Err(bad("not 4 or 16 bytes")),
                     })
+                }
+                ie::TERMINAL_MAC => {
+                    m.terminal_mac = Some(value.try_into().map_err(|_| bad("not 6 bytes"))?)
                 }
                 // GSUP peers may send IEs we do not use; they are skipped, as osmo does.
                 _ => {}
@@ -569,6 +580,7 @@ mod tests {
         ours.msisdn = Some(encode_msisdn("15550000001"));
         ours.host_name = Some("phone1.home.example".into());
         ours.session_address = Some("198.51.100.100".parse().unwrap());
+        ours.terminal_mac = Some([2, 0, 0, 0, 0, 1]);
         let back = Message::decode(&ours.encode()).unwrap();
         assert_eq!(back, ours);
         assert_eq!(back.msisdn().as_deref(), Some("15550000001"));

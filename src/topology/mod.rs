@@ -273,6 +273,7 @@ pub struct Subscriber {
     pub opc: [u8; 16],
     pub roaming: bool,
     pub packet_data: bool,
+    pub http_port: Option<u16>,
 }
 
 impl Topology {

@@ -180,7 +180,7 @@ pub struct RawImpairment {
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a subscriber: a mapping with imsi, msisdn, hostname, home, k, opc, roaming and packet_data"
+    expecting = "a subscriber: a mapping with imsi, msisdn, hostname, home, k, opc, roaming, packet_data and http_port"
 )]
 pub struct RawSubscriber {
     pub imsi: String,
@@ -194,6 +194,9 @@ pub struct RawSubscriber {
     pub roaming: bool,
     #[serde(default = "yes")]
     pub packet_data: bool,
+    /// The terminal serves HTTP on this port once it has an address (a mobile server).
+    #[serde(default)]
+    pub http_port: Option<u16>,
 }
 
 fn yes() -> bool {

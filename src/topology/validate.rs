@@ -944,6 +944,7 @@ impl Validator<'_> {
                 opc,
                 roaming: sub.roaming,
                 packet_data: sub.packet_data,
+                http_port: sub.http_port,
             });
         }
         Ok(out)

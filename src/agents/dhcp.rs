@@ -1,0 +1,454 @@
+//! The visited network's DHCP server (patent: visited DHCP 122), on dhcproto, listening
+//! on the cell bridge. It leases only to terminals the VLR lists as attached (matched by
+//! the link-layer address the terminal reported at attach), keeps its leases in a file,
+//! and makes DNS follow them through a durable queue: on a new binding it reports the
+//! address to the terminal's HLR through the VLR (the HLR writes the home DNS forward
+//! record and answers with the host name) and writes the reverse record in the visited
+//! DNS; when a binding ends (release, expiry, detach) it undoes both.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dhcproto::v4::{self, DhcpOption, MessageType, Opcode, OptionCode};
+use dhcproto::{Decodable, Encodable};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::leases::{Answer, Authorised, Binding, Kind, LeaseBook, Request};
+use super::queue::DurableQueue;
+use super::signaling::{self, DnsTarget};
+use crate::events::EventLog;
+use crate::protocols::gsup::{msg, Message};
+
+/// How often expired leases and those of detached terminals are swept.
+const SWEEP: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpConfig {
+    /// The visited network's node name.
+    pub name: String,
+    /// The cell bridge it serves.
+    pub interface: String,
+    pub server_ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub pool_start: Ipv4Addr,
+    pub pool_end: Ipv4Addr,
+    pub router: Ipv4Addr,
+    pub dns_servers: Vec<Ipv4Addr>,
+    pub lease_secs: u64,
+    pub vlr_attached: PathBuf,
+    pub vlr_local_socket: PathBuf,
+    pub leases_file: PathBuf,
+    pub queue_file: PathBuf,
+    /// Reverse zones of the pool, served by the visited DNS.
+    pub reverse_zones: Vec<DnsTarget>,
+    pub events_file: PathBuf,
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Binds UDP port `port` on all addresses of one interface, able to broadcast.
+pub fn bind_dhcp_socket(interface: &str, port: u16) -> std::io::Result<tokio::net::UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_broadcast(true)?;
+    socket.bind_device(Some(interface.as_bytes()))?;
+    socket.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())?;
+    socket.set_nonblocking(true)?;
+    tokio::net::UdpSocket::from_std(socket.into())
+}
+
+/// The terminals the VLR lists, by link-layer address.
+fn authorised(path: &std::path::Path, mac: &[u8; 6]) -> Option<Authorised> {
+    let list: Vec<serde_json::Value> = signaling::read_json(path).unwrap_or_default();
+    let want = super::vlr::format_mac(mac);
+    list.iter()
+        .find(|t| t["mac"].as_str() == Some(want.as_str()))
+        .map(|t| Authorised {
+            imsi: t["imsi"].as_str().unwrap_or_default().to_string(),
+            host_name: t["host_name"].as_str().unwrap_or_default().to_string(),
+        })
+}
+
+fn attached_imsis(path: &std::path::Path) -> Vec<String> {
+    let list: Vec<serde_json::Value> = signaling::read_json(path).unwrap_or_default();
+    list.iter()
+        .filter_map(|t| t["imsi"].as_str().map(String::from))
+        .collect()
+}
+
+/// Reads what the lease book needs from a client message.
+pub fn request_of(m: &v4::Message) -> Option<Request> {
+    if m.opcode() != Opcode::BootRequest || m.chaddr().len() < 6 {
+        return None;
+    }
+    let kind = match m.opts().msg_type()? {
+        MessageType::Discover => Kind::Discover,
+        MessageType::Request => Kind::Request,
+        MessageType::Release => Kind::Release,
+        MessageType::Decline => Kind::Decline,
+        MessageType::Inform => Kind::Inform,
+        _ => return None,
+    };
+    let requested = match m.opts().get(OptionCode::RequestedIpAddress) {
+        Some(DhcpOption::RequestedIpAddress(ip)) => Some(*ip),
+        _ => Some(m.ciaddr()).filter(|ip| !ip.is_unspecified()),
+    };
+    let server = match m.opts().get(OptionCode::ServerIdentifier) {
+        Some(DhcpOption::ServerIdentifier(ip)) => Some(*ip),
+        _ => None,
+    };
+    let fqdn = match m.opts().get(OptionCode::ClientFQDN) {
+        Some(DhcpOption::ClientFQDN(f)) => {
+            Some(f.domain().to_string()).filter(|d| !d.is_empty() && d != ".")
+        }
+        _ => None,
+    };
+    let host = match m.opts().get(OptionCode::Hostname) {
+        Some(DhcpOption::Hostname(h)) => Some(h.clone()),
+        _ => None,
+    };
+    Some(Request {
+        kind,
+        mac: m.chaddr()[..6].try_into().ok()?,
+        requested,
+        server,
+        claimed_name: fqdn.or(host),
+    })
+}
+
+fn reply(config: &DhcpConfig, m: &v4::Message, kind: MessageType, yiaddr: Ipv4Addr) -> v4::Message {
+    let mut r = v4::Message::new_with_id(
+        m.xid(),
+        Ipv4Addr::UNSPECIFIED,
+        yiaddr,
+        config.server_ip,
+        m.giaddr(),
+        m.chaddr(),
+    );
+    r.set_opcode(Opcode::BootReply)
+        .set_flags(m.flags())
+        .set_htype(m.htype());
+    if kind == MessageType::Ack && !m.ciaddr().is_unspecified() {
+        r.set_ciaddr(m.ciaddr());
+    }
+    let o = r.opts_mut();
+    o.insert(DhcpOption::MessageType(kind));
+    o.insert(DhcpOption::ServerIdentifier(config.server_ip));
+    if kind != MessageType::Nak {
+        o.insert(DhcpOption::SubnetMask(Ipv4Addr::from(
+            u32::MAX << (32 - config.prefix_len),
+        )));
+        o.insert(DhcpOption::Router(vec![config.router]));
+        o.insert(DhcpOption::DomainNameServer(config.dns_servers.clone()));
+        if kind != MessageType::Ack || !yiaddr.is_unspecified() {
+            o.insert(DhcpOption::AddressLeaseTime(config.lease_secs as u32));
+            o.insert(DhcpOption::Renewal((config.lease_secs / 2) as u32));
+            o.insert(DhcpOption::Rebinding((config.lease_secs * 7 / 8) as u32));
+        }
+    }
+    // RFC 4702: answer a client FQDN option; the server does the forward update (S=1),
+    // overriding the client's choice if it wanted to do it itself (O=1).
+    if let Some(DhcpOption::ClientFQDN(f)) = m.opts().get(OptionCode::ClientFQDN) {
+        let mut answer = f.clone();
+        let flags = f.flags();
+        answer.set_flags(flags.set_o(!flags.s()).set_s(true).set_n(false));
+        answer.set_r1(0xff).set_r2(0xff);
+        o.insert(DhcpOption::ClientFQDN(answer));
+    }
+    r
+}
+
+/// A change the DNS and the HLR must follow, kept in the durable queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum DdnsOp {
+    Bind {
+        imsi: String,
+        host_name: String,
+        ip: Ipv4Addr,
+    },
+    Unbind {
+        imsi: String,
+        host_name: String,
+        ip: Ipv4Addr,
+    },
+}
+
+struct Server {
+    config: DhcpConfig,
+    book: Mutex<LeaseBook>,
+    queue: DurableQueue<DdnsOp>,
+    events: EventLog,
+}
+
+impl Server {
+    fn save(&self, book: &LeaseBook) {
+        if let Err(e) = signaling::write_private_json(&self.config.leases_file, book) {
+            tracing::error!("cannot save leases: {e}");
+        }
+    }
+
+    fn follow(&self, changes: Vec<Binding>) {
+        for change in changes {
+            match change {
+                Binding::Bound {
+                    imsi,
+                    host_name,
+                    ip,
+                } => {
+                    self.events.emit(
+                        "lease bound",
+                        Some(&imsi),
+                        json!({"address": ip, "host_name": host_name}),
+                    );
+                    self.queue.push(DdnsOp::Bind {
+                        imsi,
+                        host_name,
+                        ip,
+                    });
+                }
+                Binding::Unbound {
+                    imsi,
+                    host_name,
+                    ip,
+                    why,
+                } => {
+                    self.events.emit(
+                        "lease ended",
+                        Some(&imsi),
+                        json!({"address": ip, "host_name": host_name, "why": why}),
+                    );
+                    self.queue.push(DdnsOp::Unbind {
+                        imsi,
+                        host_name,
+                        ip,
+                    });
+                }
+            }
+        }
+    }
+
+    fn reverse_target(&self, ip: Ipv4Addr) -> Option<&DnsTarget> {
+        let name = crate::dns::update::reverse_name(ip.into());
+        self.config
+            .reverse_zones
+            .iter()
+            .find(|z| name.ends_with(&z.zone))
+    }
+
+    /// Asks the HLR, through the VLR, to record or withdraw a session address.
+    async fn tell_home(&self, request: Message) -> Result<Message, String> {
+        let stream = tokio::net::UnixStream::connect(&self.config.vlr_local_socket)
+            .await
+            .map_err(|e| format!("VLR: {e}"))?;
+        let (mut reader, writer) = stream.into_split();
+        let sender = signaling::Sender::new(writer);
+        sender.gsup(&request).await.map_err(|e| e.to_string())?;
+        let bytes = tokio::time::timeout(
+            signaling::REQUEST_TIMEOUT * 2,
+            signaling::next_gsup(&mut reader, &sender),
+        )
+        .await
+        .map_err(|_| "no answer from the VLR".to_string())?
+        .map_err(|e| e.to_string())?;
+        let answer = Message::decode(&bytes).map_err(|e| e.to_string())?;
+        if answer.msg_type == msg::result_of(request.msg_type) {
+            Ok(answer)
+        } else {
+            Err(format!(
+                "refused: {}",
+                crate::protocols::gsup::cause::name(answer.cause.unwrap_or(0))
+            ))
+        }
+    }
+
+    async fn apply(&self, op: DdnsOp) -> Result<(), String> {
+        use crate::dns::update::{self, Change, RecordData, RecordKind};
+        match &op {
+            DdnsOp::Bind {
+                imsi,
+                host_name,
+                ip,
+            } => {
+                let mut report = Message::new(msg::SESSION_ADDRESS_REQUEST, imsi);
+                report.session_address = Some((*ip).into());
+                let answer = self.tell_home(report).await?;
+                // The host name is the home network's word for it (claim 24).
+                let name = answer.host_name.unwrap_or_else(|| host_name.clone());
+                if let Some(zone) = self.reverse_target(*ip) {
+                    let target = zone.update_target().map_err(|e| e.to_string())?;
+                    let change = Change::Replace {
+                        name: update::reverse_name((*ip).into()),
+                        data: RecordData::Pointer(name.clone()),
+                    };
+                    update::send(&target, &change)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                self.events.emit(
+                    "visited DNS reverse record set",
+                    Some(imsi),
+                    json!({"address": ip, "host_name": name}),
+                );
+            }
+            DdnsOp::Unbind { imsi, ip, .. } => {
+                if let Some(zone) = self.reverse_target(*ip) {
+                    let target = zone.update_target().map_err(|e| e.to_string())?;
+                    let change = Change::Delete {
+                        name: update::reverse_name((*ip).into()),
+                        rtype: RecordKind::Ptr,
+                        data: None,
+                    };
+                    update::send(&target, &change)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                self.events.emit(
+                    "visited DNS reverse record removed",
+                    Some(imsi),
+                    json!({"address": ip}),
+                );
+                match self
+                    .tell_home(Message::new(msg::SESSION_WITHDRAW_REQUEST, imsi))
+                    .await
+                {
+                    Ok(_) => {}
+                    // A terminal no longer registered there has nothing left to withdraw.
+                    Err(why) if why.contains("illegal MS") => {}
+                    Err(why) => return Err(why),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+pub async fn run(config: DhcpConfig) -> std::io::Result<()> {
+    let events = EventLog::open(&config.events_file, &format!("{}/dhcp", config.name))?;
+    let book: LeaseBook = signaling::read_json(&config.leases_file)
+        .unwrap_or_else(|_| LeaseBook::new(config.pool_start, config.pool_end));
+    let socket = bind_dhcp_socket(&config.interface, 67).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot bind udp 0.0.0.0:67 on {}: {e}", config.interface),
+        )
+    })?;
+    let server = Arc::new(Server {
+        queue: DurableQueue::open(config.queue_file.clone()),
+        book: Mutex::new(book),
+        events,
+        config,
+    });
+    {
+        let s = server.clone();
+        tokio::spawn(async move {
+            s.queue
+                .run(|op| {
+                    let s = s.clone();
+                    async move { s.apply(op).await }
+                })
+                .await
+        });
+    }
+    {
+        let s = server.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SWEEP).await;
+                let attached = attached_imsis(&s.config.vlr_attached);
+                let changes = {
+                    let mut book = s.book.lock().expect("lock");
+                    let changes = book.sweep(now(), &|imsi| attached.iter().any(|a| a == imsi));
+                    if !changes.is_empty() {
+                        s.save(&book);
+                    }
+                    changes
+                };
+                s.follow(changes);
+            }
+        });
+    }
+    tracing::info!(interface = %server.config.interface, pool = %format!("{}-{}", server.config.pool_start, server.config.pool_end), "DHCP server ready");
+    crate::agents::notify_ready();
+    let serve = async {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let Ok((n, _peer)) = socket.recv_from(&mut buf).await else {
+                continue;
+            };
+            let m = match v4::Message::from_bytes(&buf[..n]) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!("malformed DHCP packet ({n} bytes) ignored: {e}");
+                    continue;
+                }
+            };
+            let Some(request) = request_of(&m) else {
+                continue;
+            };
+            let who = authorised(&server.config.vlr_attached, &request.mac);
+            let (answer, changes) = {
+                let mut book = server.book.lock().expect("lock");
+                let out = book.handle(
+                    &request,
+                    who.as_ref(),
+                    server.config.server_ip,
+                    server.config.lease_secs,
+                    now(),
+                );
+                server.save(&book);
+                out
+            };
+            server.follow(changes);
+            let mac = super::vlr::format_mac(&request.mac);
+            let (kind, ip) = match answer {
+                Answer::Offer(ip) => (MessageType::Offer, ip),
+                Answer::Ack(ip) => (MessageType::Ack, ip),
+                Answer::InformAck => (MessageType::Ack, Ipv4Addr::UNSPECIFIED),
+                Answer::Nak(why) => {
+                    tracing::warn!(%mac, "NAK: {why}");
+                    (MessageType::Nak, Ipv4Addr::UNSPECIFIED)
+                }
+                Answer::Silent(why) => {
+                    if why != "released" {
+                        tracing::warn!(%mac, "no answer: {why}");
+                        server.events.emit(
+                            "no lease",
+                            who.as_ref().map(|w| w.imsi.as_str()),
+                            json!({"mac": mac, "why": why}),
+                        );
+                    }
+                    continue;
+                }
+            };
+            let r = reply(&server.config, &m, kind, ip);
+            let Ok(bytes) = r.to_vec() else { continue };
+            // Clients without an address get a broadcast; renewing ones a unicast.
+            let to = if !m.ciaddr().is_unspecified() && kind == MessageType::Ack {
+                SocketAddrV4::new(m.ciaddr(), 68)
+            } else {
+                SocketAddrV4::new(Ipv4Addr::BROADCAST, 68)
+            };
+            if let Err(e) = socket.send_to(&bytes, to).await {
+                tracing::warn!("send to {to}: {e}");
+            }
+        }
+    };
+    tokio::select! {
+        _ = serve => {}
+        _ = crate::agents::shutdown_signal() => tracing::info!("DHCP server stopping"),
+    }
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! The terminal's built-in DHCP client (RFC 2131, on dhcproto): DISCOVER, OFFER, REQUEST,
+//! ACK over a UDP socket bound to the terminal's interface, retransmitting until an
+//! answer comes; RELEASE at detach. It sends its host name as a client FQDN (option 81),
+//! which the server checks against the one the home network holds.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use dhcproto::v4::{self, DhcpOption, MessageType, Opcode, OptionCode};
+use dhcproto::{Decodable, Encodable};
+
+use super::dhcp::bind_dhcp_socket;
+
+const RETRANSMIT: Duration = Duration::from_millis(500);
+
+/// What the server granted.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub router: Option<Ipv4Addr>,
+    pub server: Ipv4Addr,
+    pub dns: Vec<Ipv4Addr>,
+    pub lease_secs: u32,
+}
+
+fn message(kind: MessageType, xid: u32, mac: &[u8; 6], host_name: Option<&str>) -> v4::Message {
+    let mut m = v4::Message::new_with_id(
+        xid,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        mac,
+    );
+    m.set_opcode(Opcode::BootRequest)
+        .set_flags(v4::Flags::default().set_broadcast());
+    let o = m.opts_mut();
+    o.insert(DhcpOption::MessageType(kind));
+    let mut client_id = vec![1u8];
+    client_id.extend_from_slice(mac);
+    o.insert(DhcpOption::ClientIdentifier(client_id));
+    o.insert(DhcpOption::ParameterRequestList(vec![
+        OptionCode::SubnetMask,
+        OptionCode::Router,
+        OptionCode::DomainNameServer,
+    ]));
+    if let Some(name) = host_name {
+        if let Ok(domain) = name.parse::<hickory_proto::rr::Name>() {
+            // S=1: the server is to update the forward record.
+            let flags = v4::fqdn::FqdnFlags::default().set_s(true).set_e(true);
+            o.insert(DhcpOption::ClientFQDN(v4::fqdn::ClientFQDN::new(
+                flags, domain,
+            )));
+        }
+    }
+    m
+}
+
+/// Sends `m` (broadcast) until an answer of `want` with our xid arrives, or `deadline`.
+async fn exchange(
+    socket: &tokio::net::UdpSocket,
+    m: &v4::Message,
+    want: &[MessageType],
+    deadline: Instant,
+) -> Result<v4::Message, String> {
+    let bytes = m.to_vec().map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 2048];
+    loop {
+        if Instant::now() >= deadline {
+            return Err(format!("no {want:?} from a DHCP server"));
+        }
+        socket
+            .send_to(&bytes, SocketAddrV4::new(Ipv4Addr::BROADCAST, 67))
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        let until = (Instant::now() + RETRANSMIT).min(deadline);
+        while let Ok(got) = tokio::time::timeout_at(until.into(), socket.recv_from(&mut buf)).await
+        {
+            let Ok((n, _)) = got else { break };
+            let Ok(answer) = v4::Message::from_bytes(&buf[..n]) else {
+                continue;
+            };
+            if answer.xid() != m.xid() || answer.opcode() != Opcode::BootReply {
+                continue;
+            }
+            match answer.opts().msg_type() {
+                Some(t) if want.contains(&t) => return Ok(answer),
+                _ => continue,
+            }
+        }
+    }
+}
+
+fn lease_of(ack: &v4::Message) -> Lease {
+    let o = ack.opts();
+    let prefix_len = match o.get(OptionCode::SubnetMask) {
+        Some(DhcpOption::SubnetMask(mask)) => u32::from(*mask).count_ones() as u8,
+        _ => 24,
+    };
+    Lease {
+        address: ack.yiaddr(),
+        prefix_len,
+        router: match o.get(OptionCode::Router) {
+            Some(DhcpOption::Router(r)) => r.first().copied(),
+            _ => None,
+        },
+        server: match o.get(OptionCode::ServerIdentifier) {
+            Some(DhcpOption::ServerIdentifier(s)) => *s,
+            _ => ack.siaddr(),
+        },
+        dns: match o.get(OptionCode::DomainNameServer) {
+            Some(DhcpOption::DomainNameServer(d)) => d.clone(),
+            _ => Vec::new(),
+        },
+        lease_secs: match o.get(OptionCode::AddressLeaseTime) {
+            Some(DhcpOption::AddressLeaseTime(t)) => *t,
+            _ => 0,
+        },
+    }
+}
+
+/// Acquires a lease on `interface`.
+pub async fn acquire(
+    interface: &str,
+    mac: [u8; 6],
+    host_name: Option<&str>,
+    timeout: Duration,
+) -> Result<Lease, String> {
+    let socket = bind_dhcp_socket(interface, 68)
+        .map_err(|e| format!("cannot bind udp 0.0.0.0:68 on {interface}: {e}"))?;
+    let deadline = Instant::now() + timeout;
+    let xid: u32 = rand_xid();
+    let discover = message(MessageType::Discover, xid, &mac, host_name);
+    let offer = exchange(&socket, &discover, &[MessageType::Offer], deadline).await?;
+    let server = lease_of(&offer).server;
+    let mut request = message(MessageType::Request, xid, &mac, host_name);
+    request
+        .opts_mut()
+        .insert(DhcpOption::RequestedIpAddress(offer.yiaddr()));
+    request
+        .opts_mut()
+        .insert(DhcpOption::ServerIdentifier(server));
+    let ack = exchange(
+        &socket,
+        &request,
+        &[MessageType::Ack, MessageType::Nak],
+        deadline,
+    )
+    .await?;
+    if ack.opts().msg_type() == Some(MessageType::Nak) {
+        return Err("the DHCP server refused the request (NAK)".into());
+    }
+    Ok(lease_of(&ack))
+}
+
+/// Gives the lease back.
+pub async fn release(interface: &str, mac: [u8; 6], lease: &Lease) -> Result<(), String> {
+    let socket = bind_dhcp_socket(interface, 68).map_err(|e| e.to_string())?;
+    let mut m = message(MessageType::Release, rand_xid(), &mac, None);
+    m.set_ciaddr(lease.address).set_flags(v4::Flags::default());
+    m.opts_mut()
+        .insert(DhcpOption::ServerIdentifier(lease.server));
+    let bytes = m.to_vec().map_err(|e| e.to_string())?;
+    socket
+        .send_to(&bytes, SocketAddrV4::new(lease.server, 67))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn rand_xid() -> u32 {
+    use std::io::Read;
+    let mut b = [0u8; 4];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    u32::from_ne_bytes(b)
+}

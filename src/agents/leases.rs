@@ -1,0 +1,453 @@
+//! The DHCP server's lease book (RFC 2131), pure: DISCOVER/OFFER/REQUEST/ACK/NAK, RELEASE,
+//! DECLINE (the address goes on probation), INFORM, expiry. It hands out addresses only
+//! to terminals the VLR has authorised, and reports every binding that starts or ends so
+//! that DNS follows the leases.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+/// How long a declined address stays out of the pool.
+pub const PROBATION_SECS: u64 = 600;
+/// How long an offer is held for the client that was offered it.
+pub const OFFER_HOLD_SECS: u64 = 30;
+
+/// A terminal the VLR lists as attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorised {
+    pub imsi: String,
+    pub host_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub mac: [u8; 6],
+    pub imsi: String,
+    pub host_name: String,
+    pub ip: Ipv4Addr,
+    /// Unix seconds.
+    pub expires: u64,
+    /// Offered, not yet requested.
+    pub offered: bool,
+}
+
+/// A change of binding that DNS and the HLR must follow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Binding {
+    Bound {
+        imsi: String,
+        host_name: String,
+        ip: Ipv4Addr,
+    },
+    Unbound {
+        imsi: String,
+        host_name: String,
+        ip: Ipv4Addr,
+        why: String,
+    },
+}
+
+/// What the server should answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Offer(Ipv4Addr),
+    Ack(Ipv4Addr),
+    /// INFORM: configuration only, no address.
+    InformAck,
+    Nak(String),
+    /// No answer (unauthorised, pool exhausted, a DECLINE or RELEASE): the reason is logged.
+    Silent(String),
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct LeaseBook {
+    pub start: Option<Ipv4Addr>,
+    pub end: Option<Ipv4Addr>,
+    pub leases: BTreeMap<Ipv4Addr, Lease>,
+    /// Declined addresses and when they come back.
+    pub probation: BTreeMap<Ipv4Addr, u64>,
+}
+
+/// What a client asked, reduced to what the lease book needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub kind: Kind,
+    pub mac: [u8; 6],
+    /// Option 50, or ciaddr when renewing.
+    pub requested: Option<Ipv4Addr>,
+    /// Option 54: the server the client selected, if it says.
+    pub server: Option<Ipv4Addr>,
+    /// The name the client says is its own (option 81's FQDN, or option 12 for a host).
+    pub claimed_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Discover,
+    Request,
+    Release,
+    Decline,
+    Inform,
+}
+
+impl LeaseBook {
+    pub fn new(start: Ipv4Addr, end: Ipv4Addr) -> Self {
+        LeaseBook {
+            start: Some(start),
+            end: Some(end),
+            ..Default::default()
+        }
+    }
+
+    fn lease_of(&self, mac: &[u8; 6]) -> Option<&Lease> {
+        self.leases.values().find(|l| &l.mac == mac)
+    }
+
+    fn free_address(&self, now: u64) -> Option<Ipv4Addr> {
+        let (start, end) = (u32::from(self.start?), u32::from(self.end?));
+        (start..=end).map(Ipv4Addr::from).find(|ip| {
+            !self.leases.contains_key(ip)
+                && self.probation.get(ip).is_none_or(|until| *until <= now)
+        })
+    }
+
+    /// Handles one client message. `me` is this server's identifier; `lease_secs` the
+    /// lease time granted.
+    pub fn handle(
+        &mut self,
+        r: &Request,
+        authorised: Option<&Authorised>,
+        me: Ipv4Addr,
+        lease_secs: u64,
+        now: u64,
+    ) -> (Answer, Vec<Binding>) {
+        let mut changes = Vec::new();
+        match r.kind {
+            Kind::Release => {
+                if let Some(ip) = self.lease_of(&r.mac).map(|l| l.ip) {
+                    let l = self.leases.remove(&ip).expect("present");
+                    if !l.offered {
+                        changes.push(Binding::Unbound {
+                            imsi: l.imsi,
+                            host_name: l.host_name,
+                            ip,
+                            why: "released".into(),
+                        });
+                    }
+                }
+                return (Answer::Silent("released".into()), changes);
+            }
+            Kind::Decline => {
+                if let Some(ip) = r
+                    .requested
+                    .filter(|ip| self.leases.get(ip).is_some_and(|l| l.mac == r.mac))
+                {
+                    let l = self.leases.remove(&ip).expect("present");
+                    self.probation.insert(ip, now + PROBATION_SECS);
+                    if !l.offered {
+                        changes.push(Binding::Unbound {
+                            imsi: l.imsi,
+                            host_name: l.host_name,
+                            ip,
+                            why: "declined".into(),
+                        });
+                    }
+                }
+                return (
+                    Answer::Silent("declined: address on probation".into()),
+                    changes,
+                );
+            }
+            _ => {}
+        }
+        let Some(who) = authorised else {
+            return (Answer::Silent("not authorised by the VLR".into()), changes);
+        };
+        if let Some(claim) = &r.claimed_name {
+            let claim = claim.trim_end_matches('.').to_ascii_lowercase();
+            let own = who.host_name.to_ascii_lowercase();
+            let short = own.split('.').next().unwrap_or_default();
+            if claim != own && claim != short {
+                return (
+                    Answer::Silent(format!(
+                        "the client claims `{claim}`, not its own host name {own}"
+                    )),
+                    changes,
+                );
+            }
+        }
+        match r.kind {
+            Kind::Inform => (Answer::InformAck, changes),
+            Kind::Discover => {
+                let current = self.lease_of(&r.mac).map(|l| l.ip);
+                let ip = current.or_else(|| self.free_address(now));
+                let Some(ip) = ip else {
+                    return (Answer::Silent("pool exhausted".into()), changes);
+                };
+                if current.is_none() {
+                    self.leases.insert(
+                        ip,
+                        Lease {
+                            mac: r.mac,
+                            imsi: who.imsi.clone(),
+                            host_name: who.host_name.clone(),
+                            ip,
+                            expires: now + OFFER_HOLD_SECS,
+                            offered: true,
+                        },
+                    );
+                }
+                (Answer::Offer(ip), changes)
+            }
+            Kind::Request => {
+                if r.server.is_some_and(|s| s != me) {
+                    // The client chose another server's offer: release ours.
+                    if let Some(ip) = self.lease_of(&r.mac).filter(|l| l.offered).map(|l| l.ip) {
+                        self.leases.remove(&ip);
+                    }
+                    return (
+                        Answer::Silent("the client chose another server".into()),
+                        changes,
+                    );
+                }
+                let Some(ip) = r.requested.or_else(|| self.lease_of(&r.mac).map(|l| l.ip)) else {
+                    return (Answer::Nak("no address requested".into()), changes);
+                };
+                match self.leases.get(&ip) {
+                    Some(l) if l.mac == r.mac => {}
+                    Some(_) => {
+                        return (
+                            Answer::Nak(format!("{ip} is leased to another client")),
+                            changes,
+                        )
+                    }
+                    None if self.in_pool(ip)
+                        && self.probation.get(&ip).is_none_or(|u| *u <= now) => {}
+                    None => return (Answer::Nak(format!("{ip} is not ours to give")), changes),
+                }
+                // One address per terminal: a different old binding ends here.
+                if let Some(old) = self.lease_of(&r.mac).filter(|l| l.ip != ip).cloned() {
+                    self.leases.remove(&old.ip);
+                    if !old.offered {
+                        changes.push(Binding::Unbound {
+                            imsi: old.imsi,
+                            host_name: old.host_name,
+                            ip: old.ip,
+                            why: "replaced".into(),
+                        });
+                    }
+                }
+                let previous = self.leases.get(&ip).cloned();
+                let fresh = previous.as_ref().is_none_or(|p| {
+                    p.offered || p.imsi != who.imsi || p.host_name != who.host_name
+                });
+                self.leases.insert(
+                    ip,
+                    Lease {
+                        mac: r.mac,
+                        imsi: who.imsi.clone(),
+                        host_name: who.host_name.clone(),
+                        ip,
+                        expires: now + lease_secs,
+                        offered: false,
+                    },
+                );
+                // A renewal with nothing changed writes nothing new.
+                if fresh {
+                    changes.push(Binding::Bound {
+                        imsi: who.imsi.clone(),
+                        host_name: who.host_name.clone(),
+                        ip,
+                    });
+                }
+                (Answer::Ack(ip), changes)
+            }
+            Kind::Release | Kind::Decline => unreachable!("handled above"),
+        }
+    }
+
+    fn in_pool(&self, ip: Ipv4Addr) -> bool {
+        match (self.start, self.end) {
+            (Some(s), Some(e)) => ip >= s && ip <= e,
+            _ => false,
+        }
+    }
+
+    /// Ends leases that expired, and those of terminals the VLR no longer lists.
+    pub fn sweep(&mut self, now: u64, still_attached: &dyn Fn(&str) -> bool) -> Vec<Binding> {
+        let ended: Vec<Ipv4Addr> = self
+            .leases
+            .values()
+            .filter(|l| l.expires <= now || !still_attached(&l.imsi))
+            .map(|l| l.ip)
+            .collect();
+        let mut changes = Vec::new();
+        for ip in ended {
+            let l = self.leases.remove(&ip).expect("present");
+            if !l.offered {
+                let why = if l.expires <= now {
+                    "lease expired"
+                } else {
+                    "detached"
+                };
+                changes.push(Binding::Unbound {
+                    imsi: l.imsi,
+                    host_name: l.host_name,
+                    ip,
+                    why: why.into(),
+                });
+            }
+        }
+        self.probation.retain(|_, until| *until > now);
+        changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+
+    fn book() -> LeaseBook {
+        LeaseBook::new(
+            Ipv4Addr::new(198, 51, 100, 100),
+            Ipv4Addr::new(198, 51, 100, 101),
+        )
+    }
+
+    fn who(n: u8) -> Authorised {
+        Authorised {
+            imsi: format!("00101000000000{n}"),
+            host_name: format!("phone{n}.home.example"),
+        }
+    }
+
+    fn req(kind: Kind, mac: u8, requested: Option<Ipv4Addr>) -> Request {
+        Request {
+            kind,
+            mac: [2, 0, 0, 0, 0, mac],
+            requested,
+            server: None,
+            claimed_name: None,
+        }
+    }
+
+    #[test]
+    fn discover_request_ack_binds_once_and_renewals_write_nothing() {
+        let mut b = book();
+        let (offer, none) = b.handle(&req(Kind::Discover, 1, None), Some(&who(1)), ME, 600, 0);
+        assert_eq!(
+            (offer, none.len()),
+            (Answer::Offer(Ipv4Addr::new(198, 51, 100, 100)), 0)
+        );
+        let ip = Ipv4Addr::new(198, 51, 100, 100);
+        let (ack, bound) = b.handle(&req(Kind::Request, 1, Some(ip)), Some(&who(1)), ME, 600, 1);
+        assert_eq!(ack, Answer::Ack(ip));
+        assert_eq!(
+            bound,
+            [Binding::Bound {
+                imsi: who(1).imsi,
+                host_name: who(1).host_name,
+                ip
+            }]
+        );
+        let (renew, nothing) = b.handle(
+            &req(Kind::Request, 1, Some(ip)),
+            Some(&who(1)),
+            ME,
+            600,
+            300,
+        );
+        assert_eq!((renew, nothing.len()), (Answer::Ack(ip), 0));
+    }
+
+    #[test]
+    fn unauthorised_clients_get_nothing_and_claims_must_match() {
+        let mut b = book();
+        assert!(matches!(
+            b.handle(&req(Kind::Discover, 1, None), None, ME, 600, 0).0,
+            Answer::Silent(_)
+        ));
+        let mut claim = req(Kind::Discover, 1, None);
+        claim.claimed_name = Some("server1.home.example".into());
+        assert!(
+            matches!(b.handle(&claim, Some(&who(1)), ME, 600, 0).0, Answer::Silent(why) if why.contains("not its own"))
+        );
+        claim.claimed_name = Some("phone1".into());
+        assert!(matches!(
+            b.handle(&claim, Some(&who(1)), ME, 600, 0).0,
+            Answer::Offer(_)
+        ));
+        assert!(b.leases.values().all(|l| l.offered));
+    }
+
+    #[test]
+    fn exhaustion_decline_release_and_sweep() {
+        let mut b = book();
+        for n in 1..=2 {
+            let (Answer::Offer(ip), _) =
+                b.handle(&req(Kind::Discover, n, None), Some(&who(n)), ME, 600, 0)
+            else {
+                panic!()
+            };
+            b.handle(&req(Kind::Request, n, Some(ip)), Some(&who(n)), ME, 600, 0);
+        }
+        assert!(
+            matches!(b.handle(&req(Kind::Discover, 3, None), Some(&who(3)), ME, 600, 0).0, Answer::Silent(why) if why == "pool exhausted")
+        );
+        let first = Ipv4Addr::new(198, 51, 100, 100);
+        let (_, unbound) = b.handle(
+            &req(Kind::Decline, 1, Some(first)),
+            Some(&who(1)),
+            ME,
+            600,
+            10,
+        );
+        assert!(matches!(&unbound[..], [Binding::Unbound { why, .. }] if why == "declined"));
+        assert!(
+            matches!(
+                b.handle(&req(Kind::Discover, 3, None), Some(&who(3)), ME, 600, 20)
+                    .0,
+                Answer::Silent(_)
+            ),
+            "a declined address is on probation"
+        );
+        let (_, released) = b.handle(&req(Kind::Release, 2, None), Some(&who(2)), ME, 600, 30);
+        assert_eq!(released.len(), 1);
+        let gone = b.sweep(10_000, &|_| true);
+        assert!(gone.is_empty());
+        assert!(b.probation.is_empty(), "probation ends");
+    }
+
+    #[test]
+    fn a_request_for_someone_elses_address_is_nakked_and_detached_terminals_lose_their_lease() {
+        let mut b = book();
+        let ip = Ipv4Addr::new(198, 51, 100, 100);
+        b.handle(&req(Kind::Request, 1, Some(ip)), Some(&who(1)), ME, 600, 0);
+        assert!(matches!(
+            b.handle(&req(Kind::Request, 2, Some(ip)), Some(&who(2)), ME, 600, 0)
+                .0,
+            Answer::Nak(_)
+        ));
+        assert!(matches!(
+            b.handle(
+                &req(Kind::Request, 2, Some(Ipv4Addr::new(10, 0, 0, 1))),
+                Some(&who(2)),
+                ME,
+                600,
+                0
+            )
+            .0,
+            Answer::Nak(_)
+        ));
+        let gone = b.sweep(1, &|imsi| imsi != who(1).imsi);
+        assert!(matches!(&gone[..], [Binding::Unbound { why, .. }] if why == "detached"));
+        let expired = {
+            b.handle(&req(Kind::Request, 2, Some(ip)), Some(&who(2)), ME, 600, 0);
+            b.sweep(601, &|_| true)
+        };
+        assert!(matches!(&expired[..], [Binding::Unbound { why, .. }] if why == "lease expired"));
+    }
+}

@@ -1,0 +1,53 @@
+//! A plain A-record query through a resolver, made from inside a node: what `attach` uses
+//! to wait until a terminal's name resolves from a fixed host.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures::StreamExt;
+use hickory_net::client::Client;
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::udp::UdpClientStream;
+use hickory_net::DnsHandle;
+use hickory_proto::op::{DnsRequest, Message, Query};
+use hickory_proto::rr::{Name, RData, RecordType};
+
+/// The A records `resolver` returns for `name`, asked from inside `namespace`.
+pub fn query_a(namespace: &str, resolver: IpAddr, name: &str) -> std::io::Result<Vec<Ipv4Addr>> {
+    let name = name.to_string();
+    crate::kernel::netns::run_in(namespace, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let stream = UdpClientStream::builder(
+                SocketAddr::new(resolver, 53),
+                TokioRuntimeProvider::default(),
+            )
+            .with_timeout(Some(Duration::from_secs(1)))
+            .build();
+            let (client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
+            let bg = tokio::spawn(background);
+            let mut msg = Message::query();
+            msg.metadata.recursion_desired = true;
+            let qname = Name::from_str(&name).map_err(std::io::Error::other)?;
+            msg.add_query(Query::query(qname, RecordType::A));
+            let answer = client.send(DnsRequest::from(msg)).next().await;
+            bg.abort();
+            let response = match answer {
+                Some(Ok(r)) => r,
+                Some(Err(e)) => return Err(std::io::Error::other(e.to_string())),
+                None => return Ok(Vec::new()),
+            };
+            Ok(response
+                .answers
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::A(a) => Some(a.0),
+                    _ => None,
+                })
+                .collect())
+        })
+    })
+}
