@@ -13,8 +13,14 @@ use hickory_net::DnsHandle;
 use hickory_proto::op::{DnsRequest, Message, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
 
-/// The A records `resolver` returns for `name`, asked from inside `namespace`.
-pub fn query_a(namespace: &str, resolver: IpAddr, name: &str) -> std::io::Result<Vec<Ipv4Addr>> {
+/// The A records `server` returns for `name`, asked from inside `namespace`; `recurse`
+/// asks a resolver to recurse (off for an authoritative server).
+pub fn query_a(
+    namespace: &str,
+    server: IpAddr,
+    name: &str,
+    recurse: bool,
+) -> std::io::Result<Vec<Ipv4Addr>> {
     let name = name.to_string();
     crate::kernel::netns::run_in(namespace, move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -22,7 +28,7 @@ pub fn query_a(namespace: &str, resolver: IpAddr, name: &str) -> std::io::Result
             .build()?;
         rt.block_on(async move {
             let stream = UdpClientStream::builder(
-                SocketAddr::new(resolver, 53),
+                SocketAddr::new(server, 53),
                 TokioRuntimeProvider::default(),
             )
             .with_timeout(Some(Duration::from_secs(1)))
@@ -30,7 +36,7 @@ pub fn query_a(namespace: &str, resolver: IpAddr, name: &str) -> std::io::Result
             let (client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
             let bg = tokio::spawn(background);
             let mut msg = Message::query();
-            msg.metadata.recursion_desired = true;
+            msg.metadata.recursion_desired = recurse;
             let qname = Name::from_str(&name).map_err(std::io::Error::other)?;
             msg.add_query(Query::query(qname, RecordType::A));
             let answer = client.send(DnsRequest::from(msg)).next().await;

@@ -70,11 +70,31 @@ pub struct Attached {
     pub resolvable: Option<(String, Duration)>,
 }
 
-/// How long `attach` waits for the terminal's name to resolve to its new address.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the home DNS may take to hold the new address.
+const HOME_DNS_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Waits until `name` resolves to `address` from the lab's first fixed host, through the
-/// lab's resolver.
+/// Polls `query` until it returns `address`, or `limit` passes.
+fn poll(
+    limit: Duration,
+    address: std::net::Ipv4Addr,
+    query: impl Fn() -> std::io::Result<Vec<std::net::Ipv4Addr>>,
+) -> bool {
+    let started = std::time::Instant::now();
+    loop {
+        if query().is_ok_and(|found| found.contains(&address)) {
+            return true;
+        }
+        if started.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until `name` resolves to `address` from the lab's first fixed host through the
+/// lab's resolver. The home DNS (which owns the name) is asked first, directly, so that
+/// asking too early never leaves a negative answer in the resolver's cache; the resolver
+/// may still answer from its cache for up to the record's TTL (a terminal that moved).
 fn wait_resolvable(
     topology: &Topology,
     name: &str,
@@ -87,21 +107,32 @@ fn wait_resolvable(
         return Ok(None);
     };
     let namespace = topology.namespace(&host.name);
+    let zone = topology
+        .zones
+        .iter()
+        .filter(|z| name.ends_with(&format!(".{}", z.name)))
+        .max_by_key(|z| z.name.len());
     let started = std::time::Instant::now();
-    loop {
-        match crate::dns::lookup::query_a(&namespace, resolver, name) {
-            Ok(found) if found.contains(&address) => {
-                return Ok(Some((host.name.clone(), started.elapsed())))
-            }
-            _ if started.elapsed() > RESOLVE_TIMEOUT => {
-                return Err(format!(
-                    "{name} did not resolve to {address} from {} within {RESOLVE_TIMEOUT:?}",
-                    host.name
-                ))
-            }
-            _ => std::thread::sleep(Duration::from_millis(10)),
+    if let Some((server, _)) = zone.and_then(|z| topology.dns_of(&z.server)) {
+        if !poll(HOME_DNS_TIMEOUT, address, || {
+            crate::dns::lookup::query_a(&namespace, server, name, false)
+        }) {
+            return Err(format!(
+                "the home DNS did not hold {name} → {address} within {HOME_DNS_TIMEOUT:?}"
+            ));
         }
     }
+    let cache_bound =
+        Duration::from_secs(zone.map(|z| z.ttl.max(z.negative_ttl)).unwrap_or(10) as u64 + 2);
+    if !poll(cache_bound, address, || {
+        crate::dns::lookup::query_a(&namespace, resolver, name, true)
+    }) {
+        return Err(format!(
+            "{name} did not resolve to {address} from {} within {cache_bound:?}",
+            host.name
+        ));
+    }
+    Ok(Some((host.name.clone(), started.elapsed())))
 }
 
 fn load(lab: &str) -> Result<(LabState, Topology), LabError> {
