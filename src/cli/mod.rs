@@ -2,6 +2,7 @@
 //! line. Library modules return typed errors; context is added only here.
 
 mod bench;
+mod demo;
 mod graph;
 mod table;
 
@@ -37,6 +38,16 @@ impl Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The main job: bring up the built-in lab, roam phone1 and server1 into the visited
+    /// network, show forward and reverse lookups, ping and HTTP by name, detach, show the
+    /// names gone, tear down. Each step is checked; exit 0 only if all hold.
+    ///
+    /// Example: sudo roamlab demo --keep
+    Demo {
+        /// Leave the lab up afterwards, to poke at it.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Build a lab: namespaces, links, bridges, addresses, routes, then its agents.
     ///
     /// Without -t, builds the built-in roaming lab (core, home, visited, fixed1, fixed2).
@@ -365,6 +376,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 opts.topology.name
             );
             Ok(())
+        }
+        Command::Demo { keep } => {
+            require_root("demo")?;
+            demo::run_demo(keep)
         }
         Command::Down { lab } => {
             require_root("down")?;
