@@ -82,11 +82,43 @@ fn authorised(path: &std::path::Path, mac: &[u8; 6]) -> Option<Authorised> {
         })
 }
 
-fn attached_imsis(path: &std::path::Path) -> Vec<String> {
+/// (IMSI, MAC) of every terminal the VLR lists.
+fn attached_links(path: &std::path::Path) -> Vec<(String, String)> {
     let list: Vec<serde_json::Value> = signaling::read_json(path).unwrap_or_default();
     list.iter()
-        .filter_map(|t| t["imsi"].as_str().map(String::from))
+        .filter_map(|t| {
+            Some((
+                t["imsi"].as_str()?.to_string(),
+                t["mac"].as_str()?.to_string(),
+            ))
+        })
         .collect()
+}
+
+/// The smallest BOOTP message: the fixed header and the magic cookie.
+const MIN_MESSAGE: usize = 240;
+
+/// Decodes a client packet, refusing what dhcproto cannot be trusted with: its `chaddr()`
+/// slices by the header's hardware-address length and panics past 16 bytes, and some
+/// option decoders assert on their length.
+pub fn decode(packet: &[u8]) -> Result<v4::Message, String> {
+    if packet.len() < MIN_MESSAGE {
+        return Err(format!(
+            "{} bytes is shorter than a DHCP message",
+            packet.len()
+        ));
+    }
+    if packet[2] as usize > 16 {
+        return Err(format!(
+            "hardware address length {} is more than 16",
+            packet[2]
+        ));
+    }
+    // dhcproto asserts on some malformed option lengths instead of failing: a panic in its
+    // decoder is a malformed packet, not the end of the server.
+    std::panic::catch_unwind(|| v4::Message::from_bytes(packet))
+        .map_err(|_| "the DHCP decoder gave up on a malformed option".to_string())?
+        .map_err(|e| e.to_string())
 }
 
 /// Reads what the lease book needs from a client message.
@@ -367,10 +399,13 @@ pub async fn run(config: DhcpConfig) -> std::io::Result<()> {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(SWEEP).await;
-                let attached = attached_imsis(&s.config.vlr_attached);
+                let attached = attached_links(&s.config.vlr_attached);
                 let changes = {
                     let mut book = s.book.lock().expect("lock");
-                    let changes = book.sweep(now(), &|imsi| attached.iter().any(|a| a == imsi));
+                    let changes = book.sweep(now(), &|imsi, mac| {
+                        let mac = super::vlr::format_mac(mac);
+                        attached.iter().any(|(i, m)| i == imsi && *m == mac)
+                    });
                     if !changes.is_empty() {
                         s.save(&book);
                     }
@@ -388,7 +423,7 @@ pub async fn run(config: DhcpConfig) -> std::io::Result<()> {
             let Ok((n, _peer)) = socket.recv_from(&mut buf).await else {
                 continue;
             };
-            let m = match v4::Message::from_bytes(&buf[..n]) {
+            let m = match decode(&buf[..n]) {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!("malformed DHCP packet ({n} bytes) ignored: {e}");
@@ -451,4 +486,59 @@ pub async fn run(config: DhcpConfig) -> std::io::Result<()> {
         _ = crate::agents::shutdown_signal() => tracing::info!("DHCP server stopping"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn discover() -> Vec<u8> {
+        let mut m = v4::Message::new_with_id(
+            7,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            &[2, 0, 0, 0, 0, 1],
+        );
+        m.opts_mut()
+            .insert(DhcpOption::MessageType(MessageType::Discover));
+        m.to_vec().unwrap()
+    }
+
+    #[test]
+    fn garbage_truncations_and_lying_headers_never_panic() {
+        let good = discover();
+        assert!(decode(&good).ok().and_then(|m| request_of(&m)).is_some());
+        for cut in 0..good.len() {
+            if let Ok(m) = decode(&good[..cut]) {
+                let _ = request_of(&m);
+            }
+        }
+        let mut seed = 0x9e37_79b9_u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..20_000 {
+            let mut p: Vec<u8> = (0..(next() % 600) as usize).map(|_| next() as u8).collect();
+            if p.len() >= 240 && round % 2 == 0 {
+                p[0] = 1;
+                p[236..240].copy_from_slice(&[99, 130, 83, 99]);
+            }
+            if let Ok(m) = decode(&p) {
+                let _ = request_of(&m);
+            }
+        }
+        let mut liar = good.clone();
+        liar[2] = 200;
+        assert!(decode(&liar).is_err());
+        let mut bad_fqdn = good[..240].to_vec();
+        bad_fqdn.extend([53, 1, 1, 81, 250, 0xff, 0, 0, 7, b'b', b'a', b'd', 255]);
+        if let Ok(m) = decode(&bad_fqdn) {
+            let _ = request_of(&m);
+        }
+    }
 }

@@ -226,9 +226,16 @@ impl LeaseBook {
                         && self.probation.get(&ip).is_none_or(|u| *u <= now) => {}
                     None => return (Answer::Nak(format!("{ip} is not ours to give")), changes),
                 }
-                // One address per terminal: a different old binding ends here.
-                if let Some(old) = self.lease_of(&r.mac).filter(|l| l.ip != ip).cloned() {
-                    self.leases.remove(&old.ip);
+                // One address per terminal: its other bindings (an old address, or an old
+                // link after it moved cells) end here, before the new one starts.
+                let others: Vec<Ipv4Addr> = self
+                    .leases
+                    .values()
+                    .filter(|l| l.ip != ip && (l.mac == r.mac || l.imsi == who.imsi))
+                    .map(|l| l.ip)
+                    .collect();
+                for other in others {
+                    let old = self.leases.remove(&other).expect("present");
                     if !old.offered {
                         changes.push(Binding::Unbound {
                             imsi: old.imsi,
@@ -274,12 +281,17 @@ impl LeaseBook {
         }
     }
 
-    /// Ends leases that expired, and those of terminals the VLR no longer lists.
-    pub fn sweep(&mut self, now: u64, still_attached: &dyn Fn(&str) -> bool) -> Vec<Binding> {
+    /// Ends leases that expired, and those of terminals the VLR no longer lists on that
+    /// link (`still_attached(imsi, mac)`).
+    pub fn sweep(
+        &mut self,
+        now: u64,
+        still_attached: &dyn Fn(&str, &[u8; 6]) -> bool,
+    ) -> Vec<Binding> {
         let ended: Vec<Ipv4Addr> = self
             .leases
             .values()
-            .filter(|l| l.expires <= now || !still_attached(&l.imsi))
+            .filter(|l| l.expires <= now || !still_attached(&l.imsi, &l.mac))
             .map(|l| l.ip)
             .collect();
         let mut changes = Vec::new();
@@ -416,7 +428,7 @@ mod tests {
         );
         let (_, released) = b.handle(&req(Kind::Release, 2, None), Some(&who(2)), ME, 600, 30);
         assert_eq!(released.len(), 1);
-        let gone = b.sweep(10_000, &|_| true);
+        let gone = b.sweep(10_000, &|_, _| true);
         assert!(gone.is_empty());
         assert!(b.probation.is_empty(), "probation ends");
     }
@@ -442,11 +454,11 @@ mod tests {
             .0,
             Answer::Nak(_)
         ));
-        let gone = b.sweep(1, &|imsi| imsi != who(1).imsi);
+        let gone = b.sweep(1, &|imsi, _| imsi != who(1).imsi);
         assert!(matches!(&gone[..], [Binding::Unbound { why, .. }] if why == "detached"));
         let expired = {
             b.handle(&req(Kind::Request, 2, Some(ip)), Some(&who(2)), ME, 600, 0);
-            b.sweep(601, &|_| true)
+            b.sweep(601, &|_, _| true)
         };
         assert!(matches!(&expired[..], [Binding::Unbound { why, .. }] if why == "lease expired"));
     }

@@ -20,6 +20,8 @@ use crate::protocols::gsup::{cause, msg, Message};
 /// How long a terminal whose radio link is lost stays registered (its implicit detach
 /// timer): if it shows up at another network meanwhile, its home cancels it here.
 const IMPLICIT_DETACH: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a request waits for a link to an HLR that is reconnecting.
+const RECONNECT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long to wait between attempts to reach an HLR that is down.
 const RECONNECT: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -104,7 +106,14 @@ impl Vlr {
             &m.imsi,
             json!({"to": link.partner.network}),
         );
-        let sent = match link.sender.lock().await.as_ref() {
+        // A link that is being re-established (the HLR restarted) gets a moment.
+        let mut sender = link.sender.lock().await.clone();
+        let waited = std::time::Instant::now();
+        while sender.is_none() && waited.elapsed() < RECONNECT_GRACE {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            sender = link.sender.lock().await.clone();
+        }
+        let sent = match sender {
             Some(s) => s.gsup(&m).await.is_ok(),
             None => false,
         };

@@ -193,6 +193,15 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// Ask for a DHCP lease on an interface with the built-in client and say what came
+    /// back (a test probe; run it inside a namespace).
+    #[command(hide = true)]
+    DhcpProbe {
+        #[arg(long, default_value = "eth0")]
+        interface: String,
+        #[arg(long, default_value_t = 2.0)]
+        timeout: f64,
+    },
     /// Run an agent (started by the supervisor inside a node, not by hand).
     #[command(hide = true)]
     Agent {
@@ -534,6 +543,31 @@ pub fn run(cli: Cli) -> Result<()> {
             require_root("events")?;
             let lab = lab::resolve(lab.as_deref())?;
             print_events(&lab, follow, json)
+        }
+        Command::DhcpProbe { interface, timeout } => {
+            let mac = std::fs::read_to_string(format!("/sys/class/net/{interface}/address"))
+                .with_context(|| format!("no interface {interface}"))?;
+            let mac: Vec<u8> = mac
+                .trim()
+                .split(':')
+                .filter_map(|h| u8::from_str_radix(h, 16).ok())
+                .collect();
+            let mac: [u8; 6] = mac
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("{interface}: no MAC address"))?;
+            let lease = runtime()?.block_on(crate::agents::dhcp_client::acquire(
+                &interface,
+                mac,
+                None,
+                Duration::from_secs_f64(timeout),
+            ));
+            match lease {
+                Ok(l) => {
+                    println!("leased {} from {}", l.address, l.server);
+                    Ok(())
+                }
+                Err(why) => bail!("no lease: {why}"),
+            }
         }
         Command::BenchAttach {
             lab,

@@ -1,0 +1,470 @@
+//! The roaming flow end to end (issue: visited DHCP, dynamic DNS in both networks): real
+//! agents, a real DHCP exchange on the cell, real dig, ping, traceroute and curl. The lab
+//! (tests/labs/roaming-fast.yaml) gives dynamic records a 2 s TTL.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{roamlab, root_or_skip, text, LabGuard};
+
+const TTL_BOUND: Duration = Duration::from_secs(2);
+
+fn up(name: &str) -> Option<LabGuard> {
+    if !root_or_skip(name) {
+        return None;
+    }
+    let lab = LabGuard::new(name);
+    let out = lab.up(Some("tests/labs/roaming-fast.yaml"), &[]);
+    assert!(out.status.success(), "up failed: {}", text(&out));
+    Some(lab)
+}
+
+fn attach(lab: &LabGuard, terminal: &str) -> String {
+    let out = roamlab(&["attach", terminal, "--lab", &lab.name]);
+    assert!(out.status.success(), "attach {terminal}: {}", text(&out));
+    let said = text(&out);
+    let address = said
+        .split(" has address ")
+        .nth(1)
+        .and_then(|s| s.split(';').next())
+        .expect("an address")
+        .to_string();
+    assert!(said.contains("resolves to it from fixed1"), "{said}");
+    address
+}
+
+fn out(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn short(lab: &LabGuard, node: &str, args: &[&str]) -> String {
+    let mut cmd = vec!["dig", "+short", "+time=2", "+tries=1"];
+    cmd.extend(args);
+    out(&lab.exec(node, &cmd)).trim().to_string()
+}
+
+fn leases(lab: &str) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = roamlab::agents::signaling::read_json(&std::path::PathBuf::from(
+        format!("/run/roamlab/{lab}/signaling/dhcp-visited.leases.json"),
+    ))
+    .unwrap_or_default();
+    v["leases"]
+        .as_object()
+        .map(|m| m.values().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Whether a dig transcript shows the answer for `name`.
+fn within(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() <= limit {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn a_roaming_phone_is_reached_by_name_directly_and_forgotten_after_detach() {
+    let Some(lab) = up("roamflow") else { return };
+    let phone = attach(&lab, "phone1");
+    assert_eq!(phone, "198.51.100.100");
+
+    // Forward: through the resolver from fixed1, and with authority at the home DNS.
+    assert_eq!(short(&lab, "fixed1", &["phone1.home.example"]), phone);
+    let home = out(&lab.exec(
+        "fixed1",
+        &["dig", "+norec", "@192.0.2.53", "phone1.home.example"],
+    ));
+    assert!(
+        home.contains("flags: qr aa;") && home.contains(&phone),
+        "{home}"
+    );
+    // Reverse: through the resolver from fixed2, and with authority at the visited DNS.
+    assert_eq!(
+        short(&lab, "fixed2", &["-x", &phone]),
+        "phone1.home.example."
+    );
+    let visited = out(&lab.exec("fixed2", &["dig", "+norec", "@198.51.100.53", "-x", &phone]));
+    assert!(
+        visited.contains("flags: qr aa;") && visited.contains("phone1.home.example."),
+        "{visited}"
+    );
+
+    // Ping by name; the path is core → visited → phone1, never home.
+    let ping = lab.exec(
+        "fixed1",
+        &[
+            "ping",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "phone1.home.example",
+        ],
+    );
+    assert!(out(&ping).contains(" 0% packet loss"), "{}", text(&ping));
+    let trace = out(&lab.exec(
+        "fixed1",
+        &[
+            "traceroute",
+            "-n",
+            "-q",
+            "1",
+            "-w",
+            "1",
+            "phone1.home.example",
+        ],
+    ));
+    let hops: Vec<&str> = trace
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(
+        hops,
+        ["203.0.113.1", "198.18.0.6", phone.as_str()],
+        "{trace}"
+    );
+    let route = out(&lab.exec("core", &["ip", "route", "get", &phone]));
+    assert!(route.contains("via 198.18.0.6 dev eth-visited"), "{route}");
+
+    // The mobile server answers by name, from a fixed host and from phone1 (peer to peer).
+    attach(&lab, "server1");
+    for node in ["fixed1", "phone1"] {
+        let http = lab.exec(
+            node,
+            &["curl", "-s", "-m", "3", "http://server1.home.example/"],
+        );
+        assert_eq!(
+            out(&http).trim(),
+            "hello from server1.home.example",
+            "from {node}: {}",
+            text(&http)
+        );
+    }
+
+    let detach = roamlab(&["detach", "phone1", "--lab", "roamflow"]);
+    assert!(detach.status.success(), "{}", text(&detach));
+    let forward_gone = within(TTL_BOUND + Duration::from_millis(1500), || {
+        out(&lab.exec("fixed1", &["dig", "+time=1", "phone1.home.example"]))
+            .contains("status: NXDOMAIN")
+    });
+    assert!(
+        forward_gone,
+        "the forward lookup still answers after the TTL bound"
+    );
+    let reverse_gone = within(TTL_BOUND + Duration::from_millis(1500), || {
+        out(&lab.exec("fixed2", &["dig", "+time=1", "-x", &phone])).contains("status: NXDOMAIN")
+    });
+    assert!(
+        reverse_gone,
+        "the reverse lookup still answers after the TTL bound"
+    );
+    assert!(
+        leases("roamflow")
+            .iter()
+            .all(|l| l["imsi"] != "001010000000001"),
+        "phone1's lease is still held"
+    );
+    // The address is back in the pool: the next attach gets it again.
+    assert_eq!(attach(&lab, "phone1"), phone);
+}
+
+#[test]
+fn lookup_transcripts() {
+    let Some(lab) = up("roamshots") else { return };
+    let phone = attach(&lab, "phone1");
+    let normalise = |t: String| -> String {
+        t.lines()
+            .filter(|l| {
+                !(l.starts_with(";; Query time")
+                    || l.starts_with(";; WHEN")
+                    || l.starts_with(";; MSG SIZE")
+                    || l.starts_with("; COOKIE")
+                    || l.starts_with("; <<>> DiG"))
+            })
+            .map(|l| match l.find("id: ") {
+                Some(i) if l.starts_with(";; ->>HEADER") => format!("{}id: N", &l[..i]),
+                _ => {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    if !l.starts_with(';')
+                        && f.len() >= 4
+                        && f[1].parse::<u32>().is_ok()
+                        && f[2] == "IN"
+                    {
+                        let mut f = f.clone();
+                        f[1] = "TTL";
+                        f.join("\t")
+                    } else {
+                        l.to_string()
+                    }
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    insta::assert_snapshot!(
+        "roaming_forward_at_home",
+        normalise(out(&lab.exec(
+            "fixed1",
+            &["dig", "+norec", "@192.0.2.53", "phone1.home.example"]
+        )))
+    );
+    insta::assert_snapshot!(
+        "roaming_reverse_at_visited",
+        normalise(out(&lab.exec(
+            "fixed2",
+            &["dig", "+norec", "@198.51.100.53", "-x", &phone]
+        )))
+    );
+    insta::assert_snapshot!(
+        "roaming_forward_via_resolver",
+        normalise(out(&lab.exec("fixed1", &["dig", "phone1.home.example"])))
+    );
+}
+
+#[test]
+fn refused_and_unauthorised_terminals_get_no_lease_and_no_record() {
+    let Some(lab) = up("roamrefuse") else { return };
+    let refused = roamlab(&["attach", "homebound1", "--lab", "roamrefuse"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(leases("roamrefuse").is_empty());
+    assert_eq!(
+        short(
+            &lab,
+            "fixed1",
+            &["+norec", "@192.0.2.53", "homebound1.home.example"]
+        ),
+        ""
+    );
+
+    // A host on the cell that never attached: its DHCP requests get nothing.
+    let ns = "roamrefuse-rogue";
+    let ip = |args: &[&str]| Command::new("ip").args(args).status().unwrap().success();
+    assert!(ip(&["netns", "add", ns]));
+    let created = ip(&[
+        "-n",
+        "roamrefuse-visited",
+        "link",
+        "add",
+        "name",
+        "cell-rogue",
+        "master",
+        "cell",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        ns,
+    ]);
+    let probe = created
+        && ip(&[
+            "-n",
+            "roamrefuse-visited",
+            "link",
+            "set",
+            "cell-rogue",
+            "up",
+        ])
+        && ip(&["-n", ns, "link", "set", "eth0", "up"]);
+    let result = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            common::bin(),
+            "dhcp-probe",
+            "--timeout",
+            "1.5",
+        ])
+        .output()
+        .unwrap();
+    let _ = Command::new("ip")
+        .args(["-n", "roamrefuse-visited", "link", "del", "cell-rogue"])
+        .status();
+    let _ = Command::new("ip").args(["netns", "del", ns]).status();
+    assert!(probe, "could not wire the rogue host");
+    assert!(
+        !result.status.success(),
+        "an unattached host got a lease: {}",
+        text(&result)
+    );
+    let log = std::fs::read_to_string("/run/roamlab/roamrefuse/agents/visited.dhcp.log").unwrap();
+    assert!(
+        log.contains("not authorised by the VLR"),
+        "the refusal is not logged"
+    );
+    assert!(leases("roamrefuse").is_empty());
+}
+
+#[test]
+fn malformed_dhcp_packets_never_stop_the_server_or_drop_a_lease() {
+    let Some(lab) = up("roamgarbage") else { return };
+    let phone = attach(&lab, "phone1");
+    let pids = common::agent_pids(&lab.status_json());
+    roamlab::kernel::netns::run_in("roamgarbage-phone1", || {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        socket.set_broadcast(true)?;
+        let mut seed = 0x6a09_e667_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..400 {
+            let mut p: Vec<u8> = (0..240 + next() % 300).map(|_| next() as u8).collect();
+            p[0] = 1; // BOOTREQUEST
+            match round % 4 {
+                // The right magic cookie, then option garbage.
+                0 => p[236..240].copy_from_slice(&[99, 130, 83, 99]),
+                // A truncated header.
+                1 => p.truncate((next() % 200) as usize),
+                // A huge option length, and a bad option 81.
+                2 => {
+                    p[236..240].copy_from_slice(&[99, 130, 83, 99]);
+                    p.truncate(240);
+                    p.extend([53, 1, 1, 81, 250, 0xff, 0, 0, 0x07, b'b', b'a', b'd', 255]);
+                }
+                _ => {}
+            }
+            socket.send_to(&p, "255.255.255.255:67")?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        common::agent_pids(&lab.status_json()),
+        pids,
+        "an agent was replaced"
+    );
+    assert!(
+        lab.status_json()["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["alive"] == true),
+        "an agent died"
+    );
+    assert!(
+        leases("roamgarbage")
+            .iter()
+            .any(|l| l["ip"] == phone.as_str()),
+        "phone1's lease was lost"
+    );
+    assert_eq!(short(&lab, "fixed1", &["phone1.home.example"]), phone);
+    attach(&lab, "server1");
+}
+
+/// The A and PTR records the lab's authorities hold for the test subscribers.
+/// (name, address) pairs.
+type Records = Vec<(String, String)>;
+
+fn records(lab: &LabGuard) -> (Records, Records) {
+    let mut forward = Vec::new();
+    let mut reverse = Vec::new();
+    for name in ["phone1", "server1"] {
+        let a = short(
+            lab,
+            "fixed1",
+            &["+norec", "@192.0.2.53", &format!("{name}.home.example")],
+        );
+        if !a.is_empty() {
+            forward.push((name.to_string(), a.clone()));
+        }
+    }
+    for last in 100..=103 {
+        let ip = format!("198.51.100.{last}");
+        let ptr = short(lab, "fixed1", &["+norec", "@198.51.100.53", "-x", &ip]);
+        if !ptr.is_empty() {
+            reverse.push((ptr.trim_end_matches(".home.example.").to_string(), ip));
+        }
+    }
+    forward.sort();
+    reverse.sort();
+    (forward, reverse)
+}
+
+#[test]
+fn restarting_dhcp_hlr_and_dns_mid_cycles_leaves_dns_matching_the_leases() {
+    let Some(lab) = up("roamchurn") else { return };
+    let restarts = ["visited/dhcp", "home/hlr", "home/dns", "visited/dns"];
+    for cycle in 0..8 {
+        for t in ["phone1", "server1"] {
+            let a = roamlab(&["attach", t, "--lab", "roamchurn"]);
+            assert!(
+                a.status.success(),
+                "cycle {cycle}: attach {t}: {}",
+                text(&a)
+            );
+        }
+        if cycle % 2 == 0 {
+            let agent = restarts[cycle / 2 % restarts.len()];
+            let r = roamlab(&["restart", "--lab", "roamchurn", agent]);
+            assert!(r.status.success(), "restart {agent}: {}", text(&r));
+        }
+        let d = roamlab(&[
+            "detach",
+            if cycle % 2 == 0 { "phone1" } else { "server1" },
+            "--lab",
+            "roamchurn",
+        ]);
+        assert!(d.status.success(), "{}", text(&d));
+    }
+    // The queues drain; then DNS holds exactly the live leases, forward and reverse.
+    let expected = || -> Vec<(String, String)> {
+        let mut live: Vec<(String, String)> = leases("roamchurn")
+            .iter()
+            .filter(|l| l["offered"] == false)
+            .map(|l| {
+                (
+                    l["host_name"]
+                        .as_str()
+                        .unwrap()
+                        .trim_end_matches(".home.example")
+                        .to_string(),
+                    l["ip"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        live.sort();
+        live
+    };
+    let settled = within(Duration::from_secs(5), || {
+        let (forward, reverse) = records(&lab);
+        forward == expected() && reverse == expected()
+    });
+    let (forward, reverse) = records(&lab);
+    assert!(
+        settled,
+        "DNS does not match the leases: leases {:?}, forward {forward:?}, reverse {reverse:?}",
+        expected()
+    );
+    assert!(!expected().is_empty());
+}
+
+#[test]
+fn the_demo_passes() {
+    if !root_or_skip("the_demo_passes") {
+        return;
+    }
+    let _slot = LabGuard::new("demo");
+    let demo = roamlab(&["demo"]);
+    let said = text(&demo);
+    assert!(demo.status.success(), "{said}");
+    assert!(
+        said.contains("checks passed") && !said.contains("✗"),
+        "{said}"
+    );
+    common::assert_nothing_left("demo", &[]);
+}
