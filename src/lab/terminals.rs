@@ -49,6 +49,11 @@ pub enum TerminalError {
         terminal: String,
         cause: SupervisorError,
     },
+    #[error("{terminal}: {cause}; nothing of it was left")]
+    Kernel {
+        terminal: String,
+        cause: crate::kernel::executor::ExecError,
+    },
     #[error("{0}")]
     Lab(Box<LabError>),
 }
@@ -202,7 +207,7 @@ pub async fn attach(
     terminal: &str,
     at: Option<&str>,
 ) -> Result<Attached, TerminalError> {
-    let _lock = LabLock::take(lab).map_err(io_err(lab, "lock the lab"))?;
+    let lock = LabLock::take(lab).map_err(io_err(lab, "lock the lab"))?;
     let (mut state, topology) = load(lab)?;
     let Some(subscriber) = topology.subscribers.iter().find(|s| s.name == terminal) else {
         let known: Vec<&str> = topology
@@ -338,11 +343,7 @@ pub async fn attach(
     if let Err(e) = executor::apply(&mut kernel, &plan, &never).await {
         remove(&mut state, &topology, terminal, false).await;
         let _ = state.save();
-        return Err(LabError::Build {
-            lab: lab.into(),
-            cause: e,
-        }
-        .into());
+        return Err(TerminalError::Kernel { terminal: terminal.into(), cause: e });
     }
     let dir = lab_dir(lab);
     let config = TerminalConfig {
@@ -366,6 +367,8 @@ pub async fn attach(
         let _ = state.save();
         return Err(io_err(lab, "write the terminal's files")(e).into());
     }
+    // The attach itself runs without the lock, so that terminals attach side by side.
+    drop(lock);
     let spec = AgentSpec {
         node: terminal.into(),
         name: "terminal".into(),
@@ -381,8 +384,12 @@ pub async fn attach(
     .map_err(|e| io_err(lab, "agent supervisor")(std::io::Error::other(e)))?;
     match started {
         Ok(agent) => {
-            state.agents.push(agent.clone());
-            state.save().map_err(io_err(lab, "write state file"))?;
+            {
+                let _lock = LabLock::take(lab).map_err(io_err(lab, "lock the lab"))?;
+                let mut state = LabState::load(lab).map_err(io_err(lab, "read state file"))?.unwrap_or(state);
+                state.agents.push(agent.clone());
+                state.save().map_err(io_err(lab, "write state file"))?;
+            }
             let terminal_state: crate::agents::terminal::TerminalState =
                 signaling::read_json(&terminal_state_path(&dir, terminal)).unwrap_or_default();
             let resolvable = match terminal_state.address {
@@ -411,8 +418,12 @@ pub async fn attach(
             })
         }
         Err(cause) => {
-            remove(&mut state, &topology, terminal, false).await;
-            let _ = state.save();
+            {
+                let _lock = LabLock::take(lab).map_err(io_err(lab, "lock the lab"))?;
+                let mut state = LabState::load(lab).map_err(io_err(lab, "read state file"))?.unwrap_or(state);
+                remove(&mut state, &topology, terminal, false).await;
+                let _ = state.save();
+            }
             let log = dir.join("agents").join(format!("{terminal}.terminal.log"));
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             match text
