@@ -343,7 +343,10 @@ pub async fn attach(
     if let Err(e) = executor::apply(&mut kernel, &plan, &never).await {
         remove(&mut state, &topology, terminal, false).await;
         let _ = state.save();
-        return Err(TerminalError::Kernel { terminal: terminal.into(), cause: e });
+        return Err(TerminalError::Kernel {
+            terminal: terminal.into(),
+            cause: e,
+        });
     }
     let dir = lab_dir(lab);
     let config = TerminalConfig {
@@ -386,7 +389,9 @@ pub async fn attach(
         Ok(agent) => {
             {
                 let _lock = LabLock::take(lab).map_err(io_err(lab, "lock the lab"))?;
-                let mut state = LabState::load(lab).map_err(io_err(lab, "read state file"))?.unwrap_or(state);
+                let mut state = LabState::load(lab)
+                    .map_err(io_err(lab, "read state file"))?
+                    .unwrap_or(state);
                 state.agents.push(agent.clone());
                 state.save().map_err(io_err(lab, "write state file"))?;
             }
@@ -420,7 +425,9 @@ pub async fn attach(
         Err(cause) => {
             {
                 let _lock = LabLock::take(lab).map_err(io_err(lab, "lock the lab"))?;
-                let mut state = LabState::load(lab).map_err(io_err(lab, "read state file"))?.unwrap_or(state);
+                let mut state = LabState::load(lab)
+                    .map_err(io_err(lab, "read state file"))?
+                    .unwrap_or(state);
                 remove(&mut state, &topology, terminal, false).await;
                 let _ = state.save();
             }
