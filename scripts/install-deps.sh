@@ -15,6 +15,9 @@ packages=(
   time            # /usr/bin/time: peak memory in the benchmark
   hyperfine
   jq              # JSON in the benchmark scripts
+  isc-dhcp-client # dhclient, udhcpc and dhcpcd: stock DHCP clients the terminals can run
+  udhcpc
+  dhcpcd-base
   ca-certificates
   curl
   build-essential

@@ -468,3 +468,55 @@ fn the_demo_passes() {
     );
     common::assert_nothing_left("demo", &[]);
 }
+
+#[test]
+fn stock_dhcp_clients_get_leases_and_their_names_are_understood() {
+    let Some(lab) = up("roamstock") else { return };
+    for client in ["dhclient", "udhcpc", "dhcpcd"] {
+        let out = roamlab(&[
+            "attach",
+            "phone1",
+            "--lab",
+            "roamstock",
+            "--dhcp-client",
+            client,
+        ]);
+        assert!(out.status.success(), "{client}: {}", text(&out));
+        let said = text(&out);
+        let address = said
+            .split(" has address ")
+            .nth(1)
+            .and_then(|s| s.split(';').next())
+            .expect("an address")
+            .to_string();
+        assert_eq!(
+            short(&lab, "fixed1", &["phone1.home.example"]),
+            address,
+            "{client}: forward"
+        );
+        assert_eq!(
+            short(&lab, "fixed2", &["-x", &address]),
+            "phone1.home.example.",
+            "{client}: reverse"
+        );
+        let log =
+            std::fs::read_to_string("/run/roamlab/roamstock/agents/visited.dhcp.log").unwrap();
+        let named = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("ACK (name sent by the client:"))
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            named.contains("phone1"),
+            "{client}: the server did not understand the name it sent: {named}"
+        );
+        assert!(roamlab(&["detach", "phone1", "--lab", "roamstock"])
+            .status
+            .success());
+        let gone = within(TTL_BOUND + Duration::from_secs(2), || {
+            leases("roamstock").is_empty()
+        });
+        assert!(gone, "{client}: the lease outlived the detach");
+    }
+}

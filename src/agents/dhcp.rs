@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dhcproto::v4::{self, DhcpOption, MessageType, Opcode, OptionCode};
+use dhcproto::v4::{self, DhcpOption, MessageType, Opcode};
 use dhcproto::{Decodable, Encodable};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -121,47 +121,122 @@ pub fn decode(packet: &[u8]) -> Result<v4::Message, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Reads what the lease book needs from a client message.
-pub fn request_of(m: &v4::Message) -> Option<Request> {
-    if m.opcode() != Opcode::BootRequest || m.chaddr().len() < 6 {
+/// The options the server reads, parsed from the packet itself. dhcproto stops at the
+/// first option it cannot decode (stock clients encode option 81 in ways it refuses), and
+/// everything after it would be lost; this reads each option on its own.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ClientOptions {
+    pub msg_type: Option<u8>,
+    pub requested: Option<Ipv4Addr>,
+    pub server: Option<Ipv4Addr>,
+    pub host_name: Option<String>,
+    /// Option 81: its flags and the name, whether sent in wire format (E=1) or as ASCII.
+    pub fqdn: Option<(u8, String)>,
+}
+
+/// RFC 4702 flag bits of option 81.
+const FQDN_S: u8 = 0x01;
+const FQDN_O: u8 = 0x02;
+const FQDN_E: u8 = 0x04;
+
+pub fn client_options(packet: &[u8]) -> ClientOptions {
+    let mut out = ClientOptions::default();
+    let Some(mut at) = packet.get(MIN_MESSAGE..) else {
+        return out;
+    };
+    let ip = |v: &[u8]| <[u8; 4]>::try_from(v).ok().map(Ipv4Addr::from);
+    while let Some((&code, rest)) = at.split_first() {
+        match code {
+            0 => {
+                at = rest;
+                continue;
+            }
+            255 => break,
+            _ => {}
+        }
+        let Some((&len, rest)) = rest.split_first() else {
+            break;
+        };
+        let Some(value) = rest.get(..len as usize) else {
+            break;
+        };
+        at = &rest[len as usize..];
+        match code {
+            53 => out.msg_type = value.first().copied(),
+            50 => out.requested = ip(value),
+            54 => out.server = ip(value),
+            12 => {
+                out.host_name = std::str::from_utf8(value)
+                    .ok()
+                    .map(|s| s.trim_end_matches('\0').to_string())
+            }
+            81 if value.len() >= 3 => {
+                let (flags, name) = (value[0], &value[3..]);
+                let text = if flags & FQDN_E != 0 {
+                    wire_name(name)
+                } else {
+                    std::str::from_utf8(name).ok().map(String::from)
+                };
+                if let Some(text) = text
+                    .map(|t| t.trim_end_matches('.').to_string())
+                    .filter(|t| !t.is_empty())
+                {
+                    out.fqdn = Some((flags, text));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A DNS name in wire format (labels with length octets), as text.
+fn wire_name(mut bytes: &[u8]) -> Option<String> {
+    let mut labels = Vec::new();
+    while let Some((&len, rest)) = bytes.split_first() {
+        if len == 0 {
+            break;
+        }
+        let label = rest.get(..len as usize)?;
+        labels.push(std::str::from_utf8(label).ok()?.to_string());
+        bytes = &rest[len as usize..];
+    }
+    Some(labels.join("."))
+}
+
+/// Reads what the lease book needs from a client packet.
+pub fn request_of(packet: &[u8], m: &v4::Message) -> Option<Request> {
+    if m.opcode() != Opcode::BootRequest || packet.len() < MIN_MESSAGE || packet[2] < 6 {
         return None;
     }
-    let kind = match m.opts().msg_type()? {
-        MessageType::Discover => Kind::Discover,
-        MessageType::Request => Kind::Request,
-        MessageType::Release => Kind::Release,
-        MessageType::Decline => Kind::Decline,
-        MessageType::Inform => Kind::Inform,
+    let o = client_options(packet);
+    let kind = match o.msg_type? {
+        1 => Kind::Discover,
+        3 => Kind::Request,
+        4 => Kind::Decline,
+        7 => Kind::Release,
+        8 => Kind::Inform,
         _ => return None,
     };
-    let requested = match m.opts().get(OptionCode::RequestedIpAddress) {
-        Some(DhcpOption::RequestedIpAddress(ip)) => Some(*ip),
-        _ => Some(m.ciaddr()).filter(|ip| !ip.is_unspecified()),
-    };
-    let server = match m.opts().get(OptionCode::ServerIdentifier) {
-        Some(DhcpOption::ServerIdentifier(ip)) => Some(*ip),
-        _ => None,
-    };
-    let fqdn = match m.opts().get(OptionCode::ClientFQDN) {
-        Some(DhcpOption::ClientFQDN(f)) => {
-            Some(f.domain().to_string()).filter(|d| !d.is_empty() && d != ".")
-        }
-        _ => None,
-    };
-    let host = match m.opts().get(OptionCode::Hostname) {
-        Some(DhcpOption::Hostname(h)) => Some(h.clone()),
-        _ => None,
-    };
+    let requested = o
+        .requested
+        .or_else(|| Some(m.ciaddr()).filter(|ip| !ip.is_unspecified()));
     Some(Request {
         kind,
-        mac: m.chaddr()[..6].try_into().ok()?,
+        mac: packet[28..34].try_into().ok()?,
         requested,
-        server,
-        claimed_name: fqdn.or(host),
+        server: o.server,
+        claimed_name: o.fqdn.map(|(_, name)| name).or(o.host_name),
     })
 }
 
-fn reply(config: &DhcpConfig, m: &v4::Message, kind: MessageType, yiaddr: Ipv4Addr) -> v4::Message {
+fn reply(
+    config: &DhcpConfig,
+    m: &v4::Message,
+    fqdn: Option<(u8, String)>,
+    kind: MessageType,
+    yiaddr: Ipv4Addr,
+) -> v4::Message {
     let mut r = v4::Message::new_with_id(
         m.xid(),
         Ipv4Addr::UNSPECIFIED,
@@ -193,12 +268,14 @@ fn reply(config: &DhcpConfig, m: &v4::Message, kind: MessageType, yiaddr: Ipv4Ad
     }
     // RFC 4702: answer a client FQDN option; the server does the forward update (S=1),
     // overriding the client's choice if it wanted to do it itself (O=1).
-    if let Some(DhcpOption::ClientFQDN(f)) = m.opts().get(OptionCode::ClientFQDN) {
-        let mut answer = f.clone();
-        let flags = f.flags();
-        answer.set_flags(flags.set_o(!flags.s()).set_s(true).set_n(false));
-        answer.set_r1(0xff).set_r2(0xff);
-        o.insert(DhcpOption::ClientFQDN(answer));
+    if let Some((flags, name)) = fqdn {
+        let o_bit = if flags & FQDN_S == 0 { FQDN_O } else { 0 };
+        let flags = v4::fqdn::FqdnFlags::new(FQDN_S | o_bit | FQDN_E);
+        if let Ok(domain) = format!("{name}.").parse::<hickory_proto::rr::Name>() {
+            o.insert(DhcpOption::ClientFQDN(v4::fqdn::ClientFQDN::new(
+                flags, domain,
+            )));
+        }
     }
     r
 }
@@ -430,9 +507,10 @@ pub async fn run(config: DhcpConfig) -> std::io::Result<()> {
                     continue;
                 }
             };
-            let Some(request) = request_of(&m) else {
+            let Some(request) = request_of(&buf[..n], &m) else {
                 continue;
             };
+            let fqdn = client_options(&buf[..n]).fqdn;
             let who = authorised(&server.config.vlr_attached, &request.mac);
             let (answer, changes) = {
                 let mut book = server.book.lock().expect("lock");
@@ -450,7 +528,11 @@ pub async fn run(config: DhcpConfig) -> std::io::Result<()> {
             let mac = super::vlr::format_mac(&request.mac);
             let (kind, ip) = match answer {
                 Answer::Offer(ip) => (MessageType::Offer, ip),
-                Answer::Ack(ip) => (MessageType::Ack, ip),
+                Answer::Ack(ip) => {
+                    let sent = request.claimed_name.as_deref().unwrap_or("none");
+                    tracing::info!(%mac, %ip, "ACK (name sent by the client: {sent})");
+                    (MessageType::Ack, ip)
+                }
                 Answer::InformAck => (MessageType::Ack, Ipv4Addr::UNSPECIFIED),
                 Answer::Nak(why) => {
                     tracing::warn!(%mac, "NAK: {why}");
@@ -468,7 +550,7 @@ pub async fn run(config: DhcpConfig) -> std::io::Result<()> {
                     continue;
                 }
             };
-            let r = reply(&server.config, &m, kind, ip);
+            let r = reply(&server.config, &m, fqdn, kind, ip);
             let Ok(bytes) = r.to_vec() else { continue };
             // Clients without an address get a broadcast; renewing ones a unicast.
             let to = if !m.ciaddr().is_unspecified() && kind == MessageType::Ack {
@@ -509,10 +591,13 @@ mod tests {
     #[test]
     fn garbage_truncations_and_lying_headers_never_panic() {
         let good = discover();
-        assert!(decode(&good).ok().and_then(|m| request_of(&m)).is_some());
+        assert!(decode(&good)
+            .ok()
+            .and_then(|m| request_of(&good, &m))
+            .is_some());
         for cut in 0..good.len() {
             if let Ok(m) = decode(&good[..cut]) {
-                let _ = request_of(&m);
+                let _ = request_of(&good[..cut], &m);
             }
         }
         let mut seed = 0x9e37_79b9_u64;
@@ -528,8 +613,9 @@ mod tests {
                 p[0] = 1;
                 p[236..240].copy_from_slice(&[99, 130, 83, 99]);
             }
+            let _ = client_options(&p);
             if let Ok(m) = decode(&p) {
-                let _ = request_of(&m);
+                let _ = request_of(&p, &m);
             }
         }
         let mut liar = good.clone();
@@ -538,7 +624,42 @@ mod tests {
         let mut bad_fqdn = good[..240].to_vec();
         bad_fqdn.extend([53, 1, 1, 81, 250, 0xff, 0, 0, 7, b'b', b'a', b'd', 255]);
         if let Ok(m) = decode(&bad_fqdn) {
-            let _ = request_of(&m);
+            let _ = request_of(&bad_fqdn, &m);
         }
+    }
+
+    #[test]
+    fn option_81_in_both_encodings_and_after_a_bad_option() {
+        let base = discover()[..240].to_vec();
+        let with = |opts: &[u8]| {
+            let mut p = base.clone();
+            p.extend_from_slice(opts);
+            client_options(&p)
+        };
+        // Wire format (E=1), as the built-in client and dhcpcd send it.
+        let wire = with(&[
+            53, 1, 1, 81, 24, 0x05, 0, 0, 6, b'p', b'h', b'o', b'n', b'e', b'1', 4, b'h', b'o',
+            b'm', b'e', 7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 0, 255,
+        ]);
+        assert_eq!(wire.fqdn, Some((0x05, "phone1.home.example".to_string())));
+        // ASCII (E=0), as dhclient sends it by default.
+        let mut opts = vec![53, 1, 3, 81, 22, 0x01, 0, 0];
+        opts.extend_from_slice(b"phone1.home.example");
+        opts.extend([50, 4, 198, 51, 100, 100, 255]);
+        let ascii = with(&opts);
+        assert_eq!(ascii.fqdn, Some((0x01, "phone1.home.example".to_string())));
+        assert_eq!(
+            ascii.requested,
+            Some(Ipv4Addr::new(198, 51, 100, 100)),
+            "options after option 81 are read"
+        );
+        // A malformed option does not hide the ones after it.
+        let after_bad = with(&[
+            53, 1, 1, 81, 2, 0xff, 0, 12, 6, b'p', b'h', b'o', b'n', b'e', b'1', 255,
+        ]);
+        assert_eq!(
+            (after_bad.msg_type, after_bad.host_name.as_deref()),
+            (Some(1), Some("phone1"))
+        );
     }
 }

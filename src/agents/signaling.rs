@@ -165,8 +165,11 @@ pub struct TerminalConfig {
     pub events_file: PathBuf,
     /// Its link into the cell.
     pub interface: String,
-    /// Take an address with the built-in DHCP client after attaching.
+    /// Take an address by DHCP after attaching.
     pub dhcp: bool,
+    /// Which DHCP client: builtin, dhclient, udhcpc or dhcpcd.
+    #[serde(default = "builtin_client")]
+    pub dhcp_client: String,
     /// Serve HTTP on this port (a mobile server, claim 21).
     pub http_port: Option<u16>,
 }
@@ -408,4 +411,8 @@ pub async fn identify(
     tokio::time::timeout(HELLO_TIMEOUT, exchange)
         .await
         .unwrap_or_else(|_| Err("no identity exchange".to_string()))
+}
+
+fn builtin_client() -> String {
+    "builtin".to_string()
 }

@@ -234,6 +234,113 @@ async fn configure(interface: &str, lease: &super::dhcp_client::Lease) -> std::i
     Ok(())
 }
 
+/// Runs a stock DHCP client once on `interface`, asking for `fqdn` to be put in DNS, and
+/// waits until it has configured a lease (it may stay behind as a daemon renewing it).
+fn stock_client(
+    client: &str,
+    interface: &str,
+    fqdn: &str,
+    work: &std::path::Path,
+) -> Result<(), String> {
+    let short = fqdn.split('.').next().unwrap_or(fqdn);
+    let mut cmd = match client {
+        "dhclient" => {
+            // dhclient takes the FQDN from a configuration file only.
+            let conf = work.join(format!("dhclient-{short}.conf"));
+            let text = format!("send fqdn.fqdn \"{fqdn}.\";\nsend fqdn.encoded on;\nsend fqdn.server-update on;\nsend host-name \"{short}\";\n");
+            std::fs::write(&conf, text).map_err(|e| e.to_string())?;
+            let mut c = std::process::Command::new("dhclient");
+            c.args(["-4", "-1", "-v", "-cf"]).arg(&conf);
+            c.arg("-lf")
+                .arg(work.join(format!("dhclient-{short}.leases")));
+            c.arg("-pf").arg(work.join(format!("dhclient-{short}.pid")));
+            c.arg(interface);
+            c
+        }
+        "udhcpc" => {
+            let mut c = std::process::Command::new("udhcpc");
+            c.args([
+                "-i", interface, "-n", "-q", "-f", "-t", "5", "-T", "1", "-F", fqdn, "-x",
+            ])
+            .arg(format!("hostname:{short}"));
+            c
+        }
+        "dhcpcd" => {
+            let mut c = std::process::Command::new("dhcpcd");
+            c.args([
+                "-4",
+                "-1",
+                "-w",
+                "-t",
+                "8",
+                "-F",
+                "both",
+                "-h",
+                short,
+                "-C",
+                "resolv.conf",
+                "-C",
+                "timesyncd",
+                interface,
+            ]);
+            c
+        }
+        other => {
+            return Err(format!(
+                "unknown DHCP client {other} (builtin, dhclient, udhcpc or dhcpcd)"
+            ))
+        }
+    };
+    let output = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {client}: {e}"))?;
+    let said = String::from_utf8_lossy(&output.stderr).to_string()
+        + &String::from_utf8_lossy(&output.stdout);
+    tracing::info!("{client}: {}", said.trim().replace('\n', " | "));
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{client} exited with {}: {}",
+            output.status,
+            said.lines().last().unwrap_or_default()
+        ))
+    }
+}
+
+/// The IPv4 address a client put on `interface`.
+async fn address_of(interface: &str) -> std::io::Result<std::net::Ipv4Addr> {
+    use futures::TryStreamExt;
+    use rtnetlink::packet_route::address::AddressAttribute;
+    let (conn, handle, _) = rtnetlink::new_connection()?;
+    tokio::spawn(conn);
+    let link = handle
+        .link()
+        .get()
+        .match_name(interface.to_string())
+        .execute()
+        .try_next()
+        .await
+        .map_err(std::io::Error::other)?
+        .ok_or_else(|| std::io::Error::other(format!("no interface {interface}")))?;
+    let mut addresses = handle
+        .address()
+        .get()
+        .set_link_index_filter(link.header.index)
+        .execute();
+    while let Some(a) = addresses.try_next().await.map_err(std::io::Error::other)? {
+        for attr in &a.attributes {
+            if let AddressAttribute::Address(std::net::IpAddr::V4(v4)) = attr {
+                return Ok(*v4);
+            }
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "the DHCP client left no IPv4 address on {interface}"
+    )))
+}
+
 /// A mobile server's service: a small HTTP responder that says who it is.
 async fn serve_http(port: u16, host_name: String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -314,7 +421,36 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
     );
 
     let mut lease = None;
-    if config.dhcp {
+    if config.dhcp && config.dhcp_client != "builtin" {
+        let name = granted.host_name.clone().unwrap_or_default();
+        let work = config
+            .state_file
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default();
+        let (client, interface) = (config.dhcp_client.clone(), config.interface.clone());
+        let got =
+            tokio::task::spawn_blocking(move || stock_client(&client, &interface, &name, &work))
+                .await
+                .map_err(std::io::Error::other)?;
+        if let Err(why) = got {
+            eprintln!(
+                "{REJECT_MARK}attached, but {} got no address: {why}",
+                config.dhcp_client
+            );
+            let _ = terminal.detach().await;
+            return Err(std::io::Error::other(why));
+        }
+        let address = address_of(&config.interface).await?;
+        tracing::info!(%address, client = %config.dhcp_client, "address configured by a stock DHCP client");
+        events.emit(
+            "address configured",
+            Some(&config.name),
+            json!({"address": address, "client": config.dhcp_client}),
+        );
+        state.address = Some(address);
+        signaling::write_private_json(&config.state_file, &state)?;
+    } else if config.dhcp {
         let Some(mac) = mac else {
             return Err(std::io::Error::other(format!(
                 "no link-layer address on {}",

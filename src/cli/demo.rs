@@ -173,6 +173,7 @@ fn attach(
         LAB,
         terminal,
         Some("visited"),
+        "builtin",
     ))?;
     let address = a.address.context("the terminal got no address")?;
     let resolvable = a

@@ -137,6 +137,9 @@ enum Command {
         /// The visited network (default: the only one).
         #[arg(long)]
         at: Option<String>,
+        /// The DHCP client the terminal runs for its address.
+        #[arg(long, default_value = "builtin", value_parser = ["builtin", "dhclient", "udhcpc", "dhcpcd"])]
+        dhcp_client: String,
         /// Lab name (default: the only lab there is).
         #[arg(long)]
         lab: Option<String>,
@@ -495,13 +498,19 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("zone {zone} updated");
             Ok(())
         }
-        Command::Attach { terminal, at, lab } => {
+        Command::Attach {
+            terminal,
+            at,
+            lab,
+            dhcp_client,
+        } => {
             require_root("attach")?;
             let lab = lab::resolve(lab.as_deref())?;
             let attached = runtime()?.block_on(crate::lab::terminals::attach(
                 &lab,
                 &terminal,
                 at.as_deref(),
+                dhcp_client.as_str(),
             ))?;
             let vlr =
                 crate::agents::vlr::attached(&crate::lab::state::lab_dir(&lab), &attached.visited);

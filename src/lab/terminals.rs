@@ -206,6 +206,7 @@ pub async fn attach(
     lab: &str,
     terminal: &str,
     at: Option<&str>,
+    dhcp_client: &str,
 ) -> Result<Attached, TerminalError> {
     let lock = LabLock::take(lab).map_err(io_err(lab, "lock the lab"))?;
     let (mut state, topology) = load(lab)?;
@@ -360,6 +361,7 @@ pub async fn attach(
         events_file: crate::events::path(&dir),
         interface: "eth0".into(),
         dhcp: true,
+        dhcp_client: dhcp_client.to_string(),
         http_port: subscriber.http_port,
     };
     let config_path = signaling::terminal_config_path(&dir, terminal);
