@@ -520,3 +520,39 @@ fn stock_dhcp_clients_get_leases_and_their_names_are_understood() {
         assert!(gone, "{client}: the lease outlived the detach");
     }
 }
+
+#[test]
+fn leases_are_renewed_at_t1_and_a_renewal_writes_nothing_new() {
+    if !root_or_skip("leases_are_renewed_at_t1_and_a_renewal_writes_nothing_new") {
+        return;
+    }
+    let lab = LabGuard::new("roamrenew");
+    let out = lab.up(Some("tests/labs/short-lease.yaml"), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let phone = attach(&lab, "phone1");
+    // Three lease lifetimes: without renewals the lease, and the names, would be gone.
+    std::thread::sleep(Duration::from_secs(10));
+    assert!(
+        leases("roamrenew")
+            .iter()
+            .any(|l| l["ip"] == phone.as_str()),
+        "the lease was not renewed"
+    );
+    assert_eq!(
+        short(
+            &lab,
+            "fixed1",
+            &["+norec", "@192.0.2.53", "phone1.home.example"]
+        ),
+        phone
+    );
+    let events = roamlab::events::read_all(&roamlab::events::path(std::path::Path::new(
+        "/run/roamlab/roamrenew",
+    )))
+    .unwrap();
+    let count = |what: &str| events.iter().filter(|e| e.event == what).count();
+    assert_eq!(count("lease bound"), 1, "a renewal bound the lease again");
+    assert_eq!(count("home DNS record set"), 1, "a renewal wrote DNS again");
+    let log = std::fs::read_to_string("/run/roamlab/roamrenew/agents/phone1.terminal.log").unwrap();
+    assert!(log.matches("lease renewed").count() >= 3, "{log}");
+}

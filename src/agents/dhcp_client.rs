@@ -175,3 +175,56 @@ fn rand_xid() -> u32 {
     let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
     u32::from_ne_bytes(b)
 }
+
+/// Renews a lease (RENEWING: a unicast REQUEST from the leased address to its server).
+pub async fn renew(
+    interface: &str,
+    mac: [u8; 6],
+    lease: &Lease,
+    timeout: Duration,
+) -> Result<Lease, String> {
+    let socket = bind_dhcp_socket(interface, 68).map_err(|e| e.to_string())?;
+    let mut m = message(MessageType::Request, rand_xid(), &mac, None);
+    m.set_ciaddr(lease.address).set_flags(v4::Flags::default());
+    let bytes = m.to_vec().map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + timeout;
+    let mut buf = vec![0u8; 2048];
+    while Instant::now() < deadline {
+        socket
+            .send_to(&bytes, SocketAddrV4::new(lease.server, 67))
+            .await
+            .map_err(|e| e.to_string())?;
+        let until = (Instant::now() + RETRANSMIT).min(deadline);
+        while let Ok(Ok((n, _))) =
+            tokio::time::timeout_at(until.into(), socket.recv_from(&mut buf)).await
+        {
+            let Ok(answer) = v4::Message::from_bytes(&buf[..n]) else {
+                continue;
+            };
+            if answer.xid() != m.xid() {
+                continue;
+            }
+            match answer.opts().msg_type() {
+                Some(MessageType::Ack) => return Ok(lease_of(&answer)),
+                Some(MessageType::Nak) => return Err("the server refused the renewal (NAK)".into()),
+                _ => continue,
+            }
+        }
+    }
+    Err("no answer to the renewal".into())
+}
+
+/// Keeps a lease: renews it at T1 (half the lease time), for as long as the task runs.
+pub async fn keep(interface: String, mac: [u8; 6], mut lease: Lease) {
+    loop {
+        let t1 = Duration::from_secs((lease.lease_secs as u64 / 2).max(1));
+        tokio::time::sleep(t1).await;
+        match renew(&interface, mac, &lease, Duration::from_secs(5)).await {
+            Ok(renewed) => {
+                tracing::info!(address = %renewed.address, "lease renewed");
+                lease = renewed;
+            }
+            Err(e) => tracing::warn!("renewal failed: {e}"),
+        }
+    }
+}

@@ -281,7 +281,12 @@ pub fn prepare_lab(topology: &Topology, lab_dir: &Path) -> io::Result<()> {
             };
             write_private_json(&vlr_config_path(lab_dir, &node.name), &config)?;
         }
-        if node.role == Role::Visited && runs(node, &Service::Dhcp) {
+        if node.role == Role::Visited
+            && node
+                .services
+                .iter()
+                .any(|s| matches!(s, Service::Dhcp { .. }))
+        {
             if let Some(config) = dhcp_config(topology, lab_dir, node) {
                 write_private_json(&dhcp_config_path(lab_dir, &node.name), &config)?;
             }
@@ -293,9 +298,6 @@ pub fn prepare_lab(topology: &Topology, lab_dir: &Path) -> io::Result<()> {
 pub fn dhcp_config_path(lab_dir: &Path, visited: &str) -> PathBuf {
     dir(lab_dir).join(format!("dhcp-{visited}.json"))
 }
-
-/// Lease time the visited DHCP servers grant.
-pub const LEASE_SECS: u64 = 600;
 
 fn dhcp_config(
     topology: &Topology,
@@ -331,7 +333,14 @@ fn dhcp_config(
         pool_end: end,
         router: own.addr(),
         dns_servers,
-        lease_secs: LEASE_SECS,
+        lease_secs: node
+            .services
+            .iter()
+            .find_map(|s| match s {
+                Service::Dhcp { lease_secs } => Some(*lease_secs),
+                _ => None,
+            })
+            .unwrap_or(crate::topology::DEFAULT_LEASE_SECS),
         vlr_attached: vlr_attached_path(lab_dir, &node.name),
         vlr_local_socket: vlr_local_socket(lab_dir, &node.name),
         leases_file: sig.join(format!("dhcp-{}.leases.json", node.name)),

@@ -481,6 +481,11 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
         );
         state.address = Some(l.address);
         signaling::write_private_json(&config.state_file, &state)?;
+        tokio::spawn(super::dhcp_client::keep(
+            config.interface.clone(),
+            mac,
+            l.clone(),
+        ));
         lease = Some((mac, l));
     }
     if let (Some(port), Some(host)) = (config.http_port, granted.host_name.clone()) {

@@ -98,7 +98,9 @@ pub fn agent_specs(topology: &Topology) -> Vec<AgentSpec> {
                 Service::Dns { .. } => Some(crate::dns::config::config_path(&dir, &node.name)),
                 Service::Hlr => Some(crate::agents::signaling::hlr_config_path(&dir, &node.name)),
                 Service::Vlr => Some(crate::agents::signaling::vlr_config_path(&dir, &node.name)),
-                Service::Dhcp => Some(crate::agents::signaling::dhcp_config_path(&dir, &node.name)),
+                Service::Dhcp { .. } => {
+                    Some(crate::agents::signaling::dhcp_config_path(&dir, &node.name))
+                }
                 _ => None,
             };
             if let Some(config) = config {

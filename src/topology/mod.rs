@@ -17,7 +17,7 @@ use std::path::Path;
 use ipnet::IpNet;
 use serde::Serialize;
 
-pub use validate::{TopologyError, MAX_IFNAME};
+pub use validate::{TopologyError, DEFAULT_LEASE_SECS, MAX_IFNAME};
 
 /// The default lab (the patent's Fig. 4), embedded so `roamlab up` needs no file.
 pub const DEFAULT_TOPOLOGY: &str = include_str!("../../topologies/roaming.yaml");
@@ -199,7 +199,10 @@ pub enum Service {
     },
     Hlr,
     Vlr,
-    Dhcp,
+    /// The visited network's DHCP server, granting leases of `lease_secs`.
+    Dhcp {
+        lease_secs: u64,
+    },
     Echo {
         name: String,
         address: Option<IpAddr>,
@@ -215,7 +218,7 @@ impl Service {
             Service::Dns { .. } => "dns",
             Service::Hlr => "hlr",
             Service::Vlr => "vlr",
-            Service::Dhcp => "dhcp",
+            Service::Dhcp { .. } => "dhcp",
             Service::Echo { name, .. } => name,
         }
     }
@@ -225,7 +228,7 @@ impl Service {
             Service::Dns { .. } => "dns",
             Service::Hlr => "hlr",
             Service::Vlr => "vlr",
-            Service::Dhcp => "dhcp",
+            Service::Dhcp { .. } => "dhcp",
             Service::Echo { .. } => "echo",
         }
     }

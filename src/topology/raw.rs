@@ -119,7 +119,11 @@ pub enum RawService {
     },
     Hlr {},
     Vlr {},
-    Dhcp {},
+    Dhcp {
+        /// Lease time granted, in seconds (default 600).
+        #[serde(default)]
+        lease_secs: Option<u64>,
+    },
     /// The built-in TCP echo agent, used to prove the supervisor.
     Echo {
         #[serde(default)]

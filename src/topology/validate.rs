@@ -17,6 +17,8 @@ use super::{
     Subscriber, Topology, Zone,
 };
 
+/// Lease time of a dhcp service that does not say (seconds).
+pub const DEFAULT_LEASE_SECS: u64 = 600;
 /// Longest interface name Linux accepts (IFNAMSIZ - 1).
 pub const MAX_IFNAME: usize = 15;
 /// Lab names are short so that `<lab>-<node>` stays readable; they hold no `-`.
@@ -284,7 +286,9 @@ impl Validator<'_> {
                 }
                 RawService::Hlr {} => Service::Hlr,
                 RawService::Vlr {} => Service::Vlr,
-                RawService::Dhcp {} => Service::Dhcp,
+                RawService::Dhcp { lease_secs } => Service::Dhcp {
+                    lease_secs: lease_secs.unwrap_or(DEFAULT_LEASE_SECS).max(4),
+                },
                 RawService::Echo {
                     name,
                     port,
@@ -306,7 +310,7 @@ impl Validator<'_> {
             };
             let allowed = match service {
                 Service::Hlr => role == Role::Home,
-                Service::Vlr | Service::Dhcp => role == Role::Visited,
+                Service::Vlr | Service::Dhcp { .. } => role == Role::Visited,
                 Service::Dns { .. } | Service::Echo { .. } => true,
             };
             if !allowed {
