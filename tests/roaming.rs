@@ -530,13 +530,27 @@ fn leases_are_renewed_at_t1_and_a_renewal_writes_nothing_new() {
     let out = lab.up(Some("tests/labs/short-lease.yaml"), &[]);
     assert!(out.status.success(), "{}", text(&out));
     let phone = attach(&lab, "phone1");
-    // Three lease lifetimes: without renewals the lease, and the names, would be gone.
+    // A one-shot stock client: the terminal agent keeps its lease.
+    let out = roamlab(&[
+        "attach",
+        "server1",
+        "--lab",
+        "roamrenew",
+        "--dhcp-client",
+        "udhcpc",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Three lease lifetimes: without renewals the leases, and the names, would be gone.
     std::thread::sleep(Duration::from_secs(10));
+    let held = leases("roamrenew");
     assert!(
-        leases("roamrenew")
-            .iter()
-            .any(|l| l["ip"] == phone.as_str()),
-        "the lease was not renewed"
+        held.iter().any(|l| l["ip"] == phone.as_str()),
+        "the built-in client's lease was not renewed"
+    );
+    assert!(
+        held.iter()
+            .any(|l| l["host_name"] == "server1.home.example"),
+        "udhcpc's lease was not kept"
     );
     assert_eq!(
         short(
@@ -551,8 +565,8 @@ fn leases_are_renewed_at_t1_and_a_renewal_writes_nothing_new() {
     )))
     .unwrap();
     let count = |what: &str| events.iter().filter(|e| e.event == what).count();
-    assert_eq!(count("lease bound"), 1, "a renewal bound the lease again");
-    assert_eq!(count("home DNS record set"), 1, "a renewal wrote DNS again");
+    assert_eq!(count("lease bound"), 2, "a renewal bound a lease again");
+    assert_eq!(count("home DNS record set"), 2, "a renewal wrote DNS again");
     let log = std::fs::read_to_string("/run/roamlab/roamrenew/agents/phone1.terminal.log").unwrap();
     assert!(log.matches("lease renewed").count() >= 3, "{log}");
 }

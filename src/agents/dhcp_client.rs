@@ -12,6 +12,9 @@ use dhcproto::{Decodable, Encodable};
 use super::dhcp::bind_dhcp_socket;
 
 const RETRANSMIT: Duration = Duration::from_millis(500);
+/// For a lease whose time is not known (a stock client took it): renew after half of this;
+/// the first renewal's answer then tells the real lease time.
+pub const UNKNOWN_LEASE_SECS: u32 = 2;
 
 /// What the server granted.
 #[derive(Debug, Clone)]

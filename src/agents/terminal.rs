@@ -309,10 +309,13 @@ fn stock_client(
     }
 }
 
-/// The IPv4 address a client put on `interface`.
-async fn address_of(interface: &str) -> std::io::Result<std::net::Ipv4Addr> {
+/// The IPv4 address (and prefix) a client put on `interface`, and the default gateway.
+async fn address_of(
+    interface: &str,
+) -> std::io::Result<(std::net::Ipv4Addr, u8, Option<std::net::Ipv4Addr>)> {
     use futures::TryStreamExt;
     use rtnetlink::packet_route::address::AddressAttribute;
+    use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
     let (conn, handle, _) = rtnetlink::new_connection()?;
     tokio::spawn(conn);
     let link = handle
@@ -324,6 +327,20 @@ async fn address_of(interface: &str) -> std::io::Result<std::net::Ipv4Addr> {
         .await
         .map_err(std::io::Error::other)?
         .ok_or_else(|| std::io::Error::other(format!("no interface {interface}")))?;
+    let mut gateway = None;
+    let mut routes = handle
+        .route()
+        .get(rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().build())
+        .execute();
+    while let Some(r) = routes.try_next().await.map_err(std::io::Error::other)? {
+        if r.header.destination_prefix_length == 0 {
+            for attr in &r.attributes {
+                if let RouteAttribute::Gateway(RouteAddress::Inet(gw)) = attr {
+                    gateway = Some(*gw);
+                }
+            }
+        }
+    }
     let mut addresses = handle
         .address()
         .get()
@@ -332,7 +349,7 @@ async fn address_of(interface: &str) -> std::io::Result<std::net::Ipv4Addr> {
     while let Some(a) = addresses.try_next().await.map_err(std::io::Error::other)? {
         for attr in &a.attributes {
             if let AddressAttribute::Address(std::net::IpAddr::V4(v4)) = attr {
-                return Ok(*v4);
+                return Ok((*v4, a.header.prefix_len, gateway));
             }
         }
     }
@@ -441,7 +458,24 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
             let _ = terminal.detach().await;
             return Err(std::io::Error::other(why));
         }
-        let address = address_of(&config.interface).await?;
+        let (address, prefix_len, gateway) = address_of(&config.interface).await?;
+        // The one-shot clients (udhcpc -q, dhcpcd -1) do not stay to renew; the agent keeps
+        // the lease for them (the visited server is the cell's router).
+        if let (Some(mac), Some(server), true) = (mac, gateway, config.dhcp_client != "dhclient") {
+            let lease = super::dhcp_client::Lease {
+                address,
+                prefix_len,
+                router: Some(server),
+                server,
+                dns: Vec::new(),
+                lease_secs: super::dhcp_client::UNKNOWN_LEASE_SECS,
+            };
+            tokio::spawn(super::dhcp_client::keep(
+                config.interface.clone(),
+                mac,
+                lease,
+            ));
+        }
         tracing::info!(%address, client = %config.dhcp_client, "address configured by a stock DHCP client");
         events.emit(
             "address configured",
