@@ -30,7 +30,7 @@ extra=100
   sed -n '/^links:/,/^subscribers:/p' topologies/roaming.yaml | sed '$d'
   for i in $(seq 1 $extra); do
     echo "  - endpoints:"
-    echo "      - { node: h$i, interface: eth0, addresses: [203.0.113.$((i + 29))/24] }"
+    echo "      - { node: h$i, interface: eth0, addresses: [203.0.113.$((i + 100))/24] }"
     echo "      - { node: core, bridge: hosts }"
   done
 } > "$work/big.yaml"
@@ -47,7 +47,7 @@ big_ip() {
       ip -n $lab-core link set hosts-h$i master hosts
       ip -n $lab-core link set hosts-h$i up
       ip -n $ns link set eth0 up
-      ip -n $ns addr add 203.0.113.$((i + 29))/24 dev eth0
+      ip -n $ns addr add 203.0.113.$((i + 100))/24 dev eth0
       for net in 192.0.2.0/24 198.18.0.0/30 198.18.0.4/30 198.51.100.0/24; do
         ip -n $ns route add $net via 203.0.113.1 dev eth0
       done

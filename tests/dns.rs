@@ -3,9 +3,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{roamlab, root_or_skip, text, LabGuard};
+use common::{normalise_dig as normalise, roamlab, root_or_skip, text, within, LabGuard, XorShift};
 
 /// Seconds a removed record may still be answered by the resolver: the zone's TTL.
 const TTL_BOUND: Duration = Duration::from_secs(2);
@@ -42,41 +42,6 @@ fn short(lab: &LabGuard, node: &str, args: &[&str]) -> String {
     dig(lab, node, &all).trim().to_string()
 }
 
-/// A dig transcript without what changes from run to run: ids, timings, cookies, dates,
-/// dig's version and the remaining TTLs of cached answers.
-fn normalise(transcript: &str) -> String {
-    transcript
-        .lines()
-        .filter(|l| {
-            !(l.starts_with(";; Query time")
-                || l.starts_with(";; WHEN")
-                || l.starts_with(";; MSG SIZE")
-                || l.starts_with("; COOKIE")
-                || l.starts_with("; <<>> DiG"))
-        })
-        .map(|l| {
-            let l = match l.find("id: ") {
-                Some(i) if l.starts_with(";; ->>HEADER") => format!("{}id: N", &l[..i]),
-                _ => l.to_string(),
-            };
-            // `name. TTL IN TYPE data` → TTL replaced.
-            let fields: Vec<&str> = l.split_whitespace().collect();
-            if !l.starts_with(';')
-                && fields.len() >= 4
-                && fields[1].parse::<u32>().is_ok()
-                && fields[2] == "IN"
-            {
-                let mut f = fields.clone();
-                f[1] = "TTL";
-                f.join("\t")
-            } else {
-                l
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 fn secret(lab: &str, node: &str) -> String {
     let raw = std::fs::read(format!("/run/roamlab/{lab}/keys/{node}.key")).expect("key file");
     data_encoding::BASE64.encode(&raw)
@@ -107,20 +72,6 @@ fn serial(lab: &LabGuard, server: &str, zone: &str) -> u64 {
         .nth(2)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no serial in {soa:?}"))
-}
-
-/// Polls until `check` holds or `limit` passes; returns how long it took.
-fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    loop {
-        if check() {
-            return Some(start.elapsed());
-        }
-        if start.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -438,18 +389,6 @@ fn a_restarted_dns_agent_still_serves_its_updates() {
         ),
         "192.0.2.80"
     );
-}
-
-/// A tiny deterministic generator, so a failure can be replayed.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 #[test]

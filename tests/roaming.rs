@@ -5,9 +5,14 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{roamlab, root_or_skip, text, LabGuard};
+
+/// Whether `check` comes to hold within `limit`.
+fn within(limit: Duration, check: impl FnMut() -> bool) -> bool {
+    common::within(limit, check).is_some()
+}
 
 const TTL_BOUND: Duration = Duration::from_secs(2);
 
@@ -54,18 +59,6 @@ fn leases(lab: &str) -> Vec<serde_json::Value> {
         .as_object()
         .map(|m| m.values().cloned().collect())
         .unwrap_or_default()
-}
-
-/// Whether a dig transcript shows the answer for `name`.
-fn within(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() <= limit {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
 }
 
 #[test]
@@ -181,35 +174,7 @@ fn a_roaming_phone_is_reached_by_name_directly_and_forgotten_after_detach() {
 fn lookup_transcripts() {
     let Some(lab) = up("roamshots") else { return };
     let phone = attach(&lab, "phone1");
-    let normalise = |t: String| -> String {
-        t.lines()
-            .filter(|l| {
-                !(l.starts_with(";; Query time")
-                    || l.starts_with(";; WHEN")
-                    || l.starts_with(";; MSG SIZE")
-                    || l.starts_with("; COOKIE")
-                    || l.starts_with("; <<>> DiG"))
-            })
-            .map(|l| match l.find("id: ") {
-                Some(i) if l.starts_with(";; ->>HEADER") => format!("{}id: N", &l[..i]),
-                _ => {
-                    let f: Vec<&str> = l.split_whitespace().collect();
-                    if !l.starts_with(';')
-                        && f.len() >= 4
-                        && f[1].parse::<u32>().is_ok()
-                        && f[2] == "IN"
-                    {
-                        let mut f = f.clone();
-                        f[1] = "TTL";
-                        f.join("\t")
-                    } else {
-                        l.to_string()
-                    }
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let normalise = |t: String| common::normalise_dig(&t);
     insta::assert_snapshot!(
         "roaming_forward_at_home",
         normalise(out(&lab.exec(

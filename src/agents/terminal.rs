@@ -198,8 +198,13 @@ fn mac_of(interface: &str) -> Option<[u8; 6]> {
     bytes.try_into().ok()
 }
 
-/// Puts the leased address on the interface and a default route via the router.
-async fn configure(interface: &str, lease: &super::dhcp_client::Lease) -> std::io::Result<()> {
+/// A netlink connection in the agent's own namespace, and the link named `interface`.
+async fn local_link(
+    interface: &str,
+) -> std::io::Result<(
+    rtnetlink::Handle,
+    rtnetlink::packet_route::link::LinkMessage,
+)> {
     use futures::TryStreamExt;
     let (conn, handle, _) = rtnetlink::new_connection()?;
     tokio::spawn(conn);
@@ -212,6 +217,12 @@ async fn configure(interface: &str, lease: &super::dhcp_client::Lease) -> std::i
         .await
         .map_err(std::io::Error::other)?
         .ok_or_else(|| std::io::Error::other(format!("no interface {interface}")))?;
+    Ok((handle, link))
+}
+
+/// Puts the leased address on the interface and a default route via the router.
+async fn configure(interface: &str, lease: &super::dhcp_client::Lease) -> std::io::Result<()> {
+    let (handle, link) = local_link(interface).await?;
     let index = link.header.index;
     handle
         .address()
@@ -316,17 +327,7 @@ async fn address_of(
     use futures::TryStreamExt;
     use rtnetlink::packet_route::address::AddressAttribute;
     use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
-    let (conn, handle, _) = rtnetlink::new_connection()?;
-    tokio::spawn(conn);
-    let link = handle
-        .link()
-        .get()
-        .match_name(interface.to_string())
-        .execute()
-        .try_next()
-        .await
-        .map_err(std::io::Error::other)?
-        .ok_or_else(|| std::io::Error::other(format!("no interface {interface}")))?;
+    let (handle, link) = local_link(interface).await?;
     let mut gateway = None;
     let mut routes = handle
         .route()

@@ -161,3 +161,66 @@ pub fn agent_pids(status: &serde_json::Value) -> Vec<i32> {
         .map(|a| a["pid"].as_i64().unwrap() as i32)
         .collect()
 }
+
+/// Polls `check` every 100 ms until it holds or `limit` passes; how long it took.
+pub fn within(
+    limit: std::time::Duration,
+    mut check: impl FnMut() -> bool,
+) -> Option<std::time::Duration> {
+    let start = std::time::Instant::now();
+    loop {
+        if check() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A dig transcript without what changes from run to run: ids, timings, cookies, dates,
+/// dig's version and the remaining TTLs of cached answers.
+pub fn normalise_dig(transcript: &str) -> String {
+    transcript
+        .lines()
+        .filter(|l| {
+            !(l.starts_with(";; Query time")
+                || l.starts_with(";; WHEN")
+                || l.starts_with(";; MSG SIZE")
+                || l.starts_with("; COOKIE")
+                || l.starts_with("; <<>> DiG"))
+        })
+        .map(|l| {
+            if let (true, Some(i)) = (l.starts_with(";; ->>HEADER"), l.find("id: ")) {
+                return format!("{}id: N", &l[..i]);
+            }
+            // `name. TTL IN TYPE data` → TTL replaced.
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            if !l.starts_with(';')
+                && fields.len() >= 4
+                && fields[1].parse::<u32>().is_ok()
+                && fields[2] == "IN"
+            {
+                let mut f = fields.clone();
+                f[1] = "TTL";
+                f.join("\t")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A tiny deterministic generator, so a failing garbage test can be replayed.
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
