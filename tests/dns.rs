@@ -42,6 +42,13 @@ fn short(lab: &LabGuard, node: &str, args: &[&str]) -> String {
     dig(lab, node, &all).trim().to_string()
 }
 
+/// `roamlab dns update LAB ZONE OP NAME TYPE DATA`.
+fn dns_update(args: &[&str]) -> std::process::Output {
+    let mut all = vec!["dns", "update"];
+    all.extend(args);
+    roamlab(&all)
+}
+
 fn secret(lab: &str, node: &str) -> String {
     let raw = std::fs::read(format!("/run/roamlab/{lab}/keys/{node}.key")).expect("key file");
     data_encoding::BASE64.encode(&raw)
@@ -77,9 +84,7 @@ fn serial(lab: &LabGuard, server: &str, zone: &str) -> u64 {
 #[test]
 fn lookups_through_the_resolver_and_at_each_authority() {
     let Some(lab) = up("dnslookups") else { return };
-    assert!(roamlab(&[
-        "dns",
-        "update",
+    assert!(dns_update(&[
         "dnslookups",
         "100.51.198.in-addr.arpa",
         "add",
@@ -273,9 +278,7 @@ fn unsigned_wrong_and_unknown_key_updates_are_refused_and_change_nothing() {
 #[test]
 fn forward_answers_come_from_home_and_reverse_answers_from_visited() {
     let Some(lab) = up("dnsowners") else { return };
-    assert!(roamlab(&[
-        "dns",
-        "update",
+    assert!(dns_update(&[
         "dnsowners",
         "home.example",
         "add",
@@ -285,9 +288,7 @@ fn forward_answers_come_from_home_and_reverse_answers_from_visited() {
     ])
     .status
     .success());
-    assert!(roamlab(&[
-        "dns",
-        "update",
+    assert!(dns_update(&[
         "dnsowners",
         "100.51.198.in-addr.arpa",
         "add",
@@ -357,9 +358,7 @@ fn forward_answers_come_from_home_and_reverse_answers_from_visited() {
 #[test]
 fn a_restarted_dns_agent_still_serves_its_updates() {
     let Some(lab) = up("dnsrestart") else { return };
-    assert!(roamlab(&[
-        "dns",
-        "update",
+    assert!(dns_update(&[
         "dnsrestart",
         "home.example",
         "add",
@@ -479,9 +478,7 @@ fn a_dns_agent_that_cannot_bind_port_53_fails_up_naming_the_address() {
 #[test]
 fn a_new_lab_of_the_same_name_starts_from_its_zone_files_not_an_old_journal() {
     let Some(lab) = up("dnsfresh") else { return };
-    assert!(roamlab(&[
-        "dns",
-        "update",
+    assert!(dns_update(&[
         "dnsfresh",
         "home.example",
         "add",

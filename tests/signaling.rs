@@ -107,6 +107,19 @@ fn in_order(all: &[(String, String)], wanted: &[(&str, &str)]) {
     }
 }
 
+/// Attaches phone1, retrying for a while (a restarted HLR's VLR link takes a moment).
+fn attach_eventually(lab: &str) -> bool {
+    (0..25).any(|_| {
+        roamlab(&["attach", "phone1", "--lab", lab])
+            .status
+            .success()
+            || {
+                std::thread::sleep(Duration::from_millis(100));
+                false
+            }
+    })
+}
+
 async fn fake_attach(
     lab: &str,
     visited: &str,
@@ -383,13 +396,7 @@ fn a_restarted_hlr_keeps_subscribers_and_sequence_numbers() {
     let out = roamlab(&["restart", "--lab", "sighlr", "home/hlr"]);
     assert!(out.status.success(), "{}", text(&out));
     // The VLR reconnects by itself; an attach may need a moment for that.
-    let ok = (0..25).any(|_| {
-        let out = roamlab(&["attach", "phone1", "--lab", "sighlr"]);
-        out.status.success() || {
-            std::thread::sleep(Duration::from_millis(100));
-            false
-        }
-    });
+    let ok = attach_eventually("sighlr");
     assert!(ok, "no attach after the HLR restarted");
     assert_eq!(
         sqn("sighlr", "home", "001010000000001"),
@@ -434,13 +441,7 @@ fn a_vlr_whose_hlr_is_down_rejects_with_a_cause_and_recovers() {
     assert!(roamlab(&["restart", "--lab", "sigdown", "home/hlr"])
         .status
         .success());
-    let ok = (0..25).any(|_| {
-        let out = roamlab(&["attach", "phone1", "--lab", "sigdown"]);
-        out.status.success() || {
-            std::thread::sleep(Duration::from_millis(100));
-            false
-        }
-    });
+    let ok = attach_eventually("sigdown");
     assert!(ok, "the VLR did not recover when its HLR came back");
 }
 
@@ -537,15 +538,7 @@ fn an_hlr_that_lost_its_sequence_numbers_resynchronises_with_auts() {
     assert!(roamlab(&["restart", "--lab", "sigresync", "home/hlr"])
         .status
         .success());
-    let ok = (0..25).any(|_| {
-        roamlab(&["attach", "phone1", "--lab", "sigresync"])
-            .status
-            .success()
-            || {
-                std::thread::sleep(Duration::from_millis(100));
-                false
-            }
-    });
+    let ok = attach_eventually("sigresync");
     assert!(ok, "no attach after the HLR lost its sequence numbers");
     in_order(
         &events("sigresync"),

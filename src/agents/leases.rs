@@ -32,6 +32,29 @@ pub struct Lease {
     pub offered: bool,
 }
 
+impl Lease {
+    fn new(mac: [u8; 6], who: &Authorised, ip: Ipv4Addr, expires: u64, offered: bool) -> Self {
+        Lease {
+            mac,
+            imsi: who.imsi.clone(),
+            host_name: who.host_name.clone(),
+            ip,
+            expires,
+            offered,
+        }
+    }
+
+    /// The end of this lease, for DNS to follow (nothing, if it was only offered).
+    fn ended(self, why: &str) -> Option<Binding> {
+        (!self.offered).then(|| Binding::Unbound {
+            imsi: self.imsi,
+            host_name: self.host_name,
+            ip: self.ip,
+            why: why.into(),
+        })
+    }
+}
+
 /// A change of binding that DNS and the HLR must follow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Binding {
@@ -127,14 +150,7 @@ impl LeaseBook {
             Kind::Release => {
                 if let Some(ip) = self.lease_of(&r.mac).map(|l| l.ip) {
                     let l = self.leases.remove(&ip).expect("present");
-                    if !l.offered {
-                        changes.push(Binding::Unbound {
-                            imsi: l.imsi,
-                            host_name: l.host_name,
-                            ip,
-                            why: "released".into(),
-                        });
-                    }
+                    changes.extend(l.ended("released"));
                 }
                 return (Answer::Silent("released".into()), changes);
             }
@@ -145,14 +161,7 @@ impl LeaseBook {
                 {
                     let l = self.leases.remove(&ip).expect("present");
                     self.probation.insert(ip, now + PROBATION_SECS);
-                    if !l.offered {
-                        changes.push(Binding::Unbound {
-                            imsi: l.imsi,
-                            host_name: l.host_name,
-                            ip,
-                            why: "declined".into(),
-                        });
-                    }
+                    changes.extend(l.ended("declined"));
                 }
                 return (
                     Answer::Silent("declined: address on probation".into()),
@@ -186,17 +195,8 @@ impl LeaseBook {
                     return (Answer::Silent("pool exhausted".into()), changes);
                 };
                 if current.is_none() {
-                    self.leases.insert(
-                        ip,
-                        Lease {
-                            mac: r.mac,
-                            imsi: who.imsi.clone(),
-                            host_name: who.host_name.clone(),
-                            ip,
-                            expires: now + OFFER_HOLD_SECS,
-                            offered: true,
-                        },
-                    );
+                    self.leases
+                        .insert(ip, Lease::new(r.mac, who, ip, now + OFFER_HOLD_SECS, true));
                 }
                 (Answer::Offer(ip), changes)
             }
@@ -236,30 +236,14 @@ impl LeaseBook {
                     .collect();
                 for other in others {
                     let old = self.leases.remove(&other).expect("present");
-                    if !old.offered {
-                        changes.push(Binding::Unbound {
-                            imsi: old.imsi,
-                            host_name: old.host_name,
-                            ip: old.ip,
-                            why: "replaced".into(),
-                        });
-                    }
+                    changes.extend(old.ended("replaced"));
                 }
                 let previous = self.leases.get(&ip).cloned();
                 let fresh = previous.as_ref().is_none_or(|p| {
                     p.offered || p.imsi != who.imsi || p.host_name != who.host_name
                 });
-                self.leases.insert(
-                    ip,
-                    Lease {
-                        mac: r.mac,
-                        imsi: who.imsi.clone(),
-                        host_name: who.host_name.clone(),
-                        ip,
-                        expires: now + lease_secs,
-                        offered: false,
-                    },
-                );
+                self.leases
+                    .insert(ip, Lease::new(r.mac, who, ip, now + lease_secs, false));
                 // A renewal with nothing changed writes nothing new.
                 if fresh {
                     changes.push(Binding::Bound {
@@ -297,19 +281,12 @@ impl LeaseBook {
         let mut changes = Vec::new();
         for ip in ended {
             let l = self.leases.remove(&ip).expect("present");
-            if !l.offered {
-                let why = if l.expires <= now {
-                    "lease expired"
-                } else {
-                    "detached"
-                };
-                changes.push(Binding::Unbound {
-                    imsi: l.imsi,
-                    host_name: l.host_name,
-                    ip,
-                    why: why.into(),
-                });
-            }
+            let why = if l.expires <= now {
+                "lease expired"
+            } else {
+                "detached"
+            };
+            changes.extend(l.ended(why));
         }
         self.probation.retain(|_, until| *until > now);
         changes
