@@ -130,6 +130,8 @@ pub struct ClientOptions {
     pub requested: Option<Ipv4Addr>,
     pub server: Option<Ipv4Addr>,
     pub host_name: Option<String>,
+    /// Option 61.
+    pub client_id: Option<Vec<u8>>,
     /// Option 81: its flags and the name, whether sent in wire format (E=1) or as ASCII.
     pub fqdn: Option<(u8, String)>,
 }
@@ -165,6 +167,7 @@ pub fn client_options(packet: &[u8]) -> ClientOptions {
             53 => out.msg_type = value.first().copied(),
             50 => out.requested = ip(value),
             54 => out.server = ip(value),
+            61 if !value.is_empty() => out.client_id = Some(value.to_vec()),
             12 => {
                 out.host_name = std::str::from_utf8(value)
                     .ok()
@@ -224,6 +227,7 @@ pub fn request_of(packet: &[u8], m: &v4::Message) -> Option<Request> {
     Some(Request {
         kind,
         mac: packet[28..34].try_into().ok()?,
+        client_id: o.client_id,
         requested,
         server: o.server,
         claimed_name: o.fqdn.map(|(_, name)| name).or(o.host_name),

@@ -179,22 +179,29 @@ fn rand_xid() -> u32 {
     u32::from_ne_bytes(b)
 }
 
-/// Renews a lease (RENEWING: a unicast REQUEST from the leased address to its server).
+/// Renews a lease: RENEWING (a unicast REQUEST to its server), or with `rebind` REBINDING
+/// (the same REQUEST broadcast, for any server, after T2).
 pub async fn renew(
     interface: &str,
     mac: [u8; 6],
     lease: &Lease,
+    rebind: bool,
     timeout: Duration,
 ) -> Result<Lease, String> {
     let socket = bind_dhcp_socket(interface, 68).map_err(|e| e.to_string())?;
     let mut m = message(MessageType::Request, rand_xid(), &mac, None);
     m.set_ciaddr(lease.address).set_flags(v4::Flags::default());
     let bytes = m.to_vec().map_err(|e| e.to_string())?;
+    let to = if rebind {
+        Ipv4Addr::BROADCAST
+    } else {
+        lease.server
+    };
     let deadline = Instant::now() + timeout;
     let mut buf = vec![0u8; 2048];
     while Instant::now() < deadline {
         socket
-            .send_to(&bytes, SocketAddrV4::new(lease.server, 67))
+            .send_to(&bytes, SocketAddrV4::new(to, 67))
             .await
             .map_err(|e| e.to_string())?;
         let until = (Instant::now() + RETRANSMIT).min(deadline);
@@ -217,17 +224,31 @@ pub async fn renew(
     Err("no answer to the renewal".into())
 }
 
-/// Keeps a lease: renews it at T1 (half the lease time), for as long as the task runs.
+/// Keeps a lease: renews it from T1 (half the lease time) with its server, and from T2
+/// (seven eighths) rebinds with any server, for as long as the task runs.
 pub async fn keep(interface: String, mac: [u8; 6], mut lease: Lease) {
+    let mut granted = Instant::now();
     loop {
-        let t1 = Duration::from_secs((lease.lease_secs as u64 / 2).max(1));
-        tokio::time::sleep(t1).await;
-        match renew(&interface, mac, &lease, Duration::from_secs(5)).await {
+        let secs = (lease.lease_secs as u64).max(2);
+        let (t1, t2) = (
+            Duration::from_secs(secs / 2),
+            Duration::from_millis(secs * 875),
+        );
+        let elapsed = granted.elapsed();
+        if elapsed < t1 {
+            tokio::time::sleep(t1 - elapsed).await;
+        }
+        let rebind = granted.elapsed() >= t2;
+        match renew(&interface, mac, &lease, rebind, Duration::from_secs(2)).await {
             Ok(renewed) => {
-                tracing::info!(address = %renewed.address, "lease renewed");
+                tracing::info!(address = %renewed.address, rebind, "lease renewed");
                 lease = renewed;
+                granted = Instant::now();
             }
-            Err(e) => tracing::warn!("renewal failed: {e}"),
+            Err(e) => {
+                tracing::warn!(rebind, "renewal failed: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
         }
     }
 }

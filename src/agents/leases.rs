@@ -23,6 +23,9 @@ pub struct Authorised {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     pub mac: [u8; 6],
+    /// Option 61, when the client sent one: RFC 2131 identifies the client by it.
+    #[serde(default)]
+    pub client_id: Option<Vec<u8>>,
     pub imsi: String,
     pub host_name: String,
     pub ip: Ipv4Addr,
@@ -33,14 +36,24 @@ pub struct Lease {
 }
 
 impl Lease {
-    fn new(mac: [u8; 6], who: &Authorised, ip: Ipv4Addr, expires: u64, offered: bool) -> Self {
+    fn new(r: &Request, who: &Authorised, ip: Ipv4Addr, expires: u64, offered: bool) -> Self {
         Lease {
-            mac,
+            mac: r.mac,
+            client_id: r.client_id.clone(),
             imsi: who.imsi.clone(),
             host_name: who.host_name.clone(),
             ip,
             expires,
             offered,
+        }
+    }
+
+    /// Whether this lease is `r`'s client's: by client identifier when both have one,
+    /// else by hardware address.
+    fn is_of(&self, r: &Request) -> bool {
+        match (&self.client_id, &r.client_id) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.mac == r.mac,
         }
     }
 
@@ -97,6 +110,8 @@ pub struct LeaseBook {
 pub struct Request {
     pub kind: Kind,
     pub mac: [u8; 6],
+    /// Option 61.
+    pub client_id: Option<Vec<u8>>,
     /// Option 50, or ciaddr when renewing.
     pub requested: Option<Ipv4Addr>,
     /// Option 54: the server the client selected, if it says.
@@ -123,8 +138,8 @@ impl LeaseBook {
         }
     }
 
-    fn lease_of(&self, mac: &[u8; 6]) -> Option<&Lease> {
-        self.leases.values().find(|l| &l.mac == mac)
+    fn lease_of(&self, r: &Request) -> Option<&Lease> {
+        self.leases.values().find(|l| l.is_of(r))
     }
 
     fn free_address(&self, now: u64) -> Option<Ipv4Addr> {
@@ -148,7 +163,7 @@ impl LeaseBook {
         let mut changes = Vec::new();
         match r.kind {
             Kind::Release => {
-                if let Some(ip) = self.lease_of(&r.mac).map(|l| l.ip) {
+                if let Some(ip) = self.lease_of(r).map(|l| l.ip) {
                     let l = self.leases.remove(&ip).expect("present");
                     changes.extend(l.ended("released"));
                 }
@@ -157,7 +172,7 @@ impl LeaseBook {
             Kind::Decline => {
                 if let Some(ip) = r
                     .requested
-                    .filter(|ip| self.leases.get(ip).is_some_and(|l| l.mac == r.mac))
+                    .filter(|ip| self.leases.get(ip).is_some_and(|l| l.is_of(r)))
                 {
                     let l = self.leases.remove(&ip).expect("present");
                     self.probation.insert(ip, now + PROBATION_SECS);
@@ -189,21 +204,21 @@ impl LeaseBook {
         match r.kind {
             Kind::Inform => (Answer::InformAck, changes),
             Kind::Discover => {
-                let current = self.lease_of(&r.mac).map(|l| l.ip);
+                let current = self.lease_of(r).map(|l| l.ip);
                 let ip = current.or_else(|| self.free_address(now));
                 let Some(ip) = ip else {
                     return (Answer::Silent("pool exhausted".into()), changes);
                 };
                 if current.is_none() {
                     self.leases
-                        .insert(ip, Lease::new(r.mac, who, ip, now + OFFER_HOLD_SECS, true));
+                        .insert(ip, Lease::new(r, who, ip, now + OFFER_HOLD_SECS, true));
                 }
                 (Answer::Offer(ip), changes)
             }
             Kind::Request => {
                 if r.server.is_some_and(|s| s != me) {
                     // The client chose another server's offer: release ours.
-                    if let Some(ip) = self.lease_of(&r.mac).filter(|l| l.offered).map(|l| l.ip) {
+                    if let Some(ip) = self.lease_of(r).filter(|l| l.offered).map(|l| l.ip) {
                         self.leases.remove(&ip);
                     }
                     return (
@@ -211,11 +226,11 @@ impl LeaseBook {
                         changes,
                     );
                 }
-                let Some(ip) = r.requested.or_else(|| self.lease_of(&r.mac).map(|l| l.ip)) else {
+                let Some(ip) = r.requested.or_else(|| self.lease_of(r).map(|l| l.ip)) else {
                     return (Answer::Nak("no address requested".into()), changes);
                 };
                 match self.leases.get(&ip) {
-                    Some(l) if l.mac == r.mac => {}
+                    Some(l) if l.is_of(r) => {}
                     Some(_) => {
                         return (
                             Answer::Nak(format!("{ip} is leased to another client")),
@@ -231,7 +246,7 @@ impl LeaseBook {
                 let others: Vec<Ipv4Addr> = self
                     .leases
                     .values()
-                    .filter(|l| l.ip != ip && (l.mac == r.mac || l.imsi == who.imsi))
+                    .filter(|l| l.ip != ip && (l.is_of(r) || l.imsi == who.imsi))
                     .map(|l| l.ip)
                     .collect();
                 for other in others {
@@ -243,7 +258,7 @@ impl LeaseBook {
                     p.offered || p.imsi != who.imsi || p.host_name != who.host_name
                 });
                 self.leases
-                    .insert(ip, Lease::new(r.mac, who, ip, now + lease_secs, false));
+                    .insert(ip, Lease::new(r, who, ip, now + lease_secs, false));
                 // A renewal with nothing changed writes nothing new.
                 if fresh {
                     changes.push(Binding::Bound {
@@ -317,6 +332,7 @@ mod tests {
         Request {
             kind,
             mac: [2, 0, 0, 0, 0, mac],
+            client_id: None,
             requested,
             server: None,
             claimed_name: None,
@@ -408,6 +424,31 @@ mod tests {
         let gone = b.sweep(10_000, &|_, _| true);
         assert!(gone.is_empty());
         assert!(b.probation.is_empty(), "probation ends");
+    }
+
+    #[test]
+    fn the_client_identifier_names_the_client_when_it_is_sent() {
+        let mut b = book();
+        let mut first = req(Kind::Request, 1, Some(Ipv4Addr::new(198, 51, 100, 100)));
+        first.client_id = Some(vec![1, 2, 3]);
+        assert!(matches!(
+            b.handle(&first, Some(&who(1)), ME, 600, 0).0,
+            Answer::Ack(_)
+        ));
+        // Same client identifier from another interface: the same client.
+        let mut moved = req(Kind::Discover, 9, None);
+        moved.client_id = Some(vec![1, 2, 3]);
+        assert_eq!(
+            b.handle(&moved, Some(&who(1)), ME, 600, 1).0,
+            Answer::Offer(Ipv4Addr::new(198, 51, 100, 100))
+        );
+        // Same hardware address, another identifier: another client.
+        let mut other = req(Kind::Discover, 1, None);
+        other.client_id = Some(vec![9]);
+        assert_eq!(
+            b.handle(&other, Some(&who(2)), ME, 600, 2).0,
+            Answer::Offer(Ipv4Addr::new(198, 51, 100, 101))
+        );
     }
 
     #[test]
