@@ -536,3 +536,61 @@ fn leases_are_renewed_at_t1_and_a_renewal_writes_nothing_new() {
     let log = std::fs::read_to_string("/run/roamlab/roamrenew/agents/phone1.terminal.log").unwrap();
     assert!(log.matches("lease renewed").count() >= 3, "{log}");
 }
+
+#[test]
+fn a_rebinding_client_keeps_its_address_and_nothing_is_written_again() {
+    let Some(lab) = up("roamrebind") else { return };
+    let phone = attach(&lab, "phone1");
+    let address: std::net::Ipv4Addr = phone.parse().unwrap();
+    // The phone's MAC, read through netlink's view of its namespace (run_in switches the
+    // network namespace only, so /sys would show the root's links).
+    let link = Command::new("ip")
+        .args(["-n", "roamrebind-phone1", "-j", "link", "show", "eth0"])
+        .output()
+        .unwrap();
+    let link: serde_json::Value = serde_json::from_slice(&link.stdout).unwrap();
+    let mac: Vec<u8> = link[0]["address"]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect();
+    let mac: [u8; 6] = mac.try_into().unwrap();
+    // REBINDING, as after T2: the REQUEST goes to broadcast, for any server, with the
+    // address in ciaddr. The server named in the lease is one that does not exist.
+    const NO_SERVER: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 51, 100, 250);
+    let lease = roamlab::agents::dhcp_client::Lease {
+        address,
+        prefix_len: 24,
+        router: None,
+        server: NO_SERVER,
+        dns: Vec::new(),
+        lease_secs: 600,
+    };
+    let rebound = roamlab::kernel::netns::run_in("roamrebind-phone1", move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(runtime.block_on(roamlab::agents::dhcp_client::renew(
+            "eth0",
+            mac,
+            &lease,
+            true,
+            Duration::from_secs(3),
+        )))
+    })
+    .unwrap()
+    .expect("the rebinding REQUEST was answered");
+    assert_eq!(rebound.address, address);
+    assert_ne!(
+        rebound.server, NO_SERVER,
+        "the ACK names the server that answered"
+    );
+    let events = roamlab::events::read_all(&roamlab::events::path(std::path::Path::new(
+        "/run/roamlab/roamrebind",
+    )))
+    .unwrap();
+    let count = |what: &str| events.iter().filter(|e| e.event == what).count();
+    assert_eq!(count("lease bound"), 1, "a rebind bound the lease again");
+    assert_eq!(count("home DNS record set"), 1, "a rebind wrote DNS again");
+}
