@@ -416,20 +416,7 @@ fn a_vlr_whose_hlr_is_down_rejects_with_a_cause_and_recovers() {
     let Some(lab) = up("sigdown", "topologies/roaming.yaml") else {
         return;
     };
-    let status = lab.status_json();
-    let hlr = status["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == "hlr")
-        .unwrap()["pid"]
-        .as_i64()
-        .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(hlr as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    common::kill_agent(&lab.status_json(), "hlr");
     std::thread::sleep(Duration::from_millis(200));
     let out = roamlab(&["attach", "phone1", "--lab", "sigdown"]);
     assert_eq!(out.status.code(), Some(1));
@@ -520,20 +507,7 @@ fn an_hlr_that_lost_its_sequence_numbers_resynchronises_with_auts() {
             .status
             .success());
     }
-    let status = lab.status_json();
-    let hlr = status["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == "hlr")
-        .unwrap()["pid"]
-        .as_i64()
-        .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(hlr as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    common::kill_agent(&lab.status_json(), "hlr");
     std::fs::remove_file(dir("sigresync").join("signaling/hlr-home.state.json")).unwrap();
     assert!(roamlab(&["restart", "--lab", "sigresync", "home/hlr"])
         .status

@@ -162,6 +162,23 @@ pub fn agent_pids(status: &serde_json::Value) -> Vec<i32> {
         .collect()
 }
 
+/// Kills the agent named `name` with SIGKILL, as a crash would (found in `status --json`).
+pub fn kill_agent(status: &serde_json::Value, name: &str) {
+    let pid = status["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap_or_else(|| panic!("no agent {name}"))["pid"]
+        .as_i64()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
 /// Polls `check` every 100 ms until it holds or `limit` passes; how long it took.
 pub fn within(
     limit: std::time::Duration,
