@@ -594,3 +594,56 @@ fn a_rebinding_client_keeps_its_address_and_nothing_is_written_again() {
     assert_eq!(count("lease bound"), 1, "a rebind bound the lease again");
     assert_eq!(count("home DNS record set"), 1, "a rebind wrote DNS again");
 }
+
+#[test]
+fn a_stock_client_claiming_another_subscribers_name_gets_no_lease_and_no_record() {
+    let Some(lab) = up("roamclaim") else { return };
+    let phone = attach(&lab, "phone1");
+    // udhcpc in phone1's node (an authorised MAC) claims phone2's name, by option 81 and
+    // then by option 12; `-s /bin/true` keeps it from touching the interface.
+    for claim in [["-F", "phone2.home.example"], ["-x", "hostname:phone2"]] {
+        let mut args = vec![
+            "udhcpc",
+            "-i",
+            "eth0",
+            "-f",
+            "-n",
+            "-q",
+            "-t",
+            "2",
+            "-T",
+            "1",
+            "-s",
+            "/bin/true",
+        ];
+        args.extend(claim);
+        let out = lab.exec("phone1", &args);
+        assert!(
+            !out.status.success(),
+            "{claim:?}: udhcpc got a lease for another subscriber's name: {}",
+            text(&out)
+        );
+    }
+    let log = std::fs::read_to_string("/run/roamlab/roamclaim/agents/visited.dhcp.log").unwrap();
+    for claim in ["phone2.home.example", "phone2"] {
+        assert!(
+            log.contains(&format!(
+                "claims `{claim}`, not its own host name phone1.home.example"
+            )),
+            "the refusal of `{claim}` is not logged: {log}"
+        );
+    }
+    assert_eq!(
+        short(
+            &lab,
+            "fixed1",
+            &["+norec", "@192.0.2.53", "phone2.home.example"]
+        ),
+        ""
+    );
+    // The phone's own lease and name are untouched.
+    assert_eq!(short(&lab, "fixed1", &["phone1.home.example"]), phone);
+    let held = leases("roamclaim");
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["host_name"], "phone1.home.example");
+}
