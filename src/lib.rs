@@ -8,6 +8,7 @@ pub mod agents;
 pub mod cli;
 pub mod dns;
 pub mod events;
+pub mod json_file;
 pub mod kernel;
 pub mod lab;
 pub mod plan;

@@ -69,7 +69,7 @@ fn attached(lab: &str, visited: &str) -> Vec<String> {
 
 /// Where the HLR believes a subscriber is registered.
 fn registered_at(lab: &str, home: &str, imsi: &str) -> Option<String> {
-    let state: serde_json::Value = roamlab::agents::signaling::read_json(
+    let state: serde_json::Value = roamlab::json_file::read_json(
         &dir(lab)
             .join("signaling")
             .join(format!("hlr-{home}.state.json")),
@@ -79,7 +79,7 @@ fn registered_at(lab: &str, home: &str, imsi: &str) -> Option<String> {
 }
 
 fn sqn(lab: &str, home: &str, imsi: &str) -> u64 {
-    let state: serde_json::Value = roamlab::agents::signaling::read_json(
+    let state: serde_json::Value = roamlab::json_file::read_json(
         &dir(lab)
             .join("signaling")
             .join(format!("hlr-{home}.state.json")),

@@ -20,6 +20,7 @@ use super::leases::{Answer, Authorised, Binding, Kind, LeaseBook, Request};
 use super::queue::DurableQueue;
 use super::signaling::{self, DnsTarget};
 use crate::events::EventLog;
+use crate::json_file;
 use crate::protocols::gsup::{msg, Message};
 
 /// How often expired leases and those of detached terminals are swept.
@@ -72,7 +73,7 @@ pub fn bind_dhcp_socket(interface: &str, port: u16) -> std::io::Result<tokio::ne
 
 /// The terminals the VLR lists, by link-layer address.
 fn authorised(path: &std::path::Path, mac: &[u8; 6]) -> Option<Authorised> {
-    let list: Vec<serde_json::Value> = signaling::read_json(path).unwrap_or_default();
+    let list: Vec<serde_json::Value> = json_file::read_json(path).unwrap_or_default();
     let want = super::vlr::format_mac(mac);
     list.iter()
         .find(|t| t["mac"].as_str() == Some(want.as_str()))
@@ -84,7 +85,7 @@ fn authorised(path: &std::path::Path, mac: &[u8; 6]) -> Option<Authorised> {
 
 /// (IMSI, MAC) of every terminal the VLR lists.
 fn attached_links(path: &std::path::Path) -> Vec<(String, String)> {
-    let list: Vec<serde_json::Value> = signaling::read_json(path).unwrap_or_default();
+    let list: Vec<serde_json::Value> = json_file::read_json(path).unwrap_or_default();
     list.iter()
         .filter_map(|t| {
             Some((
@@ -308,7 +309,7 @@ struct Server {
 
 impl Server {
     fn save(&self, book: &LeaseBook) {
-        if let Err(e) = signaling::write_private_json(&self.config.leases_file, book) {
+        if let Err(e) = json_file::write_private_json(&self.config.leases_file, book) {
             tracing::error!("cannot save leases: {e}");
         }
     }
@@ -450,7 +451,7 @@ impl Server {
 
 pub async fn run(config: DhcpConfig) -> std::io::Result<()> {
     let events = EventLog::open(&config.events_file, &format!("{}/dhcp", config.name))?;
-    let book: LeaseBook = signaling::read_json(&config.leases_file)
+    let book: LeaseBook = json_file::read_json(&config.leases_file)
         .unwrap_or_else(|_| LeaseBook::new(config.pool_start, config.pool_end));
     let socket = bind_dhcp_socket(&config.interface, 67).map_err(|e| {
         std::io::Error::new(

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use super::queue::DurableQueue;
 use super::signaling::{self, HlrConfig, Sender, SubscriberRecord};
 use crate::events::EventLog;
+use crate::json_file;
 use crate::protocols::gsup::{
     cause, encode_msisdn, msg, AuthTuple, CancelType, Message, UmtsTuple,
 };
@@ -300,11 +301,11 @@ impl HlrCore {
 }
 
 fn load_state(path: &Path) -> HashMap<String, SubscriberState> {
-    signaling::read_json(path).unwrap_or_default()
+    json_file::read_json(path).unwrap_or_default()
 }
 
 fn save_state(path: &Path, state: &HashMap<String, SubscriberState>) -> std::io::Result<()> {
-    signaling::write_private_json(path, state)
+    json_file::write_private_json(path, state)
 }
 
 /// Runs the HLR until SIGTERM.

@@ -13,6 +13,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use crate::json_file;
+
 /// How long a failed item waits before it is tried again.
 const RETRY: Duration = Duration::from_millis(250);
 
@@ -25,7 +27,7 @@ pub struct DurableQueue<T> {
 impl<T: Serialize + DeserializeOwned + Clone + std::fmt::Debug> DurableQueue<T> {
     /// Opens the queue, with whatever an earlier run left in it.
     pub fn open(path: PathBuf) -> Self {
-        let items: VecDeque<T> = super::signaling::read_json(&path).unwrap_or_default();
+        let items: VecDeque<T> = json_file::read_json(&path).unwrap_or_default();
         DurableQueue {
             path,
             items: Mutex::new(items),
@@ -34,7 +36,7 @@ impl<T: Serialize + DeserializeOwned + Clone + std::fmt::Debug> DurableQueue<T> 
     }
 
     fn save(&self, items: &VecDeque<T>) {
-        if let Err(e) = super::signaling::write_private_json(&self.path, items) {
+        if let Err(e) = json_file::write_private_json(&self.path, items) {
             tracing::error!("cannot save queue {}: {e}", self.path.display());
         }
     }

@@ -4,7 +4,7 @@
 //! at `up`), and the IPA link helpers the HLR, VLR and terminal share.
 
 use std::io;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Mutex;
 
+use crate::json_file;
 use crate::protocols::gsup::Message;
 use crate::protocols::ipa::{self, Frame, IpaError};
 use crate::topology::{Role, Service, Topology};
@@ -186,34 +187,6 @@ pub fn hex(bytes: &[u8]) -> String {
     data_encoding::HEXLOWER.encode(bytes)
 }
 
-/// Writes JSON readable by root only (configurations hold subscriber keys).
-pub fn write_private_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
-    {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&bytes)?;
-    }
-    std::fs::rename(&tmp, path)
-}
-
-pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> io::Result<T> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: {e}", path.display()),
-        )
-    })
-}
-
 /// Writes the HLR and VLR configurations of a new lab.
 pub fn prepare_lab(topology: &Topology, lab_dir: &Path) -> io::Result<()> {
     let sig = dir(lab_dir);
@@ -256,7 +229,7 @@ pub fn prepare_lab(topology: &Topology, lab_dir: &Path) -> io::Result<()> {
                     .as_deref()
                     .and_then(|d| DnsTarget::of(topology, lab_dir, &node.name, d)),
             };
-            write_private_json(&hlr_config_path(lab_dir, &node.name), &config)?;
+            json_file::write_private_json(&hlr_config_path(lab_dir, &node.name), &config)?;
         }
         if node.role == Role::Visited && runs(node, &Service::Vlr) {
             let partners = node
@@ -279,7 +252,7 @@ pub fn prepare_lab(topology: &Topology, lab_dir: &Path) -> io::Result<()> {
                 events_file: events_file.clone(),
                 partners,
             };
-            write_private_json(&vlr_config_path(lab_dir, &node.name), &config)?;
+            json_file::write_private_json(&vlr_config_path(lab_dir, &node.name), &config)?;
         }
         if node.role == Role::Visited
             && node
@@ -288,7 +261,7 @@ pub fn prepare_lab(topology: &Topology, lab_dir: &Path) -> io::Result<()> {
                 .any(|s| matches!(s, Service::Dhcp { .. }))
         {
             if let Some(config) = dhcp_config(topology, lab_dir, node) {
-                write_private_json(&dhcp_config_path(lab_dir, &node.name), &config)?;
+                json_file::write_private_json(&dhcp_config_path(lab_dir, &node.name), &config)?;
             }
         }
     }

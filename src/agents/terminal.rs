@@ -14,6 +14,7 @@ use tokio::net::UnixStream;
 
 use super::signaling::{self, Sender, TerminalConfig, REQUEST_TIMEOUT};
 use crate::events::EventLog;
+use crate::json_file;
 use crate::protocols::gsup::{cause, msg, Message};
 use crate::protocols::milenage::{self, Challenge, Milenage};
 
@@ -395,7 +396,7 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
         &signaling::hex_key(&config.k)?,
         &signaling::hex_key(&config.opc)?,
     );
-    let mut state: TerminalState = signaling::read_json(&config.state_file).unwrap_or_default();
+    let mut state: TerminalState = json_file::read_json(&config.state_file).unwrap_or_default();
     state.address = None;
     let mac = mac_of(&config.interface);
     let mut terminal = match Terminal::connect(&config.cell_socket, &config.imsi).await {
@@ -416,7 +417,7 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
         )
         .await;
     // The sequence number moves on whatever the outcome, as a USIM's does.
-    if let Err(e) = signaling::write_private_json(&config.state_file, &state) {
+    if let Err(e) = json_file::write_private_json(&config.state_file, &state) {
         tracing::warn!("cannot keep SQN_MS: {e}");
     }
     let granted = match outcome {
@@ -484,7 +485,7 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
             json!({"address": address, "client": config.dhcp_client}),
         );
         state.address = Some(address);
-        signaling::write_private_json(&config.state_file, &state)?;
+        json_file::write_private_json(&config.state_file, &state)?;
     } else if config.dhcp {
         let Some(mac) = mac else {
             return Err(std::io::Error::other(format!(
@@ -515,7 +516,7 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
             json!({"address": l.address, "router": l.router, "lease_secs": l.lease_secs}),
         );
         state.address = Some(l.address);
-        signaling::write_private_json(&config.state_file, &state)?;
+        json_file::write_private_json(&config.state_file, &state)?;
         tokio::spawn(super::dhcp_client::keep(
             config.interface.clone(),
             mac,
@@ -548,7 +549,7 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
         }
     }
     state.address = None;
-    let _ = signaling::write_private_json(&config.state_file, &state);
+    let _ = json_file::write_private_json(&config.state_file, &state);
     Ok(())
 }
 

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::signaling::{self, PartnerHlr, Sender, VlrConfig, REQUEST_TIMEOUT};
 use crate::events::EventLog;
+use crate::json_file;
 use crate::protocols::gsup::{cause, msg, Message};
 
 /// How long a terminal whose radio link is lost stays registered (its implicit detach
@@ -82,7 +83,7 @@ impl Vlr {
             .values()
             .map(|r| r.info.clone())
             .collect();
-        if let Err(e) = signaling::write_private_json(&self.attached_file, &list) {
+        if let Err(e) = json_file::write_private_json(&self.attached_file, &list) {
             tracing::error!("cannot write the attached list: {e}");
         }
     }
@@ -610,5 +611,5 @@ pub async fn run(config: VlrConfig) -> std::io::Result<()> {
 
 /// Reads a VLR's list of attached terminals.
 pub fn attached(lab_dir: &std::path::Path, visited: &str) -> Vec<serde_json::Value> {
-    signaling::read_json(&signaling::vlr_attached_path(lab_dir, visited)).unwrap_or_default()
+    json_file::read_json(&signaling::vlr_attached_path(lab_dir, visited)).unwrap_or_default()
 }

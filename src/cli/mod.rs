@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::json_file;
 use crate::lab::{self, UpOptions};
 use crate::supervisor::enter::NodeEntry;
 use crate::topology::{Topology, DEFAULT_SOURCE, DEFAULT_TOPOLOGY};
@@ -597,26 +598,25 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Agent { agent } => match agent {
             AgentCommand::Hlr { config } => {
-                let config = crate::agents::signaling::read_json(&config).context("hlr agent")?;
+                let config = json_file::read_json(&config).context("hlr agent")?;
                 runtime()?
                     .block_on(crate::agents::hlr::run(config))
                     .context("hlr agent")
             }
             AgentCommand::Vlr { config } => {
-                let config = crate::agents::signaling::read_json(&config).context("vlr agent")?;
+                let config = json_file::read_json(&config).context("vlr agent")?;
                 runtime()?
                     .block_on(crate::agents::vlr::run(config))
                     .context("vlr agent")
             }
             AgentCommand::Dhcp { config } => {
-                let config = crate::agents::signaling::read_json(&config).context("dhcp agent")?;
+                let config = json_file::read_json(&config).context("dhcp agent")?;
                 runtime()?
                     .block_on(crate::agents::dhcp::run(config))
                     .context("dhcp agent")
             }
             AgentCommand::Terminal { config } => {
-                let config =
-                    crate::agents::signaling::read_json(&config).context("terminal agent")?;
+                let config = json_file::read_json(&config).context("terminal agent")?;
                 runtime()?
                     .block_on(crate::agents::terminal::run(config))
                     .context("terminal agent")

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::{self, TsigKey};
 use super::zonefile;
+use crate::json_file;
 use crate::topology::Topology;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,14 +67,7 @@ pub fn config_path(lab_dir: &Path, node: &str) -> PathBuf {
 
 impl DnsAgentConfig {
     pub fn load(path: &Path) -> io::Result<Self> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: {e}", path.display()),
-            )
-        })
+        json_file::read_json(path)
     }
 
     /// The zone configuration for a zone name (with or without the trailing dot).

@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::state::{lab_dir, AgentRecord, LabLock, LabState, Phase, TerminalRecord};
 use super::{etc, io_err, running_list, LabError, STOP_GRACE};
 use crate::agents::signaling::{self, TerminalConfig};
+use crate::json_file;
 use crate::kernel::executor;
 use crate::kernel::netlink::NetlinkKernel;
 use crate::kernel::netns;
@@ -365,7 +366,7 @@ pub async fn attach(
         http_port: subscriber.http_port,
     };
     let config_path = signaling::terminal_config_path(&dir, terminal);
-    let written = signaling::write_private_json(&config_path, &config)
+    let written = json_file::write_private_json(&config_path, &config)
         .and_then(|_| etc::write_node(&topology, terminal));
     if let Err(e) = written {
         remove(&mut state, &topology, terminal, false).await;
@@ -398,7 +399,7 @@ pub async fn attach(
                 state.save().map_err(io_err(lab, "write state file"))?;
             }
             let terminal_state: crate::agents::terminal::TerminalState =
-                signaling::read_json(&terminal_state_path(&dir, terminal)).unwrap_or_default();
+                json_file::read_json(&terminal_state_path(&dir, terminal)).unwrap_or_default();
             let resolvable = match terminal_state.address {
                 Some(address) => {
                     let (topology, host_name) = (topology.clone(), subscriber.hostname.clone());

@@ -1,0 +1,38 @@
+//! JSON files the lab keeps: agents' configurations and state (leases, queues, SQNs,
+//! attached lists). Written whole through a temporary file and a rename, readable by root
+//! only (configurations hold subscriber keys); read errors name the file.
+
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Writes JSON readable by root only (configurations hold subscriber keys).
+pub fn write_private_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&bytes)?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// Reads a JSON file; both kinds of failure name the file.
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> io::Result<T> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })
+}
