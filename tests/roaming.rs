@@ -30,14 +30,18 @@ fn attach(lab: &LabGuard, terminal: &str) -> String {
     let out = roamlab(&["attach", terminal, "--lab", &lab.name]);
     assert!(out.status.success(), "attach {terminal}: {}", text(&out));
     let said = text(&out);
-    let address = said
-        .split(" has address ")
+    let address = address_in(&said);
+    assert!(said.contains("resolves to it from fixed1"), "{said}");
+    address
+}
+
+/// The address `roamlab attach` reports ("… has address A; …").
+fn address_in(said: &str) -> String {
+    said.split(" has address ")
         .nth(1)
         .and_then(|s| s.split(';').next())
         .expect("an address")
-        .to_string();
-    assert!(said.contains("resolves to it from fixed1"), "{said}");
-    address
+        .to_string()
 }
 
 fn out(o: &std::process::Output) -> String {
@@ -51,9 +55,9 @@ fn short(lab: &LabGuard, node: &str, args: &[&str]) -> String {
 }
 
 fn leases(lab: &str) -> Vec<serde_json::Value> {
-    let v: serde_json::Value = roamlab::agents::signaling::read_json(&std::path::PathBuf::from(
-        format!("/run/roamlab/{lab}/signaling/dhcp-visited.leases.json"),
-    ))
+    let v: serde_json::Value = roamlab::json_file::read_json(&std::path::PathBuf::from(format!(
+        "/run/roamlab/{lab}/signaling/dhcp-visited.leases.json"
+    )))
     .unwrap_or_default();
     v["leases"]
         .as_object()
@@ -449,12 +453,7 @@ fn stock_dhcp_clients_get_leases_and_their_names_are_understood() {
         ]);
         assert!(out.status.success(), "{client}: {}", text(&out));
         let said = text(&out);
-        let address = said
-            .split(" has address ")
-            .nth(1)
-            .and_then(|s| s.split(';').next())
-            .expect("an address")
-            .to_string();
+        let address = address_in(&said);
         assert_eq!(
             short(&lab, "fixed1", &["phone1.home.example"]),
             address,
