@@ -4,6 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -34,7 +35,12 @@ pub struct EventLog {
 
 impl EventLog {
     pub fn open(path: &Path, agent: &str) -> io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        // IMSIs and MSISDNs: readable by root only.
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
         Ok(EventLog {
             agent: agent.to_string(),
             file: Some(Mutex::new(file)),

@@ -10,8 +10,13 @@ use serde::{Deserialize, Serialize};
 
 /// Writes JSON readable by root only (configurations hold subscriber keys).
 pub fn write_private_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
     let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    write_private(path, &bytes)
+}
+
+/// Writes a file readable by root only, whole (a temporary file, then a rename).
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
     {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
@@ -20,7 +25,7 @@ pub fn write_private_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()
             .truncate(true)
             .mode(0o600)
             .open(&tmp)?;
-        f.write_all(&bytes)?;
+        f.write_all(bytes)?;
     }
     std::fs::rename(&tmp, path)
 }

@@ -70,3 +70,34 @@ fn every_verb_has_help_with_an_example() {
         );
     }
 }
+
+/// Finding 10 of the issue on the private network: a non-UTF-8 file made `up` exit 1 but
+/// `validate` exit 2; an over-large file was read whole and parsed. Both verbs now refuse
+/// both before anything is built (`graph` reads topologies the same way as `up`).
+#[test]
+fn non_utf8_and_oversized_topologies_exit_2_everywhere() {
+    let dir = std::env::temp_dir().join(format!("roamlab-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("latin1.yaml");
+    std::fs::write(&bad, b"name: caf\xe9\n").unwrap();
+    let huge = dir.join("huge.yaml");
+    let mut padded = String::from("name: huge\nnodes:\n");
+    while padded.len() <= 4 * 1024 * 1024 {
+        padded.push_str("  # padding padding padding padding padding padding padding padding\n");
+    }
+    std::fs::write(&huge, padded).unwrap();
+    for (file, cause) in [
+        (&bad, "not UTF-8 (invalid byte at offset 9)"),
+        (&huge, "bytes is more than the limit of 4194304 bytes"),
+    ] {
+        let path = file.to_str().unwrap();
+        for verb in [&["validate", path][..], &["graph", "-t", path][..]] {
+            let out = roamlab(verb);
+            assert_eq!(out.status.code(), Some(2), "{verb:?}: {}", text(&out));
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(err.contains(cause), "{verb:?}: {err}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -288,11 +288,7 @@ enum GraphFormat {
 /// Loads a topology file, or the built-in lab; `--name` renames it.
 fn load_topology(file: Option<&PathBuf>, name: Option<&str>) -> Result<(Topology, String, String)> {
     let (text, origin) = match file {
-        Some(path) => (
-            std::fs::read_to_string(path)
-                .with_context(|| format!("{}: cannot read the topology", path.display()))?,
-            path.display().to_string(),
-        ),
+        Some(path) => (Topology::read_source(path)?, path.display().to_string()),
         None => (DEFAULT_TOPOLOGY.to_string(), DEFAULT_SOURCE.to_string()),
     };
     let mut topology = Topology::parse(&text, &origin)?;
@@ -399,6 +395,9 @@ pub fn run(cli: Cli) -> Result<()> {
             let lab = lab::resolve(lab.as_deref())?;
             let report = lab::down(&lab)?;
             println!("lab {lab} removed ({} objects)", report.removed.len());
+            for item in &report.left_alone {
+                println!("left alone: {item}");
+            }
             Ok(())
         }
         Command::Status { lab, json } => {
@@ -457,6 +456,9 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             for item in &report.removed {
                 println!("removed {item}");
+            }
+            for item in &report.left_alone {
+                println!("left alone: {item}");
             }
             if !report.errors.is_empty() {
                 bail!(

@@ -29,12 +29,17 @@ const TCA_OPTIONS: u16 = 2;
 pub struct NetlinkKernel {
     handles: HashMap<String, Handle>,
     files: HashMap<String, File>,
+    ledger: Option<netns::Ledger>,
 }
 
 impl NetlinkKernel {
-    pub fn new() -> io::Result<Self> {
+    /// A kernel that records every namespace it makes in `ledger`.
+    pub fn new(ledger: netns::Ledger) -> io::Result<Self> {
         netns::prepare_dir()?;
-        Ok(Self::default())
+        Ok(Self {
+            ledger: Some(ledger),
+            ..Self::default()
+        })
     }
 
     /// Connects to a namespace that already exists (for status and later changes).
@@ -83,10 +88,11 @@ impl NetlinkKernel {
     ) -> io::Result<()> {
         let runtime = tokio::runtime::Handle::current();
         let (name, sysctls) = (namespace.to_string(), sysctls.to_vec());
+        let ledger = self.ledger.clone();
         let (conn, handle) = tokio::task::spawn_blocking(move || {
             // A thread of its own: it leaves the root namespace and never comes back.
             std::thread::spawn(move || {
-                netns::create_on_this_thread(&name, &sysctls)?;
+                netns::create_on_this_thread(&name, &sysctls, ledger.as_ref())?;
                 let _enter = runtime.enter();
                 let (conn, handle, _) = rtnetlink::new_connection()?;
                 Ok::<_, io::Error>((conn, handle))

@@ -66,9 +66,116 @@ pub fn identity(name: &str) -> Option<(u64, u64)> {
     fs::metadata(path_of(name)).ok().map(|m| (m.dev(), m.ino()))
 }
 
+/// What tells one namespace from every other for as long as the machine runs: its nsfs
+/// inode (which the kernel may reuse once the namespace is gone) together with its netns
+/// cookie (which it never reuses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NsIdentity {
+    pub ino: u64,
+    pub cookie: u64,
+}
+
+/// `SO_NETNS_COOKIE` (Linux 5.14); not in the libc crate yet.
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+/// The identity of the namespace the calling thread is in.
+pub fn identity_of_this_thread() -> io::Result<NsIdentity> {
+    let ino = fs::metadata("/proc/thread-self/ns/net")?.ino();
+    // SAFETY: a socket we own, closed below; getsockopt writes at most `len` bytes.
+    let cookie = unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut cookie: u64 = 0;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        );
+        let err = io::Error::last_os_error();
+        libc::close(fd);
+        if rc != 0 {
+            return Err(err);
+        }
+        cookie
+    };
+    Ok(NsIdentity { ino, cookie })
+}
+
+/// The identity of a named namespace, or None when it is not mounted.
+pub fn identity_of(name: &str) -> io::Result<Option<NsIdentity>> {
+    if !is_mounted(name) {
+        return Ok(None);
+    }
+    run_in(name, identity_of_this_thread).map(Some)
+}
+
+/// An append-only record of the namespaces a lab made, each written from inside the new
+/// namespace before its name appears in /run/netns: whatever a crash leaves behind under
+/// the lab's name is either in the ledger (and the lab's) or not the lab's at all.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LedgerEntry {
+    pub name: String,
+    #[serde(flatten)]
+    pub identity: NsIdentity,
+}
+
+impl Ledger {
+    pub fn at(path: PathBuf) -> Self {
+        Ledger { path }
+    }
+
+    fn record(&self, name: &str, identity: NsIdentity) -> io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut line = serde_json::to_vec(&LedgerEntry {
+            name: name.to_string(),
+            identity,
+        })
+        .map_err(io::Error::other)?;
+        line.push(b'\n');
+        // One write on an O_APPEND file: concurrent attaches never interleave lines.
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&self.path)
+            .and_then(|mut f| f.write_all(&line))
+            .map_err(|e| with_path(e, &self.path))
+    }
+
+    /// Every namespace recorded; a torn last line (a crash mid-write) is skipped.
+    pub fn entries(&self) -> Vec<LedgerEntry> {
+        fs::read_to_string(&self.path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Whether `name`, as it is now, is a namespace this ledger recorded.
+    pub fn owns(entries: &[LedgerEntry], name: &str, now: NsIdentity) -> bool {
+        entries.iter().any(|e| e.name == name && e.identity == now)
+    }
+}
+
 /// Creates the namespace on the calling thread: the thread leaves its namespace for good,
-/// so call this only on a thread made for it. Sysctls are written from inside.
-pub fn create_on_this_thread(name: &str, sysctls: &[Sysctl]) -> io::Result<()> {
+/// so call this only on a thread made for it. Sysctls are written from inside. With a
+/// ledger, the namespace is recorded there before it gets its name.
+pub fn create_on_this_thread(
+    name: &str,
+    sysctls: &[Sysctl],
+    ledger: Option<&Ledger>,
+) -> io::Result<()> {
     let path = path_of(name);
     if path.exists() && !is_mounted(name) {
         // A stale entry from a crash between creating the file and mounting on it.
@@ -81,6 +188,9 @@ pub fn create_on_this_thread(name: &str, sysctls: &[Sysctl]) -> io::Result<()> {
         .map_err(|e| with_path(e, &path))?;
     let made = (|| -> io::Result<()> {
         unshare(CloneFlags::CLONE_NEWNET)?;
+        if let Some(ledger) = ledger {
+            ledger.record(name, identity_of_this_thread()?)?;
+        }
         mount(
             Some("/proc/thread-self/ns/net"),
             &path,

@@ -33,7 +33,7 @@ pub enum LabError {
     AlreadyRunning { lab: String },
     #[error("lab {lab} is being created by process {pid}")]
     Busy { lab: String, pid: u32 },
-    #[error("lab {lab}: namespaces {namespaces} exist but the lab has no state; remove them with `roamlab cleanup --lab {lab}`")]
+    #[error("lab {lab}: namespaces {namespaces} already exist and are not this lab's; remove them or pick another name with --name")]
     Orphans { lab: String, namespaces: String },
     #[error("no lab named {lab} (running labs: {running})")]
     NotFound { lab: String, running: String },
@@ -150,7 +150,7 @@ pub fn agent_specs(topology: &Topology) -> Vec<AgentSpec> {
 pub async fn up(opts: &UpOptions, cancel: Arc<AtomicBool>) -> Result<UpReport, LabError> {
     let lab = opts.topology.name.clone();
     let plan = plan::build(&opts.topology);
-    claim(&lab)?;
+    claim(&lab, &plan.namespaces())?;
     let mut state = LabState {
         lab: lab.clone(),
         phase: Phase::Creating,
@@ -192,7 +192,9 @@ async fn build(
             lab_dir(&lab),
         );
         std::thread::spawn(move || -> Result<(), (&'static str, std::io::Error)> {
-            fs::write(dir.join("topology.yaml"), text).map_err(|e| ("save topology", e))?;
+            // Every subscriber's K and OPc: root only.
+            crate::json_file::write_private(&dir.join("topology.yaml"), text.as_bytes())
+                .map_err(|e| ("save topology", e))?;
             crate::dns::config::prepare_lab(&topology, &dir)
                 .map_err(|e| ("write DNS zones and keys", e))?;
             crate::agents::signaling::prepare_lab(&topology, &dir)
@@ -200,7 +202,8 @@ async fn build(
             etc::write_all(&topology).map_err(|e| ("write /etc/netns files", e))
         })
     };
-    let mut kernel = NetlinkKernel::new().map_err(io_err(&lab, "prepare /run/netns"))?;
+    let mut kernel =
+        NetlinkKernel::new(state::ledger(&lab)).map_err(io_err(&lab, "prepare /run/netns"))?;
     let applied = executor::apply(&mut kernel, plan, &cancel).await;
     let written = files
         .join()
@@ -244,15 +247,17 @@ async fn build(
 }
 
 /// Takes the lab's name: its state directory is the lock. Leftovers of a crashed `up` of
-/// the same name are removed first; a live lab is refused.
-fn claim(lab: &str) -> Result<(), LabError> {
-    fs::create_dir_all(state::RUN_DIR).map_err(io_err(lab, "create /run/roamlab"))?;
+/// the same name are removed first; a live lab is refused, and so is a lab whose
+/// namespaces' names are taken by namespaces it has no record of.
+fn claim(lab: &str, planned: &[String]) -> Result<(), LabError> {
+    state::create_run_dir().map_err(io_err(lab, "create /run/roamlab"))?;
     for _ in 0..2 {
-        match fs::create_dir(lab_dir(lab)) {
+        match state::create_private_dir(&lab_dir(lab)) {
             Ok(()) => {
-                let orphans: Vec<String> = namespaces_with_prefix(lab)
-                    .into_iter()
+                let orphans: Vec<String> = planned
+                    .iter()
                     .filter(|n| netns::is_mounted(n))
+                    .cloned()
                     .collect();
                 if !orphans.is_empty() {
                     let _ = fs::remove_dir_all(lab_dir(lab));
@@ -311,22 +316,94 @@ fn list_names(dir: &str, prefix: &str) -> Vec<String> {
     names
 }
 
-/// What a teardown removed and what it could not.
+/// What a teardown removed, what it could not, and what it left alone because the lab did
+/// not make it.
 #[derive(Debug, Default, Serialize)]
 pub struct TeardownReport {
     pub removed: Vec<String>,
     pub errors: Vec<String>,
+    pub left_alone: Vec<String>,
 }
 
-/// Removes everything of `lab` that exists: agents, processes in its namespaces, the
-/// namespaces, /etc/netns files, the state directory. Keeps going past errors.
+/// Whether a namespace is the lab's own, by its ledger.
+enum Ownership {
+    Gone,
+    Ours(netns::NsIdentity),
+    NotOurs,
+}
+
+fn ownership(entries: &[netns::LedgerEntry], ns: &str) -> Ownership {
+    match netns::identity_of(ns) {
+        Ok(None) => Ownership::Gone,
+        Ok(Some(id)) if netns::Ledger::owns(entries, ns, id) => Ownership::Ours(id),
+        _ => Ownership::NotOurs,
+    }
+}
+
+/// Removes the namespaces of `names` that the lab made (by its ledger), with every process
+/// still inside them and their /etc/netns files; anything else is reported and left alone.
+pub(crate) fn remove_namespaces(lab: &str, names: &BTreeSet<String>, report: &mut TeardownReport) {
+    let entries = state::ledger(lab).entries();
+    let mut ours = Vec::new();
+    for ns in names {
+        match ownership(&entries, ns) {
+            Ownership::Ours(id) => ours.push((ns.clone(), id)),
+            Ownership::Gone => {
+                if entries.iter().any(|e| &e.name == ns) {
+                    remove_etc(ns, report);
+                }
+                // A stale file (a crash between creating it and mounting on it).
+                if netns::path_of(ns).exists() && entries.iter().any(|e| &e.name == ns) {
+                    if let Err(e) = netns::delete(ns) {
+                        report.errors.push(format!("namespace {ns}: {e}"));
+                    }
+                }
+            }
+            Ownership::NotOurs => report.left_alone.push(format!(
+                "namespace {ns} (and its processes and /etc/netns files): lab {lab} did not make it"
+            )),
+        }
+    }
+    // Anything still running inside the lab (an `exec` left behind) goes too.
+    let ids: Vec<(u64, u64)> = ours
+        .iter()
+        .filter_map(|(ns, _)| netns::identity(ns))
+        .collect();
+    let stray = netns::pids_in(&ids);
+    if !stray.is_empty() {
+        supervisor::kill_all(&stray);
+        report.removed.push(format!(
+            "{} process(es) left in the lab's namespaces",
+            stray.len()
+        ));
+    }
+    for (ns, _) in &ours {
+        match netns::delete(ns) {
+            Ok(()) => report.removed.push(format!("namespace {ns}")),
+            Err(e) => report.errors.push(format!("namespace {ns}: {e}")),
+        }
+        remove_etc(ns, report);
+    }
+}
+
+fn remove_etc(ns: &str, report: &mut TeardownReport) {
+    if let Err(e) = etc::remove(ns) {
+        report
+            .errors
+            .push(format!("{}: {e}", etc::dir_of(ns).display()));
+    }
+}
+
+/// Removes everything of `lab` that exists and that the lab made: agents, processes in its
+/// namespaces, the namespaces, /etc/netns files, the state directory. Keeps going past
+/// errors. A namespace that merely carries the lab's prefix is left alone and reported.
 pub fn teardown(lab: &str) -> TeardownReport {
     let mut report = TeardownReport::default();
     let state = match LabState::load(lab) {
         Ok(s) => s,
         Err(e) => {
             report.errors.push(format!(
-                "state file unreadable, finding objects by name: {e}"
+                "state file unreadable, finding objects by its ledger: {e}"
             ));
             None
         }
@@ -344,40 +421,13 @@ pub fn teardown(lab: &str) -> TeardownReport {
         }
         namespaces.extend(state.namespaces.iter().cloned());
     }
-    // Anything else still running inside the lab (an `exec` left behind) goes too.
-    let ids: Vec<(u64, u64)> = namespaces
-        .iter()
-        .filter_map(|n| netns::identity(n))
-        .collect();
-    let stray = netns::pids_in(&ids);
-    if !stray.is_empty() {
-        supervisor::kill_all(&stray);
-        report.removed.push(format!(
-            "{} process(es) left in the lab's namespaces",
-            stray.len()
-        ));
-    }
-    for ns in &namespaces {
-        let existed = netns::path_of(ns).exists();
-        match netns::delete(ns) {
-            Ok(()) if existed => report.removed.push(format!("namespace {ns}")),
-            Ok(()) => {}
-            Err(e) => report.errors.push(format!("namespace {ns}: {e}")),
-        }
-    }
-    let etc_dirs: BTreeSet<String> = list_names(etc::ETC_NETNS, &format!("{lab}-"))
-        .into_iter()
-        .chain(namespaces)
-        .collect();
-    for ns in etc_dirs {
-        if let Err(e) = etc::remove(&ns) {
-            report
-                .errors
-                .push(format!("{}: {e}", etc::dir_of(&ns).display()));
-        }
-    }
+    // /etc/netns files of a namespace that is gone but was the lab's.
+    namespaces.extend(state::ledger(lab).entries().into_iter().map(|e| e.name));
+    remove_namespaces(lab, &namespaces, &mut report);
     let dir = lab_dir(lab);
-    if dir.exists() {
+    // The ledger is the only proof of what the lab made: keep it while a namespace of the
+    // lab's could not be removed.
+    if dir.exists() && report.errors.iter().all(|e| !e.starts_with("namespace ")) {
         match fs::remove_dir_all(&dir) {
             Ok(()) => report
                 .removed
@@ -503,6 +553,7 @@ pub fn cleanup(only: Option<&str>, all: bool) -> TeardownReport {
         let one = teardown(&lab);
         report.removed.extend(one.removed);
         report.errors.extend(one.errors);
+        report.left_alone.extend(one.left_alone);
     }
     report
 }

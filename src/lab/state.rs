@@ -16,6 +16,25 @@ pub fn lab_dir(lab: &str) -> PathBuf {
     Path::new(RUN_DIR).join(lab)
 }
 
+/// Creates /run/roamlab, open to root only: labs' keys, subscriber data and signaling
+/// sockets live below it.
+pub fn create_run_dir() -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(RUN_DIR)?;
+    fs::set_permissions(RUN_DIR, fs::Permissions::from_mode(0o700))
+}
+
+/// Creates a directory (not its parents) that only root can enter.
+pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().mode(0o700).create(path)
+}
+
+/// The record of every namespace the lab made (see [`crate::kernel::netns::Ledger`]).
+pub fn ledger(lab: &str) -> crate::kernel::netns::Ledger {
+    crate::kernel::netns::Ledger::at(lab_dir(lab).join("namespaces.jsonl"))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
@@ -109,13 +128,7 @@ impl LabState {
 
     /// Writes the state file atomically (write, then rename).
     pub fn save(&self) -> io::Result<()> {
-        let path = Self::path(&self.lab);
-        let tmp = path.with_extension("json.tmp");
-        fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(self).map_err(io::Error::other)?,
-        )?;
-        fs::rename(&tmp, &path)
+        crate::json_file::write_private_json(&Self::path(&self.lab), self)
     }
 }
 

@@ -13,7 +13,6 @@ use crate::agents::signaling::{self, TerminalConfig};
 use crate::json_file;
 use crate::kernel::executor;
 use crate::kernel::netlink::NetlinkKernel;
-use crate::kernel::netns;
 use crate::plan::{Plan, Step, Sysctl, LOOPBACK_INDEX};
 use crate::supervisor::{self, AgentSpec, SupervisorError};
 use crate::topology::{Role, Service, Topology};
@@ -174,7 +173,7 @@ async fn remove(state: &mut LabState, topology: &Topology, terminal: &str, grace
         // The cell end goes first, synchronously: a deleted namespace takes its links down
         // only later, and the next attach of this terminal needs the name free.
         if let Some(bridge) = cell_bridge(topology, &record.visited) {
-            if let Ok(mut kernel) = NetlinkKernel::new() {
+            if let Ok(mut kernel) = NetlinkKernel::new(super::state::ledger(&state.lab)) {
                 let port = format!("{bridge}-{terminal}");
                 if let Err(e) = kernel
                     .delete_link_named(&topology.namespace(&record.visited), &port)
@@ -184,11 +183,15 @@ async fn remove(state: &mut LabState, topology: &Topology, terminal: &str, grace
                 }
             }
         }
-        if let Some(id) = netns::identity(&record.namespace) {
-            supervisor::kill_all(&netns::pids_in(&[id]));
+        let mut report = super::TeardownReport::default();
+        super::remove_namespaces(
+            &state.lab,
+            &[record.namespace.clone()].into_iter().collect(),
+            &mut report,
+        );
+        for problem in report.errors.iter().chain(&report.left_alone) {
+            tracing::warn!("{terminal}: {problem}");
         }
-        let _ = netns::delete(&record.namespace);
-        let _ = etc::remove(&record.namespace);
         state.namespaces.retain(|n| n != &record.namespace);
     }
 }
@@ -277,7 +280,8 @@ pub async fn attach(
 
     let namespace = topology.namespace(terminal);
     let visited_ns = topology.namespace(&visited);
-    let mut kernel = NetlinkKernel::new().map_err(io_err(lab, "prepare /run/netns"))?;
+    let mut kernel =
+        NetlinkKernel::new(super::state::ledger(lab)).map_err(io_err(lab, "prepare /run/netns"))?;
     let interfaces = kernel
         .interfaces(&visited_ns)
         .await

@@ -4,7 +4,8 @@
 //! A file is parsed into [`raw`] structs (unknown fields refused), then validated as a
 //! whole by [`validate`] before anything touches the kernel.
 
-pub mod locate;
+pub mod limits;
+mod locate;
 pub mod raw;
 mod units;
 mod validate;
@@ -287,12 +288,33 @@ impl Topology {
 
     /// Reads, parses and validates a topology file.
     pub fn load(path: &Path) -> Result<Self, TopologyError> {
-        let origin = path.display().to_string();
-        let source = std::fs::read_to_string(path).map_err(|e| TopologyError::Read {
-            file: origin.clone(),
-            cause: e.to_string(),
-        })?;
-        Self::parse(&source, &origin)
+        let source = Self::read_source(path)?;
+        Self::parse(&source, &path.display().to_string())
+    }
+
+    /// Reads a topology file's text: refused unread when larger than the limit, and
+    /// refused when it is not UTF-8 (both are bad input: exit status 2).
+    pub fn read_source(path: &Path) -> Result<String, TopologyError> {
+        let fail = |cause: String| TopologyError::Read {
+            file: path.display().to_string(),
+            cause,
+        };
+        let size = std::fs::metadata(path)
+            .map_err(|e| fail(e.to_string()))?
+            .len();
+        if size > limits::MAX_BYTES {
+            return Err(fail(format!(
+                "{size} bytes is more than the limit of {} bytes",
+                limits::MAX_BYTES
+            )));
+        }
+        let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+        String::from_utf8(bytes).map_err(|e| {
+            fail(format!(
+                "not UTF-8 (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ))
+        })
     }
 
     /// The embedded default lab.

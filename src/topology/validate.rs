@@ -41,6 +41,20 @@ pub enum TopologyError {
 type Result<T> = std::result::Result<T, TopologyError>;
 
 pub(super) fn parse(source: &str, origin: &str) -> Result<Topology> {
+    if source.len() as u64 > super::limits::MAX_BYTES {
+        return Err(TopologyError::Read {
+            file: origin.to_string(),
+            cause: format!(
+                "{} bytes is more than the limit of {} bytes",
+                source.len(),
+                super::limits::MAX_BYTES
+            ),
+        });
+    }
+    super::limits::check_expansion(source).map_err(|e| TopologyError::Syntax {
+        at: format!("{origin}:{}:{}", e.line, e.col),
+        message: e.message,
+    })?;
     let raw: RawTopology = serde_yaml::from_str(source).map_err(|e| syntax(origin, &e))?;
     Validator { source, origin }.topology(raw)
 }
@@ -86,6 +100,19 @@ impl Validator<'_> {
     fn topology(&self, raw: RawTopology) -> Result<Topology> {
         let root = FieldPath::default();
         self.lab_name(&raw.name, &root.key("name"))?;
+        use super::limits::{MAX_LINKS, MAX_NODES, MAX_SUBSCRIBERS};
+        for (field, count, limit) in [
+            ("nodes", raw.nodes.len(), MAX_NODES),
+            ("links", raw.links.len(), MAX_LINKS),
+            ("subscribers", raw.subscribers.len(), MAX_SUBSCRIBERS),
+        ] {
+            if count > limit {
+                return self.fail(
+                    &root.key(field),
+                    format!("{count} {field} is more than the limit of {limit}"),
+                );
+            }
+        }
         if raw.nodes.is_empty() {
             return self.fail(&root.key("nodes"), "a lab needs at least one node");
         }
@@ -240,6 +267,25 @@ impl Validator<'_> {
             return self.fail(
                 path,
                 format!("pool {start}-{end}: start must not be after end, in one address family"),
+            );
+        }
+        let (IpAddr::V4(first), IpAddr::V4(last)) = (start, end) else {
+            return self.fail(
+                path,
+                format!(
+                    "pool {start}-{end}: IPv6 pools are not served (the DHCP server speaks \
+                     DHCPv4 only); give the bridge an IPv4 pool"
+                ),
+            );
+        };
+        let size = u64::from(u32::from(last)) - u64::from(u32::from(first)) + 1;
+        if size > super::limits::MAX_POOL {
+            return self.fail(
+                path,
+                format!(
+                    "pool {start}-{end} holds {size} addresses, more than the limit of {}",
+                    super::limits::MAX_POOL
+                ),
             );
         }
         let Some(subnet) = subnets
