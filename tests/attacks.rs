@@ -128,3 +128,54 @@ fn lab_state_is_closed_to_other_users() {
         text(&nobody)
     );
 }
+
+/// Finding 3: a second connection naming itself `visited` took over the HLR's route to
+/// the real VLR; once it closed, every attach failed with cause 17 until a VLR restart.
+#[test]
+fn a_second_link_claiming_a_connected_vlr_is_refused_and_displaces_nothing() {
+    use roamlab::protocols::ipa::{self, Frame};
+    if !root_or_skip("a_second_link_claiming_a_connected_vlr_is_refused_and_displaces_nothing") {
+        return;
+    }
+    let lab = LabGuard::new("atkimpost");
+    let out = lab.up(None, &[]);
+    assert!(out.status.success(), "up failed: {}", text(&out));
+    let attach = common::roamlab(&["attach", "phone1", "--lab", "atkimpost"]);
+    assert!(attach.status.success(), "{}", text(&attach));
+
+    let socket = "/run/roamlab/atkimpost/signaling/hlr-home.sock";
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+        let (mut reader, mut writer) = stream.into_split();
+        assert!(matches!(
+            ipa::read_frame(&mut reader).await.unwrap(),
+            Frame::IdGet(_)
+        ));
+        ipa::write_frame(
+            &mut writer,
+            &Frame::IdResp(vec![(ipa::TAG_UNIT_NAME, "visited".into())]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(ipa::read_frame(&mut reader).await.unwrap(), Frame::IdNack);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    });
+    let log = std::fs::read_to_string("/run/roamlab/atkimpost/agents/home.hlr.log").unwrap();
+    assert!(
+        log.contains("refused: a second connection claims an identity whose link is up"),
+        "{log}"
+    );
+    let events = common::roamlab(&["events", "atkimpost", "--json"]);
+    assert!(
+        text(&events).contains("identity already connected"),
+        "no event for the refusal: {}",
+        text(&events)
+    );
+    // The real VLR's link still carries attaches.
+    let attach = common::roamlab(&["attach", "server1", "--lab", "atkimpost"]);
+    assert!(attach.status.success(), "{}", text(&attach));
+}

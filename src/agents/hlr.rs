@@ -42,6 +42,20 @@ pub struct SubscriberState {
     pub vlr: Option<String>,
     /// The terminal's session address, as its visited network reported it.
     pub address: Option<IpAddr>,
+    /// The VLR the last authentication vectors went to: only it may register the
+    /// subscriber (it is the one that can have authenticated the terminal).
+    #[serde(default)]
+    pub challenged_by: Option<String>,
+}
+
+/// An address range a visited network leases from: session addresses it reports must lie
+/// in one of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerPool {
+    pub network: String,
+    pub start: IpAddr,
+    pub end: IpAddr,
 }
 
 /// A message for a VLR.
@@ -82,6 +96,8 @@ pub struct HlrCore {
     /// UpdateLocation requests waiting for the VLR's InsertSubscriberData answer.
     pending: HashMap<String, String>,
     random: Box<dyn FnMut() -> [u8; 16] + Send>,
+    /// The address pools of each partner network.
+    pools: Vec<PartnerPool>,
 }
 
 impl HlrCore {
@@ -106,7 +122,21 @@ impl HlrCore {
             state,
             pending: HashMap::new(),
             random,
+            pools: Vec::new(),
         })
+    }
+
+    /// The pools partner networks lease from; a session address outside its reporter's
+    /// pools is refused.
+    pub fn with_pools(mut self, pools: Vec<PartnerPool>) -> Self {
+        self.pools = pools;
+        self
+    }
+
+    fn in_pools_of(&self, network: &str, address: IpAddr) -> bool {
+        self.pools
+            .iter()
+            .any(|p| p.network == network && p.start <= address && address <= p.end)
     }
 
     pub fn name_of(&self, imsi: &str) -> Option<&str> {
@@ -149,6 +179,7 @@ impl HlrCore {
                     }
                 }
                 state.sqn += 1;
+                state.challenged_by = Some(from.to_string());
                 let rand = (self.random)();
                 let v =
                     milenage::vector(&sub.milenage, &rand, &milenage::sqn_bytes(state.sqn), &AMF);
@@ -174,6 +205,20 @@ impl HlrCore {
                     return refuse(
                         cause::ROAMING_NOT_ALLOWED,
                         format!("{}: roaming is not in the profile", sub.record.name),
+                    );
+                }
+                let challenged = self
+                    .state
+                    .get(&m.imsi)
+                    .and_then(|s| s.challenged_by.as_deref());
+                if challenged != Some(from) {
+                    return refuse(
+                        cause::ILLEGAL_MS,
+                        format!(
+                            "{}: {from} asked to register a subscriber it was given no \
+                             authentication vectors for",
+                            sub.record.name
+                        ),
                     );
                 }
                 let mut out = Outcome::default();
@@ -272,6 +317,18 @@ impl HlrCore {
                             "no session address".to_string(),
                         );
                     };
+                    if !self.pools.iter().any(|p| p.network == from)
+                        || !self.in_pools_of(from, address)
+                    {
+                        return refuse(
+                            cause::INVALID_MANDATORY_INFO,
+                            format!(
+                                "{}: session address {address} is not from a pool of {from}",
+                                sub.record.name
+                            ),
+                        );
+                    }
+                    let state = self.state.entry(m.imsi.clone()).or_default();
                     // A report of the same address again writes nothing new.
                     if state.address != Some(address) {
                         dns.push(DnsOp::Set {
@@ -318,7 +375,8 @@ pub async fn run(config: HlrConfig) -> std::io::Result<()> {
         let _ = urandom.read_exact(&mut r);
         r
     });
-    let core = HlrCore::new(&config.subscribers, load_state(&config.state_file), random)?;
+    let core = HlrCore::new(&config.subscribers, load_state(&config.state_file), random)?
+        .with_pools(config.partner_pools.clone());
     let dns_queue = std::sync::Arc::new(DurableQueue::<DnsOp>::open(
         config.state_file.with_extension("dnsqueue.json"),
     ));
@@ -397,6 +455,7 @@ pub async fn run(config: HlrConfig) -> std::io::Result<()> {
     });
 
     let partners = std::sync::Arc::new(config.partners.clone());
+    let live = LiveLinks::default();
     let accept = async {
         loop {
             match listener.accept().await {
@@ -404,9 +463,10 @@ pub async fn run(config: HlrConfig) -> std::io::Result<()> {
                     let to_core = to_core.clone();
                     let partners = partners.clone();
                     let events = events.clone();
-                    tokio::spawn(
-                        async move { serve_vlr(stream, &partners, to_core, &events).await },
-                    );
+                    let live = live.clone();
+                    tokio::spawn(async move {
+                        serve_vlr(stream, &partners, &live, to_core, &events).await
+                    });
                 }
                 Err(e) => tracing::warn!("accept: {e}"),
             }
@@ -456,6 +516,27 @@ async fn update_home_dns(
     Ok(())
 }
 
+/// The identities with a link up: a second connection claiming one of them is refused
+/// and never displaces the live link.
+#[derive(Clone, Default)]
+struct LiveLinks(std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>);
+
+impl LiveLinks {
+    fn claim(&self, name: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string())
+    }
+
+    fn release(&self, name: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+}
+
 enum CoreInput {
     Connected(String, Sender),
     Gone(String),
@@ -466,6 +547,7 @@ enum CoreInput {
 async fn serve_vlr(
     stream: tokio::net::UnixStream,
     partners: &[String],
+    live: &LiveLinks,
     to_core: mpsc::UnboundedSender<CoreInput>,
     events: &EventLog,
 ) {
@@ -517,7 +599,18 @@ async fn serve_vlr(
         let _ = sender.frame(&Frame::IdNack).await;
         return;
     }
+    if !live.claim(&name) {
+        tracing::warn!(vlr = %name, "refused: a second connection claims an identity whose link is up");
+        events.emit(
+            "VLR refused",
+            None,
+            json!({"vlr": name, "cause": "identity already connected"}),
+        );
+        let _ = sender.frame(&Frame::IdNack).await;
+        return;
+    }
     if sender.frame(&Frame::IdAck).await.is_err() {
+        live.release(&name);
         return;
     }
     tracing::info!(vlr = %name, "VLR connected");
@@ -540,7 +633,9 @@ async fn serve_vlr(
             }
         }
     }
-    let _ = to_core.send(CoreInput::Gone(name));
+    // Gone goes to the core before the name is free, so a new link's Connected follows it.
+    let _ = to_core.send(CoreInput::Gone(name.clone()));
+    live.release(&name);
 }
 
 #[cfg(test)]
@@ -571,6 +666,18 @@ mod tests {
             }),
         )
         .unwrap()
+        .with_pools(vec![PartnerPool {
+            network: "visited".into(),
+            start: "198.51.100.100".parse().unwrap(),
+            end: "198.51.100.199".parse().unwrap(),
+        }])
+    }
+
+    /// A VLR's attach: vectors, then UpdateLocation and the subscriber data answered.
+    fn register(hlr: &mut HlrCore, vlr: &str, imsi: &str) -> Outcome {
+        hlr.handle(vlr, &req(msg::SEND_AUTH_INFO_REQUEST, imsi));
+        hlr.handle(vlr, &req(msg::UPDATE_LOCATION_REQUEST, imsi));
+        hlr.handle(vlr, &req(msg::INSERT_DATA_RESULT, imsi))
     }
 
     fn req(t: u8, imsi: &str) -> Message {
@@ -604,6 +711,10 @@ mod tests {
     #[test]
     fn update_location_inserts_data_then_registers_and_cancels_the_old_vlr() {
         let mut hlr = core();
+        hlr.handle(
+            "visited",
+            &req(msg::SEND_AUTH_INFO_REQUEST, "001010000000001"),
+        );
         let out = hlr.handle(
             "visited",
             &req(msg::UPDATE_LOCATION_REQUEST, "001010000000001"),
@@ -617,6 +728,10 @@ mod tests {
         assert_eq!(done.send[0].message.msg_type, msg::UPDATE_LOCATION_RESULT);
         assert_eq!(hlr.state["001010000000001"].vlr.as_deref(), Some("visited"));
 
+        hlr.handle(
+            "visited2",
+            &req(msg::SEND_AUTH_INFO_REQUEST, "001010000000001"),
+        );
         let moved = hlr.handle(
             "visited2",
             &req(msg::UPDATE_LOCATION_REQUEST, "001010000000001"),
@@ -658,14 +773,72 @@ mod tests {
         );
     }
 
+    /// Finding 3 of the issue on the private network: a link that never asked for vectors
+    /// registered a subscriber and reported addresses for it.
     #[test]
-    fn the_session_address_pair_records_and_withdraws_the_address() {
+    fn only_the_vlr_that_was_given_vectors_registers_and_reports() {
         let mut hlr = core();
-        hlr.handle(
+        let unasked = hlr.handle(
             "visited",
             &req(msg::UPDATE_LOCATION_REQUEST, "001010000000001"),
         );
-        hlr.handle("visited", &req(msg::INSERT_DATA_RESULT, "001010000000001"));
+        assert_eq!(unasked.send[0].message.msg_type, msg::UPDATE_LOCATION_ERROR);
+        assert_eq!(unasked.send[0].message.cause, Some(cause::ILLEGAL_MS));
+        assert!(unasked
+            .refusal
+            .unwrap()
+            .contains("no authentication vectors"));
+        assert_eq!(
+            hlr.state.get("001010000000001").and_then(|s| s.vlr.clone()),
+            None
+        );
+
+        // Vectors went to visited; visited2 cannot use them to register the subscriber.
+        hlr.handle(
+            "visited",
+            &req(msg::SEND_AUTH_INFO_REQUEST, "001010000000001"),
+        );
+        let other = hlr.handle(
+            "visited2",
+            &req(msg::UPDATE_LOCATION_REQUEST, "001010000000001"),
+        );
+        assert_eq!(other.send[0].message.cause, Some(cause::ILLEGAL_MS));
+        assert_eq!(other.send.len(), 1, "no CancelLocation, no subscriber data");
+    }
+
+    /// Finding 2: an IPv6 address in a forged report wrote an AAAA record that no
+    /// withdrawal removed; any address was taken.
+    #[test]
+    fn session_addresses_outside_the_reporters_pools_are_refused() {
+        let mut hlr = core();
+        register(&mut hlr, "visited", "001010000000001");
+        for address in [
+            "2001:db8::1",
+            "192.0.2.80",
+            "198.51.100.200",
+            "198.51.100.1",
+        ] {
+            let mut report = req(msg::SESSION_ADDRESS_REQUEST, "001010000000001");
+            report.session_address = Some(address.parse().unwrap());
+            let out = hlr.handle("visited", &report);
+            assert_eq!(
+                out.send[0].message.cause,
+                Some(cause::INVALID_MANDATORY_INFO),
+                "{address}"
+            );
+            assert!(out.dns.is_empty(), "{address} reached DNS");
+            assert!(out
+                .refusal
+                .unwrap()
+                .contains("is not from a pool of visited"));
+        }
+        assert_eq!(hlr.state["001010000000001"].address, None);
+    }
+
+    #[test]
+    fn the_session_address_pair_records_and_withdraws_the_address() {
+        let mut hlr = core();
+        register(&mut hlr, "visited", "001010000000001");
         let mut report = req(msg::SESSION_ADDRESS_REQUEST, "001010000000001");
         report.session_address = Some("198.51.100.100".parse().unwrap());
         let out = hlr.handle("visited", &report);

@@ -67,6 +67,9 @@ pub struct HlrConfig {
     pub events_file: PathBuf,
     /// VLRs (visited networks) with a roaming agreement.
     pub partners: Vec<String>,
+    /// The address pools of those networks: the only session addresses they may report.
+    #[serde(default)]
+    pub partner_pools: Vec<super::hlr::PartnerPool>,
     pub subscribers: Vec<SubscriberRecord>,
     /// The home DNS zone the HLR keeps terminals' forward records in.
     pub dns: Option<DnsTarget>,
@@ -196,11 +199,23 @@ pub fn prepare_lab(topology: &Topology, lab_dir: &Path) -> io::Result<()> {
     let runs = |node: &crate::topology::Node, kind: &Service| node.services.contains(kind);
     for node in &topology.nodes {
         if node.role == Role::Home && runs(node, &Service::Hlr) {
-            let partners = topology
+            let visited: Vec<&crate::topology::Node> = topology
                 .nodes
                 .iter()
                 .filter(|v| v.role == Role::Visited && v.partners.contains(&node.name))
-                .map(|v| v.name.clone())
+                .collect();
+            let partners = visited.iter().map(|v| v.name.clone()).collect();
+            let partner_pools = visited
+                .iter()
+                .flat_map(|v| {
+                    v.bridges.iter().filter_map(|b| {
+                        b.pool.map(|p| super::hlr::PartnerPool {
+                            network: v.name.clone(),
+                            start: p.start,
+                            end: p.end,
+                        })
+                    })
+                })
                 .collect();
             let subscribers = topology
                 .subscribers
@@ -223,6 +238,7 @@ pub fn prepare_lab(topology: &Topology, lab_dir: &Path) -> io::Result<()> {
                 state_file: sig.join(format!("hlr-{}.state.json", node.name)),
                 events_file: events_file.clone(),
                 partners,
+                partner_pools,
                 subscribers,
                 dns: node
                     .domain
