@@ -179,3 +179,174 @@ fn a_second_link_claiming_a_connected_vlr_is_refused_and_displaces_nothing() {
     let attach = common::roamlab(&["attach", "server1", "--lab", "atkimpost"]);
     assert!(attach.status.success(), "{}", text(&attach));
 }
+
+mod dns_wire {
+    //! Signed updates built and sent by hand, as an attacker who captured one would.
+    use hickory_proto::op::Message;
+    use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+    use hickory_proto::rr::{Name, TSigner};
+    use roamlab::dns::update::{self, Change, RecordData};
+
+    pub fn signed_add(key: &[u8], algorithm: TsigAlgorithm, name: &str, address: &str) -> Vec<u8> {
+        let change = Change::Add {
+            name: name.to_string(),
+            data: RecordData::Address(address.parse().unwrap()),
+        };
+        let mut message = update::message("home.example.", 10, &change).unwrap();
+        let signer = TSigner::new(
+            key.to_vec(),
+            algorithm,
+            Name::from_ascii("roamlab-home.").unwrap(),
+            300,
+        )
+        .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        message.finalize(&signer, now).unwrap();
+        message.to_vec().unwrap()
+    }
+
+    /// A zone transfer query for home.example.
+    pub fn transfer_query(rtype: hickory_proto::rr::RecordType) -> Vec<u8> {
+        use hickory_proto::op::{MessageType, OpCode, Query};
+        let mut m = Message::new(0x4242, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(
+            Name::from_ascii("home.example.").unwrap(),
+            rtype,
+        ));
+        m.to_vec().unwrap()
+    }
+
+    /// One query over TCP (two-byte length framing) from inside `namespace`; the answer.
+    pub fn exchange_tcp(namespace: &str, server: &str, query: Vec<u8>) -> Message {
+        use std::io::{Read, Write};
+        let server: std::net::SocketAddr = server.parse().unwrap();
+        roamlab::kernel::netns::run_in(namespace, move || {
+            let mut stream = std::net::TcpStream::connect(server)?;
+            stream.set_read_timeout(Some(std::time::Duration::from_secs(3)))?;
+            let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+            framed.extend(&query);
+            stream.write_all(&framed)?;
+            let mut len = [0u8; 2];
+            stream.read_exact(&mut len)?;
+            let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+            stream.read_exact(&mut buf)?;
+            Message::from_vec(&buf).map_err(std::io::Error::other)
+        })
+        .unwrap()
+    }
+
+    /// Sends `datagrams` one after another from inside `namespace`; the answers.
+    pub fn exchange(namespace: &str, server: &str, datagrams: Vec<Vec<u8>>) -> Vec<Message> {
+        let server: std::net::SocketAddr = server.parse().unwrap();
+        roamlab::kernel::netns::run_in(namespace, move || {
+            let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+            socket.set_read_timeout(Some(std::time::Duration::from_secs(3)))?;
+            let mut answers = Vec::new();
+            for d in datagrams {
+                socket.send_to(&d, server)?;
+                let mut buf = [0u8; 4096];
+                let n = socket.recv(&mut buf)?;
+                answers.push(Message::from_vec(&buf[..n]).map_err(std::io::Error::other)?);
+            }
+            Ok(answers)
+        })
+        .unwrap()
+    }
+}
+
+/// Finding 9: a captured signed update, replayed after the record was removed, was taken
+/// again (hickory's 300 s fudge window); the right key name with another algorithm got
+/// BADSIG instead of BADKEY; IXFR got an empty NOERROR instead of a refusal.
+#[test]
+fn replayed_updates_wrong_algorithms_and_ixfr_are_refused() {
+    use hickory_proto::op::ResponseCode;
+    use hickory_proto::rr::rdata::tsig::{TsigAlgorithm, TsigError};
+    if !root_or_skip("replayed_updates_wrong_algorithms_and_ixfr_are_refused") {
+        return;
+    }
+    let lab = LabGuard::new("atkreplay");
+    let out = lab.up(None, &[]);
+    assert!(out.status.success(), "up failed: {}", text(&out));
+    let key = std::fs::read("/run/roamlab/atkreplay/keys/home.key").unwrap();
+    let lookup = || {
+        let out = lab.exec(
+            "fixed1",
+            &["dig", "+short", "@192.0.2.53", "replayed.home.example", "A"],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+
+    let captured = dns_wire::signed_add(
+        &key,
+        TsigAlgorithm::HmacSha256,
+        "replayed.home.example.",
+        "192.0.2.77",
+    );
+    let answers = dns_wire::exchange("atkreplay-fixed1", "192.0.2.53:53", vec![captured.clone()]);
+    assert_eq!(answers[0].metadata.response_code, ResponseCode::NoError);
+    assert_eq!(lookup(), "192.0.2.77");
+    let deleted = common::roamlab(&[
+        "dns",
+        "update",
+        "atkreplay",
+        "home.example",
+        "delete",
+        "replayed.home.example",
+        "A",
+    ]);
+    assert!(deleted.status.success(), "{}", text(&deleted));
+    assert_eq!(lookup(), "");
+
+    let replayed = dns_wire::exchange("atkreplay-fixed1", "192.0.2.53:53", vec![captured]);
+    assert_eq!(replayed[0].metadata.response_code, ResponseCode::Refused);
+    assert_eq!(lookup(), "", "the replay brought the record back");
+
+    let wrong = dns_wire::signed_add(
+        &key,
+        TsigAlgorithm::HmacSha512,
+        "wrongalg.home.example.",
+        "192.0.2.78",
+    );
+    let answer = &dns_wire::exchange("atkreplay-fixed1", "192.0.2.53:53", vec![wrong])[0];
+    assert_eq!(answer.metadata.response_code, ResponseCode::NotAuth);
+    let tsig = answer
+        .signature
+        .as_ref()
+        .expect("a TSIG record in the answer");
+    assert_eq!(tsig.data.error, Some(TsigError::BadKey));
+
+    let log = std::fs::read_to_string("/run/roamlab/atkreplay/agents/home.dns.log").unwrap();
+    assert!(
+        log.contains("a replay of an update already accepted"),
+        "{log}"
+    );
+    assert!(log.contains("(BADKEY)"), "{log}");
+
+    // IXFR is refused like AXFR, over both transports.
+    use hickory_proto::rr::RecordType;
+    for rtype in [RecordType::IXFR, RecordType::AXFR] {
+        let tcp = dns_wire::exchange_tcp(
+            "atkreplay-fixed1",
+            "192.0.2.53:53",
+            dns_wire::transfer_query(rtype),
+        );
+        assert_eq!(
+            tcp.metadata.response_code,
+            ResponseCode::Refused,
+            "{rtype} over TCP"
+        );
+    }
+    let udp = dns_wire::exchange(
+        "atkreplay-fixed1",
+        "192.0.2.53:53",
+        vec![dns_wire::transfer_query(RecordType::IXFR)],
+    );
+    assert_eq!(
+        udp[0].metadata.response_code,
+        ResponseCode::Refused,
+        "IXFR over UDP"
+    );
+}

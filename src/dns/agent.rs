@@ -16,6 +16,7 @@ use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_proto::rr::{LowerName, Name};
 use hickory_server::net::runtime::TokioRuntimeProvider;
 use hickory_server::resolver::recursor::{RecursiveConfig, RecursorOptions};
+use hickory_server::server::RequestHandler;
 use hickory_server::store::recursor::RecursiveZoneHandler;
 use hickory_server::store::sqlite::{Journal, SqliteConfig, SqliteZoneHandler, TsigKeyConfig};
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
@@ -23,6 +24,8 @@ use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
 
 use super::config::{DnsAgentConfig, ResolverConfig};
+use super::guard::{self, Guarded};
+use hickory_proto::rr::TSigner;
 
 /// Idle TCP connections are closed after this.
 const TCP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,8 +68,8 @@ async fn bind(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), DnsAgentErro
     Ok((udp, tcp))
 }
 
-fn serve(catalog: Catalog, udp: UdpSocket, tcp: TcpListener) -> Server<Catalog> {
-    let mut server = Server::new(catalog);
+fn serve<H: RequestHandler>(handler: H, udp: UdpSocket, tcp: TcpListener) -> Server<H> {
+    let mut server = Server::new(handler);
     server.register_socket(udp);
     server.register_listener(tcp, TCP_TIMEOUT, TCP_RESPONSE_BUFFER);
     server
@@ -166,15 +169,34 @@ async fn resolver_catalog(config: &ResolverConfig) -> Result<Catalog, DnsAgentEr
     Ok(catalog)
 }
 
+/// The keys the zones accept updates signed with, for the replay and algorithm checks.
+fn update_signers(config: &DnsAgentConfig) -> Result<Vec<TSigner>, DnsAgentError> {
+    let mut signers = Vec::new();
+    for zone in &config.zones {
+        if let Some(key) = &zone.update_key {
+            let fail = |cause: String| DnsAgentError::Zone {
+                zone: zone.origin.clone(),
+                cause,
+            };
+            let secret = std::fs::read(&key.file)
+                .map_err(|e| fail(format!("{}: {e}", key.file.display())))?;
+            signers.push(guard::signer(&key.name, secret, TSIG_FUDGE).map_err(fail)?);
+        }
+    }
+    Ok(signers)
+}
+
 /// Runs until SIGTERM: loads the zones, binds, reports ready, serves.
 pub async fn run(config: DnsAgentConfig) -> Result<(), DnsAgentError> {
     let catalog = authoritative_catalog(&config).await?;
+    let guarded = Guarded::new(catalog, update_signers(&config)?);
     let (udp, tcp) = bind(SocketAddr::new(config.listen, 53)).await?;
-    let mut servers = vec![serve(catalog, udp, tcp)];
+    let mut authority = serve(guarded, udp, tcp);
+    let mut resolver_server = None;
     if let Some(resolver) = &config.resolver {
         let catalog = resolver_catalog(resolver).await?;
         let (udp, tcp) = bind(SocketAddr::new(resolver.listen, 53)).await?;
-        servers.push(serve(catalog, udp, tcp));
+        resolver_server = Some(serve(catalog, udp, tcp));
         tracing::info!(listen = %resolver.listen, "recursive resolver ready");
     }
     let zones: Vec<&str> = config.zones.iter().map(|z| z.origin.as_str()).collect();
@@ -182,7 +204,11 @@ pub async fn run(config: DnsAgentConfig) -> Result<(), DnsAgentError> {
     crate::agents::notify_ready();
     crate::agents::shutdown_signal().await;
     tracing::info!("dns agent stopping");
-    for server in &mut servers {
+    authority
+        .shutdown_gracefully()
+        .await
+        .map_err(|e| DnsAgentError::Serve(e.to_string()))?;
+    if let Some(server) = &mut resolver_server {
         server
             .shutdown_gracefully()
             .await

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod guard;
 pub mod keys;
 pub mod lookup;
 pub mod update;
