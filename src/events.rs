@@ -26,6 +26,17 @@ pub struct Event {
     pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
+/// Makes the log if it is not there yet (root only), so that it can be granted to a
+/// confined agent before any agent has written to it.
+pub fn create(path: &Path) -> io::Result<()> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+}
+
 /// An agent's handle on the log. Each event is one `write` on an O_APPEND file, so lines
 /// from several agents never interleave.
 pub struct EventLog {

@@ -350,3 +350,122 @@ fn replayed_updates_wrong_algorithms_and_ixfr_are_refused() {
         "IXFR over UDP"
     );
 }
+
+/// Findings 1 and 2: every process in every node ran as full root with the whole of
+/// /run/roamlab in view: every lab's TSIG keys and signaling sockets (a forged
+/// SessionAddress on the VLR's local socket rewrote a home record). A process in a
+/// fixed-host node, in a terminal's node, and the terminal's own agent now see none of
+/// it, cannot undo that, and cannot see or signal the lab's agents.
+#[test]
+fn processes_in_nodes_see_no_lab_state_and_reach_no_agent() {
+    if !root_or_skip("processes_in_nodes_see_no_lab_state_and_reach_no_agent") {
+        return;
+    }
+    let lab = LabGuard::new("atkview");
+    let out = lab.up(None, &[]);
+    assert!(out.status.success(), "up failed: {}", text(&out));
+    let attach = common::roamlab(&["attach", "phone1", "--lab", "atkview"]);
+    assert!(attach.status.success(), "{}", text(&attach));
+    let status = lab.status_json();
+    let hlr_pid = status["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "hlr")
+        .unwrap()["pid"]
+        .to_string();
+
+    for node in ["fixed1", "phone1"] {
+        let sh = |script: &str| lab.exec(node, &["sh", "-c", script]);
+        let listing = sh("ls -A /run/roamlab");
+        assert!(listing.status.success(), "{node}: {}", text(&listing));
+        assert_eq!(
+            String::from_utf8_lossy(&listing.stdout).trim(),
+            "",
+            "{node} sees lab state"
+        );
+        for attempt in [
+            "cat /run/roamlab/atkview/keys/home.key",
+            "cat /run/roamlab/atkview/topology.yaml",
+            "umount /run/roamlab",
+            "mount -t tmpfs none /mnt",
+            "nsenter --mount=/proc/1/ns/mnt ls /run/roamlab/atkview",
+            "python3 -c 'import socket; s=socket.socket(socket.AF_UNIX); s.connect(\"/run/roamlab/atkview/signaling/vlr-visited.local.sock\")'",
+        ] {
+            let out = sh(attempt);
+            assert!(!out.status.success(), "{node}: `{attempt}` worked: {}", text(&out));
+        }
+        // The HLR's pid means nothing in the node's own PID namespace.
+        let kill = sh(&format!("kill -9 {hlr_pid}"));
+        assert!(!kill.status.success(), "{node}: kill reached pid {hlr_pid}");
+        let ps = sh("ls /proc | grep -c '^[0-9]'");
+        let count: u32 = String::from_utf8_lossy(&ps.stdout).trim().parse().unwrap();
+        assert!(count <= 3, "{node} sees {count} processes");
+        let caps = sh("grep CapBnd /proc/self/status");
+        let bound = u64::from_str_radix(
+            String::from_utf8_lossy(&caps.stdout)
+                .split_whitespace()
+                .nth(1)
+                .unwrap(),
+            16,
+        )
+        .unwrap();
+        const SYS_ADMIN: u64 = 1 << 21;
+        const SYS_PTRACE: u64 = 1 << 19;
+        const DAC_READ_SEARCH: u64 = 1 << 2;
+        const MKNOD: u64 = 1 << 27;
+        assert_eq!(
+            bound & (SYS_ADMIN | SYS_PTRACE | DAC_READ_SEARCH | MKNOD),
+            0,
+            "{node}: {bound:x}"
+        );
+    }
+    // The HLR is unharmed.
+    assert!(common::agent_pids(&lab.status_json())
+        .iter()
+        .all(|p| std::path::Path::new(&format!("/proc/{p}")).exists()));
+
+    // The terminal's agent (the subscriber's device) sees its own files and its cell only.
+    let terminal = lab.status_json()["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "terminal")
+        .unwrap()["pid"]
+        .to_string();
+    let seen = Command::new("nsenter")
+        .args(["-t", &terminal, "-m", "--", "find", "/run/roamlab"])
+        .output()
+        .unwrap();
+    let seen = String::from_utf8_lossy(&seen.stdout);
+    let mut paths: Vec<&str> = seen.lines().collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "/run/roamlab",
+            "/run/roamlab/atkview",
+            "/run/roamlab/atkview/events.jsonl",
+            "/run/roamlab/atkview/signaling",
+            "/run/roamlab/atkview/signaling/cell-visited",
+            "/run/roamlab/atkview/signaling/cell-visited/cell.sock",
+            "/run/roamlab/atkview/terminals",
+            "/run/roamlab/atkview/terminals/phone1",
+            "/run/roamlab/atkview/terminals/phone1/config.json",
+            "/run/roamlab/atkview/terminals/phone1/state.json",
+        ]
+    );
+
+    // The operator can still look at everything.
+    let privileged = common::roamlab(&[
+        "exec",
+        "--privileged",
+        "--lab",
+        "atkview",
+        "fixed1",
+        "--",
+        "ls",
+        "/run/roamlab/atkview/keys",
+    ]);
+    assert!(privileged.status.success(), "{}", text(&privileged));
+}

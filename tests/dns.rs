@@ -55,8 +55,9 @@ fn secret(lab: &str, node: &str) -> String {
 }
 
 fn nsupdate(lab: &LabGuard, key: Option<&str>, script: &str) -> std::process::Output {
+    // Under /tmp: a process in a node sees no lab state, so not the script there either.
     let path = format!(
-        "/run/roamlab/{}/nsupdate-{}.txt",
+        "/tmp/roamlab-nsupdate-{}-{}.txt",
         lab.name,
         std::process::id()
     );
@@ -66,7 +67,9 @@ fn nsupdate(lab: &LabGuard, key: Option<&str>, script: &str) -> std::process::Ou
         cmd.extend(["-y", k]);
     }
     cmd.push(&path);
-    lab.exec("fixed1", &cmd)
+    let out = lab.exec("fixed1", &cmd);
+    let _ = std::fs::remove_file(&path);
+    out
 }
 
 fn serial(lab: &LabGuard, server: &str, zone: &str) -> u64 {

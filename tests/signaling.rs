@@ -43,9 +43,7 @@ fn dir(lab: &str) -> PathBuf {
 }
 
 fn cell(lab: &str, visited: &str) -> PathBuf {
-    dir(lab)
-        .join("signaling")
-        .join(format!("cell-{visited}.sock"))
+    roamlab::agents::signaling::cell_socket(&dir(lab), visited)
 }
 
 fn keys(k: &str, opc: &str) -> Milenage {

@@ -4,7 +4,7 @@
 //! at `up`), and the IPA link helpers the HLR, VLR and terminal share.
 
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,8 +31,12 @@ pub fn hlr_socket(lab_dir: &Path, home: &str) -> PathBuf {
     dir(lab_dir).join(format!("hlr-{home}.sock"))
 }
 
+/// The cell's air-interface socket, alone in a directory of its own: the directory is
+/// what a terminal is granted, so that it reaches a restarted VLR's new socket too.
 pub fn cell_socket(lab_dir: &Path, visited: &str) -> PathBuf {
-    dir(lab_dir).join(format!("cell-{visited}.sock"))
+    dir(lab_dir)
+        .join(format!("cell-{visited}"))
+        .join("cell.sock")
 }
 
 pub fn vlr_local_socket(lab_dir: &Path, visited: &str) -> PathBuf {
@@ -52,8 +56,18 @@ pub fn vlr_attached_path(lab_dir: &Path, visited: &str) -> PathBuf {
     dir(lab_dir).join(format!("vlr-{visited}.attached.json"))
 }
 
+/// A terminal's own directory: its configuration (K and OPc: its SIM), its SQN_MS and
+/// its stock DHCP client's files. The only lab state the terminal itself can see.
+pub fn terminal_dir(lab_dir: &Path, terminal: &str) -> PathBuf {
+    lab_dir.join("terminals").join(terminal)
+}
+
 pub fn terminal_config_path(lab_dir: &Path, terminal: &str) -> PathBuf {
-    dir(lab_dir).join(format!("terminal-{terminal}.json"))
+    terminal_dir(lab_dir, terminal).join("config.json")
+}
+
+pub fn terminal_state_path(lab_dir: &Path, terminal: &str) -> PathBuf {
+    terminal_dir(lab_dir, terminal).join("state.json")
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -339,8 +353,15 @@ fn dhcp_config(
     })
 }
 
-/// Binds a Unix socket readable and writable by root only, replacing a stale one.
+/// Binds a Unix socket readable and writable by root only, replacing a stale one (its
+/// directory is made, root only, if it is not there).
 pub fn bind_private(path: &Path) -> io::Result<tokio::net::UnixListener> {
+    if let Some(parent) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)?;
+    }
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
         _ => {}

@@ -3,6 +3,7 @@
 
 mod bench;
 mod demo;
+mod exec;
 mod graph;
 mod table;
 
@@ -16,7 +17,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::json_file;
 use crate::lab::{self, UpOptions};
-use crate::supervisor::enter::NodeEntry;
 use crate::topology::{Topology, DEFAULT_SOURCE, DEFAULT_TOPOLOGY};
 
 #[derive(Parser)]
@@ -86,11 +86,17 @@ enum Command {
     },
     /// Run a command inside a node, with its resolv.conf and hosts (like `ip netns exec`).
     ///
+    /// The command runs as the node's own software would: it sees no lab state and no
+    /// other process, and cannot mount, ptrace or load modules; --privileged lifts that.
+    ///
     /// Example: sudo roamlab exec fixed1 -- ping -c 1 198.51.100.1
     Exec {
         /// Lab name (default: the only lab there is).
         #[arg(long)]
         lab: Option<String>,
+        /// Run with the full view of the machine and every capability (for the operator).
+        #[arg(long)]
+        privileged: bool,
         /// Node to run in.
         node: String,
         /// The command and its arguments (after `--`).
@@ -411,20 +417,20 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Exec { lab, node, command } => {
+        Command::Exec {
+            lab,
+            node,
+            command,
+            privileged,
+        } => {
             require_root("exec")?;
             let lab = lab::resolve(lab.as_deref())?;
             let namespace = crate::topology::namespace_name(&lab, &node);
             if !crate::kernel::netns::is_mounted(&namespace) {
                 bail!("lab {lab} has no node {node} (namespace {namespace} does not exist)");
             }
-            let mut cmd = std::process::Command::new(&command[0]);
-            cmd.args(&command[1..]);
-            NodeEntry::prepare(&namespace)
-                .with_context(|| format!("enter node {node}"))?
-                .apply_to(&mut cmd);
-            let err = std::os::unix::process::CommandExt::exec(&mut cmd);
-            Err(err).with_context(|| format!("node {node}: cannot run {}", command[0]))
+            let code = exec::run(&node, &namespace, &command, privileged)?;
+            std::process::exit(code)
         }
         Command::Validate { file } => {
             let topology = Topology::load(&file)?;

@@ -110,6 +110,7 @@ pub fn agent_specs(topology: &Topology) -> Vec<AgentSpec> {
                     kind: service.kind().to_string(),
                     namespace: topology.namespace(&node.name),
                     args: vec!["--config".into(), config.display().to_string()],
+                    view: Default::default(),
                 });
             }
             if let Service::Echo {
@@ -138,6 +139,7 @@ pub fn agent_specs(topology: &Topology) -> Vec<AgentSpec> {
                         "--ready-after-ms".into(),
                         ready_after_ms.to_string(),
                     ],
+                    view: Default::default(),
                 });
             }
         }

@@ -106,6 +106,8 @@ pub struct AgentRecord {
     pub namespace: String,
     #[serde(default)]
     pub args: Vec<String>,
+    #[serde(default)]
+    pub view: crate::supervisor::enter::View,
 }
 
 impl LabState {

@@ -12,16 +12,15 @@ use super::{etc, io_err, running_list, LabError, STOP_GRACE};
 use crate::agents::signaling::{self, TerminalConfig};
 use crate::json_file;
 use crate::kernel::executor;
+use std::os::unix::fs::DirBuilderExt;
+
 use crate::kernel::netlink::NetlinkKernel;
 use crate::plan::{Plan, Step, Sysctl, LOOPBACK_INDEX};
+use crate::supervisor::enter::View;
 use crate::supervisor::{self, AgentSpec, SupervisorError};
 use crate::topology::{Role, Service, Topology};
 
-pub fn terminal_state_path(lab_dir: &std::path::Path, terminal: &str) -> std::path::PathBuf {
-    lab_dir
-        .join("signaling")
-        .join(format!("terminal-{terminal}.state.json"))
-}
+pub use signaling::terminal_state_path;
 
 /// How long a terminal's agent has to complete its attach.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -370,8 +369,26 @@ pub async fn attach(
         http_port: subscriber.http_port,
     };
     let config_path = signaling::terminal_config_path(&dir, terminal);
-    let written = json_file::write_private_json(&config_path, &config)
+    let own_dir = signaling::terminal_dir(&dir, terminal);
+    let written = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&own_dir)
+        .and_then(|_| crate::events::create(&config.events_file))
+        .and_then(|_| json_file::write_private_json(&config_path, &config))
         .and_then(|_| etc::write_node(&topology, terminal));
+    // The subscriber's device sees its own files, its cell and the event log, nothing else.
+    let view = View::Confined {
+        grants: vec![
+            own_dir,
+            config
+                .cell_socket
+                .parent()
+                .map(|p| p.to_path_buf())
+                .unwrap_or_default(),
+            config.events_file.clone(),
+        ],
+    };
     if let Err(e) = written {
         remove(&mut state, &topology, terminal, false).await;
         let _ = state.save();
@@ -385,6 +402,7 @@ pub async fn attach(
         kind: "terminal".into(),
         namespace: namespace.clone(),
         args: vec!["--config".into(), config_path.display().to_string()],
+        view,
     };
     let log_dir = dir.join("agents");
     let started = tokio::task::spawn_blocking(move || {

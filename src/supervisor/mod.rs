@@ -23,7 +23,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::lab::state::AgentRecord;
-use enter::NodeEntry;
+use enter::{NodeEntry, View};
 
 /// The fd number an agent finds its readiness pipe on.
 pub const READY_FD: i32 = 3;
@@ -67,6 +67,8 @@ pub struct AgentSpec {
     pub kind: String,
     pub namespace: String,
     pub args: Vec<String>,
+    /// What of the host it sees: a terminal's agent is the subscriber's device, confined.
+    pub view: View,
 }
 
 impl AgentSpec {
@@ -82,6 +84,7 @@ impl AgentSpec {
             kind: record.kind.clone(),
             namespace: record.namespace.clone(),
             args: record.args.clone(),
+            view: record.view.clone(),
         }
     }
 }
@@ -125,7 +128,7 @@ pub fn start(
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().map_err(spawn_err)?)
         .stderr(log_file);
-    NodeEntry::prepare(&spec.namespace)
+    NodeEntry::prepare_with(&spec.namespace, &spec.view)
         .map_err(spawn_err)?
         .apply_to(&mut command);
     let raw_write = ready_write.as_raw_fd();
@@ -146,7 +149,20 @@ pub fn start(
             Ok(())
         });
     }
-    let child = command.spawn().map_err(spawn_err)?;
+    let confined = spec.view != View::Full;
+    // A confined agent starts in a PID namespace of its own, made on a thread of its own.
+    let child = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                if confined {
+                    enter::new_pid_namespace_for_children()?;
+                }
+                command.spawn()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("spawn thread panicked")))
+    })
+    .map_err(spawn_err)?;
     drop(ready_write);
     let pid = child.id() as i32;
     let record = AgentRecord {
@@ -158,6 +174,7 @@ pub fn start(
         log: log.clone(),
         namespace: spec.namespace.clone(),
         args: spec.args.clone(),
+        view: spec.view.clone(),
     };
     let (log_name, tail) = (log.display().to_string(), || log_tail(&log));
     match wait_ready(ready_read, timeout, cancel) {
