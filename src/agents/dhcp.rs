@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::leases::{Answer, Authorised, Binding, Kind, LeaseBook, Request};
-use super::queue::DurableQueue;
+use super::queue::{dns_failure, DurableQueue, Failure};
 use super::signaling::{self, DnsTarget};
 use crate::events::EventLog;
 use crate::json_file;
@@ -300,6 +300,14 @@ enum DdnsOp {
     },
 }
 
+impl DdnsOp {
+    fn imsi(&self) -> &str {
+        match self {
+            DdnsOp::Bind { imsi, .. } | DdnsOp::Unbind { imsi, .. } => imsi,
+        }
+    }
+}
+
 struct Server {
     config: DhcpConfig,
     book: Mutex<LeaseBook>,
@@ -363,7 +371,9 @@ impl Server {
     }
 
     /// Asks the HLR, through the VLR, to record or withdraw a session address.
-    async fn tell_home(&self, request: Message) -> Result<Message, String> {
+    /// Sends a report to the home network through the VLR. A GSUP error answer is a
+    /// refusal for good; no answer may be temporary.
+    async fn tell_home(&self, request: Message) -> Result<Message, Failure> {
         let stream = tokio::net::UnixStream::connect(&self.config.vlr_local_socket)
             .await
             .map_err(|e| format!("VLR: {e}"))?;
@@ -381,14 +391,14 @@ impl Server {
         if answer.msg_type == msg::result_of(request.msg_type) {
             Ok(answer)
         } else {
-            Err(format!(
+            Err(Failure::Refused(format!(
                 "refused: {}",
                 crate::protocols::gsup::cause::name(answer.cause.unwrap_or(0))
-            ))
+            )))
         }
     }
 
-    async fn apply(&self, op: DdnsOp) -> Result<(), String> {
+    async fn apply(&self, op: DdnsOp) -> Result<(), Failure> {
         use crate::dns::update::{self, Change, RecordData, RecordKind};
         match &op {
             DdnsOp::Bind {
@@ -407,9 +417,7 @@ impl Server {
                         name: update::reverse_name((*ip).into()),
                         data: RecordData::Pointer(name.clone()),
                     };
-                    update::send(&target, &change)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    update::send(&target, &change).await.map_err(dns_failure)?;
                 }
                 self.events.emit(
                     "visited DNS reverse record set",
@@ -425,9 +433,7 @@ impl Server {
                         rtype: RecordKind::Ptr,
                         data: None,
                     };
-                    update::send(&target, &change)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    update::send(&target, &change).await.map_err(dns_failure)?;
                 }
                 self.events.emit(
                     "visited DNS reverse record removed",
@@ -440,7 +446,7 @@ impl Server {
                 {
                     Ok(_) => {}
                     // A terminal no longer registered there has nothing left to withdraw.
-                    Err(why) if why.contains("illegal MS") => {}
+                    Err(Failure::Refused(why)) if why.contains("illegal MS") => {}
                     Err(why) => return Err(why),
                 }
             }
@@ -469,10 +475,19 @@ pub async fn run(config: DhcpConfig) -> std::io::Result<()> {
         let s = server.clone();
         tokio::spawn(async move {
             s.queue
-                .run(|op| {
-                    let s = s.clone();
-                    async move { s.apply(op).await }
-                })
+                .run(
+                    |op| {
+                        let s = s.clone();
+                        async move { s.apply(op).await }
+                    },
+                    |op, why| {
+                        s.events.emit(
+                            "DNS change dropped",
+                            Some(op.imsi()),
+                            json!({"change": format!("{op:?}"), "why": why}),
+                        )
+                    },
+                )
                 .await
         });
     }

@@ -7,9 +7,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use dhcproto::v4::{self, DhcpOption, MessageType, Opcode, OptionCode};
-use dhcproto::{Decodable, Encodable};
+use dhcproto::Encodable;
 
-use super::dhcp::bind_dhcp_socket;
+use super::dhcp::{bind_dhcp_socket, decode};
 
 const RETRANSMIT: Duration = Duration::from_millis(500);
 /// For a lease whose time is not known (a stock client took it): renew after half of this;
@@ -81,7 +81,9 @@ async fn exchange(
         while let Ok(got) = tokio::time::timeout_at(until.into(), socket.recv_from(&mut buf)).await
         {
             let Ok((n, _)) = got else { break };
-            let Ok(answer) = v4::Message::from_bytes(&buf[..n]) else {
+            // Through the server's guarded decoder: dhcproto asserts on some option
+            // lengths, and anything on the cell can send us a datagram.
+            let Ok(answer) = decode(&buf[..n]) else {
                 continue;
             };
             if answer.xid() != m.xid() || answer.opcode() != Opcode::BootReply {
@@ -187,11 +189,12 @@ pub async fn renew(
     lease: &Lease,
     rebind: bool,
     timeout: Duration,
-) -> Result<Lease, String> {
-    let socket = bind_dhcp_socket(interface, 68).map_err(|e| e.to_string())?;
+) -> Result<Lease, RenewError> {
+    let failed = |e: &dyn std::fmt::Display| RenewError::Socket(e.to_string());
+    let socket = bind_dhcp_socket(interface, 68).map_err(|e| failed(&e))?;
     let mut m = message(MessageType::Request, rand_xid(), &mac, None);
     m.set_ciaddr(lease.address).set_flags(v4::Flags::default());
-    let bytes = m.to_vec().map_err(|e| e.to_string())?;
+    let bytes = m.to_vec().map_err(|e| failed(&e))?;
     let to = if rebind {
         Ipv4Addr::BROADCAST
     } else {
@@ -203,12 +206,12 @@ pub async fn renew(
         socket
             .send_to(&bytes, SocketAddrV4::new(to, 67))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| failed(&e))?;
         let until = (Instant::now() + RETRANSMIT).min(deadline);
         while let Ok(Ok((n, _))) =
             tokio::time::timeout_at(until.into(), socket.recv_from(&mut buf)).await
         {
-            let Ok(answer) = v4::Message::from_bytes(&buf[..n]) else {
+            let Ok(answer) = decode(&buf[..n]) else {
                 continue;
             };
             if answer.xid() != m.xid() {
@@ -216,17 +219,38 @@ pub async fn renew(
             }
             match answer.opts().msg_type() {
                 Some(MessageType::Ack) => return Ok(lease_of(&answer)),
-                Some(MessageType::Nak) => return Err("the server refused the renewal (NAK)".into()),
+                Some(MessageType::Nak) => return Err(RenewError::Nak),
                 _ => continue,
             }
         }
     }
-    Err("no answer to the renewal".into())
+    Err(RenewError::NoAnswer)
+}
+
+/// Why a renewal did not renew.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenewError {
+    #[error("the server refused the renewal (NAK)")]
+    Nak,
+    #[error("no answer to the renewal")]
+    NoAnswer,
+    #[error("{0}")]
+    Socket(String),
+}
+
+/// How a kept lease ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lost {
+    /// The server said NAK: the address is not ours any more.
+    Refused,
+    /// The lease time ran out without a renewal.
+    Expired,
 }
 
 /// Keeps a lease: renews it from T1 (half the lease time) with its server, and from T2
-/// (seven eighths) rebinds with any server, for as long as the task runs.
-pub async fn keep(interface: String, mac: [u8; 6], mut lease: Lease) {
+/// (seven eighths) rebinds with any server, until the server refuses it (NAK) or the lease
+/// time passes without a renewal; then says which, and the caller must drop the address.
+pub async fn keep(interface: &str, mac: [u8; 6], mut lease: Lease) -> Lost {
     let mut granted = Instant::now();
     loop {
         let secs = (lease.lease_secs as u64).max(2);
@@ -239,15 +263,27 @@ pub async fn keep(interface: String, mac: [u8; 6], mut lease: Lease) {
             tokio::time::sleep(t1 - elapsed).await;
         }
         let rebind = granted.elapsed() >= t2;
-        match renew(&interface, mac, &lease, rebind, Duration::from_secs(2)).await {
+        let expiry = granted + Duration::from_secs(secs);
+        let patience = expiry
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(200), Duration::from_secs(2));
+        match renew(interface, mac, &lease, rebind, patience).await {
             Ok(renewed) => {
                 tracing::info!(address = %renewed.address, rebind, "lease renewed");
                 lease = renewed;
                 granted = Instant::now();
             }
+            Err(RenewError::Nak) => {
+                tracing::warn!(address = %lease.address, "the server refused the lease (NAK)");
+                return Lost::Refused;
+            }
             Err(e) => {
+                if Instant::now() >= expiry {
+                    tracing::warn!(address = %lease.address, "the lease expired ({e})");
+                    return Lost::Expired;
+                }
                 tracing::warn!(rebind, "renewal failed: {e}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(Duration::from_millis(500).min(patience)).await;
             }
         }
     }

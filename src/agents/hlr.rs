@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::queue::DurableQueue;
+use super::queue::{dns_failure, DurableQueue, Failure};
 use super::signaling::{self, HlrConfig, Sender, SubscriberRecord};
 use crate::events::EventLog;
 use crate::json_file;
@@ -32,6 +32,13 @@ const CN_DOMAIN_PS: u8 = 1;
 const PDP_INFO_IPV4_ANY_APN: [u8; 11] = [
     0x10, 0x01, 0x01, 0x11, 0x02, 0xf1, 0x21, 0x12, 0x02, 0x01, b'*',
 ];
+
+/// VLR links: one per partner, and unidentified connections are dropped after the
+/// identity exchange's timeout.
+const VLR_LIMITS: signaling::Limits = signaling::Limits {
+    total: 256,
+    per_peer: 16,
+};
 
 /// What the HLR remembers of a subscriber between restarts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -385,7 +392,16 @@ pub async fn run(config: HlrConfig) -> std::io::Result<()> {
         let events = events.clone();
         tokio::spawn(async move {
             queue
-                .run(|op| update_home_dns(target.clone(), op, events.clone()))
+                .run(
+                    |op| update_home_dns(target.clone(), op, events.clone()),
+                    |op, why| {
+                        events.emit(
+                            "home DNS change dropped",
+                            None,
+                            json!({"change": format!("{op:?}"), "why": why}),
+                        )
+                    },
+                )
                 .await
         });
     }
@@ -456,21 +472,15 @@ pub async fn run(config: HlrConfig) -> std::io::Result<()> {
 
     let partners = std::sync::Arc::new(config.partners.clone());
     let live = LiveLinks::default();
-    let accept = async {
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let to_core = to_core.clone();
-                    let partners = partners.clone();
-                    let events = events.clone();
-                    let live = live.clone();
-                    tokio::spawn(async move {
-                        serve_vlr(stream, &partners, &live, to_core, &events).await
-                    });
-                }
-                Err(e) => tracing::warn!("accept: {e}"),
-            }
-        }
+    let accept = {
+        let events = events.clone();
+        signaling::serve_connections(listener, "HLR socket", VLR_LIMITS, move |stream| {
+            let to_core = to_core.clone();
+            let partners = partners.clone();
+            let events = events.clone();
+            let live = live.clone();
+            async move { serve_vlr(stream, &partners, &live, to_core, &events).await }
+        })
     };
     tokio::select! {
         _ = accept => {}
@@ -486,7 +496,7 @@ async fn update_home_dns(
     target: signaling::DnsTarget,
     op: DnsOp,
     events: std::sync::Arc<EventLog>,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     use crate::dns::update::{self, Change, RecordData, RecordKind};
     let t = target.update_target().map_err(|e| e.to_string())?;
     let (change, what) = match &op {
@@ -506,7 +516,7 @@ async fn update_home_dns(
             json!({"host_name": host_name}),
         ),
     };
-    update::send(&t, &change).await.map_err(|e| e.to_string())?;
+    update::send(&t, &change).await.map_err(dns_failure)?;
     let event = if matches!(op, DnsOp::Set { .. }) {
         "home DNS record set"
     } else {

@@ -7,6 +7,7 @@ pub mod echo;
 pub mod hlr;
 pub mod leases;
 pub mod queue;
+pub mod ratelimit;
 pub mod signaling;
 pub mod terminal;
 pub mod vlr;

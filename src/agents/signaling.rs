@@ -372,6 +372,88 @@ pub fn bind_private(path: &Path) -> io::Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
+/// How many connections a listener serves at once, and from one peer process.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub total: usize,
+    pub per_peer: usize,
+}
+
+/// Accepts connections for ever and hands each to `serve` on a task of its own, within
+/// `limits` (a connection over a limit is closed at once; the refusals are logged at a
+/// bounded rate, per peer). Running out of descriptors or memory (EMFILE, ENFILE,
+/// ENOBUFS, ENOMEM) is logged and waited out, never the end of the listener.
+pub async fn serve_connections<F, Fut>(
+    listener: tokio::net::UnixListener,
+    what: &'static str,
+    limits: Limits,
+    serve: F,
+) where
+    F: Fn(tokio::net::UnixStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use std::collections::HashMap;
+    use std::time::Instant;
+    let open = Arc::new(std::sync::Mutex::new(HashMap::<i32, usize>::new()));
+    let mut refusals = super::ratelimit::RateLimited::new(Duration::from_secs(10));
+    let mut failures = super::ratelimit::RateLimited::new(Duration::from_secs(10));
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff = Duration::from_millis(5);
+                stream
+            }
+            Err(e) => {
+                let kind = e.raw_os_error().unwrap_or(0);
+                if let Some(n) = failures.note(&kind, Instant::now()) {
+                    tracing::warn!(
+                        "{what}: accept failed ({e}), {n} time(s); waiting and serving on"
+                    );
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let pid = stream.peer_cred().ok().and_then(|c| c.pid()).unwrap_or(0);
+        let admitted = {
+            let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+            let total: usize = open.values().sum();
+            let mine = open.entry(pid).or_insert(0);
+            if total >= limits.total || *mine >= limits.per_peer {
+                false
+            } else {
+                *mine += 1;
+                true
+            }
+        };
+        if !admitted {
+            if let Some(n) = refusals.note(&pid, Instant::now()) {
+                tracing::warn!(
+                    peer_pid = pid,
+                    "{what}: connection refused: over the limit of {} per peer or {} in all ({n} refused)",
+                    limits.per_peer,
+                    limits.total
+                );
+            }
+            continue;
+        }
+        let work = serve(stream);
+        let open = open.clone();
+        tokio::spawn(async move {
+            work.await;
+            let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = open.get_mut(&pid) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&pid);
+                }
+            }
+        });
+    }
+}
+
 /// The sending half of a signaling link, shareable between tasks.
 #[derive(Clone)]
 pub struct Sender(Arc<Mutex<OwnedWriteHalf>>);

@@ -221,6 +221,94 @@ async fn local_link(
     Ok((handle, link))
 }
 
+/// Keeps the terminal's address: renews it, and when the server refuses it (NAK) or it
+/// expires, takes it off the interface and starts over with a new DISCOVER, waiting
+/// longer after each failure, so that a terminal never goes on using an address that
+/// may be somebody else's now.
+async fn hold_address(
+    config: TerminalConfig,
+    mac: [u8; 6],
+    host_name: Option<String>,
+    mut lease: super::dhcp_client::Lease,
+    events: std::sync::Arc<EventLog>,
+    current: std::sync::Arc<std::sync::Mutex<Option<super::dhcp_client::Lease>>>,
+) {
+    use super::dhcp_client::{self, Lost};
+    loop {
+        let lost = dhcp_client::keep(&config.interface, mac, lease.clone()).await;
+        *current.lock().expect("lock") = None;
+        let why = match lost {
+            Lost::Refused => "the server refused it (NAK)",
+            Lost::Expired => "it expired",
+        };
+        if let Err(e) = unconfigure(&config.interface, &lease).await {
+            tracing::warn!("cannot remove {}: {e}", lease.address);
+        }
+        tracing::warn!(address = %lease.address, "address dropped: {why}");
+        events.emit(
+            "address dropped",
+            Some(&config.name),
+            json!({"address": lease.address, "why": why}),
+        );
+        let mut wait = std::time::Duration::from_secs(1);
+        lease = loop {
+            match dhcp_client::acquire(
+                &config.interface,
+                mac,
+                host_name.as_deref(),
+                std::time::Duration::from_secs(8),
+            )
+            .await
+            {
+                Ok(l) => break l,
+                Err(e) => {
+                    tracing::warn!("no new address yet: {e}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(30));
+                }
+            }
+        };
+        if let Err(e) = configure(&config.interface, &lease).await {
+            tracing::warn!("cannot configure {}: {e}", lease.address);
+        }
+        tracing::info!(address = %lease.address, "address configured again");
+        events.emit(
+            "address configured",
+            Some(&config.name),
+            json!({"address": lease.address, "router": lease.router, "lease_secs": lease.lease_secs}),
+        );
+        *current.lock().expect("lock") = Some(lease.clone());
+        let mut state: TerminalState = json_file::read_json(&config.state_file).unwrap_or_default();
+        state.address = Some(lease.address);
+        let _ = json_file::write_private_json(&config.state_file, &state);
+    }
+}
+
+/// Takes a lease's address off the interface (its routes go with it).
+async fn unconfigure(interface: &str, lease: &super::dhcp_client::Lease) -> std::io::Result<()> {
+    use futures::TryStreamExt;
+    let (handle, link) = local_link(interface).await?;
+    let mut addresses = handle
+        .address()
+        .get()
+        .set_link_index_filter(link.header.index)
+        .execute();
+    while let Some(a) = addresses.try_next().await.map_err(std::io::Error::other)? {
+        let ours = a.attributes.iter().any(|attr| {
+            matches!(attr, rtnetlink::packet_route::address::AddressAttribute::Address(ip) if *ip == std::net::IpAddr::V4(lease.address))
+        });
+        if ours {
+            handle
+                .address()
+                .del(a)
+                .execute()
+                .await
+                .map_err(std::io::Error::other)?;
+        }
+    }
+    Ok(())
+}
+
 /// Puts the leased address on the interface and a default route via the router.
 async fn configure(interface: &str, lease: &super::dhcp_client::Lease) -> std::io::Result<()> {
     let (handle, link) = local_link(interface).await?;
@@ -236,12 +324,11 @@ async fn configure(interface: &str, lease: &super::dhcp_client::Lease) -> std::i
             .gateway(router)
             .output_interface(index)
             .build();
-        handle
-            .route()
-            .add(route)
-            .execute()
-            .await
-            .map_err(std::io::Error::other)?;
+        match handle.route().add(route).execute().await {
+            // Still there from the address this terminal had before.
+            Err(e) if crate::kernel::netlink::errno(&e) == Some(libc::EEXIST) => {}
+            other => other.map_err(std::io::Error::other)?,
+        }
     }
     Ok(())
 }
@@ -391,7 +478,10 @@ async fn serve_http(port: u16, host_name: String) {
 
 /// Runs the terminal agent: attach, take an address, ready; on SIGTERM release and detach.
 pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
-    let events = EventLog::open(&config.events_file, &format!("{}/terminal", config.name))?;
+    let events = std::sync::Arc::new(EventLog::open(
+        &config.events_file,
+        &format!("{}/terminal", config.name),
+    )?);
     let keys = Milenage::new(
         &signaling::hex_key(&config.k)?,
         &signaling::hex_key(&config.opc)?,
@@ -439,7 +529,10 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
         json!({"host_name": granted.host_name, "msisdn": granted.msisdn}),
     );
 
+    // The MAC the built-in client holds a lease with, and that lease as it is now (it
+    // changes when the server refuses it and the terminal starts over).
     let mut lease = None;
+    let current = std::sync::Arc::new(std::sync::Mutex::new(None));
     if config.dhcp && config.dhcp_client != "builtin" {
         let name = granted.host_name.clone().unwrap_or_default();
         let work = config
@@ -472,10 +565,13 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
                 dns: Vec::new(),
                 lease_secs: super::dhcp_client::UNKNOWN_LEASE_SECS,
             };
-            tokio::spawn(super::dhcp_client::keep(
-                config.interface.clone(),
+            tokio::spawn(hold_address(
+                config.clone(),
                 mac,
+                granted.host_name.clone(),
                 lease,
+                events.clone(),
+                current.clone(),
             ));
         }
         tracing::info!(%address, client = %config.dhcp_client, "address configured by a stock DHCP client");
@@ -517,12 +613,16 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
         );
         state.address = Some(l.address);
         json_file::write_private_json(&config.state_file, &state)?;
-        tokio::spawn(super::dhcp_client::keep(
-            config.interface.clone(),
+        *current.lock().expect("lock") = Some(l.clone());
+        tokio::spawn(hold_address(
+            config.clone(),
             mac,
-            l.clone(),
+            granted.host_name.clone(),
+            l,
+            events.clone(),
+            current.clone(),
         ));
-        lease = Some((mac, l));
+        lease = Some(mac);
     }
     if let (Some(port), Some(host)) = (config.http_port, granted.host_name.clone()) {
         tokio::spawn(serve_http(port, host));
@@ -530,7 +630,8 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
     crate::agents::notify_ready();
     tokio::select! {
         _ = crate::agents::shutdown_signal() => {
-            if let Some((mac, l)) = &lease {
+            let held = current.lock().expect("lock").clone();
+            if let (Some(mac), Some(l)) = (&lease, &held) {
                 match super::dhcp_client::release(&config.interface, *mac, l).await {
                     Ok(()) => events.emit("lease released", Some(&config.name), json!({"address": l.address})),
                     Err(e) => tracing::warn!("release: {e}"),

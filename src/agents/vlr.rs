@@ -21,10 +21,24 @@ use crate::protocols::gsup::{cause, msg, Message};
 /// How long a terminal whose radio link is lost stays registered (its implicit detach
 /// timer): if it shows up at another network meanwhile, its home cancels it here.
 const IMPLICIT_DETACH: std::time::Duration = std::time::Duration::from_secs(30);
+/// Terminals on the cell: one link each while attached, and a process hosting many
+/// terminals may hold many.
+const CELL_LIMITS: signaling::Limits = signaling::Limits {
+    total: 8192,
+    per_peer: 1024,
+};
+/// The local socket serves the node's own DHCP agent, one short exchange at a time.
+const LOCAL_LIMITS: signaling::Limits = signaling::Limits {
+    total: 256,
+    per_peer: 64,
+};
+/// A local connection with nothing to say for this long is closed.
+const LOCAL_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 /// How long a request waits for a link to an HLR that is reconnecting.
 const RECONNECT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long to wait between attempts to reach an HLR that is down.
 const RECONNECT: std::time::Duration = std::time::Duration::from_millis(200);
+const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A terminal in the VLR's list.
 #[derive(Debug, Clone, Serialize)]
@@ -187,30 +201,61 @@ impl Vlr {
     }
 }
 
-/// Keeps the link to one HLR up: connect, identify, read; on loss, fail what waits and retry.
+/// The reconnect policy of one HLR link.
+struct Reconnect {
+    network: String,
+    socket: std::path::PathBuf,
+    last_failure: String,
+    wait: std::time::Duration,
+}
+
+impl Reconnect {
+    fn new(link: &HlrLink) -> Self {
+        Reconnect {
+            network: link.partner.network.clone(),
+            socket: link.partner.socket.clone(),
+            last_failure: String::new(),
+            wait: RECONNECT,
+        }
+    }
+
+    /// Logs `why` if it is news, then waits before the next try.
+    async fn failed(&mut self, why: String) {
+        if why != self.last_failure {
+            tracing::warn!(
+                hlr = %self.network,
+                socket = %self.socket.display(),
+                "{why}; trying again, backing off up to {:?}",
+                RECONNECT_MAX
+            );
+            self.last_failure = why;
+        }
+        tokio::time::sleep(self.wait).await;
+        self.wait = (self.wait * 2).min(RECONNECT_MAX);
+    }
+}
+
+/// Keeps the link to one HLR up: connect, identify, read; on loss, fail what waits and
+/// retry, waiting longer after each failed try (up to [`RECONNECT_MAX`]). A line is logged
+/// when the reason a try fails changes, not on every try.
 async fn hold_link(vlr: Arc<Vlr>, link: Arc<HlrLink>) {
-    let mut warned = false;
+    let mut retry = Reconnect::new(&link);
     loop {
         let stream = match UnixStream::connect(&link.partner.socket).await {
             Ok(s) => s,
             Err(e) => {
-                if !warned {
-                    tracing::warn!(hlr = %link.partner.network, "cannot reach the HLR ({e}); retrying");
-                    warned = true;
-                }
-                tokio::time::sleep(RECONNECT).await;
+                retry.failed(format!("cannot reach the HLR: {e}")).await;
                 continue;
             }
         };
         let (mut reader, writer) = stream.into_split();
         let sender = Sender::new(writer);
         if let Err(why) = signaling::identify(&mut reader, &sender, &vlr.name).await {
-            tracing::warn!(hlr = %link.partner.network, "{why}");
-            tokio::time::sleep(RECONNECT).await;
+            retry.failed(why).await;
             continue;
         }
+        retry = Reconnect::new(&link);
         tracing::info!(hlr = %link.partner.network, "connected to the HLR");
-        warned = false;
         *link.sender.lock().await = Some(sender.clone());
         loop {
             let bytes = match signaling::next_gsup(&mut reader, &sender).await {
@@ -514,7 +559,9 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
 async fn serve_local(vlr: Arc<Vlr>, stream: UnixStream) {
     let (mut reader, writer) = stream.into_split();
     let peer = Sender::new(writer);
-    while let Ok(bytes) = signaling::next_gsup(&mut reader, &peer).await {
+    while let Ok(Ok(bytes)) =
+        tokio::time::timeout(LOCAL_IDLE, signaling::next_gsup(&mut reader, &peer)).await
+    {
         let Ok(m) = Message::decode(&bytes) else {
             tracing::warn!("malformed message on the local socket; closed");
             return;
@@ -582,23 +629,20 @@ pub async fn run(config: VlrConfig) -> std::io::Result<()> {
     let local = signaling::bind_private(&config.local_socket)?;
     {
         let vlr = vlr.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = local.accept().await {
-                tokio::spawn(serve_local(vlr.clone(), stream));
-            }
-        });
+        tokio::spawn(signaling::serve_connections(
+            local,
+            "local socket",
+            LOCAL_LIMITS,
+            move |stream| serve_local(vlr.clone(), stream),
+        ));
     }
     tracing::info!(cell = %config.cell_socket.display(), partners = ?config.partners.iter().map(|p| &p.network).collect::<Vec<_>>(), "VLR ready");
     crate::agents::notify_ready();
-    let accept = async {
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    tokio::spawn(serve_terminal(vlr.clone(), stream));
-                }
-                Err(e) => tracing::warn!("accept: {e}"),
-            }
-        }
+    let accept = {
+        let vlr = vlr.clone();
+        signaling::serve_connections(listener, "cell", CELL_LIMITS, move |stream| {
+            serve_terminal(vlr.clone(), stream)
+        })
     };
     tokio::select! {
         _ = accept => {}

@@ -40,6 +40,9 @@ pub enum UpdateError {
         zone: String,
         server: SocketAddr,
         code: String,
+        /// The server will refuse it again (NOTAUTH, REFUSED, NOTZONE, FORMERR), as
+        /// opposed to failing now (SERVFAIL).
+        for_good: bool,
     },
 }
 
@@ -239,6 +242,13 @@ pub async fn send(target: &UpdateTarget, change: &Change) -> Result<(), UpdateEr
             zone: target.zone.clone(),
             server: target.server,
             code: code.to_string(),
+            for_good: matches!(
+                code,
+                ResponseCode::NotAuth
+                    | ResponseCode::Refused
+                    | ResponseCode::NotZone
+                    | ResponseCode::FormErr
+            ),
         }),
     }
 }

@@ -396,7 +396,8 @@ fn ns_error(e: io::Error) -> rtnetlink::Error {
 }
 
 /// The errno inside a netlink error, if there is one.
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
+/// The errno a netlink request failed with, if the kernel said one.
+pub(crate) fn errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(msg) => msg.code.map(|c| -c.get()),
         _ => None,
