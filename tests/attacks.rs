@@ -469,3 +469,67 @@ fn processes_in_nodes_see_no_lab_state_and_reach_no_agent() {
     ]);
     assert!(privileged.status.success(), "{}", text(&privileged));
 }
+
+/// Finding 6: about 20,000 idle connections to the VLR's local socket reached the
+/// file-descriptor limit and its listener stopped for good, silently; new leases never
+/// reached DNS again. Now connections per peer are capped and running out of
+/// descriptors is waited out: once the flood ends, attaches reach DNS as before.
+#[test]
+fn a_flood_of_connections_never_stops_a_listener() {
+    if !root_or_skip("a_flood_of_connections_never_stops_a_listener") {
+        return;
+    }
+    let lab = LabGuard::new("atkflood");
+    let out = lab.up(None, &[]);
+    assert!(out.status.success(), "up failed: {}", text(&out));
+    let status = lab.status_json();
+    let vlr = status["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "vlr")
+        .unwrap()["pid"]
+        .to_string();
+    // Few descriptors, so that the flood reaches the limit before the per-peer cap (only
+    // the soft limit: raising a hard one back needs CAP_SYS_RESOURCE).
+    let before = Command::new("prlimit")
+        .args(["--pid", &vlr, "--nofile", "--raw", "--noheadings", "--output", "SOFT,HARD"])
+        .output()
+        .unwrap();
+    let before = String::from_utf8_lossy(&before.stdout).to_string();
+    let (soft, hard) = before.trim().split_once(' ').map(|(a, b)| (a.trim().to_string(), b.trim().to_string())).unwrap();
+    let limited = Command::new("prlimit")
+        .args(["--pid", &vlr, &format!("--nofile=48:{hard}")])
+        .status()
+        .unwrap();
+    assert!(limited.success());
+    let socket = "/run/roamlab/atkflood/signaling/vlr-visited.local.sock";
+    let mut flood = Vec::new();
+    for _ in 0..200 {
+        if let Ok(s) = std::os::unix::net::UnixStream::connect(socket) {
+            flood.push(s);
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let log = || std::fs::read_to_string("/run/roamlab/atkflood/agents/visited.vlr.log").unwrap();
+    assert!(
+        log().contains("local socket: accept failed")
+            || log().contains("local socket: connection refused: over the limit"),
+        "{}",
+        log()
+    );
+    drop(flood);
+    let limited = Command::new("prlimit")
+        .args(["--pid", &vlr, &format!("--nofile={soft}:{hard}")])
+        .status()
+        .unwrap();
+    assert!(limited.success());
+    // The listener still serves: a new lease reaches the home DNS through it.
+    let attach = common::roamlab(&["attach", "phone1", "--lab", "atkflood"]);
+    assert!(attach.status.success(), "{}", text(&attach));
+    let lines = log()
+        .lines()
+        .filter(|l| l.contains("local socket:"))
+        .count();
+    assert!(lines <= 4, "the flood was logged line by line ({lines} lines)");
+}
