@@ -367,8 +367,15 @@ fn records(lab: &LabGuard) -> (Records, Records) {
 #[test]
 fn restarting_dhcp_hlr_and_dns_mid_cycles_leaves_dns_matching_the_leases() {
     let Some(lab) = up("roamchurn") else { return };
-    let restarts = ["visited/dhcp", "home/hlr", "home/dns", "visited/dns"];
-    // 50 attach/detach cycles, alternating terminals; every 5th cycle restarts an agent.
+    let restarts = [
+        "visited/dhcp",
+        "home/hlr",
+        "visited/vlr",
+        "home/dns",
+        "visited/dns",
+    ];
+    // 50 attach/detach cycles, alternating terminals; every 5th cycle an agent is killed
+    // (SIGKILL, as a crash) or stopped, in turn, and started again.
     let mut attached = [false, false];
     for cycle in 0..50 {
         let who = cycle % 2;
@@ -383,6 +390,27 @@ fn restarting_dhcp_hlr_and_dns_mid_cycles_leaves_dns_matching_the_leases() {
         attached[who] = !attached[who];
         if cycle % 5 == 4 {
             let agent = restarts[cycle / 5 % restarts.len()];
+            if cycle / 5 % 2 == 0 {
+                let kind = agent.split('/').nth(1).unwrap();
+                let status = lab.status_json();
+                let pid = status["agents"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|a| {
+                        format!(
+                            "{}/{}",
+                            a["node"].as_str().unwrap(),
+                            a["name"].as_str().unwrap()
+                        ) == agent
+                    })
+                    .map(|a| a["pid"].as_i64().unwrap())
+                    .unwrap_or_else(|| panic!("no agent {agent} ({kind})"));
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
             let r = roamlab(&["restart", "--lab", "roamchurn", agent]);
             assert!(r.status.success(), "restart {agent}: {}", text(&r));
         }
@@ -420,6 +448,25 @@ fn restarting_dhcp_hlr_and_dns_mid_cycles_leaves_dns_matching_the_leases() {
         expected().len(),
         attached.iter().filter(|a| **a).count(),
         "leases do not match the attached terminals"
+    );
+    // … and the VLR's registrations and `status` say the same.
+    let status = lab.status_json();
+    let registered = status["attached"]["visited"].as_array().unwrap().len();
+    assert_eq!(registered, expected().len(), "VLR registrations: {status}");
+    let shown = status["terminals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["registered"] == true)
+        .count();
+    assert_eq!(shown, expected().len(), "status: {status}");
+    let mut addresses: Vec<String> = expected().into_iter().map(|(_, ip)| ip).collect();
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!(
+        addresses.len(),
+        expected().len(),
+        "two terminals with one address"
     );
 }
 
@@ -645,4 +692,66 @@ fn a_stock_client_claiming_another_subscribers_name_gets_no_lease_and_no_record(
     let held = leases("roamclaim");
     assert_eq!(held.len(), 1, "{held:?}");
     assert_eq!(held[0]["host_name"], "phone1.home.example");
+}
+
+/// Finding 5 of the issue on the private network: a VLR crash forgot every registration,
+/// so the DHCP sweep ended the leases and both records went while the terminals ran on
+/// and `status` still listed them. The VLR now resumes its registrations, the terminals
+/// attach again, and leases, records and `status` stay as they were.
+#[test]
+fn a_vlr_crash_loses_no_registration_lease_or_record() {
+    let Some(lab) = up("roamvlrcrash") else {
+        return;
+    };
+    let phone = attach(&lab, "phone1");
+    let server = attach(&lab, "server1");
+    assert_ne!(phone, server);
+    let before = records(&lab);
+    common::kill_agent(&lab.status_json(), "vlr");
+    let r = roamlab(&["restart", "--lab", "roamvlrcrash", "visited/vlr"]);
+    assert!(r.status.success(), "restart: {}", text(&r));
+    // Past two DHCP sweeps, so that a forgotten registration would have ended its lease.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(records(&lab), before, "a record changed");
+    let mut leased: Vec<String> = leases("roamvlrcrash")
+        .iter()
+        .map(|l| l["ip"].as_str().unwrap().to_string())
+        .collect();
+    leased.sort();
+    let mut want = vec![phone.clone(), server.clone()];
+    want.sort();
+    assert_eq!(leased, want);
+    let status = lab.status_json();
+    let listed: Vec<&str> = status["attached"]["visited"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["imsi"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    for t in status["terminals"].as_array().unwrap() {
+        assert_eq!(t["registered"], true, "{t}");
+    }
+    let events = roamlab::events::read_all(&roamlab::events::path(std::path::Path::new(
+        "/run/roamlab/roamvlrcrash",
+    )))
+    .unwrap();
+    let count = |what: &str| events.iter().filter(|e| e.event == what).count();
+    assert_eq!(count("attached again"), 2);
+    assert_eq!(count("lease ended"), 0);
+    // And both still answer by name.
+    for name in ["phone1", "server1"] {
+        let ping = lab.exec(
+            "fixed1",
+            &[
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "2",
+                &format!("{name}.home.example"),
+            ],
+        );
+        assert!(ping.status.success(), "{name}: {}", text(&ping));
+    }
 }

@@ -60,8 +60,8 @@ fn keys(k: &str, opc: &str) -> Milenage {
 /// The IMSIs a VLR lists as attached.
 fn attached(lab: &str, visited: &str) -> Vec<String> {
     roamlab::agents::vlr::attached(&dir(lab), visited)
-        .iter()
-        .map(|t| t["imsi"].as_str().unwrap().to_string())
+        .into_iter()
+        .map(|t| t.imsi)
         .collect()
 }
 

@@ -73,26 +73,21 @@ pub fn bind_dhcp_socket(interface: &str, port: u16) -> std::io::Result<tokio::ne
 
 /// The terminals the VLR lists, by link-layer address.
 fn authorised(path: &std::path::Path, mac: &[u8; 6]) -> Option<Authorised> {
-    let list: Vec<serde_json::Value> = json_file::read_json(path).unwrap_or_default();
     let want = super::vlr::format_mac(mac);
-    list.iter()
-        .find(|t| t["mac"].as_str() == Some(want.as_str()))
+    super::vlr::read_attached(path)
+        .into_iter()
+        .find(|t| t.mac.as_deref() == Some(want.as_str()))
         .map(|t| Authorised {
-            imsi: t["imsi"].as_str().unwrap_or_default().to_string(),
-            host_name: t["host_name"].as_str().unwrap_or_default().to_string(),
+            imsi: t.imsi,
+            host_name: t.host_name.unwrap_or_default(),
         })
 }
 
 /// (IMSI, MAC) of every terminal the VLR lists.
 fn attached_links(path: &std::path::Path) -> Vec<(String, String)> {
-    let list: Vec<serde_json::Value> = json_file::read_json(path).unwrap_or_default();
-    list.iter()
-        .filter_map(|t| {
-            Some((
-                t["imsi"].as_str()?.to_string(),
-                t["mac"].as_str()?.to_string(),
-            ))
-        })
+    super::vlr::read_attached(path)
+        .into_iter()
+        .filter_map(|t| Some((t.imsi, t.mac?)))
         .collect()
 }
 

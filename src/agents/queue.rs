@@ -18,7 +18,7 @@ use crate::json_file;
 /// How long a failed item first waits before it is tried again; each further failure
 /// doubles the wait, up to [`RETRY_MAX`].
 const RETRY: Duration = Duration::from_millis(250);
-const RETRY_MAX: Duration = Duration::from_secs(8);
+const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Why an item did not go through.
 #[derive(Debug, Clone, PartialEq, Eq)]

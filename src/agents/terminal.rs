@@ -27,6 +27,9 @@ pub struct TerminalState {
     pub sqn_ms: u64,
     #[serde(default)]
     pub address: Option<std::net::Ipv4Addr>,
+    /// Whether the network has it registered (false once it was detached or refused).
+    #[serde(default)]
+    pub registered: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -523,6 +526,7 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
         }
     };
     tracing::info!(host_name = ?granted.host_name, msisdn = ?granted.msisdn, "attached");
+    state.registered = true;
     events.emit(
         "attached",
         Some(&config.name),
@@ -628,43 +632,122 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
         tokio::spawn(serve_http(port, host));
     }
     crate::agents::notify_ready();
-    tokio::select! {
-        _ = crate::agents::shutdown_signal() => {
-            let held = current.lock().expect("lock").clone();
-            if let (Some(mac), Some(l)) = (&lease, &held) {
-                match super::dhcp_client::release(&config.interface, *mac, l).await {
-                    Ok(()) => events.emit("lease released", Some(&config.name), json!({"address": l.address})),
-                    Err(e) => tracing::warn!("release: {e}"),
+    let stop = crate::agents::shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => {
+                let held = current.lock().expect("lock").clone();
+                if let (Some(mac), Some(l)) = (&lease, &held) {
+                    match super::dhcp_client::release(&config.interface, *mac, l).await {
+                        Ok(()) => events.emit("lease released", Some(&config.name), json!({"address": l.address})),
+                        Err(e) => tracing::warn!("release: {e}"),
+                    }
                 }
+                match terminal.detach().await {
+                    Ok(()) => events.emit("detached", Some(&config.name), json!({})),
+                    Err(e) => tracing::warn!("detach: {e}"),
+                }
+                break;
             }
-            match terminal.detach().await {
-                Ok(()) => events.emit("detached", Some(&config.name), json!({})),
-                Err(e) => tracing::warn!("detach: {e}"),
+            lost = terminal.receive_indication() => {
+                let why = match lost {
+                    Indication::Detached(why) => why,
+                    Indication::LinkLost(e) => {
+                        // The cell went away (a VLR restart): attach again, as a phone does
+                        // when its network comes back; its registration, lease and name stay.
+                        tracing::warn!("cell link lost ({e}); attaching again");
+                        events.emit("cell link lost", Some(&config.name), json!({"why": e}));
+                        let again = tokio::select! {
+                            _ = &mut stop => break,
+                            again = reattach(&config, &keys, &mut state, mac) => again,
+                        };
+                        match again {
+                            Ok(t) => {
+                                terminal = t;
+                                events.emit("attached again", Some(&config.name), json!({}));
+                                continue;
+                            }
+                            Err(e) => format!("attach again refused: {e}"),
+                        }
+                    }
+                };
+                tracing::info!("the network dropped us: {why}");
+                events.emit("dropped by the network", Some(&config.name), json!({"why": why}));
+                state.registered = false;
+                let _ = json_file::write_private_json(&config.state_file, &state);
+                // Stay until told to go, so the lab's view of the terminal does not vanish.
+                (&mut stop).await;
+                break;
             }
-        }
-        m = terminal.receive_indication() => {
-            tracing::info!("the network dropped us: {m}");
-            events.emit("dropped by the network", Some(&config.name), json!({"why": m}));
-            // Stay until told to go, so the lab's view of the terminal does not vanish.
-            crate::agents::shutdown_signal().await;
         }
     }
     state.address = None;
+    state.registered = false;
     let _ = json_file::write_private_json(&config.state_file, &state);
     Ok(())
 }
 
+/// How an attached terminal learns that it is attached no more.
+enum Indication {
+    /// The network detached it (its home registered it elsewhere).
+    Detached(String),
+    /// The cell's link went away without a word.
+    LinkLost(String),
+}
+
+/// Connects to the cell again and attaches, retrying while the cell is not there (up to
+/// the implicit-detach time a VLR gives a lost terminal), until the network accepts or
+/// refuses.
+async fn reattach(
+    config: &TerminalConfig,
+    keys: &Milenage,
+    state: &mut TerminalState,
+    mac: Option<[u8; 6]>,
+) -> Result<Terminal, AttachError> {
+    let mut wait = std::time::Duration::from_millis(50);
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let tried = async {
+            let mut t = Terminal::connect(&config.cell_socket, &config.imsi).await?;
+            t.attach_with_mac(
+                keys,
+                &mut state.sqn_ms,
+                config.claim_host_name.as_deref(),
+                mac,
+            )
+            .await?;
+            Ok::<_, AttachError>(t)
+        }
+        .await;
+        if let Err(e) = json_file::write_private_json(&config.state_file, &*state) {
+            tracing::warn!("cannot keep SQN_MS: {e}");
+        }
+        match tried {
+            Ok(t) => return Ok(t),
+            Err(AttachError::Link(e)) if std::time::Instant::now() < give_up => {
+                tracing::debug!("cell not back yet: {e}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl Terminal {
     /// Waits until the network drops the terminal (detach indication or lost link).
-    async fn receive_indication(&mut self) -> String {
+    async fn receive_indication(&mut self) -> Indication {
         loop {
             match signaling::next_gsup(&mut self.reader, &self.air).await {
                 Ok(bytes) => {
                     if Message::decode(&bytes).is_ok_and(|m| m.msg_type == msg::DETACH_INDICATION) {
-                        return "detach indication (registered at another network)".to_string();
+                        return Indication::Detached(
+                            "detach indication (registered at another network)".to_string(),
+                        );
                     }
                 }
-                Err(e) => return format!("link lost: {e}"),
+                Err(e) => return Indication::LinkLost(e.to_string()),
             }
         }
     }

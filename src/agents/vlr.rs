@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
@@ -40,8 +40,9 @@ const RECONNECT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 const RECONNECT: std::time::Duration = std::time::Duration::from_millis(200);
 const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// A terminal in the VLR's list.
-#[derive(Debug, Clone, Serialize)]
+/// A terminal in the VLR's list: its registration, kept on disk so that a restarted VLR
+/// resumes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AttachedTerminal {
     pub imsi: String,
     /// The terminal's link-layer address on the cell, as it reported it.
@@ -99,6 +100,55 @@ impl Vlr {
             .collect();
         if let Err(e) = json_file::write_private_json(&self.attached_file, &list) {
             tracing::error!("cannot write the attached list: {e}");
+        }
+    }
+
+    /// Takes up the registrations an earlier run of this VLR kept. Their radio links went
+    /// with that run: each terminal has the implicit-detach time to come back (a terminal
+    /// agent re-attaches at once), after which it is detached and purged at home as if its
+    /// link had just been lost.
+    fn resume_registrations(self: &Arc<Self>) {
+        let kept = read_attached(&self.attached_file);
+        {
+            let mut attached = self.attached.lock().expect("lock");
+            for info in &kept {
+                // Nobody listens on this channel: a cancel just removes the registration.
+                let (cancel, _) = mpsc::unbounded_channel();
+                attached.insert(
+                    info.imsi.clone(),
+                    Registered {
+                        info: info.clone(),
+                        cancel,
+                    },
+                );
+            }
+        }
+        self.save_attached();
+        if !kept.is_empty() {
+            tracing::info!(
+                count = kept.len(),
+                "resumed the registrations of the last run"
+            );
+        }
+        for info in kept {
+            let vlr = self.clone();
+            tokio::spawn(async move {
+                vlr.emit(
+                    "registration resumed",
+                    &info.imsi,
+                    json!({"implicit_detach_s": IMPLICIT_DETACH.as_secs()}),
+                );
+                tokio::time::sleep(IMPLICIT_DETACH).await;
+                let same = vlr
+                    .attached
+                    .lock()
+                    .expect("lock")
+                    .get(&info.imsi)
+                    .is_some_and(|r| r.info.since == info.since);
+                if let (true, Some(link)) = (same, vlr.partner_of(&info.imsi)) {
+                    detach(&vlr, &link, &info.imsi, "implicit detach after a restart").await;
+                }
+            });
         }
     }
 
@@ -621,7 +671,7 @@ pub async fn run(config: VlrConfig) -> std::io::Result<()> {
         pending: Mutex::new(HashMap::new()),
         procedures: Mutex::new(HashMap::new()),
     });
-    vlr.save_attached();
+    vlr.resume_registrations();
     for link in &vlr.links {
         tokio::spawn(hold_link(vlr.clone(), link.clone()));
     }
@@ -653,7 +703,12 @@ pub async fn run(config: VlrConfig) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Reads a VLR's list of attached terminals.
-pub fn attached(lab_dir: &std::path::Path, visited: &str) -> Vec<serde_json::Value> {
-    json_file::read_json(&signaling::vlr_attached_path(lab_dir, visited)).unwrap_or_default()
+/// Reads a VLR's list of attached terminals (the one reader of that file).
+pub fn read_attached(path: &std::path::Path) -> Vec<AttachedTerminal> {
+    json_file::read_json(path).unwrap_or_default()
+}
+
+/// The list of the VLR of network `visited` in a lab.
+pub fn attached(lab_dir: &std::path::Path, visited: &str) -> Vec<AttachedTerminal> {
+    read_attached(&signaling::vlr_attached_path(lab_dir, visited))
 }

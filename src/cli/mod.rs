@@ -532,9 +532,9 @@ pub fn run(cli: Cli) -> Result<()> {
             .find(|s| s.name == terminal)
             .map(|s| s.imsi)
             .unwrap_or_default();
-            let entry = vlr.iter().find(|e| e["imsi"] == imsi.as_str());
-            let host = entry.and_then(|e| e["host_name"].as_str()).unwrap_or("?");
-            let msisdn = entry.and_then(|e| e["msisdn"].as_str()).unwrap_or("?");
+            let entry = vlr.iter().find(|e| e.imsi == imsi);
+            let host = entry.and_then(|e| e.host_name.as_deref()).unwrap_or("?");
+            let msisdn = entry.and_then(|e| e.msisdn.as_deref()).unwrap_or("?");
             println!(
                 "{terminal} attached at {} as {host} (IMSI {imsi}, MSISDN {msisdn}); namespace {}, agent pid {}",
                 attached.visited, attached.namespace, attached.agent.pid

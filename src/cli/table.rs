@@ -152,13 +152,7 @@ pub fn status_table(status: &LabStatus) -> String {
     for (visited, list) in &status.attached {
         let names: Vec<String> = list
             .iter()
-            .map(|t| {
-                format!(
-                    "{} ({})",
-                    t["host_name"].as_str().unwrap_or("?"),
-                    t["imsi"].as_str().unwrap_or("?")
-                )
-            })
+            .map(|t| format!("{} ({})", t.host_name.as_deref().unwrap_or("?"), &t.imsi))
             .collect();
         let shown = if names.is_empty() {
             "none".to_string()

@@ -209,9 +209,39 @@ pub fn message(zone: &str, ttl: u32, change: &Change) -> Result<Message, UpdateE
     Ok(msg)
 }
 
+/// An EDNS option from the local-use range (RFC 6891 §9) that carries a nonce.
+const NONCE_OPTION: u16 = 65001;
+
+/// Makes every signed update unique: a random id and an 8-byte nonce. The same change
+/// sent twice in one second would otherwise be byte for byte (and MAC for MAC) the same
+/// message, which a server that never applies one signed message twice (ours: replay
+/// protection) would answer without applying.
+fn make_unique(msg: &mut Message) {
+    let mut random = [0u8; 10];
+    // SAFETY: getrandom writes at most `random.len()` bytes into our buffer.
+    let got = unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
+    if got != random.len() as isize {
+        // No entropy to be had: the time still makes repeats rare.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        random.copy_from_slice(&nanos.to_le_bytes()[..10]);
+    }
+    msg.metadata.id = u16::from_le_bytes([random[0], random[1]]);
+    let mut edns = hickory_proto::op::Edns::new();
+    edns.options_mut()
+        .insert(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(
+            NONCE_OPTION,
+            random[2..].to_vec(),
+        ));
+    msg.set_edns(edns);
+}
+
 /// Sends one signed update and waits for the server's answer.
 pub async fn send(target: &UpdateTarget, change: &Change) -> Result<(), UpdateError> {
-    let msg = message(&target.zone, target.ttl, change)?;
+    let mut msg = message(&target.zone, target.ttl, change)?;
+    make_unique(&mut msg);
     let transport = |cause: String| UpdateError::Transport {
         zone: target.zone.clone(),
         server: target.server,

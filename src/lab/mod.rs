@@ -571,8 +571,19 @@ pub struct LabStatus {
     /// TSIG key files (BIND syntax, for `nsupdate -k`), one per DNS server node.
     pub tsig_keys: Vec<String>,
     /// Each VLR's list of attached terminals.
-    pub attached: std::collections::BTreeMap<String, Vec<serde_json::Value>>,
-    pub terminals: Vec<state::TerminalRecord>,
+    pub attached: std::collections::BTreeMap<String, Vec<crate::agents::vlr::AttachedTerminal>>,
+    pub terminals: Vec<TerminalStatus>,
+}
+
+/// A terminal `attach` started, as it is now.
+#[derive(Debug, Serialize)]
+pub struct TerminalStatus {
+    #[serde(flatten)]
+    pub record: state::TerminalRecord,
+    /// Its agent runs and the network has it registered: listed by its VLR, and not told
+    /// it was detached. A terminal the network dropped stays listed here, registered false.
+    pub registered: bool,
+    pub address: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, Serialize)]
@@ -662,9 +673,37 @@ pub async fn status(lab: &str) -> Result<LabStatus, LabError> {
             );
         }
     }
+    let terminals = state
+        .terminals
+        .iter()
+        .map(|t| {
+            let dir = lab_dir(lab);
+            let own: crate::agents::terminal::TerminalState = crate::json_file::read_json(
+                &crate::agents::signaling::terminal_state_path(&dir, &t.name),
+            )
+            .unwrap_or_default();
+            let imsi = crate::json_file::read_json::<crate::agents::signaling::TerminalConfig>(
+                &crate::agents::signaling::terminal_config_path(&dir, &t.name),
+            )
+            .map(|c| c.imsi)
+            .unwrap_or_default();
+            let alive = state
+                .agents
+                .iter()
+                .any(|a| a.node == t.name && supervisor::is_alive(a));
+            let listed = attached
+                .get(&t.visited)
+                .is_some_and(|list| list.iter().any(|a| a.imsi == imsi));
+            TerminalStatus {
+                record: t.clone(),
+                registered: alive && own.registered && listed,
+                address: own.address.filter(|_| alive),
+            }
+        })
+        .collect();
     Ok(LabStatus {
         attached,
-        terminals: state.terminals.clone(),
+        terminals,
         tsig_keys,
         lab: lab.to_string(),
         phase: state.phase,
