@@ -382,10 +382,19 @@ fn restarting_dhcp_hlr_and_dns_mid_cycles_leaves_dns_matching_the_leases() {
         let name = ["phone1", "server1"][who];
         let verb = if attached[who] { "detach" } else { "attach" };
         let out = roamlab(&[verb, name, "--lab", "roamchurn"]);
+        let tail = |agent: &str| {
+            let log = std::fs::read_to_string(format!("/run/roamlab/roamchurn/agents/{agent}.log"))
+                .unwrap_or_default();
+            let lines: Vec<&str> = log.lines().filter(|l| !l.contains(" INFO ")).collect();
+            lines[lines.len().saturating_sub(12)..].join("\n")
+        };
         assert!(
             out.status.success(),
-            "cycle {cycle}: {verb} {name}: {}",
-            text(&out)
+            "cycle {cycle}: {verb} {name}: {}\nHLR:\n{}\nDHCP:\n{}\nVLR:\n{}",
+            text(&out),
+            tail("home.hlr"),
+            tail("visited.dhcp"),
+            tail("visited.vlr")
         );
         attached[who] = !attached[who];
         if cycle % 5 == 4 {

@@ -25,6 +25,8 @@ use crate::protocols::gsup::{msg, Message};
 
 /// How often expired leases and those of detached terminals are swept.
 const SWEEP: Duration = Duration::from_millis(500);
+/// Refused packets are logged once per source in this time, with a count.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -386,10 +388,15 @@ impl Server {
         if answer.msg_type == msg::result_of(request.msg_type) {
             Ok(answer)
         } else {
-            Err(Failure::Refused(format!(
-                "refused: {}",
-                crate::protocols::gsup::cause::name(answer.cause.unwrap_or(0))
-            )))
+            use crate::protocols::gsup::cause;
+            let c = answer.cause.unwrap_or(0);
+            let why = format!("refused: {}", cause::name(c));
+            // The home network's word on the subscriber is final; a network that cannot
+            // answer now (failure, congestion) may answer later.
+            Err(match c {
+                cause::NETWORK_FAILURE | cause::CONGESTION => Failure::Retry(why),
+                _ => Failure::Refused(why),
+            })
         }
     }
 
@@ -509,23 +516,81 @@ pub async fn run(config: DhcpConfig) -> std::io::Result<()> {
     }
     tracing::info!(interface = %server.config.interface, pool = %format!("{}-{}", server.config.pool_start, server.config.pool_end), "DHCP server ready");
     crate::agents::notify_ready();
+    // Requests are read off the link, with the frame's source; the UDP socket only sends
+    // (what it receives too is drained and dropped).
+    let tap = super::cell_tap::CellTap::open(&server.config.interface).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot open a packet socket on {}: {e}",
+                server.config.interface
+            ),
+        )
+    })?;
+    let socket = Arc::new(socket);
+    {
+        let socket = socket.clone();
+        tokio::spawn(async move {
+            let mut sink = vec![0u8; 2048];
+            while socket.recv_from(&mut sink).await.is_ok() {}
+        });
+    }
     let serve = async {
-        let mut buf = vec![0u8; 2048];
+        let mut buf = vec![0u8; 4096];
+        // One line per source and reason per interval, whatever a source sends.
+        let mut refusals = super::ratelimit::RateLimited::new(REFUSAL_LOG_INTERVAL);
+        let mut refused = |source: &[u8; 6], reason: &str, what: std::fmt::Arguments<'_>| {
+            if let Some(n) =
+                refusals.note(&(*source, reason.to_string()), std::time::Instant::now())
+            {
+                let from = super::vlr::format_mac(source);
+                tracing::warn!(%from, count = n, "{what}");
+            }
+        };
         loop {
-            let Ok((n, _peer)) = socket.recv_from(&mut buf).await else {
-                continue;
-            };
-            let m = match decode(&buf[..n]) {
-                Ok(m) => m,
+            let received = match tap.recv(&mut buf).await {
+                Ok(r) => r,
                 Err(e) => {
-                    tracing::warn!("malformed DHCP packet ({n} bytes) ignored: {e}");
+                    tracing::warn!("reading the cell: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
             };
-            let Some(request) = request_of(&buf[..n], &m) else {
+            let packet = &received.payload[..];
+            let m = match decode(packet) {
+                Ok(m) => m,
+                Err(e) => {
+                    refused(
+                        &received.source,
+                        "malformed",
+                        format_args!(
+                            "malformed DHCP packet ({} bytes) ignored: {e}",
+                            packet.len()
+                        ),
+                    );
+                    continue;
+                }
+            };
+            let Some(request) = request_of(packet, &m) else {
                 continue;
             };
-            let fqdn = client_options(&buf[..n]).fqdn;
+            // chaddr is what the client wrote; the frame's source is who sent it (each
+            // terminal's port carries its own address only).
+            if request.mac != received.source {
+                let claimed = super::vlr::format_mac(&request.mac);
+                refused(
+                    &received.source,
+                    "spoofed",
+                    format_args!("refused: a request for hardware address {claimed} from another link-layer address"),
+                );
+                server.events.emit(
+                    "DHCP spoof refused",
+                    None,
+                    json!({"from": super::vlr::format_mac(&received.source), "claimed": claimed}),
+                );
+                continue;
+            }
+            let fqdn = client_options(packet).fqdn;
             let who = authorised(&server.config.vlr_attached, &request.mac);
             let (answer, changes) = {
                 let mut book = server.book.lock().expect("lock");
@@ -550,17 +615,19 @@ pub async fn run(config: DhcpConfig) -> std::io::Result<()> {
                 }
                 Answer::InformAck => (MessageType::Ack, Ipv4Addr::UNSPECIFIED),
                 Answer::Nak(why) => {
-                    tracing::warn!(%mac, "NAK: {why}");
+                    refused(&request.mac, &why, format_args!("NAK: {why}"));
                     (MessageType::Nak, Ipv4Addr::UNSPECIFIED)
                 }
                 Answer::Silent(why) => {
                     if why != "released" {
-                        tracing::warn!(%mac, "no answer: {why}");
-                        server.events.emit(
-                            "no lease",
-                            who.as_ref().map(|w| w.imsi.as_str()),
-                            json!({"mac": mac, "why": why}),
-                        );
+                        refused(&request.mac, &why, format_args!("no answer: {why}"));
+                        if who.is_some() {
+                            server.events.emit(
+                                "no lease",
+                                who.as_ref().map(|w| w.imsi.as_str()),
+                                json!({"mac": mac, "why": why}),
+                            );
+                        }
                     }
                     continue;
                 }

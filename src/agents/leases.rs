@@ -48,13 +48,15 @@ impl Lease {
         }
     }
 
-    /// Whether this lease is `r`'s client's: by client identifier when both have one,
-    /// else by hardware address.
+    /// Whether this lease is `r`'s client's: the hardware address the VLR authorised must
+    /// be the same (a client identifier is the client's own choice, so it never identifies
+    /// a client alone), and so must the client identifier when both have one.
     fn is_of(&self, r: &Request) -> bool {
-        match (&self.client_id, &r.client_id) {
-            (Some(a), Some(b)) => a == b,
-            _ => self.mac == r.mac,
-        }
+        self.mac == r.mac
+            && match (&self.client_id, &r.client_id) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
     }
 
     /// The end of this lease, for DNS to follow (nothing, if it was only offered).
@@ -204,7 +206,13 @@ impl LeaseBook {
         match r.kind {
             Kind::Inform => (Answer::InformAck, changes),
             Kind::Discover => {
-                let current = self.lease_of(r).map(|l| l.ip);
+                // One lease per terminal, offered or bound: a terminal that discovers again
+                // (with another client identifier, say) is offered the same address, so
+                // that it can never hold more than one.
+                let current = self
+                    .lease_of(r)
+                    .or_else(|| self.leases.values().find(|l| l.imsi == who.imsi))
+                    .map(|l| l.ip);
                 let ip = current.or_else(|| self.free_address(now));
                 let Some(ip) = ip else {
                     return (Answer::Silent("pool exhausted".into()), changes);
@@ -230,7 +238,9 @@ impl LeaseBook {
                     return (Answer::Nak("no address requested".into()), changes);
                 };
                 match self.leases.get(&ip) {
-                    Some(l) if l.is_of(r) => {}
+                    // Its own lease, or the same subscriber's from an earlier link (the VLR
+                    // has authorised this link for it since).
+                    Some(l) if l.is_of(r) || l.imsi == who.imsi => {}
                     Some(_) => {
                         return (
                             Answer::Nak(format!("{ip} is leased to another client")),
@@ -254,8 +264,13 @@ impl LeaseBook {
                     changes.extend(old.ended("replaced"));
                 }
                 let previous = self.leases.get(&ip).cloned();
+                // A lease taken over from the subscriber's earlier link is bound afresh: its
+                // home may have cleared the name when that link went.
                 let fresh = previous.as_ref().is_none_or(|p| {
-                    p.offered || p.imsi != who.imsi || p.host_name != who.host_name
+                    p.offered
+                        || p.imsi != who.imsi
+                        || p.host_name != who.host_name
+                        || p.mac != r.mac
                 });
                 self.leases
                     .insert(ip, Lease::new(r, who, ip, now + lease_secs, false));
@@ -479,5 +494,75 @@ mod tests {
             b.sweep(601, &|_, _| true)
         };
         assert!(matches!(&expired[..], [Binding::Unbound { why, .. }] if why == "lease expired"));
+    }
+
+    /// Issue 12, finding 3: terminal B, itself attached, sent a REQUEST with terminal A's
+    /// client identifier and got A's address, with no unbinding of A.
+    #[test]
+    fn a_client_identifier_never_takes_another_terminals_lease() {
+        let mut b = book();
+        let ip = Ipv4Addr::new(198, 51, 100, 100);
+        let with_id = |kind, mac: u8, id: u8, requested| Request {
+            client_id: Some(vec![1, 2, 0, 0, 0, 0, id]),
+            ..req(kind, mac, requested)
+        };
+        b.handle(
+            &with_id(Kind::Discover, 1, 1, None),
+            Some(&who(1)),
+            ME,
+            600,
+            0,
+        );
+        let (ack, _) = b.handle(
+            &with_id(Kind::Request, 1, 1, Some(ip)),
+            Some(&who(1)),
+            ME,
+            600,
+            0,
+        );
+        assert_eq!(ack, Answer::Ack(ip));
+        // B (MAC 2, authorised as itself) uses A's client identifier.
+        let (taken, changes) = b.handle(
+            &with_id(Kind::Request, 2, 1, Some(ip)),
+            Some(&who(2)),
+            ME,
+            600,
+            1,
+        );
+        assert!(matches!(taken, Answer::Nak(_)), "{taken:?}");
+        assert!(changes.is_empty(), "{changes:?}");
+        // Nor can B release or decline it with A's identifier.
+        for kind in [Kind::Release, Kind::Decline] {
+            let (_, changes) = b.handle(&with_id(kind, 2, 1, Some(ip)), Some(&who(2)), ME, 600, 2);
+            assert!(changes.is_empty(), "{kind:?}: {changes:?}");
+        }
+        assert!(b
+            .lease_of(&with_id(Kind::Request, 1, 1, None))
+            .is_some_and(|l| l.ip == ip && !l.offered));
+    }
+
+    /// Finding 4 of the issue on the private network: 99 DISCOVERs with one authorised MAC
+    /// and random client identifiers held the whole pool.
+    #[test]
+    fn one_terminal_holds_at_most_one_offer_whatever_its_client_identifiers() {
+        let mut b = LeaseBook::new(
+            Ipv4Addr::new(198, 51, 100, 100),
+            Ipv4Addr::new(198, 51, 100, 199),
+        );
+        for id in 0..99u8 {
+            let r = Request {
+                client_id: Some(vec![0xff, id, id]),
+                ..req(Kind::Discover, 1, None)
+            };
+            let (answer, _) = b.handle(&r, Some(&who(1)), ME, 600, 0);
+            assert_eq!(
+                answer,
+                Answer::Offer(Ipv4Addr::new(198, 51, 100, 100)),
+                "{id}"
+            );
+        }
+        assert_eq!(b.leases.len(), 1);
+        let (other, _) = b.handle(&req(Kind::Discover, 2, None), Some(&who(2)), ME, 600, 0);
+        assert_eq!(other, Answer::Offer(Ipv4Addr::new(198, 51, 100, 101)));
     }
 }

@@ -1,6 +1,7 @@
 //! Agents: the processes the supervisor runs inside nodes. Each is `roamlab agent KIND`,
 //! binds its sockets, then calls [`notify_ready`], and exits cleanly on SIGTERM.
 
+pub mod cell_tap;
 pub mod dhcp;
 pub mod dhcp_client;
 pub mod echo;

@@ -199,6 +199,53 @@ impl NetlinkKernel {
         }
     }
 
+    /// A static FDB entry for the peer's address on the port, then the port locked.
+    async fn lock_port(
+        &mut self,
+        namespace: &str,
+        index: u32,
+        peer_namespace: &str,
+        peer_index: u32,
+    ) -> Result<(), rtnetlink::Error> {
+        use futures::TryStreamExt;
+        use rtnetlink::packet_route::link::{InfoBridgePort, LinkAttribute};
+        use rtnetlink::packet_route::neighbour::{NeighbourFlags, NeighbourState};
+        let peer = self.attach(peer_namespace).map_err(ns_error)?;
+        let link = peer
+            .link()
+            .get()
+            .match_index(peer_index)
+            .execute()
+            .try_next()
+            .await?
+            .ok_or_else(|| invalid(format!("no interface {peer_index} in {peer_namespace}")))?;
+        let mac = link
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Address(mac) => Some(mac.clone()),
+                _ => None,
+            })
+            .ok_or_else(|| invalid("the peer has no link-layer address"))?;
+        let handle = self.handle(namespace).map_err(ns_error)?;
+        handle
+            .neighbours()
+            .add_bridge(index, &mac)
+            .state(NeighbourState::Noarp)
+            .flags(NeighbourFlags::Controller)
+            .execute()
+            .await?;
+        handle
+            .link()
+            .set_port(
+                rtnetlink::LinkBridgePort::new(index)
+                    .append_info_data(InfoBridgePort::Locked(true))
+                    .build(),
+            )
+            .execute()
+            .await
+    }
+
     async fn delete_link(&self, namespace: &str, index: u32) -> Result<(), rtnetlink::Error> {
         let handle = self.handle(namespace).map_err(ns_error)?;
         handle.link().del(index).execute().await
@@ -516,6 +563,16 @@ impl Kernel for NetlinkKernel {
                         _ => fail(&e),
                     })
             }
+            Step::LockPort {
+                namespace,
+                index,
+                peer_namespace,
+                peer_index,
+                ..
+            } => self
+                .lock_port(namespace, *index, peer_namespace, *peer_index)
+                .await
+                .map_err(|e| fail(&e)),
         }
     }
 
@@ -529,7 +586,8 @@ impl Kernel for NetlinkKernel {
                     .map_err(|e| KernelError::step(step, e));
             }
             Step::CreateNamespace { .. } => Ok(()),
-            Step::SetLinkUp { .. } | Step::SetMaster { .. } => Ok(()),
+            // A locked port and its FDB entry go with the port.
+            Step::SetLinkUp { .. } | Step::SetMaster { .. } | Step::LockPort { .. } => Ok(()),
             Step::CreateBridge {
                 namespace, index, ..
             }

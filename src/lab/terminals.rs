@@ -322,11 +322,20 @@ pub async fn attach(
             },
             Step::CreateVeth {
                 namespace: visited_ns.clone(),
-                name: port,
+                name: port.clone(),
                 index,
                 master: Some(master),
                 peer_namespace: namespace.clone(),
                 peer_name: "eth0".into(),
+                peer_index: LOOPBACK_INDEX + 1,
+            },
+            // The terminal's link carries its own address only: it cannot pose as another
+            // terminal on the cell.
+            Step::LockPort {
+                namespace: visited_ns.clone(),
+                interface: port,
+                index,
+                peer_namespace: namespace.clone(),
                 peer_index: LOOPBACK_INDEX + 1,
             },
             Step::SetLinkUp {

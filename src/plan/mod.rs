@@ -77,6 +77,17 @@ pub enum Step {
         index: u32,
         impairment: Impairment,
     },
+    /// Binds a bridge port to the link-layer address of the one device behind it, as an
+    /// air interface binds a radio link to the subscriber it authenticated: a static FDB
+    /// entry for the peer's address, then the port locked (IFLA_BRPORT_LOCKED), so frames
+    /// from any other source address are dropped by the bridge.
+    LockPort {
+        namespace: String,
+        interface: String,
+        index: u32,
+        peer_namespace: String,
+        peer_index: u32,
+    },
 }
 
 impl Step {
@@ -90,7 +101,8 @@ impl Step {
             | Step::SetMaster { namespace, .. }
             | Step::AddAddress { namespace, .. }
             | Step::AddRoute { namespace, .. }
-            | Step::AddNetem { namespace, .. } => namespace,
+            | Step::AddNetem { namespace, .. }
+            | Step::LockPort { namespace, .. } => namespace,
         }
     }
 
@@ -145,6 +157,14 @@ impl Step {
                 interface,
                 ..
             } => format!("add netem to {namespace}/{interface}"),
+            Step::LockPort {
+                namespace,
+                interface,
+                peer_namespace,
+                ..
+            } => format!(
+                "lock bridge port {namespace}/{interface} to the address of its peer in {peer_namespace}"
+            ),
         }
     }
 }
