@@ -764,3 +764,133 @@ fn a_vlr_crash_loses_no_registration_lease_or_record() {
         assert!(ping.status.success(), "{name}: {}", text(&ping));
     }
 }
+
+/// A DHCP message from `mac` (chaddr), as a client on the cell would send it.
+fn dhcp_packet(
+    kind: dhcproto::v4::MessageType,
+    mac: [u8; 6],
+    ciaddr: std::net::Ipv4Addr,
+    requested: Option<std::net::Ipv4Addr>,
+    client_id: Option<Vec<u8>>,
+) -> Vec<u8> {
+    use dhcproto::v4::{DhcpOption, Message};
+    use dhcproto::Encodable;
+    let mut m = Message::new_with_id(
+        0x5eed,
+        ciaddr,
+        std::net::Ipv4Addr::UNSPECIFIED,
+        std::net::Ipv4Addr::UNSPECIFIED,
+        std::net::Ipv4Addr::UNSPECIFIED,
+        &mac,
+    );
+    m.opts_mut().insert(DhcpOption::MessageType(kind));
+    if let Some(ip) = requested {
+        m.opts_mut().insert(DhcpOption::RequestedIpAddress(ip));
+    }
+    if let Some(id) = client_id {
+        m.opts_mut().insert(DhcpOption::ClientIdentifier(id));
+    }
+    m.to_vec().unwrap()
+}
+
+fn mac_of(address: &str) -> [u8; 6] {
+    let bytes: Vec<u8> = address
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+    bytes.try_into().unwrap()
+}
+
+/// Finding 4 of the issue on the private network: from a port on the cell, a REQUEST
+/// with an attached terminal's MAC moved its records to the attacker's address; a RELEASE
+/// or DECLINE with the victim's MAC removed its lease and records; 99 DISCOVERs with one
+/// MAC and random client identifiers held the pool; every packet wrote a log line. Here
+/// phone1 (itself attached) attacks server1.
+#[test]
+fn a_terminal_cannot_pose_as_another_on_the_cell() {
+    use dhcproto::v4::MessageType;
+    let Some(lab) = up("roamspoof") else { return };
+    let phone = attach(&lab, "phone1");
+    let server = attach(&lab, "server1");
+    let before = records(&lab);
+    let leases_before = leases("roamspoof");
+    let status = lab.status_json();
+    let server_mac = status["attached"]["visited"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["host_name"] == "server1.home.example")
+        .unwrap()["mac"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let victim = mac_of(&server_mac);
+    let (server_ip, phone_ip): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
+        (server.parse().unwrap(), phone.parse().unwrap());
+    let send = |packets: Vec<Vec<u8>>| {
+        roamlab::kernel::netns::run_in("roamspoof-phone1", move || {
+            let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+            socket.set_broadcast(true)?;
+            for p in packets {
+                socket.send_to(&p, "255.255.255.255:67")?;
+            }
+            Ok(())
+        })
+        .unwrap()
+    };
+    // As the victim, by chaddr, from phone1's own link: a REQUEST for the victim's address
+    // from phone1's, RELEASE, DECLINE, many times over.
+    let mut spoofed = Vec::new();
+    for _ in 0..500 {
+        spoofed.push(dhcp_packet(MessageType::Request, victim, phone_ip, Some(server_ip), None));
+        spoofed.push(dhcp_packet(MessageType::Release, victim, server_ip, None, None));
+        spoofed.push(dhcp_packet(MessageType::Decline, victim, std::net::Ipv4Addr::UNSPECIFIED, Some(server_ip), None));
+    }
+    send(spoofed);
+    // As itself, with a hundred client identifiers: at most one offer.
+    let phone_mac = mac_of(
+        status["attached"]["visited"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["host_name"] == "phone1.home.example")
+            .unwrap()["mac"]
+            .as_str()
+            .unwrap(),
+    );
+    send(
+        (0..99u8)
+            .map(|i| dhcp_packet(MessageType::Discover, phone_mac, std::net::Ipv4Addr::UNSPECIFIED, None, Some(vec![0xff, i, 0x42])))
+            .collect(),
+    );
+    // With the victim's address on its own link: the bridge drops every frame.
+    let moved = lab.exec("phone1", &["ip", "link", "set", "eth0", "address", &server_mac]);
+    assert!(moved.status.success(), "{}", text(&moved));
+    send((0..50).map(|_| dhcp_packet(MessageType::Release, victim, server_ip, None, None)).collect());
+    let ping = lab.exec("phone1", &["ping", "-c", "1", "-W", "1", "198.51.100.1"]);
+    assert!(!ping.status.success(), "frames with another terminal's address crossed the cell");
+    std::thread::sleep(Duration::from_millis(1200));
+
+    assert_eq!(records(&lab), before, "a record changed");
+    let bound = |ls: &[serde_json::Value]| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = ls
+            .iter()
+            .filter(|l| l["offered"] == false)
+            .map(|l| (l["ip"].as_str().unwrap().to_string(), l["mac"].to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(bound(&leases("roamspoof")), bound(&leases_before), "a lease changed");
+    assert!(leases("roamspoof").len() <= 3, "{:?}", leases("roamspoof"));
+    let log = std::fs::read_to_string("/run/roamlab/roamspoof/agents/visited.dhcp.log").unwrap();
+    assert!(
+        log.contains("from another link-layer address"),
+        "the spoofing is not logged: {log}"
+    );
+    let lines = log.lines().filter(|l| l.contains(" WARN ")).count();
+    assert!(lines <= 10, "{lines} warning lines for 1,649 refused packets");
+    // server1 still answers by name.
+    let ping = lab.exec("fixed1", &["ping", "-c", "1", "-W", "2", "server1.home.example"]);
+    assert!(ping.status.success(), "{}", text(&ping));
+}
