@@ -11,8 +11,9 @@ cd "$(dirname "$0")/.."
 cycles=${CYCLES:-500}
 rounds=${ROUNDS:-5}
 [ "$(id -u)" -eq 0 ] || { echo "bench-attach: needs root" >&2; exit 1; }
-cargo build --release -q
-bin=$PWD/target/release/roamlab
+# ROAMLAB_BIN runs another build (bench-hardening.sh compares two in one run).
+if [ -z "${ROAMLAB_BIN:-}" ]; then cargo build --release -q; fi
+bin=${ROAMLAB_BIN:-$PWD/target/release/roamlab}
 lab=attachbench
 work=$(mktemp -d)
 trap '"$bin" down $lab >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
