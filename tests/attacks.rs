@@ -532,7 +532,8 @@ fn a_flood_of_connections_never_stops_a_listener() {
     let log = || std::fs::read_to_string("/run/roamlab/atkflood/agents/visited.vlr.log").unwrap();
     assert!(
         log().contains("local socket: accept failed")
-            || log().contains("local socket: connection refused: over the limit"),
+            || log().contains("local socket: connection refused: over the limit")
+            || log().contains("local socket: refused: process"),
         "{}",
         log()
     );
@@ -553,4 +554,64 @@ fn a_flood_of_connections_never_stops_a_listener() {
         lines <= 4,
         "the flood was logged line by line ({lines} lines)"
     );
+}
+
+/// Finding 2: one forged SessionAddress frame on the VLR's local socket rewrote a home
+/// record. The socket now serves only its own node's DHCP agent, by what the kernel says
+/// of the peer (its namespace, executable, command and capabilities): a root process
+/// elsewhere that reaches the socket is refused without an answer.
+#[test]
+fn the_vlr_local_socket_serves_only_its_own_dhcp_agent() {
+    use roamlab::protocols::gsup::{msg, Message};
+    use roamlab::protocols::ipa::{self, Frame};
+    if !root_or_skip("the_vlr_local_socket_serves_only_its_own_dhcp_agent") {
+        return;
+    }
+    let lab = LabGuard::new("atklocal");
+    let out = lab.up(None, &[]);
+    assert!(out.status.success(), "up failed: {}", text(&out));
+    let attach = common::roamlab(&["attach", "server1", "--lab", "atklocal"]);
+    assert!(attach.status.success(), "{}", text(&attach));
+    let lookup = || {
+        let out = lab.exec(
+            "fixed1",
+            &["dig", "+short", "@192.0.2.53", "server1.home.example"],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let before = lookup();
+    assert!(!before.is_empty());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answered = rt.block_on(async {
+        let stream = tokio::net::UnixStream::connect(
+            "/run/roamlab/atklocal/signaling/vlr-visited.local.sock",
+        )
+        .await
+        .unwrap();
+        let (mut reader, mut writer) = stream.into_split();
+        let mut forged = Message::new(msg::SESSION_ADDRESS_REQUEST, "001010000000002");
+        forged.session_address = Some("198.51.100.150".parse().unwrap());
+        let _ = ipa::write_frame(&mut writer, &Frame::Gsup(forged.encode())).await;
+        tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            ipa::read_frame(&mut reader),
+        )
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+    });
+    assert!(
+        answered.is_none(),
+        "the forged report was answered: {answered:?}"
+    );
+    assert_eq!(
+        lookup(),
+        before,
+        "the forged report changed the home record"
+    );
+    let log = std::fs::read_to_string("/run/roamlab/atklocal/agents/visited.vlr.log").unwrap();
+    assert!(log.contains("local socket: refused: process"), "{log}");
 }

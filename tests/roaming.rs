@@ -842,9 +842,27 @@ fn a_terminal_cannot_pose_as_another_on_the_cell() {
     // from phone1's, RELEASE, DECLINE, many times over.
     let mut spoofed = Vec::new();
     for _ in 0..500 {
-        spoofed.push(dhcp_packet(MessageType::Request, victim, phone_ip, Some(server_ip), None));
-        spoofed.push(dhcp_packet(MessageType::Release, victim, server_ip, None, None));
-        spoofed.push(dhcp_packet(MessageType::Decline, victim, std::net::Ipv4Addr::UNSPECIFIED, Some(server_ip), None));
+        spoofed.push(dhcp_packet(
+            MessageType::Request,
+            victim,
+            phone_ip,
+            Some(server_ip),
+            None,
+        ));
+        spoofed.push(dhcp_packet(
+            MessageType::Release,
+            victim,
+            server_ip,
+            None,
+            None,
+        ));
+        spoofed.push(dhcp_packet(
+            MessageType::Decline,
+            victim,
+            std::net::Ipv4Addr::UNSPECIFIED,
+            Some(server_ip),
+            None,
+        ));
     }
     send(spoofed);
     // As itself, with a hundred client identifiers: at most one offer.
@@ -860,15 +878,33 @@ fn a_terminal_cannot_pose_as_another_on_the_cell() {
     );
     send(
         (0..99u8)
-            .map(|i| dhcp_packet(MessageType::Discover, phone_mac, std::net::Ipv4Addr::UNSPECIFIED, None, Some(vec![0xff, i, 0x42])))
+            .map(|i| {
+                dhcp_packet(
+                    MessageType::Discover,
+                    phone_mac,
+                    std::net::Ipv4Addr::UNSPECIFIED,
+                    None,
+                    Some(vec![0xff, i, 0x42]),
+                )
+            })
             .collect(),
     );
     // With the victim's address on its own link: the bridge drops every frame.
-    let moved = lab.exec("phone1", &["ip", "link", "set", "eth0", "address", &server_mac]);
+    let moved = lab.exec(
+        "phone1",
+        &["ip", "link", "set", "eth0", "address", &server_mac],
+    );
     assert!(moved.status.success(), "{}", text(&moved));
-    send((0..50).map(|_| dhcp_packet(MessageType::Release, victim, server_ip, None, None)).collect());
+    send(
+        (0..50)
+            .map(|_| dhcp_packet(MessageType::Release, victim, server_ip, None, None))
+            .collect(),
+    );
     let ping = lab.exec("phone1", &["ping", "-c", "1", "-W", "1", "198.51.100.1"]);
-    assert!(!ping.status.success(), "frames with another terminal's address crossed the cell");
+    assert!(
+        !ping.status.success(),
+        "frames with another terminal's address crossed the cell"
+    );
     std::thread::sleep(Duration::from_millis(1200));
 
     assert_eq!(records(&lab), before, "a record changed");
@@ -881,7 +917,11 @@ fn a_terminal_cannot_pose_as_another_on_the_cell() {
         v.sort();
         v
     };
-    assert_eq!(bound(&leases("roamspoof")), bound(&leases_before), "a lease changed");
+    assert_eq!(
+        bound(&leases("roamspoof")),
+        bound(&leases_before),
+        "a lease changed"
+    );
     assert!(leases("roamspoof").len() <= 3, "{:?}", leases("roamspoof"));
     let log = std::fs::read_to_string("/run/roamlab/roamspoof/agents/visited.dhcp.log").unwrap();
     assert!(
@@ -889,8 +929,14 @@ fn a_terminal_cannot_pose_as_another_on_the_cell() {
         "the spoofing is not logged: {log}"
     );
     let lines = log.lines().filter(|l| l.contains(" WARN ")).count();
-    assert!(lines <= 10, "{lines} warning lines for 1,649 refused packets");
+    assert!(
+        lines <= 10,
+        "{lines} warning lines for 1,649 refused packets"
+    );
     // server1 still answers by name.
-    let ping = lab.exec("fixed1", &["ping", "-c", "1", "-W", "2", "server1.home.example"]);
+    let ping = lab.exec(
+        "fixed1",
+        &["ping", "-c", "1", "-W", "2", "server1.home.example"],
+    );
     assert!(ping.status.success(), "{}", text(&ping));
 }

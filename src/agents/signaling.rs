@@ -454,6 +454,47 @@ pub async fn serve_connections<F, Fut>(
     }
 }
 
+/// Whether the peer of `stream` is this lab's own agent of `kind` in this node, by what
+/// the kernel says of it, not by anything it sends: its network namespace is ours, its
+/// executable is ours, it was started as `roamlab agent KIND`, and it has not been
+/// confined (a process in a node has lost SYS_ADMIN from its bounding set).
+pub fn peer_is_agent(stream: &tokio::net::UnixStream, kind: &str) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let pid = stream
+        .peer_cred()
+        .ok()
+        .and_then(|c| c.pid())
+        .ok_or("the peer's credentials are unknown")?;
+    let id = |path: String| {
+        std::fs::metadata(&path)
+            .map(|m| (m.dev(), m.ino()))
+            .map_err(|e| format!("{path}: {e}"))
+    };
+    if id(format!("/proc/{pid}/ns/net"))? != id("/proc/self/ns/net".into())? {
+        return Err(format!("process {pid} is in another node"));
+    }
+    if id(format!("/proc/{pid}/exe"))? != id("/proc/self/exe".into())? {
+        return Err(format!("process {pid} is not a roamlab agent"));
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).map_err(|e| e.to_string())?;
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    if args.get(1) != Some(&&b"agent"[..]) || args.get(2) != Some(&kind.as_bytes()) {
+        return Err(format!("process {pid} is not the {kind} agent"));
+    }
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
+    let bounding = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+    if bounding & CAP_SYS_ADMIN == 0 {
+        return Err(format!("process {pid} is confined (a process of the node)"));
+    }
+    Ok(())
+}
+
 /// The sending half of a signaling link, shareable between tasks.
 #[derive(Clone)]
 pub struct Sender(Arc<Mutex<OwnedWriteHalf>>);

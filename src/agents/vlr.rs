@@ -83,6 +83,8 @@ struct Vlr {
     /// One procedure at a time per IMSI: GSUP has no transaction ids, so answers are
     /// matched by IMSI and message type, and two attaches of one IMSI must not overlap.
     procedures: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Refused peers of the local socket, logged once per peer per interval.
+    local_refusals: Mutex<super::ratelimit::RateLimited<i32>>,
 }
 
 impl Vlr {
@@ -607,6 +609,23 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
 /// the VLR, which forwards them to the terminal's HLR (the private network stays the
 /// VLR's).
 async fn serve_local(vlr: Arc<Vlr>, stream: UnixStream) {
+    if let Err(why) = signaling::peer_is_agent(&stream, "dhcp") {
+        let pid = stream.peer_cred().ok().and_then(|c| c.pid()).unwrap_or(0);
+        let logged = vlr
+            .local_refusals
+            .lock()
+            .expect("lock")
+            .note(&pid, std::time::Instant::now());
+        if let Some(n) = logged {
+            tracing::warn!(peer_pid = pid, count = n, "local socket: refused: {why}");
+            vlr.events.emit(
+                "local peer refused",
+                None,
+                json!({"peer_pid": pid, "why": why}),
+            );
+        }
+        return;
+    }
     let (mut reader, writer) = stream.into_split();
     let peer = Sender::new(writer);
     while let Ok(Ok(bytes)) =
@@ -670,6 +689,9 @@ pub async fn run(config: VlrConfig) -> std::io::Result<()> {
         attached: Mutex::new(BTreeMap::new()),
         pending: Mutex::new(HashMap::new()),
         procedures: Mutex::new(HashMap::new()),
+        local_refusals: Mutex::new(super::ratelimit::RateLimited::new(
+            std::time::Duration::from_secs(10),
+        )),
     });
     vlr.resume_registrations();
     for link in &vlr.links {
