@@ -527,20 +527,34 @@ async fn update_home_dns(
 }
 
 /// The identities with a link up: a second connection claiming one of them is refused
-/// and never displaces the live link.
-#[derive(Clone, Default)]
-struct LiveLinks(std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>);
+/// and never displaces the live link. Also the refused peers, logged once per interval.
+#[derive(Clone)]
+struct LiveLinks {
+    names: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    refusals: std::sync::Arc<std::sync::Mutex<super::ratelimit::RateLimited<i32>>>,
+}
+
+impl Default for LiveLinks {
+    fn default() -> Self {
+        LiveLinks {
+            names: Default::default(),
+            refusals: std::sync::Arc::new(std::sync::Mutex::new(
+                super::ratelimit::RateLimited::new(std::time::Duration::from_secs(10)),
+            )),
+        }
+    }
+}
 
 impl LiveLinks {
     fn claim(&self, name: &str) -> bool {
-        self.0
+        self.names
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(name.to_string())
     }
 
     fn release(&self, name: &str) {
-        self.0
+        self.names
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
@@ -561,6 +575,31 @@ async fn serve_vlr(
     to_core: mpsc::UnboundedSender<CoreInput>,
     events: &EventLog,
 ) {
+    // Only a VLR agent of this lab reaches this socket, and the kernel says which one.
+    let peer_network = match signaling::peer_agent(&stream, "vlr", signaling::PeerNode::Any) {
+        Ok(config) => config
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.strip_prefix("vlr-"))
+            .map(String::from),
+        Err(why) => {
+            let pid = stream.peer_cred().ok().and_then(|c| c.pid()).unwrap_or(0);
+            if let Some(n) = live
+                .refusals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .note(&pid, std::time::Instant::now())
+            {
+                tracing::warn!(
+                    peer_pid = pid,
+                    count = n,
+                    "refused a peer that is not a VLR agent: {why}"
+                );
+                events.emit("VLR refused", None, json!({"cause": why}));
+            }
+            return;
+        }
+    };
     let (mut reader, writer) = stream.into_split();
     let sender = Sender::new(writer);
     if sender
@@ -608,6 +647,20 @@ async fn serve_vlr(
         );
         let _ = sender.frame(&Frame::IdNack).await;
         return;
+    }
+    // The identity it claims must be the one the kernel vouches for: the VLR agent whose
+    // configuration is that network's.
+    if let Some(expected) = &peer_network {
+        if expected != &name {
+            tracing::warn!(vlr = %name, "refused: the peer is the VLR of {expected}, not of {name}");
+            events.emit(
+                "VLR refused",
+                None,
+                json!({"vlr": name, "cause": format!("the peer is the VLR of {expected}")}),
+            );
+            let _ = sender.frame(&Frame::IdNack).await;
+            return;
+        }
     }
     if !live.claim(&name) {
         tracing::warn!(vlr = %name, "refused: a second connection claims an identity whose link is up");
@@ -781,6 +834,17 @@ mod tests {
             odd.send[0].message.cause,
             Some(cause::MSG_TYPE_NOT_IMPLEMENTED)
         );
+    }
+
+    /// A second link for a connected identity is refused until the first is gone.
+    #[test]
+    fn one_live_link_per_identity() {
+        let live = LiveLinks::default();
+        assert!(live.claim("visited"));
+        assert!(!live.claim("visited"), "a second link took the identity");
+        assert!(live.claim("visited2"));
+        live.release("visited");
+        assert!(live.claim("visited"));
     }
 
     /// Finding 3 of the issue on the private network: a link that never asked for vectors

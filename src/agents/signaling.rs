@@ -454,11 +454,30 @@ pub async fn serve_connections<F, Fut>(
     }
 }
 
+/// Where a peer must be, for [`peer_agent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerNode {
+    /// In this agent's own node (network namespace).
+    Same,
+    /// In any node.
+    Any,
+}
+
 /// Whether the peer of `stream` is this lab's own agent of `kind` in this node, by what
 /// the kernel says of it, not by anything it sends: its network namespace is ours, its
 /// executable is ours, it was started as `roamlab agent KIND`, and it has not been
 /// confined (a process in a node has lost SYS_ADMIN from its bounding set).
 pub fn peer_is_agent(stream: &tokio::net::UnixStream, kind: &str) -> Result<(), String> {
+    peer_agent(stream, kind, PeerNode::Same).map(drop)
+}
+
+/// As [`peer_is_agent`], in the node `node` says; returns the peer's configuration file
+/// (its `--config`), which names the network it serves.
+pub fn peer_agent(
+    stream: &tokio::net::UnixStream,
+    kind: &str,
+    node: PeerNode,
+) -> Result<PathBuf, String> {
     use std::os::unix::fs::MetadataExt;
     let pid = stream
         .peer_cred()
@@ -470,7 +489,9 @@ pub fn peer_is_agent(stream: &tokio::net::UnixStream, kind: &str) -> Result<(), 
             .map(|m| (m.dev(), m.ino()))
             .map_err(|e| format!("{path}: {e}"))
     };
-    if id(format!("/proc/{pid}/ns/net"))? != id("/proc/self/ns/net".into())? {
+    if node == PeerNode::Same
+        && id(format!("/proc/{pid}/ns/net"))? != id("/proc/self/ns/net".into())?
+    {
         return Err(format!("process {pid} is in another node"));
     }
     if id(format!("/proc/{pid}/exe"))? != id("/proc/self/exe".into())? {
@@ -492,7 +513,12 @@ pub fn peer_is_agent(stream: &tokio::net::UnixStream, kind: &str) -> Result<(), 
     if bounding & CAP_SYS_ADMIN == 0 {
         return Err(format!("process {pid} is confined (a process of the node)"));
     }
-    Ok(())
+    let config = args
+        .windows(2)
+        .find(|w| w[0] == b"--config")
+        .map(|w| PathBuf::from(String::from_utf8_lossy(w[1]).to_string()))
+        .ok_or_else(|| format!("process {pid} has no configuration"))?;
+    Ok(config)
 }
 
 /// The sending half of a signaling link, shareable between tasks.
