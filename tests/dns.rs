@@ -302,23 +302,7 @@ fn forward_answers_come_from_home_and_reverse_answers_from_visited() {
     .status
     .success());
 
-    let pid_of = |agent: &str| -> i32 {
-        let status = lab.status_json();
-        let a = status["agents"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| {
-                format!(
-                    "{}/{}",
-                    a["node"].as_str().unwrap(),
-                    a["name"].as_str().unwrap()
-                ) == agent
-            })
-            .cloned()
-            .unwrap();
-        a["pid"].as_i64().unwrap() as i32
-    };
+    let pid_of = |agent: &str| common::agent_pid(&lab.status_json(), agent);
     let stop = |agent: &str| {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid_of(agent)),

@@ -400,23 +400,9 @@ fn restarting_dhcp_hlr_and_dns_mid_cycles_leaves_dns_matching_the_leases() {
         if cycle % 5 == 4 {
             let agent = restarts[cycle / 5 % restarts.len()];
             if cycle / 5 % 2 == 0 {
-                let kind = agent.split('/').nth(1).unwrap();
-                let status = lab.status_json();
-                let pid = status["agents"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|a| {
-                        format!(
-                            "{}/{}",
-                            a["node"].as_str().unwrap(),
-                            a["name"].as_str().unwrap()
-                        ) == agent
-                    })
-                    .map(|a| a["pid"].as_i64().unwrap())
-                    .unwrap_or_else(|| panic!("no agent {agent} ({kind})"));
+                let pid = common::agent_pid(&lab.status_json(), agent);
                 let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }

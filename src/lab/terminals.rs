@@ -4,6 +4,7 @@
 //! removes the terminal. Attaching a terminal that is attached elsewhere moves it: the old
 //! radio link is simply lost, and its home cancels the old registration.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
@@ -12,8 +13,6 @@ use super::{etc, io_err, running_list, LabError, STOP_GRACE};
 use crate::agents::signaling::{self, TerminalConfig};
 use crate::json_file;
 use crate::kernel::executor;
-use std::os::unix::fs::DirBuilderExt;
-
 use crate::kernel::netlink::NetlinkKernel;
 use crate::plan::{Plan, Step, Sysctl, LOOPBACK_INDEX};
 use crate::supervisor::enter::View;

@@ -162,6 +162,24 @@ pub fn agent_pids(status: &serde_json::Value) -> Vec<i32> {
         .collect()
 }
 
+/// The pid of agent `node/name` in `status --json`.
+pub fn agent_pid(status: &serde_json::Value, agent: &str) -> i32 {
+    status["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| {
+            format!(
+                "{}/{}",
+                a["node"].as_str().unwrap(),
+                a["name"].as_str().unwrap()
+            ) == agent
+        })
+        .unwrap_or_else(|| panic!("no agent {agent}"))["pid"]
+        .as_i64()
+        .unwrap() as i32
+}
+
 /// Kills the agent named `name` with SIGKILL, as a crash would (found in `status --json`).
 pub fn kill_agent(status: &serde_json::Value, name: &str) {
     let pid = status["agents"]
