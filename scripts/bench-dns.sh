@@ -57,7 +57,8 @@ options {
 };
 zone "home.example" { type primary; file "$work/home.example.zone"; allow-update { key "roamlab-home"; }; };
 CONF
-"$bin" exec --lab $lab home -- named -c "$work/named.conf" -n 2 >/dev/null 2>&1
+# --privileged: named reads the lab's key, and its pid file must name a pid of ours.
+"$bin" exec --privileged --lab $lab home -- named -c "$work/named.conf" -n 2 >/dev/null 2>&1
 for _ in $(seq 1 50); do
   "$bin" exec --lab $lab fixed1 -- dig +short +time=1 +tries=1 @192.0.2.1 home.example SOA | grep -q hostmaster && break
   sleep 0.1

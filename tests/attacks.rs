@@ -147,7 +147,7 @@ fn a_process_posing_as_a_vlr_is_refused_and_displaces_nothing() {
     let attach = common::roamlab(&["attach", "phone1", "--lab", "atkimpost"]);
     assert!(attach.status.success(), "{}", text(&attach));
 
-    let socket = "/run/roamlab/atkimpost/signaling/hlr-home.sock";
+    let socket = "/run/roamlab/atkimpost/signaling/hlr-home/hlr.sock";
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -393,7 +393,7 @@ fn processes_in_nodes_see_no_lab_state_and_reach_no_agent() {
             "umount /run/roamlab",
             "mount -t tmpfs none /mnt",
             "nsenter --mount=/proc/1/ns/mnt ls /run/roamlab/atkview",
-            "test -S /run/roamlab/atkview/signaling/vlr-visited.local.sock",
+            "test -S /run/roamlab/atkview/signaling/local-visited/local.sock",
         ] {
             let out = sh(attempt);
             assert!(
@@ -522,7 +522,7 @@ fn a_flood_of_connections_never_stops_a_listener() {
         .status()
         .unwrap();
     assert!(limited.success());
-    let socket = "/run/roamlab/atkflood/signaling/vlr-visited.local.sock";
+    let socket = "/run/roamlab/atkflood/signaling/local-visited/local.sock";
     let mut flood = Vec::new();
     for _ in 0..200 {
         if let Ok(s) = std::os::unix::net::UnixStream::connect(socket) {
@@ -588,7 +588,7 @@ fn the_vlr_local_socket_serves_only_its_own_dhcp_agent() {
         .unwrap();
     let answered = rt.block_on(async {
         let stream = tokio::net::UnixStream::connect(
-            "/run/roamlab/atklocal/signaling/vlr-visited.local.sock",
+            "/run/roamlab/atklocal/signaling/local-visited/local.sock",
         )
         .await
         .unwrap();
@@ -615,4 +615,84 @@ fn the_vlr_local_socket_serves_only_its_own_dhcp_agent() {
     );
     let log = std::fs::read_to_string("/run/roamlab/atklocal/agents/visited.vlr.log").unwrap();
     assert!(log.contains("local socket: refused: process"), "{log}");
+}
+
+/// Finding 1, the agents' half: each of the lab's own agents sees its own directory, the
+/// sockets it serves and reaches, the key it signs with and the event log — nothing of
+/// another agent's files (the HLR's subscriber keys stay the HLR's), nor the topology.
+#[test]
+fn each_agent_sees_only_what_it_needs() {
+    if !root_or_skip("each_agent_sees_only_what_it_needs") {
+        return;
+    }
+    let lab = LabGuard::new("atkagents");
+    let out = lab.up(None, &[]);
+    assert!(out.status.success(), "up failed: {}", text(&out));
+    let status = lab.status_json();
+    let view = |agent: &str| -> Vec<String> {
+        let pid = common::agent_pid(&status, agent).to_string();
+        let found = Command::new("nsenter")
+            .args(["-t", &pid, "-m", "--", "find", "/run/roamlab/atkagents"])
+            .output()
+            .unwrap();
+        let mut seen: Vec<String> = String::from_utf8_lossy(&found.stdout)
+            .lines()
+            .map(|l| l.trim_start_matches("/run/roamlab/atkagents").to_string())
+            .collect();
+        seen.sort();
+        seen
+    };
+    let hlr = view("home/hlr");
+    let vlr = view("visited/vlr");
+    let dhcp = view("visited/dhcp");
+    let dns = view("home/dns");
+    for (agent, seen) in [("hlr", &hlr), ("vlr", &vlr), ("dhcp", &dhcp), ("dns", &dns)] {
+        assert!(
+            !seen
+                .iter()
+                .any(|p| p == "/topology.yaml" || p == "/state.json"),
+            "{agent}: {seen:?}"
+        );
+        if agent != "hlr" {
+            assert!(
+                !seen.iter().any(|p| p.starts_with("/hlr-home")),
+                "{agent} sees the HLR's files: {seen:?}"
+            );
+        }
+        if agent != "dhcp" {
+            assert!(
+                !seen.iter().any(|p| p.starts_with("/dhcp-")),
+                "{agent} sees the DHCP server's files: {seen:?}"
+            );
+        }
+    }
+    assert!(
+        hlr.contains(&"/hlr-home/config.json".to_string()),
+        "{hlr:?}"
+    );
+    assert!(hlr.contains(&"/keys/home.key".to_string()), "{hlr:?}");
+    assert!(
+        !hlr.iter().any(|p| p.starts_with("/keys/visited")),
+        "{hlr:?}"
+    );
+    assert!(
+        vlr.contains(&"/signaling/hlr-home/hlr.sock".to_string()),
+        "{vlr:?}"
+    );
+    assert!(
+        !vlr.iter().any(|p| p.starts_with("/keys")),
+        "the VLR signs nothing: {vlr:?}"
+    );
+    assert!(
+        dhcp.contains(&"/vlr-visited/attached.json".to_string()),
+        "{dhcp:?}"
+    );
+    assert!(
+        !dhcp.iter().any(|p| p.starts_with("/signaling/hlr-")),
+        "{dhcp:?}"
+    );
+    assert!(!dns.iter().any(|p| p.starts_with("/signaling")), "{dns:?}");
+    // And the lab still works end to end.
+    let attach = common::roamlab(&["attach", "phone1", "--lab", "atkagents"]);
+    assert!(attach.status.success(), "{}", text(&attach));
 }

@@ -56,7 +56,7 @@ fn short(lab: &LabGuard, node: &str, args: &[&str]) -> String {
 
 fn leases(lab: &str) -> Vec<serde_json::Value> {
     let v: serde_json::Value = roamlab::json_file::read_json(&std::path::PathBuf::from(format!(
-        "/run/roamlab/{lab}/signaling/dhcp-visited.leases.json"
+        "/run/roamlab/{lab}/dhcp-visited/leases.json"
     )))
     .unwrap_or_default();
     v["leases"]

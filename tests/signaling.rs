@@ -67,22 +67,16 @@ fn attached(lab: &str, visited: &str) -> Vec<String> {
 
 /// Where the HLR believes a subscriber is registered.
 fn registered_at(lab: &str, home: &str, imsi: &str) -> Option<String> {
-    let state: serde_json::Value = roamlab::json_file::read_json(
-        &dir(lab)
-            .join("signaling")
-            .join(format!("hlr-{home}.state.json")),
-    )
-    .unwrap_or_default();
+    let state: serde_json::Value =
+        roamlab::json_file::read_json(&dir(lab).join(format!("hlr-{home}")).join("state.json"))
+            .unwrap_or_default();
     state[imsi]["vlr"].as_str().map(String::from)
 }
 
 fn sqn(lab: &str, home: &str, imsi: &str) -> u64 {
-    let state: serde_json::Value = roamlab::json_file::read_json(
-        &dir(lab)
-            .join("signaling")
-            .join(format!("hlr-{home}.state.json")),
-    )
-    .unwrap();
+    let state: serde_json::Value =
+        roamlab::json_file::read_json(&dir(lab).join(format!("hlr-{home}")).join("state.json"))
+            .unwrap();
     state[imsi]["sqn"].as_u64().unwrap()
 }
 
@@ -321,7 +315,7 @@ fn no_roaming_agreement_is_refused_by_the_vlr_and_by_the_hlr() {
     // A process that is not a VLR agent of the lab and reaches the HLR's socket anyway
     // (root, outside every node) is refused before the identity exchange: the kernel says
     // who it is, whatever unit name it would send.
-    let socket = dir("sigpartner").join("signaling/hlr-home2.sock");
+    let socket = dir("sigpartner").join("signaling/hlr-home2/hlr.sock");
     rt().block_on(async {
         let stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
         let (mut reader, _writer) = stream.into_split();
@@ -431,7 +425,7 @@ fn garbage_silence_and_hang_ups_on_every_socket_leave_the_agents_serving() {
         return;
     };
     let pids = common::agent_pids(&lab.status_json());
-    let hlr_socket = dir("siggarbage").join("signaling/hlr-home.sock");
+    let hlr_socket = dir("siggarbage").join("signaling/hlr-home/hlr.sock");
     let cell_socket = cell("siggarbage", "visited");
     rt().block_on(async {
         use tokio::io::AsyncWriteExt;
@@ -501,7 +495,7 @@ fn an_hlr_that_lost_its_sequence_numbers_resynchronises_with_auts() {
             .success());
     }
     common::kill_agent(&lab.status_json(), "hlr");
-    std::fs::remove_file(dir("sigresync").join("signaling/hlr-home.state.json")).unwrap();
+    std::fs::remove_file(dir("sigresync").join("hlr-home/state.json")).unwrap();
     assert!(roamlab(&["restart", "--lab", "sigresync", "home/hlr"])
         .status
         .success());

@@ -577,11 +577,7 @@ async fn serve_vlr(
 ) {
     // Only a VLR agent of this lab reaches this socket, and the kernel says which one.
     let peer_network = match signaling::peer_agent(&stream, "vlr", signaling::PeerNode::Any) {
-        Ok(config) => config
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .and_then(|s| s.strip_prefix("vlr-"))
-            .map(String::from),
+        Ok(config) => signaling::vlr_of_config(&config),
         Err(why) => {
             let pid = stream.peer_cred().ok().and_then(|c| c.pid()).unwrap_or(0);
             if let Some(n) = live

@@ -23,16 +23,17 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a new peer has to identify itself (or a terminal to speak) before it is dropped.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The private network's sockets, each alone in a directory of its own: a directory is
+/// what an agent is granted, so that it reaches a restarted peer's new socket too.
 pub fn dir(lab_dir: &Path) -> PathBuf {
     lab_dir.join("signaling")
 }
 
 pub fn hlr_socket(lab_dir: &Path, home: &str) -> PathBuf {
-    dir(lab_dir).join(format!("hlr-{home}.sock"))
+    dir(lab_dir).join(format!("hlr-{home}")).join("hlr.sock")
 }
 
-/// The cell's air-interface socket, alone in a directory of its own: the directory is
-/// what a terminal is granted, so that it reaches a restarted VLR's new socket too.
+/// The cell's air-interface socket.
 pub fn cell_socket(lab_dir: &Path, visited: &str) -> PathBuf {
     dir(lab_dir)
         .join(format!("cell-{visited}"))
@@ -40,20 +41,43 @@ pub fn cell_socket(lab_dir: &Path, visited: &str) -> PathBuf {
 }
 
 pub fn vlr_local_socket(lab_dir: &Path, visited: &str) -> PathBuf {
-    dir(lab_dir).join(format!("vlr-{visited}.local.sock"))
+    dir(lab_dir)
+        .join(format!("local-{visited}"))
+        .join("local.sock")
+}
+
+/// An agent's own directory: its configuration and the state it keeps (`hlr-home`,
+/// `vlr-visited`, `dhcp-visited`). Only that agent is granted it (and a VLR's is read by
+/// its node's DHCP agent, for the attached list).
+pub fn agent_dir(lab_dir: &Path, kind: &str, node: &str) -> PathBuf {
+    lab_dir.join(format!("{kind}-{node}"))
 }
 
 pub fn hlr_config_path(lab_dir: &Path, home: &str) -> PathBuf {
-    dir(lab_dir).join(format!("hlr-{home}.json"))
+    agent_dir(lab_dir, "hlr", home).join("config.json")
 }
 
 pub fn vlr_config_path(lab_dir: &Path, visited: &str) -> PathBuf {
-    dir(lab_dir).join(format!("vlr-{visited}.json"))
+    agent_dir(lab_dir, "vlr", visited).join("config.json")
 }
 
 /// The VLR's list of attached terminals, rewritten on every change (for `status`).
 pub fn vlr_attached_path(lab_dir: &Path, visited: &str) -> PathBuf {
-    dir(lab_dir).join(format!("vlr-{visited}.attached.json"))
+    agent_dir(lab_dir, "vlr", visited).join("attached.json")
+}
+
+pub fn dhcp_config_path(lab_dir: &Path, visited: &str) -> PathBuf {
+    agent_dir(lab_dir, "dhcp", visited).join("config.json")
+}
+
+/// The network a VLR agent serves, from its configuration's path.
+pub fn vlr_of_config(config: &Path) -> Option<String> {
+    config
+        .parent()?
+        .file_name()?
+        .to_str()?
+        .strip_prefix("vlr-")
+        .map(String::from)
 }
 
 /// A terminal's own directory: its configuration (K and OPc: its SIM), its SQN_MS and
@@ -206,10 +230,11 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Writes the HLR and VLR configurations of a new lab.
 pub fn prepare_lab(topology: &Topology, lab_dir: &Path) -> io::Result<()> {
-    let sig = dir(lab_dir);
-    std::fs::create_dir_all(&sig)?;
-    std::fs::set_permissions(&sig, std::fs::Permissions::from_mode(0o700))?;
+    private_dir(&dir(lab_dir))?;
     let events_file = crate::events::path(lab_dir);
+    // Every path an agent is granted exists before the agent starts.
+    crate::events::create(&events_file)?;
+    let socket_dir = |socket: PathBuf| private_dir(socket.parent().expect("a socket's directory"));
     let runs = |node: &crate::topology::Node, kind: &Service| node.services.contains(kind);
     for node in &topology.nodes {
         if node.role == Role::Home && runs(node, &Service::Hlr) {
@@ -246,10 +271,12 @@ pub fn prepare_lab(topology: &Topology, lab_dir: &Path) -> io::Result<()> {
                     packet_data: s.packet_data,
                 })
                 .collect();
+            private_dir(&agent_dir(lab_dir, "hlr", &node.name))?;
+            socket_dir(hlr_socket(lab_dir, &node.name))?;
             let config = HlrConfig {
                 name: node.name.clone(),
                 socket: hlr_socket(lab_dir, &node.name),
-                state_file: sig.join(format!("hlr-{}.state.json", node.name)),
+                state_file: agent_dir(lab_dir, "hlr", &node.name).join("state.json"),
                 events_file: events_file.clone(),
                 partners,
                 partner_pools,
@@ -274,6 +301,9 @@ pub fn prepare_lab(topology: &Topology, lab_dir: &Path) -> io::Result<()> {
                     })
                 })
                 .collect();
+            private_dir(&agent_dir(lab_dir, "vlr", &node.name))?;
+            socket_dir(cell_socket(lab_dir, &node.name))?;
+            socket_dir(vlr_local_socket(lab_dir, &node.name))?;
             let config = VlrConfig {
                 name: node.name.clone(),
                 cell_socket: cell_socket(lab_dir, &node.name),
@@ -291,15 +321,12 @@ pub fn prepare_lab(topology: &Topology, lab_dir: &Path) -> io::Result<()> {
                 .any(|s| matches!(s, Service::Dhcp { .. }))
         {
             if let Some(config) = dhcp_config(topology, lab_dir, node) {
+                private_dir(&agent_dir(lab_dir, "dhcp", &node.name))?;
                 json_file::write_private_json(&dhcp_config_path(lab_dir, &node.name), &config)?;
             }
         }
     }
     Ok(())
-}
-
-pub fn dhcp_config_path(lab_dir: &Path, visited: &str) -> PathBuf {
-    dir(lab_dir).join(format!("dhcp-{visited}.json"))
 }
 
 fn dhcp_config(
@@ -326,7 +353,6 @@ fn dhcp_config(
         .filter(|z| z.server == node.name && z.name.ends_with("in-addr.arpa"))
         .filter_map(|z| DnsTarget::of(topology, lab_dir, &node.name, &z.name))
         .collect();
-    let sig = dir(lab_dir);
     Some(super::dhcp::DhcpConfig {
         name: node.name.clone(),
         interface: bridge.name.clone(),
@@ -346,21 +372,27 @@ fn dhcp_config(
             .unwrap_or(crate::topology::DEFAULT_LEASE_SECS),
         vlr_attached: vlr_attached_path(lab_dir, &node.name),
         vlr_local_socket: vlr_local_socket(lab_dir, &node.name),
-        leases_file: sig.join(format!("dhcp-{}.leases.json", node.name)),
-        queue_file: sig.join(format!("dhcp-{}.queue.json", node.name)),
+        leases_file: agent_dir(lab_dir, "dhcp", &node.name).join("leases.json"),
+        queue_file: agent_dir(lab_dir, "dhcp", &node.name).join("queue.json"),
         reverse_zones,
         events_file: crate::events::path(lab_dir),
     })
+}
+
+/// Makes a directory (and its parents) that only root can enter.
+pub fn private_dir(path: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
 }
 
 /// Binds a Unix socket readable and writable by root only, replacing a stale one (its
 /// directory is made, root only, if it is not there).
 pub fn bind_private(path: &Path) -> io::Result<tokio::net::UnixListener> {
     if let Some(parent) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)?;
+        private_dir(parent)?;
     }
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),

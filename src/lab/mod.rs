@@ -18,6 +18,7 @@ use crate::kernel::executor::{self, ExecError};
 use crate::kernel::netlink::{InterfaceInfo, NetlinkKernel};
 use crate::kernel::netns;
 use crate::plan::{self, Plan};
+use crate::supervisor::enter::View;
 use crate::supervisor::{self, AgentSpec, SupervisorError};
 use crate::topology::{Service, Topology};
 use state::{lab_dir, AgentRecord, LabState, Phase};
@@ -110,7 +111,7 @@ pub fn agent_specs(topology: &Topology) -> Vec<AgentSpec> {
                     kind: service.kind().to_string(),
                     namespace: topology.namespace(&node.name),
                     args: vec!["--config".into(), config.display().to_string()],
-                    view: Default::default(),
+                    view: agent_view(topology, &dir, node, service),
                 });
             }
             if let Service::Echo {
@@ -139,12 +140,65 @@ pub fn agent_specs(topology: &Topology) -> Vec<AgentSpec> {
                         "--ready-after-ms".into(),
                         ready_after_ms.to_string(),
                     ],
-                    view: Default::default(),
+                    view: View::Agent { grants: Vec::new() },
                 });
             }
         }
     }
     specs
+}
+
+/// What one of the lab's agents is granted of the lab's state: its own directory, the
+/// sockets it serves and reaches, the key it signs updates with, the event log. Nothing of
+/// other agents (the HLR's subscriber keys stay the HLR's) or of other labs.
+fn agent_view(
+    topology: &Topology,
+    dir: &std::path::Path,
+    node: &crate::topology::Node,
+    service: &Service,
+) -> View {
+    use crate::agents::signaling::{agent_dir, cell_socket, hlr_socket, vlr_local_socket};
+    let socket_dir =
+        |socket: std::path::PathBuf| socket.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+    let key = |server: &str| crate::dns::keys::raw_path(&crate::dns::config::keys_dir(dir), server);
+    let events = crate::events::path(dir);
+    let name = node.name.as_str();
+    let mut grants = match service {
+        Service::Dns { .. } => vec![crate::dns::config::dns_dir(dir), key(name)],
+        Service::Hlr => vec![
+            agent_dir(dir, "hlr", name),
+            socket_dir(hlr_socket(dir, name)),
+            key(name),
+            events,
+        ],
+        Service::Vlr => {
+            let mut g = vec![
+                agent_dir(dir, "vlr", name),
+                socket_dir(cell_socket(dir, name)),
+                socket_dir(vlr_local_socket(dir, name)),
+                events,
+            ];
+            g.extend(
+                node.partners
+                    .iter()
+                    .filter(|p| topology.node(p).is_some())
+                    .map(|p| socket_dir(hlr_socket(dir, p))),
+            );
+            g
+        }
+        Service::Dhcp { .. } => vec![
+            agent_dir(dir, "dhcp", name),
+            socket_dir(vlr_local_socket(dir, name)),
+            agent_dir(dir, "vlr", name),
+            key(name),
+            events,
+        ],
+        _ => Vec::new(),
+    };
+    // A network without a DNS server has no key to grant; a DHCP server without a VLR
+    // has no list to read.
+    grants.retain(|g| g.exists());
+    View::Agent { grants }
 }
 
 /// Builds a lab. On any failure, or when `cancel` is set, everything made so far is
@@ -657,16 +711,9 @@ pub async fn status(lab: &str) -> Result<LabStatus, LabError> {
         .unwrap_or_default();
     tsig_keys.sort();
     let mut attached = std::collections::BTreeMap::new();
-    for entry in fs::read_dir(crate::agents::signaling::dir(&lab_dir(lab)))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
+    for entry in fs::read_dir(lab_dir(lab)).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        if let Some(visited) = name
-            .strip_prefix("vlr-")
-            .and_then(|n| n.strip_suffix(".attached.json"))
-        {
+        if let Some(visited) = name.strip_prefix("vlr-") {
             attached.insert(
                 visited.to_string(),
                 crate::agents::vlr::attached(&lab_dir(lab), visited),

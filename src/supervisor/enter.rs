@@ -39,6 +39,10 @@ pub enum View {
     /// Nothing of /run/roamlab but `grants` (directories, or files that exist), in a PID
     /// namespace of its own, without the capabilities that would undo that.
     Confined { grants: Vec<std::path::PathBuf> },
+    /// One of the lab's own agents: nothing of /run/roamlab but its `grants` (its own
+    /// directory, the sockets it serves and reaches, the keys it signs with), so that it
+    /// sees nothing of other agents or labs; its capabilities stay.
+    Agent { grants: Vec<std::path::PathBuf> },
 }
 
 /// The capabilities a confined process keeps (everything else leaves its bounding set):
@@ -79,6 +83,8 @@ struct Grant {
 struct Confinement {
     run_dir: CString,
     grants: Vec<Grant>,
+    /// A process of a node: its own /proc, and the capabilities that undo this dropped.
+    untrusted: bool,
 }
 
 pub struct NodeEntry {
@@ -117,7 +123,8 @@ impl NodeEntry {
         }
         let confinement = match view {
             View::Full => None,
-            View::Confined { grants } => Some(confinement(grants)?),
+            View::Confined { grants } => Some(confinement(grants, true)?),
+            View::Agent { grants } => Some(confinement(grants, false)?),
         };
         Ok(NodeEntry {
             namespace: ns,
@@ -172,7 +179,7 @@ impl NodeEntry {
     }
 }
 
-fn confinement(grants: &[std::path::PathBuf]) -> io::Result<Confinement> {
+fn confinement(grants: &[std::path::PathBuf], untrusted: bool) -> io::Result<Confinement> {
     let run_dir = std::path::Path::new(crate::lab::state::RUN_DIR);
     let mut prepared = Vec::new();
     for path in grants {
@@ -208,12 +215,13 @@ fn confinement(grants: &[std::path::PathBuf]) -> io::Result<Confinement> {
     Ok(Confinement {
         run_dir: cstring(run_dir.as_os_str().as_bytes())?,
         grants: prepared,
+        untrusted,
     })
 }
 
 /// Grants one confined process may have (their clones are held in a fixed array: the
 /// child must not allocate).
-const MAX_GRANTS: usize = 8;
+const MAX_GRANTS: usize = 16;
 // The new mount API (Linux 5.2); the numbers are the same on every architecture but alpha.
 const SYS_OPEN_TREE: libc::c_long = 428;
 const SYS_MOVE_MOUNT: libc::c_long = 429;
@@ -287,6 +295,9 @@ impl Confinement {
             if moved < 0 {
                 return Err(io::Error::last_os_error());
             }
+        }
+        if !self.untrusted {
+            return Ok(());
         }
         // A /proc of the process's own PID namespace: no other process of the lab in it.
         mount(Some("proc"), "/proc", Some("proc"), hidden, None::<&str>)?;

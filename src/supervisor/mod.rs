@@ -149,7 +149,7 @@ pub fn start(
             Ok(())
         });
     }
-    let confined = spec.view != View::Full;
+    let confined = matches!(spec.view, View::Confined { .. });
     // A confined agent starts in a PID namespace of its own, made on a thread of its own.
     let child = std::thread::scope(|scope| {
         scope
