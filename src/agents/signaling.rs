@@ -568,7 +568,10 @@ impl Sender {
     }
 
     pub async fn gsup(&self, message: &Message) -> Result<(), IpaError> {
-        self.frame(&Frame::Gsup(message.encode())).await
+        let bytes = message
+            .try_encode()
+            .map_err(|e| IpaError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+        self.frame(&Frame::Gsup(bytes)).await
     }
 }
 

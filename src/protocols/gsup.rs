@@ -253,6 +253,20 @@ impl Message {
         m
     }
 
+    /// The message's bytes, or the first information element too long for GSUP's
+    /// one-octet length (never a wrapped length on the wire).
+    pub fn try_encode(&self) -> Result<Vec<u8>, EncodeError> {
+        let bytes = self.encode();
+        match first_overlong(self) {
+            Some(tag) => Err(EncodeError::TooLong { tag }),
+            None => Ok(bytes),
+        }
+    }
+
+    /// The message's bytes. Every value must fit GSUP's one-octet length; [`try_encode`]
+    /// checks that (a value that does not would be cut here, so nothing decodes wrongly).
+    ///
+    /// [`try_encode`]: Message::try_encode
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![self.msg_type];
         put(&mut out, ie::IMSI, &bcd(&self.imsi));
@@ -426,6 +440,10 @@ fn auth_tuple(bytes: &[u8]) -> Result<AuthTuple, DecodeError> {
             ie::AUTN => {
                 (umts.autn, is_umts) = (value.try_into().map_err(|_| bad("not 16 bytes"))?, true)
             }
+            // As at top level: a RES is 4 to 16 bytes (TS 33.102).
+            ie::RES if value.len() < 4 || value.len() > 16 => {
+                return Err(bad("RES must be 4 to 16 bytes"))
+            }
             ie::RES => (umts.res, is_umts) = (value.to_vec(), true),
             _ => {}
         }
@@ -460,9 +478,50 @@ impl<'a> Iterator for Tlvs<'a> {
 }
 
 fn put(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
+    // A longer value cannot be said in one length octet; `try_encode` refuses it, and here
+    // it is cut rather than wrapped, so the bytes still parse as what they say.
+    let value = &value[..value.len().min(255)];
     out.push(tag);
     out.push(value.len() as u8);
     out.extend_from_slice(value);
+}
+
+/// The first variable-length element of `m` longer than 255 bytes, if any.
+fn first_overlong(m: &Message) -> Option<u8> {
+    let long = |v: &[u8]| v.len() > 255;
+    if m.msisdn.as_deref().is_some_and(long) {
+        return Some(ie::MSISDN);
+    }
+    if m.hlr_number.as_deref().is_some_and(long) {
+        return Some(ie::HLR_NUMBER);
+    }
+    if m.charging.as_deref().is_some_and(long) {
+        return Some(ie::CHARG_CHAR);
+    }
+    if m.pdp_infos.iter().any(|p| long(p)) {
+        return Some(ie::PDP_INFO);
+    }
+    if m.res.as_deref().is_some_and(long) {
+        return Some(ie::RES);
+    }
+    if m.host_name.as_deref().is_some_and(|h| long(h.as_bytes())) {
+        return Some(ie::HOST_NAME);
+    }
+    for t in &m.auth_tuples {
+        // The tuple itself: its IEs (fixed sizes but RES) must fit too.
+        let res = t.umts.as_ref().map_or(0, |u| u.res.len());
+        if res > 255 || 16 + 4 + 8 + 3 * 16 + res + 14 > 255 {
+            return Some(ie::AUTH_TUPLE);
+        }
+    }
+    None
+}
+
+/// Why a message cannot be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    #[error("information element 0x{tag:02x} is longer than 255 bytes")]
+    TooLong { tag: u8 },
 }
 
 /// An MSISDN as osmo-hlr puts it in GSUP: a length octet, then the digits in TBCD.
@@ -678,5 +737,28 @@ mod tests {
             }
             assert_eq!(Message::decode(&m.encode()).unwrap(), m);
         }
+    }
+
+    /// Issue 12, finding 1: a tuple's RES of 166 bytes or more decoded, and re-encoding
+    /// wrapped its length, so the VLR would have forwarded a message that no longer
+    /// decodes. The tuple's RES is now held to 4–16 bytes, and the encoder never wraps.
+    #[test]
+    fn tuple_res_is_bounded_and_lengths_never_wrap() {
+        let mut input = vec![0x04, 0x01, 0x00, 0x03, 0xa8, 0x27, 0xa6];
+        input.extend(std::iter::repeat_n(0u8, 166));
+        assert!(Message::decode(&input).is_err());
+        let mut m = Message::new(msg::INSERT_DATA_REQUEST, "001010000000001");
+        m.host_name = Some("x".repeat(300));
+        assert_eq!(
+            m.try_encode(),
+            Err(EncodeError::TooLong { tag: ie::HOST_NAME })
+        );
+        // What `encode` writes anyway still decodes (the value cut, not the length wrapped).
+        assert!(Message::decode(&m.encode()).is_ok());
+        m.host_name = Some("phone1.home.example".into());
+        assert_eq!(
+            Message::decode(&m.try_encode().unwrap()).unwrap().host_name,
+            m.host_name
+        );
     }
 }

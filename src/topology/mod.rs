@@ -126,6 +126,18 @@ impl StaticRecord {
                 "`{line}`: `{data}` is not an address for an {rtype} record"
             ));
         }
+        // The DNS agent reads the record with hickory's zone parser: so does validation, so
+        // that whatever passes here loads there (a name like `w=ww` does not).
+        let origin = hickory_proto::rr::Name::from_ascii("example.").expect("a name");
+        if let Err(e) = hickory_proto::serialize::txt::Parser::new(
+            format!("$TTL 300\n{line}\n"),
+            None,
+            Some(origin),
+        )
+        .parse()
+        {
+            return Err(format!("`{line}`: {e}"));
+        }
         Ok(StaticRecord {
             name,
             ttl,
