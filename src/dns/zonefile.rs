@@ -27,13 +27,20 @@ fn within(name: &str, zone: &str) -> bool {
     zone == "." || name == zone || name.ends_with(&format!(".{zone}"))
 }
 
-/// The nearest enclosing zone of `zone` among the lab's zones.
-fn parent_of<'a>(topology: &'a Topology, zone: &Zone) -> Option<&'a Zone> {
-    topology
-        .zones
-        .iter()
-        .filter(|z| z.name != zone.name && within(&zone.name, &z.name))
-        .max_by_key(|z| if z.name == "." { 0 } else { z.name.len() })
+/// The name of the nearest enclosing zone of `name` among `zones`: its parent domains are
+/// tried from the nearest up (a few label steps, whatever the number of zones).
+fn parent_of<'a>(name: &str, zones: &std::collections::HashSet<&'a str>) -> Option<&'a str> {
+    let mut rest = name.trim_end_matches('.');
+    if rest.is_empty() {
+        return None; // the root has no parent
+    }
+    while let Some((_, up)) = rest.split_once('.') {
+        if let Some(zone) = zones.get(up) {
+            return Some(zone);
+        }
+        rest = up;
+    }
+    zones.get(".").copied()
 }
 
 fn address_record(ip: IpAddr) -> &'static str {
@@ -69,10 +76,12 @@ pub fn zone_text(topology: &Topology, zone: &Zone) -> String {
         }
     };
     address_of(&zone.server, &ns, &mut lines);
+    let names: std::collections::HashSet<&str> =
+        topology.zones.iter().map(|z| z.name.as_str()).collect();
     for child in topology
         .zones
         .iter()
-        .filter(|c| parent_of(topology, c).is_some_and(|p| p.name == zone.name))
+        .filter(|c| parent_of(&c.name, &names) == Some(zone.name.as_str()))
     {
         let child_ns = server_name(&child.server);
         lines.push(format!("{} IN NS {child_ns}", child.fqdn()));
@@ -137,5 +146,33 @@ mod tests {
                 ("100.51.198.in-addr.arpa", "visited")
             ]
         );
+    }
+
+    /// Issue 12, finding 4: the parent of a zone was found by scanning every zone, for every
+    /// zone (cubic in the number of zones); now by walking up its labels.
+    #[test]
+    fn the_nearest_enclosing_zone_by_its_labels() {
+        let zones: std::collections::HashSet<&str> = [
+            ".",
+            "home.example",
+            "in-addr.arpa",
+            "100.51.198.in-addr.arpa",
+            "51.198.in-addr.arpa",
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            parent_of("100.51.198.in-addr.arpa", &zones),
+            Some("51.198.in-addr.arpa")
+        );
+        assert_eq!(
+            parent_of("51.198.in-addr.arpa", &zones),
+            Some("in-addr.arpa")
+        );
+        assert_eq!(parent_of("home.example", &zones), Some("."));
+        assert_eq!(parent_of("in-addr.arpa", &zones), Some("."));
+        assert_eq!(parent_of(".", &zones), None);
+        let no_root: std::collections::HashSet<&str> = ["home.example"].into_iter().collect();
+        assert_eq!(parent_of("home.example", &no_root), None);
     }
 }
