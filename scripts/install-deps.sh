@@ -18,6 +18,7 @@ packages=(
   isc-dhcp-client # dhclient, udhcpc and dhcpcd: stock DHCP clients the terminals can run
   udhcpc
   dhcpcd-base
+  osmo-hlr        # Osmocom's HLR: the real GSUP peer of the interop test
   ca-certificates
   curl
   build-essential

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Mutex;
 
 use crate::json_file;
@@ -189,6 +188,10 @@ pub struct PartnerHlr {
     pub network: String,
     pub plmn: String,
     pub socket: PathBuf,
+    /// An HLR that is not roamlab's, reached over TCP (GSUP over IPA, as osmo-hlr serves it)
+    /// instead of the private network's socket.
+    #[serde(default)]
+    pub address: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -298,6 +301,7 @@ pub fn prepare_lab(topology: &Topology, lab_dir: &Path) -> io::Result<()> {
                         network: home.name.clone(),
                         plmn: home.plmn.clone()?,
                         socket: hlr_socket(lab_dir, &home.name),
+                        address: home.external_hlr,
                     })
                 })
                 .collect();
@@ -553,13 +557,14 @@ pub fn peer_agent(
     Ok(config)
 }
 
-/// The sending half of a signaling link, shareable between tasks.
+/// The sending half of a signaling link (a Unix socket, or TCP to an external HLR),
+/// shareable between tasks.
 #[derive(Clone)]
-pub struct Sender(Arc<Mutex<OwnedWriteHalf>>);
+pub struct Sender(Arc<Mutex<Box<dyn tokio::io::AsyncWrite + Send + Unpin>>>);
 
 impl Sender {
-    pub fn new(half: OwnedWriteHalf) -> Self {
-        Sender(Arc::new(Mutex::new(half)))
+    pub fn new(half: impl tokio::io::AsyncWrite + Send + Unpin + 'static) -> Self {
+        Sender(Arc::new(Mutex::new(Box::new(half))))
     }
 
     pub async fn frame(&self, frame: &Frame) -> Result<(), IpaError> {
@@ -576,7 +581,10 @@ impl Sender {
 }
 
 /// Reads frames until a GSUP one arrives, answering pings on the way.
-pub async fn next_gsup(reader: &mut OwnedReadHalf, sender: &Sender) -> Result<Vec<u8>, IpaError> {
+pub async fn next_gsup<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
+    sender: &Sender,
+) -> Result<Vec<u8>, IpaError> {
     loop {
         match ipa::read_frame(reader).await? {
             Frame::Gsup(bytes) => return Ok(bytes),
@@ -586,19 +594,48 @@ pub async fn next_gsup(reader: &mut OwnedReadHalf, sender: &Sender) -> Result<Ve
     }
 }
 
-/// Client side of the identity exchange: answers ID_GET with our name, waits for ID_ACK.
-pub async fn identify(
-    reader: &mut OwnedReadHalf,
+/// How long a client waits for ID_ACK or ID_NACK after its identity: roamlab's HLR
+/// answers at once; osmo-hlr never does, and the link is up all the same.
+const ID_ACK_WAIT: Duration = Duration::from_millis(200);
+
+/// Client side of the identity exchange, as libosmocore's GSUP client does it: answers
+/// ID_GET with every tag asked for that it has (unit name and serial number: `name`; unit
+/// ID: `0/0/0`), then takes ID_ACK, or silence, as accepted, and ID_NACK as refused.
+pub async fn identify<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
     sender: &Sender,
     name: &str,
 ) -> Result<(), String> {
-    let exchange = async {
+    let asked = async {
         loop {
             match ipa::read_frame(reader).await.map_err(|e| e.to_string())? {
-                Frame::IdGet(_) => sender
-                    .frame(&Frame::IdResp(vec![(ipa::TAG_UNIT_NAME, name.to_string())]))
+                Frame::IdGet(tags) => return Ok::<_, String>(tags),
+                Frame::Ping => sender
+                    .frame(&Frame::Pong)
                     .await
                     .map_err(|e| e.to_string())?,
+                _ => {}
+            }
+        }
+    };
+    let tags = tokio::time::timeout(HELLO_TIMEOUT, asked)
+        .await
+        .unwrap_or_else(|_| Err("no identity exchange".to_string()))?;
+    let items: Vec<(u8, String)> = tags
+        .iter()
+        .filter_map(|tag| match *tag {
+            ipa::TAG_UNIT_NAME | ipa::TAG_SERIAL => Some((*tag, name.to_string())),
+            ipa::TAG_UNIT_ID => Some((*tag, "0/0/0".to_string())),
+            _ => None,
+        })
+        .collect();
+    sender
+        .frame(&Frame::IdResp(items))
+        .await
+        .map_err(|e| e.to_string())?;
+    let answer = async {
+        loop {
+            match ipa::read_frame(reader).await.map_err(|e| e.to_string())? {
                 Frame::IdAck => return Ok(()),
                 Frame::IdNack => {
                     return Err("the HLR refused our identity (no roaming agreement)".to_string())
@@ -611,9 +648,9 @@ pub async fn identify(
             }
         }
     };
-    tokio::time::timeout(HELLO_TIMEOUT, exchange)
+    tokio::time::timeout(ID_ACK_WAIT, answer)
         .await
-        .unwrap_or_else(|_| Err("no identity exchange".to_string()))
+        .unwrap_or(Ok(()))
 }
 
 fn builtin_client() -> String {

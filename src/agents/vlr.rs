@@ -69,6 +69,8 @@ struct Pending {
 
 struct HlrLink {
     partner: PartnerHlr,
+    /// Whether the log was told this HLR does not know roamlab's own messages.
+    told_no_extensions: std::sync::atomic::AtomicBool,
     sender: tokio::sync::Mutex<Option<Sender>>,
     waiting: Mutex<HashMap<(String, u8), oneshot::Sender<Message>>>,
 }
@@ -293,15 +295,31 @@ impl Reconnect {
 async fn hold_link(vlr: Arc<Vlr>, link: Arc<HlrLink>) {
     let mut retry = Reconnect::new(&link);
     loop {
-        let stream = match UnixStream::connect(&link.partner.socket).await {
-            Ok(s) => s,
+        let connected: std::io::Result<(Box<dyn tokio::io::AsyncRead + Send + Unpin>, Sender)> =
+            match link.partner.address {
+                Some(address) => tokio::net::TcpStream::connect(address).await.map(|s| {
+                    let _ = s.set_nodelay(true);
+                    let (r, w) = s.into_split();
+                    (
+                        Box::new(r) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+                        Sender::new(w),
+                    )
+                }),
+                None => UnixStream::connect(&link.partner.socket).await.map(|s| {
+                    let (r, w) = s.into_split();
+                    (
+                        Box::new(r) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+                        Sender::new(w),
+                    )
+                }),
+            };
+        let (mut reader, sender) = match connected {
+            Ok(pair) => pair,
             Err(e) => {
                 retry.failed(format!("cannot reach the HLR: {e}")).await;
                 continue;
             }
         };
-        let (mut reader, writer) = stream.into_split();
-        let sender = Sender::new(writer);
         if let Err(why) = signaling::identify(&mut reader, &sender, &vlr.name).await {
             retry.failed(why).await;
             continue;
@@ -636,6 +654,28 @@ async fn serve_local(vlr: Arc<Vlr>, stream: UnixStream) {
             return;
         };
         let answer = match (m.msg_type, vlr.partner_of(&m.imsi)) {
+            // roamlab's own messages (0xF0–0xF6) mean nothing to another HLR (osmo-hlr drops
+            // them unanswered): say so once, and refuse for good at once.
+            (msg::SESSION_ADDRESS_REQUEST | msg::SESSION_WITHDRAW_REQUEST, Some(link))
+                if link.partner.address.is_some() =>
+            {
+                if !link
+                    .told_no_extensions
+                    .swap(true, std::sync::atomic::Ordering::SeqCst)
+                {
+                    tracing::warn!(
+                        hlr = %link.partner.network,
+                        "the HLR of {} is not roamlab's and does not know roamlab's session-address messages (0xF0-0xF6): addresses are not reported there, and its DNS does not follow its subscribers",
+                        link.partner.network
+                    );
+                    vlr.emit(
+                        "session addresses not reported",
+                        &m.imsi,
+                        json!({"hlr": link.partner.network, "why": "an HLR that does not know roamlab's messages 0xF0-0xF6"}),
+                    );
+                }
+                m.error_reply(cause::MSG_TYPE_NOT_IMPLEMENTED)
+            }
             (msg::SESSION_ADDRESS_REQUEST | msg::SESSION_WITHDRAW_REQUEST, Some(link)) => {
                 match vlr.request(&link, m.clone()).await {
                     Ok(answer) => answer,
@@ -681,6 +721,7 @@ pub async fn run(config: VlrConfig) -> std::io::Result<()> {
             .map(|p| {
                 Arc::new(HlrLink {
                     partner: p.clone(),
+                    told_no_extensions: Default::default(),
                     sender: tokio::sync::Mutex::new(None),
                     waiting: Mutex::new(HashMap::new()),
                 })

@@ -430,8 +430,12 @@ pub async fn attach(
             }
             let terminal_state: crate::agents::terminal::TerminalState =
                 json_file::read_json(&terminal_state_path(&dir, terminal)).unwrap_or_default();
+            // An HLR that is not roamlab's (osmo-hlr) keeps no DNS: nothing to wait for.
+            let home_keeps_dns = topology
+                .node(&subscriber.home)
+                .is_some_and(|h| h.external_hlr.is_none());
             let resolvable = match terminal_state.address {
-                Some(address) => {
+                Some(address) if home_keeps_dns => {
                     let (topology, host_name) = (topology.clone(), subscriber.hostname.clone());
                     tokio::task::spawn_blocking(move || {
                         wait_resolvable(&topology, &host_name, address)
@@ -444,7 +448,7 @@ pub async fn attach(
                         why,
                     })?
                 }
-                None => None,
+                _ => None,
             };
             Ok(Attached {
                 terminal: terminal.into(),

@@ -15,8 +15,11 @@ const CCM_ID_GET: u8 = 0x04;
 const CCM_ID_RESP: u8 = 0x05;
 const CCM_ID_ACK: u8 = 0x06;
 const CCM_ID_NACK: u8 = 0x07;
-/// The identity tag the peer's name travels in.
+/// Identity tags (libosmocore's IPAC_IDTAG_*): the serial number osmo-hlr routes by, the
+/// unit name, and the unit ID (`site/bts/trx`) libosmocore's IPA server insists on.
+pub const TAG_SERIAL: u8 = 0x00;
 pub const TAG_UNIT_NAME: u8 = 0x01;
+pub const TAG_UNIT_ID: u8 = 0x08;
 
 /// Larger frames are refused: no GSUP message of ours comes near it, and a peer cannot
 /// make us hold more.

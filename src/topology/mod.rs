@@ -177,6 +177,8 @@ pub struct Node {
     pub bridges: Vec<Bridge>,
     pub services: Vec<Service>,
     pub partners: Vec<String>,
+    /// A home network's HLR that roamlab does not run: a GSUP server at this address.
+    pub external_hlr: Option<std::net::SocketAddr>,
     /// Explicit routes; `None` means computed.
     pub routes: Option<Vec<StaticRoute>>,
 }

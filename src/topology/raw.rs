@@ -70,6 +70,10 @@ pub struct RawNode {
     /// Home networks this visited network has a roaming agreement with.
     #[serde(default)]
     pub partners: Vec<String>,
+    /// A home network whose HLR is not roamlab's but a GSUP server at this address
+    /// (osmo-hlr listens on TCP 4222), which its partners' VLRs reach over TCP.
+    #[serde(default)]
+    pub external_hlr: Option<std::net::SocketAddr>,
     /// When given, replaces the computed routes of this node.
     #[serde(default)]
     pub routes: Option<Vec<RawRoute>>,

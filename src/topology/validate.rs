@@ -249,6 +249,7 @@ impl Validator<'_> {
             role,
             domain,
             plmn: None,
+            external_hlr: None,
             bridges,
             services: Vec::new(),
             partners: raw.partners.clone(),
@@ -1018,6 +1019,33 @@ impl Validator<'_> {
             let written = raw.nodes[&node.name].plmn.clone();
             if written.is_some() && node.role != Role::Home {
                 return self.fail(&path, "only a home network has a PLMN");
+            }
+            if let Some(hlr) = raw.nodes[&node.name].external_hlr {
+                let hpath = FieldPath::default()
+                    .key("nodes")
+                    .key(&node.name)
+                    .key("external_hlr");
+                if node.role != Role::Home {
+                    return self.fail(&hpath, "only a home network has an HLR");
+                }
+                if node.services.contains(&Service::Hlr) {
+                    return self.fail(&hpath, "the network runs roamlab's HLR already");
+                }
+                if !node
+                    .bridges
+                    .iter()
+                    .any(|b| b.addresses.iter().any(|a| a.addr() == hlr.ip()))
+                {
+                    return self.fail(
+                        &hpath,
+                        format!(
+                            "{} is not an address of a bridge of `{}`",
+                            hlr.ip(),
+                            node.name
+                        ),
+                    );
+                }
+                node.external_hlr = Some(hlr);
             }
             if node.role != Role::Home {
                 continue;
