@@ -10,6 +10,20 @@ use std::process::{Command, Stdio};
 
 use common::{root_or_skip, text, LabGuard};
 
+/// The built-in lab under `name`, up with its agents.
+fn default_lab(name: &str) -> LabGuard {
+    let lab = LabGuard::new(name);
+    let out = lab.up(None, &[]);
+    assert!(out.status.success(), "up failed: {}", text(&out));
+    lab
+}
+
+/// `roamlab attach TERMINAL`, which must succeed.
+fn attach(lab: &LabGuard, terminal: &str) {
+    let out = common::roamlab(&["attach", terminal, "--lab", &lab.name]);
+    assert!(out.status.success(), "attach {terminal}: {}", text(&out));
+}
+
 /// Removes a namespace made by hand with `ip netns`, however the test ends.
 struct ForeignNamespace {
     name: String,
@@ -95,9 +109,7 @@ fn lab_state_is_closed_to_other_users() {
     if !root_or_skip("lab_state_is_closed_to_other_users") {
         return;
     }
-    let lab = LabGuard::new("atkmodes");
-    let out = lab.up(None, &[]);
-    assert!(out.status.success(), "up failed: {}", text(&out));
+    let _lab = default_lab("atkmodes");
     let mode = |p: &str| {
         std::fs::metadata(p)
             .unwrap_or_else(|e| panic!("{p}: {e}"))
@@ -141,11 +153,8 @@ fn a_process_posing_as_a_vlr_is_refused_and_displaces_nothing() {
     if !root_or_skip("a_process_posing_as_a_vlr_is_refused_and_displaces_nothing") {
         return;
     }
-    let lab = LabGuard::new("atkimpost");
-    let out = lab.up(None, &[]);
-    assert!(out.status.success(), "up failed: {}", text(&out));
-    let attach = common::roamlab(&["attach", "phone1", "--lab", "atkimpost"]);
-    assert!(attach.status.success(), "{}", text(&attach));
+    let lab = default_lab("atkimpost");
+    attach(&lab, "phone1");
 
     let socket = "/run/roamlab/atkimpost/signaling/hlr-home/hlr.sock";
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -173,8 +182,7 @@ fn a_process_posing_as_a_vlr_is_refused_and_displaces_nothing() {
         .count();
     assert!(lines <= 2, "{lines} lines for 20 refusals");
     // The real VLR's link still carries attaches.
-    let attach = common::roamlab(&["attach", "server1", "--lab", "atkimpost"]);
-    assert!(attach.status.success(), "{}", text(&attach));
+    attach(&lab, "server1");
 }
 
 mod dns_wire {
@@ -264,9 +272,7 @@ fn replayed_updates_wrong_algorithms_and_ixfr_are_refused() {
     if !root_or_skip("replayed_updates_wrong_algorithms_and_ixfr_are_refused") {
         return;
     }
-    let lab = LabGuard::new("atkreplay");
-    let out = lab.up(None, &[]);
-    assert!(out.status.success(), "up failed: {}", text(&out));
+    let lab = default_lab("atkreplay");
     let key = std::fs::read("/run/roamlab/atkreplay/keys/home.key").unwrap();
     let lookup = || {
         let out = lab.exec(
@@ -364,11 +370,8 @@ fn processes_in_nodes_see_no_lab_state_and_reach_no_agent() {
     if !root_or_skip("processes_in_nodes_see_no_lab_state_and_reach_no_agent") {
         return;
     }
-    let lab = LabGuard::new("atkview");
-    let out = lab.up(None, &[]);
-    assert!(out.status.success(), "up failed: {}", text(&out));
-    let attach = common::roamlab(&["attach", "phone1", "--lab", "atkview"]);
-    assert!(attach.status.success(), "{}", text(&attach));
+    let lab = default_lab("atkview");
+    attach(&lab, "phone1");
     let status = lab.status_json();
     let hlr_pid = status["agents"]
         .as_array()
@@ -486,9 +489,7 @@ fn a_flood_of_connections_never_stops_a_listener() {
     if !root_or_skip("a_flood_of_connections_never_stops_a_listener") {
         return;
     }
-    let lab = LabGuard::new("atkflood");
-    let out = lab.up(None, &[]);
-    assert!(out.status.success(), "up failed: {}", text(&out));
+    let lab = default_lab("atkflood");
     let status = lab.status_json();
     let vlr = status["agents"]
         .as_array()
@@ -545,8 +546,7 @@ fn a_flood_of_connections_never_stops_a_listener() {
         .unwrap();
     assert!(limited.success());
     // The listener still serves: a new lease reaches the home DNS through it.
-    let attach = common::roamlab(&["attach", "phone1", "--lab", "atkflood"]);
-    assert!(attach.status.success(), "{}", text(&attach));
+    attach(&lab, "phone1");
     let lines = log()
         .lines()
         .filter(|l| l.contains("local socket:"))
@@ -568,11 +568,8 @@ fn the_vlr_local_socket_serves_only_its_own_dhcp_agent() {
     if !root_or_skip("the_vlr_local_socket_serves_only_its_own_dhcp_agent") {
         return;
     }
-    let lab = LabGuard::new("atklocal");
-    let out = lab.up(None, &[]);
-    assert!(out.status.success(), "up failed: {}", text(&out));
-    let attach = common::roamlab(&["attach", "server1", "--lab", "atklocal"]);
-    assert!(attach.status.success(), "{}", text(&attach));
+    let lab = default_lab("atklocal");
+    attach(&lab, "server1");
     let lookup = || {
         let out = lab.exec(
             "fixed1",
@@ -625,9 +622,7 @@ fn each_agent_sees_only_what_it_needs() {
     if !root_or_skip("each_agent_sees_only_what_it_needs") {
         return;
     }
-    let lab = LabGuard::new("atkagents");
-    let out = lab.up(None, &[]);
-    assert!(out.status.success(), "up failed: {}", text(&out));
+    let lab = default_lab("atkagents");
     let status = lab.status_json();
     let view = |agent: &str| -> Vec<String> {
         let pid = common::agent_pid(&status, agent).to_string();
@@ -693,6 +688,5 @@ fn each_agent_sees_only_what_it_needs() {
     );
     assert!(!dns.iter().any(|p| p.starts_with("/signaling")), "{dns:?}");
     // And the lab still works end to end.
-    let attach = common::roamlab(&["attach", "phone1", "--lab", "atkagents"]);
-    assert!(attach.status.success(), "{}", text(&attach));
+    attach(&lab, "phone1");
 }
