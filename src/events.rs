@@ -3,7 +3,7 @@
 //! attach can be read, or watched live with `roamlab events --follow`.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -93,15 +93,91 @@ impl EventLog {
 }
 
 /// Reads every event of a log, in time order; lines that do not parse are skipped.
+/// Every event of a lab, in time order: its agents' log (`path`, the lab's `events.jsonl`)
+/// and each terminal's own (terminals/<name>/events.jsonl, see [`Tail`]).
 pub fn read_all(path: &Path) -> io::Result<Vec<Event>> {
-    let file = File::open(path)?;
-    let mut events: Vec<Event> = io::BufReader::new(file)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str(&l).ok())
-        .collect();
+    File::open(path)?;
+    let mut tail = Tail::new(path);
+    let mut events = tail.poll();
     events.sort_by(|a, b| a.ts.total_cmp(&b.ts));
     Ok(events)
+}
+
+/// Reads a lab's event logs as they grow. A terminal (the subscriber's device, which the
+/// lab does not trust) writes only to a log of its own, and every line read from it is
+/// put in that terminal's name, whatever it says: it can speak for itself, never for an
+/// agent of the networks or for another terminal.
+pub struct Tail {
+    main: PathBuf,
+    terminals: PathBuf,
+    offsets: std::collections::HashMap<PathBuf, u64>,
+}
+
+impl Tail {
+    /// `path`: the lab's `events.jsonl`; reading starts at the beginning of every log.
+    pub fn new(path: &Path) -> Self {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Tail {
+            main: path.to_path_buf(),
+            terminals: dir.join("terminals"),
+            offsets: Default::default(),
+        }
+    }
+
+    /// Skips what the logs hold now: later polls return only what is added.
+    pub fn skip_to_end(&mut self) {
+        for (path, _) in self.sources() {
+            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            self.offsets.insert(path, len);
+        }
+    }
+
+    fn sources(&self) -> Vec<(PathBuf, Option<String>)> {
+        let mut all = vec![(self.main.clone(), None)];
+        for entry in std::fs::read_dir(&self.terminals)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(name) = entry.file_name().into_string() {
+                all.push((entry.path().join("events.jsonl"), Some(name)));
+            }
+        }
+        all
+    }
+
+    /// The whole lines added to the logs since the last poll.
+    pub fn poll(&mut self) -> Vec<Event> {
+        use std::io::{Read, Seek};
+        let mut events = Vec::new();
+        for (path, terminal) in self.sources() {
+            let Ok(mut file) = File::open(&path) else {
+                continue;
+            };
+            let at = self.offsets.get(&path).copied().unwrap_or(0);
+            if file.seek(io::SeekFrom::Start(at)).is_err() {
+                continue;
+            }
+            let mut text = Vec::new();
+            if file.read_to_end(&mut text).is_err() {
+                continue;
+            }
+            // A line still being written waits for the next poll.
+            let whole = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            self.offsets.insert(path, at + whole as u64);
+            for line in text[..whole].split(|b| *b == b'\n') {
+                let Ok(mut e) = serde_json::from_slice::<Event>(line) else {
+                    continue;
+                };
+                if let Some(name) = &terminal {
+                    e.agent = format!("{name}/terminal");
+                    e.terminal = Some(name.clone());
+                }
+                events.push(e);
+            }
+        }
+        events
+    }
 }
 
 /// One event for people: `06:31:02.123456  visited/vlr  Attach accept  phone1  msisdn=…`.
@@ -135,6 +211,40 @@ pub fn format(e: &Event) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A terminal writes its own log; what it writes there is read in its name only, so it
+    /// cannot forge an HLR's or another terminal's events.
+    #[test]
+    fn a_terminals_lines_are_read_in_its_name() {
+        let dir = std::env::temp_dir().join(format!("roamlab-events-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("terminals/phone1")).unwrap();
+        let main = path(&dir);
+        EventLog::open(&main, "home/hlr").unwrap().emit(
+            "UpdateLocation result",
+            Some("phone1"),
+            serde_json::json!({}),
+        );
+        let forged =
+            EventLog::open(&dir.join("terminals/phone1/events.jsonl"), "home/hlr").unwrap();
+        forged.emit(
+            "home DNS record set",
+            Some("server1"),
+            serde_json::json!({}),
+        );
+        let mut tail = Tail::new(&main);
+        let all = tail.poll();
+        assert_eq!(all.len(), 2);
+        let from_terminal = all
+            .iter()
+            .find(|e| e.event == "home DNS record set")
+            .unwrap();
+        assert_eq!(from_terminal.agent, "phone1/terminal");
+        assert_eq!(from_terminal.terminal.as_deref(), Some("phone1"));
+        assert!(tail.poll().is_empty(), "read twice");
+        forged.emit("attached", None, serde_json::json!({}));
+        assert_eq!(tail.poll().len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn events_are_readable_lines() {

@@ -119,7 +119,12 @@ fn lab_state_is_closed_to_other_users() {
     };
     assert_eq!(mode("/run/roamlab"), 0o700);
     assert_eq!(mode("/run/roamlab/atkmodes"), 0o700);
-    for file in ["topology.yaml", "events.jsonl", "state.json"] {
+    for file in [
+        "topology.yaml",
+        "events.jsonl",
+        "state.json",
+        "namespaces.jsonl",
+    ] {
         let path = format!("/run/roamlab/atkmodes/{file}");
         assert_eq!(mode(&path), 0o600, "{path}");
     }
@@ -455,13 +460,13 @@ fn processes_in_nodes_see_no_lab_state_and_reach_no_agent() {
         [
             "/run/roamlab",
             "/run/roamlab/atkview",
-            "/run/roamlab/atkview/events.jsonl",
             "/run/roamlab/atkview/signaling",
             "/run/roamlab/atkview/signaling/cell-visited",
             "/run/roamlab/atkview/signaling/cell-visited/cell.sock",
             "/run/roamlab/atkview/terminals",
             "/run/roamlab/atkview/terminals/phone1",
             "/run/roamlab/atkview/terminals/phone1/config.json",
+            "/run/roamlab/atkview/terminals/phone1/events.jsonl",
             "/run/roamlab/atkview/terminals/phone1/state.json",
         ]
     );

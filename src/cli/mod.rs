@@ -653,7 +653,6 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn print_events(lab: &str, follow: bool, json: bool) -> Result<()> {
-    use std::io::{BufRead, Seek};
     let path = crate::events::path(&crate::lab::state::lab_dir(lab));
     let show = |e: &crate::events::Event| {
         if json {
@@ -668,22 +667,16 @@ fn print_events(lab: &str, follow: bool, json: bool) -> Result<()> {
     if !follow {
         return Ok(());
     }
-    let mut file = std::fs::File::open(&path)?;
-    file.seek(std::io::SeekFrom::End(0))?;
-    let mut reader = std::io::BufReader::new(file);
-    let mut line = String::new();
+    let mut tail = crate::events::Tail::new(&path);
+    tail.skip_to_end();
     loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            if !crate::lab::state::lab_dir(lab).exists() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-            continue;
+        let mut new = tail.poll();
+        new.sort_by(|a, b| a.ts.total_cmp(&b.ts));
+        new.iter().for_each(show);
+        if !crate::lab::state::lab_dir(lab).exists() {
+            return Ok(());
         }
-        if let Ok(e) = serde_json::from_str::<crate::events::Event>(&line) {
-            show(&e);
-        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

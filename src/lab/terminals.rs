@@ -370,7 +370,8 @@ pub async fn attach(
         claim_host_name: None,
         cell_socket: signaling::cell_socket(&dir, &visited),
         state_file: terminal_state_path(&dir, terminal),
-        events_file: crate::events::path(&dir),
+        // Its own log: the lab's is not the device's to write (see `events::Tail`).
+        events_file: signaling::terminal_dir(&dir, terminal).join("events.jsonl"),
         interface: "eth0".into(),
         dhcp: true,
         dhcp_client: dhcp_client.to_string(),
@@ -385,7 +386,7 @@ pub async fn attach(
         .and_then(|_| crate::events::create(&config.events_file))
         .and_then(|_| json_file::write_private_json(&config_path, &config))
         .and_then(|_| etc::write_node(&topology, terminal));
-    // The subscriber's device sees its own files, its cell and the event log, nothing else.
+    // The subscriber's device sees its own files (its log among them) and its cell.
     let view = View::Confined {
         grants: vec![
             own_dir,
@@ -394,7 +395,6 @@ pub async fn attach(
                 .parent()
                 .map(|p| p.to_path_buf())
                 .unwrap_or_default(),
-            config.events_file.clone(),
         ],
     };
     if let Err(e) = written {
