@@ -1,5 +1,5 @@
 //! The lab's event log: every agent appends one JSON line per event (time, agent, event,
-//! terminal, fields) to `events.jsonl` in the lab's state directory, so the flow of an
+//! terminal, fields) to the lab's event log ([`LabDir::events`]), so the flow of an
 //! attach can be read, or watched live with `roamlab events --follow`.
 
 use std::fs::{File, OpenOptions};
@@ -10,9 +10,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-pub fn path(lab_dir: &Path) -> PathBuf {
-    lab_dir.join("events.jsonl")
-}
+use crate::contract::LabDir;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Event {
@@ -92,12 +90,12 @@ impl EventLog {
     }
 }
 
-/// Reads every event of a log, in time order; lines that do not parse are skipped.
-/// Every event of a lab, in time order: its agents' log (`path`, the lab's `events.jsonl`)
-/// and each terminal's own (terminals/<name>/events.jsonl, see [`Tail`]).
-pub fn read_all(path: &Path) -> io::Result<Vec<Event>> {
-    File::open(path)?;
-    let mut tail = Tail::new(path);
+/// Every event of a lab, in time order: its agents' log and each terminal's own (see
+/// [`Tail`]); lines that do not parse are skipped.
+pub fn read_all(lab: &LabDir) -> io::Result<Vec<Event>> {
+    File::open(lab.events())
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", lab.events().display())))?;
+    let mut tail = Tail::new(lab);
     let mut events = tail.poll();
     events.sort_by(|a, b| a.ts.total_cmp(&b.ts));
     Ok(events)
@@ -114,12 +112,11 @@ pub struct Tail {
 }
 
 impl Tail {
-    /// `path`: the lab's `events.jsonl`; reading starts at the beginning of every log.
-    pub fn new(path: &Path) -> Self {
-        let dir = path.parent().unwrap_or(Path::new("."));
+    /// Reading starts at the beginning of every log.
+    pub fn new(lab: &LabDir) -> Self {
         Tail {
-            main: path.to_path_buf(),
-            terminals: dir.join("terminals"),
+            main: lab.events(),
+            terminals: lab.terminals(),
             offsets: Default::default(),
         }
     }
@@ -218,20 +215,20 @@ mod tests {
     fn a_terminals_lines_are_read_in_its_name() {
         let dir = std::env::temp_dir().join(format!("roamlab-events-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("terminals/phone1")).unwrap();
-        let main = path(&dir);
+        let lab = LabDir::at(&dir);
+        let main = lab.events();
         EventLog::open(&main, "home/hlr").unwrap().emit(
             "UpdateLocation result",
             Some("phone1"),
             serde_json::json!({}),
         );
-        let forged =
-            EventLog::open(&dir.join("terminals/phone1/events.jsonl"), "home/hlr").unwrap();
+        let forged = EventLog::open(&lab.terminal_events("phone1"), "home/hlr").unwrap();
         forged.emit(
             "home DNS record set",
             Some("server1"),
             serde_json::json!({}),
         );
-        let mut tail = Tail::new(&main);
+        let mut tail = Tail::new(&lab);
         let all = tail.poll();
         assert_eq!(all.len(), 2);
         let from_terminal = all

@@ -1,9 +1,9 @@
-//! JSON files the lab keeps: agents' configurations and state (leases, queues, SQNs,
+//! Files the lab keeps, and their directories, private to root. JSON files: agents' configurations and state (leases, queues, SQNs,
 //! attached lists). Written whole through a temporary file and a rename, readable by root
 //! only (configurations hold subscriber keys); read errors name the file.
 
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -40,4 +40,13 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> io::Result<T> {
             format!("{}: {e}", path.display()),
         )
     })
+}
+
+/// Makes a directory (and its parents) that only root can enter.
+pub fn private_dir(path: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
 }

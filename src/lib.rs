@@ -6,6 +6,7 @@
 
 pub mod agents;
 pub mod cli;
+pub mod contract;
 pub mod dns;
 pub mod events;
 pub mod json_file;

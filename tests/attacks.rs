@@ -176,7 +176,10 @@ fn a_process_posing_as_a_vlr_is_refused_and_displaces_nothing() {
             );
         }
     });
-    let log = std::fs::read_to_string("/run/roamlab/atkimpost/agents/home.hlr.log").unwrap();
+    let log = std::fs::read_to_string(
+        roamlab::contract::LabDir::of("atkimpost").agent_log("home", "hlr"),
+    )
+    .unwrap();
     assert!(
         log.contains("refused a peer that is not a VLR agent"),
         "{log}"
@@ -332,7 +335,10 @@ fn replayed_updates_wrong_algorithms_and_ixfr_are_refused() {
         .expect("a TSIG record in the answer");
     assert_eq!(tsig.data.error, Some(TsigError::BadKey));
 
-    let log = std::fs::read_to_string("/run/roamlab/atkreplay/agents/home.dns.log").unwrap();
+    let log = std::fs::read_to_string(
+        roamlab::contract::LabDir::of("atkreplay").agent_log("home", "dns"),
+    )
+    .unwrap();
     assert!(
         log.contains("an update seen before (a retransmission or a replay)"),
         "{log}"
@@ -536,7 +542,12 @@ fn a_flood_of_connections_never_stops_a_listener() {
         }
     }
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let log = || std::fs::read_to_string("/run/roamlab/atkflood/agents/visited.vlr.log").unwrap();
+    let log = || {
+        std::fs::read_to_string(
+            roamlab::contract::LabDir::of("atkflood").agent_log("visited", "vlr"),
+        )
+        .unwrap()
+    };
     assert!(
         log().contains("local socket: accept failed")
             || log().contains("local socket: connection refused: over the limit")
@@ -615,7 +626,10 @@ fn the_vlr_local_socket_serves_only_its_own_dhcp_agent() {
         before,
         "the forged report changed the home record"
     );
-    let log = std::fs::read_to_string("/run/roamlab/atklocal/agents/visited.vlr.log").unwrap();
+    let log = std::fs::read_to_string(
+        roamlab::contract::LabDir::of("atklocal").agent_log("visited", "vlr"),
+    )
+    .unwrap();
     assert!(log.contains("local socket: refused: process"), "{log}");
 }
 
@@ -684,8 +698,16 @@ fn each_agent_sees_only_what_it_needs() {
         "the VLR signs nothing: {vlr:?}"
     );
     assert!(
-        dhcp.contains(&"/vlr-visited/attached.json".to_string()),
+        dhcp.contains(&"/vlr-visited/published/attached.json".to_string()),
         "{dhcp:?}"
+    );
+    assert!(
+        !dhcp.contains(&"/vlr-visited/config.json".to_string()),
+        "the DHCP server sees the VLR's list, not the VLR's files: {dhcp:?}"
+    );
+    assert!(
+        !dns.iter().any(|p| p.starts_with("/dns-visited")),
+        "one DNS server sees another's zones: {dns:?}"
     );
     assert!(
         !dhcp.iter().any(|p| p.starts_with("/signaling/hlr-")),

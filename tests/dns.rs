@@ -50,7 +50,7 @@ fn dns_update(args: &[&str]) -> std::process::Output {
 }
 
 fn secret(lab: &str, node: &str) -> String {
-    let raw = std::fs::read(format!("/run/roamlab/{lab}/keys/{node}.key")).expect("key file");
+    let raw = std::fs::read(roamlab::contract::LabDir::of(lab).key_file(node)).expect("key file");
     data_encoding::BASE64.encode(&raw)
 }
 
@@ -267,7 +267,10 @@ fn unsigned_wrong_and_unknown_key_updates_are_refused_and_change_nothing() {
         ""
     );
     assert_eq!(serial(&lab, "192.0.2.53", "home.example"), serial_before);
-    let log = std::fs::read_to_string("/run/roamlab/dnsrefuse/agents/home.dns.log").unwrap();
+    let log = std::fs::read_to_string(
+        roamlab::contract::LabDir::of("dnsrefuse").agent_log("home", "dns"),
+    )
+    .unwrap();
     assert!(
         log.contains("invalid TSIG signature") && log.contains("no TSIG key name matched"),
         "refusals are not logged"

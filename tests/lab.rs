@@ -249,7 +249,10 @@ fn cleanup_after_kill_9_of_up_half_way_leaves_nothing() {
         .unwrap();
     // Half-way: the fabric is built and `up` waits for the stalled agent.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::path::Path::new("/run/roamlab/e2ekill/agents/fixed1.echo.log").exists() {
+    while !roamlab::contract::LabDir::of("e2ekill")
+        .agent_log("fixed1", "echo")
+        .exists()
+    {
         assert!(Instant::now() < deadline, "up never reached its agents");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -311,7 +314,10 @@ fn interrupting_up_removes_what_was_built() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::path::Path::new("/run/roamlab/e2eint/agents/fixed1.echo.log").exists() {
+    while !roamlab::contract::LabDir::of("e2eint")
+        .agent_log("fixed1", "echo")
+        .exists()
+    {
         assert!(Instant::now() < deadline, "up never reached its agents");
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -148,10 +148,7 @@ fn a_terminal_attaches_through_osmo_hlr() {
         "{}",
         text(&attach)
     );
-    let events = roamlab::events::read_all(&roamlab::events::path(std::path::Path::new(
-        "/run/roamlab/osmointer",
-    )))
-    .unwrap();
+    let events = roamlab::events::read_all(&roamlab::contract::LabDir::of("osmointer")).unwrap();
     let seen = |what: &str| {
         events
             .iter()
@@ -172,7 +169,10 @@ fn a_terminal_attaches_through_osmo_hlr() {
 
     // roamlab's own session-address messages are not sent on: said once, plainly.
     let vlr_log = || {
-        std::fs::read_to_string("/run/roamlab/osmointer/agents/visited.vlr.log").unwrap_or_default()
+        std::fs::read_to_string(
+            roamlab::contract::LabDir::of("osmointer").agent_log("visited", "vlr"),
+        )
+        .unwrap_or_default()
     };
     let told = common::within(Duration::from_secs(5), || {
         vlr_log().contains("does not know roamlab's session-address messages")
@@ -188,12 +188,10 @@ fn a_terminal_attaches_through_osmo_hlr() {
     let detach = roamlab(&["detach", "phone1", "--lab", "osmointer"]);
     assert!(detach.status.success(), "{}", text(&detach));
     let purged = common::within(Duration::from_secs(5), || {
-        roamlab::events::read_all(&roamlab::events::path(std::path::Path::new(
-            "/run/roamlab/osmointer",
-        )))
-        .unwrap()
-        .iter()
-        .any(|e| e.agent == "visited/vlr" && e.event == "PurgeMS result")
+        roamlab::events::read_all(&roamlab::contract::LabDir::of("osmointer"))
+            .unwrap()
+            .iter()
+            .any(|e| e.agent == "visited/vlr" && e.event == "PurgeMS result")
     });
     assert!(purged.is_some(), "no PurgeMS result from osmo-hlr");
 }

@@ -55,10 +55,9 @@ fn short(lab: &LabGuard, node: &str, args: &[&str]) -> String {
 }
 
 fn leases(lab: &str) -> Vec<serde_json::Value> {
-    let v: serde_json::Value = roamlab::json_file::read_json(&std::path::PathBuf::from(format!(
-        "/run/roamlab/{lab}/dhcp-visited/leases.json"
-    )))
-    .unwrap_or_default();
+    let v: serde_json::Value =
+        roamlab::json_file::read_json(&roamlab::contract::LabDir::of(lab).dhcp_leases("visited"))
+            .unwrap_or_default();
     v["leases"]
         .as_object()
         .map(|m| m.values().cloned().collect())
@@ -267,7 +266,10 @@ fn refused_and_unauthorised_terminals_get_no_lease_and_no_record() {
         "an unattached host got a lease: {}",
         text(&result)
     );
-    let log = std::fs::read_to_string("/run/roamlab/roamrefuse/agents/visited.dhcp.log").unwrap();
+    let log = std::fs::read_to_string(
+        roamlab::contract::LabDir::of("roamrefuse").agent_log("visited", "dhcp"),
+    )
+    .unwrap();
     assert!(
         log.contains("not authorised by the VLR"),
         "the refusal is not logged"
@@ -506,8 +508,10 @@ fn stock_dhcp_clients_get_leases_and_their_names_are_understood() {
             "phone1.home.example.",
             "{client}: reverse"
         );
-        let log =
-            std::fs::read_to_string("/run/roamlab/roamstock/agents/visited.dhcp.log").unwrap();
+        let log = std::fs::read_to_string(
+            roamlab::contract::LabDir::of("roamstock").agent_log("visited", "dhcp"),
+        )
+        .unwrap();
         let named = log
             .lines()
             .rev()
@@ -567,14 +571,14 @@ fn leases_are_renewed_at_t1_and_a_renewal_writes_nothing_new() {
         ),
         phone
     );
-    let events = roamlab::events::read_all(&roamlab::events::path(std::path::Path::new(
-        "/run/roamlab/roamrenew",
-    )))
-    .unwrap();
+    let events = roamlab::events::read_all(&roamlab::contract::LabDir::of("roamrenew")).unwrap();
     let count = |what: &str| events.iter().filter(|e| e.event == what).count();
     assert_eq!(count("lease bound"), 2, "a renewal bound a lease again");
     assert_eq!(count("home DNS record set"), 2, "a renewal wrote DNS again");
-    let log = std::fs::read_to_string("/run/roamlab/roamrenew/agents/phone1.terminal.log").unwrap();
+    let log = std::fs::read_to_string(
+        roamlab::contract::LabDir::of("roamrenew").agent_log("phone1", "terminal"),
+    )
+    .unwrap();
     assert!(log.matches("lease renewed").count() >= 3, "{log}");
 }
 
@@ -627,10 +631,7 @@ fn a_rebinding_client_keeps_its_address_and_nothing_is_written_again() {
         rebound.server, NO_SERVER,
         "the ACK names the server that answered"
     );
-    let events = roamlab::events::read_all(&roamlab::events::path(std::path::Path::new(
-        "/run/roamlab/roamrebind",
-    )))
-    .unwrap();
+    let events = roamlab::events::read_all(&roamlab::contract::LabDir::of("roamrebind")).unwrap();
     let count = |what: &str| events.iter().filter(|e| e.event == what).count();
     assert_eq!(count("lease bound"), 1, "a rebind bound the lease again");
     assert_eq!(count("home DNS record set"), 1, "a rebind wrote DNS again");
@@ -665,7 +666,10 @@ fn a_stock_client_claiming_another_subscribers_name_gets_no_lease_and_no_record(
             text(&out)
         );
     }
-    let log = std::fs::read_to_string("/run/roamlab/roamclaim/agents/visited.dhcp.log").unwrap();
+    let log = std::fs::read_to_string(
+        roamlab::contract::LabDir::of("roamclaim").agent_log("visited", "dhcp"),
+    )
+    .unwrap();
     for claim in ["phone2.home.example", "phone2"] {
         assert!(
             log.contains(&format!(
@@ -727,10 +731,7 @@ fn a_vlr_crash_loses_no_registration_lease_or_record() {
     for t in status["terminals"].as_array().unwrap() {
         assert_eq!(t["registered"], true, "{t}");
     }
-    let events = roamlab::events::read_all(&roamlab::events::path(std::path::Path::new(
-        "/run/roamlab/roamvlrcrash",
-    )))
-    .unwrap();
+    let events = roamlab::events::read_all(&roamlab::contract::LabDir::of("roamvlrcrash")).unwrap();
     let count = |what: &str| events.iter().filter(|e| e.event == what).count();
     assert_eq!(count("attached again"), 2);
     assert_eq!(count("lease ended"), 0);
@@ -909,7 +910,10 @@ fn a_terminal_cannot_pose_as_another_on_the_cell() {
         "a lease changed"
     );
     assert!(leases("roamspoof").len() <= 3, "{:?}", leases("roamspoof"));
-    let log = std::fs::read_to_string("/run/roamlab/roamspoof/agents/visited.dhcp.log").unwrap();
+    let log = std::fs::read_to_string(
+        roamlab::contract::LabDir::of("roamspoof").agent_log("visited", "dhcp"),
+    )
+    .unwrap();
     assert!(
         log.contains("from another link-layer address"),
         "the spoofing is not logged: {log}"

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use common::{roamlab, root_or_skip, text, LabGuard};
 use roamlab::agents::terminal::{AttachError, Terminal};
+use roamlab::contract::published::read_attached;
+use roamlab::contract::LabDir;
 use roamlab::protocols::gsup::{cause, msg, Message};
 use roamlab::protocols::ipa::{self, Frame};
 use roamlab::protocols::milenage::Milenage;
@@ -38,12 +40,8 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn dir(lab: &str) -> PathBuf {
-    PathBuf::from("/run/roamlab").join(lab)
-}
-
 fn cell(lab: &str, visited: &str) -> PathBuf {
-    roamlab::agents::signaling::cell_socket(&dir(lab), visited)
+    LabDir::of(lab).cell_socket(visited)
 }
 
 fn keys(k: &str, opc: &str) -> Milenage {
@@ -59,7 +57,7 @@ fn keys(k: &str, opc: &str) -> Milenage {
 
 /// The IMSIs a VLR lists as attached.
 fn attached(lab: &str, visited: &str) -> Vec<String> {
-    roamlab::agents::vlr::attached(&dir(lab), visited)
+    read_attached(&LabDir::of(lab).vlr_attached(visited))
         .into_iter()
         .map(|t| t.imsi)
         .collect()
@@ -68,20 +66,18 @@ fn attached(lab: &str, visited: &str) -> Vec<String> {
 /// Where the HLR believes a subscriber is registered.
 fn registered_at(lab: &str, home: &str, imsi: &str) -> Option<String> {
     let state: serde_json::Value =
-        roamlab::json_file::read_json(&dir(lab).join(format!("hlr-{home}")).join("state.json"))
-            .unwrap_or_default();
+        roamlab::json_file::read_json(&LabDir::of(lab).hlr_state(home)).unwrap_or_default();
     state[imsi]["vlr"].as_str().map(String::from)
 }
 
 fn sqn(lab: &str, home: &str, imsi: &str) -> u64 {
     let state: serde_json::Value =
-        roamlab::json_file::read_json(&dir(lab).join(format!("hlr-{home}")).join("state.json"))
-            .unwrap();
+        roamlab::json_file::read_json(&LabDir::of(lab).hlr_state(home)).unwrap();
     state[imsi]["sqn"].as_u64().unwrap()
 }
 
 fn events(lab: &str) -> Vec<(String, String)> {
-    roamlab::events::read_all(&roamlab::events::path(&dir(lab)))
+    roamlab::events::read_all(&LabDir::of(lab))
         .unwrap()
         .into_iter()
         .map(|e| (e.agent, e.event))
@@ -274,7 +270,7 @@ fn refusals_carry_causes_and_leave_nothing_authorised() {
         "a refused terminal is listed"
     );
     assert_eq!(registered_at("sigrefuse", "home", imsi), None);
-    let log = std::fs::read_to_string(dir("sigrefuse").join("agents/visited.vlr.log")).unwrap();
+    let log = std::fs::read_to_string(LabDir::of("sigrefuse").agent_log("visited", "vlr")).unwrap();
     for why in [
         "IMSI unknown in HLR",
         "the terminal could not authenticate the network",
@@ -315,7 +311,7 @@ fn no_roaming_agreement_is_refused_by_the_vlr_and_by_the_hlr() {
     // A process that is not a VLR agent of the lab and reaches the HLR's socket anyway
     // (root, outside every node) is refused before the identity exchange: the kernel says
     // who it is, whatever unit name it would send.
-    let socket = dir("sigpartner").join("signaling/hlr-home2/hlr.sock");
+    let socket = LabDir::of("sigpartner").hlr_socket("home2");
     rt().block_on(async {
         let stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
         let (mut reader, _writer) = stream.into_split();
@@ -324,7 +320,7 @@ fn no_roaming_agreement_is_refused_by_the_vlr_and_by_the_hlr() {
             "the HLR spoke to a peer that is not a VLR agent"
         );
     });
-    let log = std::fs::read_to_string(dir("sigpartner").join("agents/home2.hlr.log")).unwrap();
+    let log = std::fs::read_to_string(LabDir::of("sigpartner").agent_log("home2", "hlr")).unwrap();
     assert!(
         log.contains("refused a peer that is not a VLR agent"),
         "{log}"
@@ -425,7 +421,7 @@ fn garbage_silence_and_hang_ups_on_every_socket_leave_the_agents_serving() {
         return;
     };
     let pids = common::agent_pids(&lab.status_json());
-    let hlr_socket = dir("siggarbage").join("signaling/hlr-home/hlr.sock");
+    let hlr_socket = LabDir::of("siggarbage").hlr_socket("home");
     let cell_socket = cell("siggarbage", "visited");
     rt().block_on(async {
         use tokio::io::AsyncWriteExt;
@@ -495,7 +491,7 @@ fn an_hlr_that_lost_its_sequence_numbers_resynchronises_with_auts() {
             .success());
     }
     common::kill_agent(&lab.status_json(), "hlr");
-    std::fs::remove_file(dir("sigresync").join("hlr-home/state.json")).unwrap();
+    std::fs::remove_file(LabDir::of("sigresync").hlr_state("home")).unwrap();
     assert!(roamlab(&["restart", "--lab", "sigresync", "home/hlr"])
         .status
         .success());

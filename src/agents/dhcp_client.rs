@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use dhcproto::v4::{self, DhcpOption, MessageType, Opcode, OptionCode};
 use dhcproto::Encodable;
 
-use super::dhcp::{bind_dhcp_socket, decode};
+use crate::protocols::dhcp::{bind_socket, decode};
 
 const RETRANSMIT: Duration = Duration::from_millis(500);
 /// For a lease whose time is not known (a stock client took it): renew after half of this;
@@ -132,7 +132,7 @@ pub async fn acquire(
     host_name: Option<&str>,
     timeout: Duration,
 ) -> Result<Lease, String> {
-    let socket = bind_dhcp_socket(interface, 68)
+    let socket = bind_socket(interface, 68)
         .map_err(|e| format!("cannot bind udp 0.0.0.0:68 on {interface}: {e}"))?;
     let deadline = Instant::now() + timeout;
     let xid: u32 = rand_xid();
@@ -161,7 +161,7 @@ pub async fn acquire(
 
 /// Gives the lease back.
 pub async fn release(interface: &str, mac: [u8; 6], lease: &Lease) -> Result<(), String> {
-    let socket = bind_dhcp_socket(interface, 68).map_err(|e| e.to_string())?;
+    let socket = bind_socket(interface, 68).map_err(|e| e.to_string())?;
     let mut m = message(MessageType::Release, rand_xid(), &mac, None);
     m.set_ciaddr(lease.address).set_flags(v4::Flags::default());
     m.opts_mut()
@@ -191,7 +191,7 @@ pub async fn renew(
     timeout: Duration,
 ) -> Result<Lease, RenewError> {
     let failed = |e: &dyn std::fmt::Display| RenewError::Socket(e.to_string());
-    let socket = bind_dhcp_socket(interface, 68).map_err(|e| failed(&e))?;
+    let socket = bind_socket(interface, 68).map_err(|e| failed(&e))?;
     let mut m = message(MessageType::Request, rand_xid(), &mac, None);
     m.set_ciaddr(lease.address).set_flags(v4::Flags::default());
     let bytes = m.to_vec().map_err(|e| failed(&e))?;

@@ -15,7 +15,9 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::queue::{dns_failure, DurableQueue, Failure};
-use super::signaling::{self, HlrConfig, Sender, SubscriberRecord};
+use super::signaling::{self, Sender};
+use crate::contract::configs::{hex_key, DnsTarget, HlrConfig, PartnerPool, SubscriberRecord};
+use crate::contract::{AgentKind, LabDir};
 use crate::events::EventLog;
 use crate::json_file;
 use crate::protocols::gsup::{
@@ -53,16 +55,6 @@ pub struct SubscriberState {
     /// subscriber (it is the one that can have authenticated the terminal).
     #[serde(default)]
     pub challenged_by: Option<String>,
-}
-
-/// An address range a visited network leases from: session addresses it reports must lie
-/// in one of its own.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PartnerPool {
-    pub network: String,
-    pub start: IpAddr,
-    pub end: IpAddr,
 }
 
 /// A message for a VLR.
@@ -115,7 +107,7 @@ impl HlrCore {
     ) -> std::io::Result<Self> {
         let mut subscribers = HashMap::new();
         for r in records {
-            let milenage = Milenage::new(&signaling::hex_key(&r.k)?, &signaling::hex_key(&r.opc)?);
+            let milenage = Milenage::new(&hex_key(&r.k)?, &hex_key(&r.opc)?);
             subscribers.insert(
                 r.imsi.clone(),
                 Subscriber {
@@ -493,12 +485,12 @@ pub async fn run(config: HlrConfig) -> std::io::Result<()> {
 
 /// Applies one change to the home DNS (a replace keeps exactly one address per name).
 async fn update_home_dns(
-    target: signaling::DnsTarget,
+    target: DnsTarget,
     op: DnsOp,
     events: std::sync::Arc<EventLog>,
 ) -> Result<(), Failure> {
     use crate::dns::update::{self, Change, RecordData, RecordKind};
-    let t = target.update_target().map_err(|e| e.to_string())?;
+    let t = crate::dns::update::UpdateTarget::load(&target).map_err(|e| e.to_string())?;
     let (change, what) = match &op {
         DnsOp::Set { host_name, address } => (
             Change::Replace {
@@ -592,7 +584,7 @@ async fn serve_vlr(
 ) {
     // Only a VLR agent of this lab reaches this socket, and the kernel says which one.
     let peer_network = match signaling::peer_agent(&stream, "vlr", signaling::PeerNode::Any) {
-        Ok(config) => signaling::vlr_of_config(&config),
+        Ok(config) => LabDir::node_of_config(&config, AgentKind::Vlr),
         Err(why) => {
             let pid = stream.peer_cred().ok().and_then(|c| c.pid()).unwrap_or(0);
             if let Some(n) = live
@@ -766,8 +758,8 @@ mod tests {
         );
         let tuple = &out.send[0].message.auth_tuples[0];
         let m = Milenage::new(
-            &signaling::hex_key("465b5ce8b199b49faa5f0a2ee238a6bc").unwrap(),
-            &signaling::hex_key("cd63cb71954a9f4e48a5994e37a02baf").unwrap(),
+            &hex_key("465b5ce8b199b49faa5f0a2ee238a6bc").unwrap(),
+            &hex_key("cd63cb71954a9f4e48a5994e37a02baf").unwrap(),
         );
         let umts = tuple.umts.as_ref().unwrap();
         match milenage::check_challenge(&m, &tuple.rand, &umts.autn, &milenage::sqn_bytes(0)) {
@@ -972,8 +964,8 @@ mod tests {
     fn resynchronisation_adopts_the_terminals_sequence_number() {
         let mut hlr = core();
         let m = Milenage::new(
-            &signaling::hex_key("465b5ce8b199b49faa5f0a2ee238a6bc").unwrap(),
-            &signaling::hex_key("cd63cb71954a9f4e48a5994e37a02baf").unwrap(),
+            &hex_key("465b5ce8b199b49faa5f0a2ee238a6bc").unwrap(),
+            &hex_key("cd63cb71954a9f4e48a5994e37a02baf").unwrap(),
         );
         let rand = [9u8; 16];
         let mut sai = req(msg::SEND_AUTH_INFO_REQUEST, "001010000000001");

@@ -1,9 +1,11 @@
-//! Agents: the processes the supervisor runs inside nodes. Each is `roamlab agent KIND`,
+//! Agents: the processes the supervisor runs inside nodes (the lab's HLR, VLR, DHCP and
+//! DNS servers, and terminals). Each is `roamlab agent KIND`,
 //! binds its sockets, then calls [`notify_ready`], and exits cleanly on SIGTERM.
 
 pub mod cell_tap;
 pub mod dhcp;
 pub mod dhcp_client;
+pub mod dns;
 pub mod echo;
 pub mod hlr;
 pub mod leases;
@@ -16,7 +18,7 @@ pub mod vlr;
 use std::io::Write;
 use std::os::fd::FromRawFd;
 
-use crate::supervisor::READY_FD_ENV;
+use crate::contract::published::READY_FD_ENV;
 
 /// Tells the supervisor this agent is ready (a no-op when not started by one).
 pub fn notify_ready() {

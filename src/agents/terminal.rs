@@ -7,30 +7,16 @@
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::unix::OwnedReadHalf;
 use tokio::net::UnixStream;
 
-use super::signaling::{self, Sender, TerminalConfig, REQUEST_TIMEOUT};
+use super::signaling::{self, Sender, REQUEST_TIMEOUT};
+use crate::contract::configs::{hex_key, TerminalConfig};
+use crate::contract::published::TerminalState;
 use crate::events::EventLog;
-use crate::json_file;
 use crate::protocols::gsup::{cause, msg, Message};
 use crate::protocols::milenage::{self, Challenge, Milenage};
-
-/// The prefix of the log line that tells `roamlab attach` why an attach failed.
-pub const REJECT_MARK: &str = "ATTACH REJECTED: ";
-
-/// What the terminal keeps between runs (its SQN_MS) and tells `roamlab attach` (its address).
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-pub struct TerminalState {
-    pub sqn_ms: u64,
-    #[serde(default)]
-    pub address: Option<std::net::Ipv4Addr>,
-    /// Whether the network has it registered (false once it was detached or refused).
-    #[serde(default)]
-    pub registered: bool,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
@@ -281,9 +267,9 @@ async fn hold_address(
             json!({"address": lease.address, "router": lease.router, "lease_secs": lease.lease_secs}),
         );
         *current.lock().expect("lock") = Some(lease.clone());
-        let mut state: TerminalState = json_file::read_json(&config.state_file).unwrap_or_default();
+        let mut state = TerminalState::read(&config.state_file);
         state.address = Some(lease.address);
-        let _ = json_file::write_private_json(&config.state_file, &state);
+        let _ = state.write(&config.state_file);
     }
 }
 
@@ -479,22 +465,31 @@ async fn serve_http(port: u16, host_name: String) {
     }
 }
 
+/// Records why the attach failed, for `roamlab attach` to say, and gives the error the
+/// agent exits with.
+fn refused(config: &TerminalConfig, state: &mut TerminalState, why: String) -> std::io::Error {
+    state.registered = false;
+    state.refused = Some(why.clone());
+    if let Err(e) = state.write(&config.state_file) {
+        tracing::warn!("cannot record why the attach failed: {e}");
+    }
+    std::io::Error::other(why)
+}
+
 /// Runs the terminal agent: attach, take an address, ready; on SIGTERM release and detach.
 pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
     let events = std::sync::Arc::new(EventLog::open(
         &config.events_file,
         &format!("{}/terminal", config.name),
     )?);
-    let keys = Milenage::new(
-        &signaling::hex_key(&config.k)?,
-        &signaling::hex_key(&config.opc)?,
-    );
-    let mut state: TerminalState = json_file::read_json(&config.state_file).unwrap_or_default();
+    let keys = Milenage::new(&hex_key(&config.k)?, &hex_key(&config.opc)?);
+    let mut state = TerminalState::read(&config.state_file);
     state.address = None;
+    state.refused = None;
     let mac = mac_of(&config.interface);
     let mut terminal = match Terminal::connect(&config.cell_socket, &config.imsi).await {
         Ok(t) => t,
-        Err(e) => return Err(std::io::Error::other(format!("{REJECT_MARK}{e}"))),
+        Err(e) => return Err(refused(&config, &mut state, e.to_string())),
     };
     events.emit(
         "attaching",
@@ -510,7 +505,7 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
         )
         .await;
     // The sequence number moves on whatever the outcome, as a USIM's does.
-    if let Err(e) = json_file::write_private_json(&config.state_file, &state) {
+    if let Err(e) = state.write(&config.state_file) {
         tracing::warn!("cannot keep SQN_MS: {e}");
     }
     let granted = match outcome {
@@ -521,8 +516,7 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
                 Some(&config.name),
                 json!({"why": e.to_string()}),
             );
-            eprintln!("{REJECT_MARK}{e}");
-            return Err(std::io::Error::other(e.to_string()));
+            return Err(refused(&config, &mut state, e.to_string()));
         }
     };
     tracing::info!(host_name = ?granted.host_name, msisdn = ?granted.msisdn, "attached");
@@ -550,12 +544,9 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
                 .await
                 .map_err(std::io::Error::other)?;
         if let Err(why) = got {
-            eprintln!(
-                "{REJECT_MARK}attached, but {} got no address: {why}",
-                config.dhcp_client
-            );
             let _ = terminal.detach().await;
-            return Err(std::io::Error::other(why));
+            let why = format!("attached, but {} got no address: {why}", config.dhcp_client);
+            return Err(refused(&config, &mut state, why));
         }
         let (address, prefix_len, gateway) = address_of(&config.interface).await?;
         // The one-shot clients (udhcpc -q, dhcpcd -1) do not stay to renew; the agent keeps
@@ -585,7 +576,7 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
             json!({"address": address, "client": config.dhcp_client}),
         );
         state.address = Some(address);
-        json_file::write_private_json(&config.state_file, &state)?;
+        state.write(&config.state_file)?;
     } else if config.dhcp {
         let Some(mac) = mac else {
             return Err(std::io::Error::other(format!(
@@ -603,9 +594,9 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
         let l = match got {
             Ok(l) => l,
             Err(why) => {
-                eprintln!("{REJECT_MARK}attached, but no address: {why}");
                 let _ = terminal.detach().await;
-                return Err(std::io::Error::other(why));
+                let why = format!("attached, but no address: {why}");
+                return Err(refused(&config, &mut state, why));
             }
         };
         configure(&config.interface, &l).await?;
@@ -616,7 +607,7 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
             json!({"address": l.address, "router": l.router, "lease_secs": l.lease_secs}),
         );
         state.address = Some(l.address);
-        json_file::write_private_json(&config.state_file, &state)?;
+        state.write(&config.state_file)?;
         *current.lock().expect("lock") = Some(l.clone());
         tokio::spawn(hold_address(
             config.clone(),
@@ -675,7 +666,7 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
                 tracing::info!("the network dropped us: {why}");
                 events.emit("dropped by the network", Some(&config.name), json!({"why": why}));
                 state.registered = false;
-                let _ = json_file::write_private_json(&config.state_file, &state);
+                let _ = state.write(&config.state_file);
                 // Stay until told to go, so the lab's view of the terminal does not vanish.
                 (&mut stop).await;
                 break;
@@ -684,7 +675,7 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
     }
     state.address = None;
     state.registered = false;
-    let _ = json_file::write_private_json(&config.state_file, &state);
+    let _ = state.write(&config.state_file);
     Ok(())
 }
 
@@ -720,7 +711,7 @@ async fn reattach(
             Ok::<_, AttachError>(t)
         }
         .await;
-        if let Err(e) = json_file::write_private_json(&config.state_file, &*state) {
+        if let Err(e) = state.write(&config.state_file) {
             tracing::warn!("cannot keep SQN_MS: {e}");
         }
         match tried {

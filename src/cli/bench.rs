@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::agents::signaling;
 use crate::agents::terminal::Terminal;
 use crate::protocols::milenage::Milenage;
 use crate::topology::{Subscriber, Topology};
@@ -54,11 +53,10 @@ pub fn run(
     concurrent: usize,
     rounds: usize,
 ) -> Result<()> {
-    let dir = crate::lab::state::lab_dir(lab);
-    let text =
-        std::fs::read_to_string(dir.join("topology.yaml")).context("read the lab's topology")?;
+    let dir = crate::contract::LabDir::of(lab);
+    let text = std::fs::read_to_string(dir.topology()).context("read the lab's topology")?;
     let topology = Topology::parse(&text, "topology")?;
-    let cell = signaling::cell_socket(&dir, visited);
+    let cell = dir.cell_socket(visited);
     let roaming: Vec<&Subscriber> = topology.subscribers.iter().filter(|s| s.roaming).collect();
     if roaming.len() < concurrent.max(1) {
         bail!(

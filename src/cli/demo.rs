@@ -113,7 +113,7 @@ pub fn run_demo(keep: bool) -> Result<()> {
     );
 
     d.step("Bring up the built-in lab: core, home, visited, fixed1, fixed2");
-    if lab::state::lab_dir(LAB).exists() {
+    if crate::contract::LabDir::of(LAB).path().exists() {
         lab::cleanup(Some(LAB), true);
     }
     let mut topology = Topology::parse(DEFAULT_TOPOLOGY, DEFAULT_SOURCE)?;

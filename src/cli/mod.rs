@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::json_file;
+use crate::contract::configs;
+use crate::contract::published::read_attached;
+use crate::contract::LabDir;
 use crate::lab::{self, UpOptions};
 use crate::topology::{Topology, DEFAULT_SOURCE, DEFAULT_TOPOLOGY};
 
@@ -500,7 +502,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 },
                 (_, None) => bail!("add and replace need the record's data"),
             };
-            let (node, target) = update::target_in_lab(&crate::lab::state::lab_dir(&lab), &zone)
+            let (node, target) = update::target_in_lab(&LabDir::of(&lab), &zone)
                 .with_context(|| format!("lab {lab}"))?;
             let namespace = crate::topology::namespace_name(&lab, &node);
             update::send_from(&namespace, target, change)?;
@@ -521,10 +523,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 at.as_deref(),
                 dhcp_client.as_str(),
             ))?;
-            let vlr =
-                crate::agents::vlr::attached(&crate::lab::state::lab_dir(&lab), &attached.visited);
+            let dir = LabDir::of(&lab);
+            let vlr = read_attached(&dir.vlr_attached(&attached.visited));
             let imsi = crate::topology::Topology::parse(
-                &std::fs::read_to_string(crate::lab::state::lab_dir(&lab).join("topology.yaml"))?,
+                &std::fs::read_to_string(dir.topology())?,
                 "topology",
             )?
             .subscribers
@@ -606,34 +608,33 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Agent { agent } => match agent {
             AgentCommand::Hlr { config } => {
-                let config = json_file::read_json(&config).context("hlr agent")?;
+                let config = configs::load(&config).context("hlr agent")?;
                 runtime()?
                     .block_on(crate::agents::hlr::run(config))
                     .context("hlr agent")
             }
             AgentCommand::Vlr { config } => {
-                let config = json_file::read_json(&config).context("vlr agent")?;
+                let config = configs::load(&config).context("vlr agent")?;
                 runtime()?
                     .block_on(crate::agents::vlr::run(config))
                     .context("vlr agent")
             }
             AgentCommand::Dhcp { config } => {
-                let config = json_file::read_json(&config).context("dhcp agent")?;
+                let config = configs::load(&config).context("dhcp agent")?;
                 runtime()?
                     .block_on(crate::agents::dhcp::run(config))
                     .context("dhcp agent")
             }
             AgentCommand::Terminal { config } => {
-                let config = json_file::read_json(&config).context("terminal agent")?;
+                let config = configs::load(&config).context("terminal agent")?;
                 runtime()?
                     .block_on(crate::agents::terminal::run(config))
                     .context("terminal agent")
             }
             AgentCommand::Dns { config } => {
-                let config =
-                    crate::dns::config::DnsAgentConfig::load(&config).context("dns agent")?;
+                let config = configs::load(&config).context("dns agent")?;
                 runtime()?
-                    .block_on(crate::dns::agent::run(config))
+                    .block_on(crate::agents::dns::run(config))
                     .context("dns agent")
             }
             AgentCommand::Echo {
@@ -653,7 +654,7 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn print_events(lab: &str, follow: bool, json: bool) -> Result<()> {
-    let path = crate::events::path(&crate::lab::state::lab_dir(lab));
+    let dir = LabDir::of(lab);
     let show = |e: &crate::events::Event| {
         if json {
             println!("{}", serde_json::to_string(e).unwrap_or_default());
@@ -661,19 +662,18 @@ fn print_events(lab: &str, follow: bool, json: bool) -> Result<()> {
             println!("{}", crate::events::format(e));
         }
     };
-    let events =
-        crate::events::read_all(&path).with_context(|| format!("lab {lab}: {}", path.display()))?;
+    let events = crate::events::read_all(&dir).with_context(|| format!("lab {lab}"))?;
     events.iter().for_each(show);
     if !follow {
         return Ok(());
     }
-    let mut tail = crate::events::Tail::new(&path);
+    let mut tail = crate::events::Tail::new(&dir);
     tail.skip_to_end();
     loop {
         let mut new = tail.poll();
         new.sort_by(|a, b| a.ts.total_cmp(&b.ts));
         new.iter().for_each(show);
-        if !crate::lab::state::lab_dir(lab).exists() {
+        if !dir.path().exists() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));

@@ -1,8 +1,8 @@
 //! Tables for people: what `up` built and what `status` finds.
 
-use crate::lab::state::AgentRecord;
 use crate::lab::LabStatus;
 use crate::plan::{Plan, Step};
+use crate::supervisor::AgentRecord;
 use crate::topology::Topology;
 
 /// Rows of (node, namespace, interface, addresses, agents), aligned in columns.

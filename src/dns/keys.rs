@@ -6,7 +6,9 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use crate::contract::LabDir;
 
 /// 256-bit secrets, the size of the hmac-sha256 output.
 const SECRET_BYTES: usize = 32;
@@ -26,14 +28,6 @@ impl std::fmt::Debug for TsigKey {
 /// The key name of a node's DNS server.
 pub fn key_name(node: &str) -> String {
     format!("roamlab-{node}")
-}
-
-pub fn raw_path(dir: &Path, node: &str) -> PathBuf {
-    dir.join(format!("{node}.key"))
-}
-
-pub fn conf_path(dir: &Path, node: &str) -> PathBuf {
-    dir.join(format!("{node}.conf"))
 }
 
 impl TsigKey {
@@ -56,20 +50,21 @@ impl TsigKey {
     }
 
     /// Writes both key files, readable by root only.
-    pub fn write(&self, dir: &Path, node: &str) -> io::Result<()> {
-        fs::create_dir_all(dir)?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
-        write_private(&raw_path(dir, node), &self.secret)?;
+    pub fn write(&self, lab: &LabDir, node: &str) -> io::Result<()> {
+        let dir = lab.keys();
+        fs::create_dir_all(&dir)?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+        write_private(&lab.key_file(node), &self.secret)?;
         let conf = format!(
             "key \"{}\" {{\n\talgorithm hmac-sha256;\n\tsecret \"{}\";\n}};\n",
             self.name,
             self.base64()
         );
-        write_private(&conf_path(dir, node), conf.as_bytes())
+        write_private(&lab.key_conf(node), conf.as_bytes())
     }
 
-    pub fn load(dir: &Path, node: &str) -> io::Result<Self> {
-        let path = raw_path(dir, node);
+    pub fn load(lab: &LabDir, node: &str) -> io::Result<Self> {
+        let path = lab.key_file(node);
         let secret = fs::read(&path)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         Ok(TsigKey {

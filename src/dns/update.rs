@@ -57,6 +57,24 @@ pub struct UpdateTarget {
     pub ttl: u32,
 }
 
+impl UpdateTarget {
+    /// The target an agent's configuration names, with the key read from its file.
+    pub fn load(target: &crate::contract::configs::DnsTarget) -> std::io::Result<Self> {
+        let secret = std::fs::read(&target.key_file).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("{}: {e}", target.key_file.display()))
+        })?;
+        Ok(UpdateTarget {
+            server: target.server,
+            zone: target.zone.clone(),
+            key: TsigKey {
+                name: target.key_name.clone(),
+                secret,
+            },
+            ttl: target.ttl,
+        })
+    }
+}
+
 /// One change to a zone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -306,25 +324,22 @@ pub fn send_from(namespace: &str, target: UpdateTarget, change: Change) -> Resul
 /// Finds, among a lab's DNS agents, the server of `zone`, and builds the target that
 /// updates it with that server's key. Returns the server's node too.
 pub fn target_in_lab(
-    lab_dir: &std::path::Path,
+    lab: &crate::contract::LabDir,
     zone: &str,
 ) -> Result<(String, UpdateTarget), UpdateError> {
-    let dir = super::config::dns_dir(lab_dir);
-    let entries = std::fs::read_dir(&dir)
-        .map_err(|e| UpdateError::Invalid(format!("{}: {e}", dir.display())))?;
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.extension().is_none_or(|x| x != "json") {
-            continue;
-        }
-        let config = super::config::DnsAgentConfig::load(&path)
-            .map_err(|e| UpdateError::Invalid(e.to_string()))?;
+    use crate::contract::{configs, AgentKind, LabDir};
+    let entries = std::fs::read_dir(lab.path())
+        .map_err(|e| UpdateError::Invalid(format!("{}: {e}", lab.path().display())))?;
+    let mut servers: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| LabDir::node_of_config(&e.path().join("config.json"), AgentKind::Dns))
+        .collect();
+    servers.sort();
+    for node in servers {
+        let path = lab.agent_config(AgentKind::Dns, &node);
+        let config: configs::DnsAgentConfig =
+            configs::load(&path).map_err(|e| UpdateError::Invalid(e.to_string()))?;
         let Some(z) = config.zone(zone) else { continue };
-        let node = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default()
-            .to_string();
         let Some(key) = &z.update_key else {
             return Err(UpdateError::Invalid(format!(
                 "zone {zone} (served by {node}) takes no updates"

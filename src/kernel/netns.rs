@@ -14,6 +14,13 @@ use nix::sched::{setns, unshare, CloneFlags};
 use crate::plan::Sysctl;
 
 /// Where named namespaces live, shared with iproute2.
+/// Where `ip netns exec` (and our own entry) finds a namespace's hosts and resolv.conf.
+pub const ETC_NETNS: &str = "/etc/netns";
+
+pub fn etc_dir(namespace: &str) -> std::path::PathBuf {
+    std::path::Path::new(ETC_NETNS).join(namespace)
+}
+
 pub const NETNS_DIR: &str = "/run/netns";
 
 pub fn path_of(name: &str) -> PathBuf {

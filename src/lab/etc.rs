@@ -4,15 +4,10 @@
 
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
 
 use crate::topology::Topology;
 
-pub const ETC_NETNS: &str = "/etc/netns";
-
-pub fn dir_of(namespace: &str) -> PathBuf {
-    Path::new(ETC_NETNS).join(namespace)
-}
+pub use crate::kernel::netns::etc_dir as dir_of;
 
 /// The hosts file: each node's first address under the node's name.
 pub fn hosts_file(topology: &Topology) -> String {

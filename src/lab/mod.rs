@@ -2,6 +2,7 @@
 //! `down` and `cleanup` (one teardown that keeps going past errors and treats "not found"
 //! as done), and `status`.
 
+mod configs;
 pub mod etc;
 pub mod state;
 pub mod terminals;
@@ -14,14 +15,18 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::contract::configs::{self as agent_configs, TerminalConfig};
+use crate::contract::published::TerminalState;
+use crate::contract::{AgentKind, LabDir};
 use crate::kernel::executor::{self, ExecError};
 use crate::kernel::netlink::{InterfaceInfo, NetlinkKernel};
 use crate::kernel::netns;
 use crate::plan::{self, Plan};
 use crate::supervisor::enter::View;
+use crate::supervisor::AgentRecord;
 use crate::supervisor::{self, AgentSpec, SupervisorError};
 use crate::topology::{Service, Topology};
-use state::{lab_dir, AgentRecord, LabState, Phase};
+use state::{LabState, Phase};
 
 /// How long an agent gets to exit after SIGTERM.
 pub(crate) const STOP_GRACE: Duration = Duration::from_secs(2);
@@ -94,16 +99,15 @@ pub fn agent_specs(topology: &Topology) -> Vec<AgentSpec> {
     let mut specs = Vec::new();
     for node in &topology.nodes {
         for service in &node.services {
-            let dir = lab_dir(&topology.name);
-            let config = match service {
-                Service::Dns { .. } => Some(crate::dns::config::config_path(&dir, &node.name)),
-                Service::Hlr => Some(crate::agents::signaling::hlr_config_path(&dir, &node.name)),
-                Service::Vlr => Some(crate::agents::signaling::vlr_config_path(&dir, &node.name)),
-                Service::Dhcp { .. } => {
-                    Some(crate::agents::signaling::dhcp_config_path(&dir, &node.name))
-                }
+            let dir = LabDir::of(&topology.name);
+            let kind = match service {
+                Service::Dns { .. } => Some(AgentKind::Dns),
+                Service::Hlr => Some(AgentKind::Hlr),
+                Service::Vlr => Some(AgentKind::Vlr),
+                Service::Dhcp { .. } => Some(AgentKind::Dhcp),
                 _ => None,
             };
+            let config = kind.map(|k| dir.agent_config(k, &node.name));
             if let Some(config) = config {
                 specs.push(AgentSpec {
                     node: node.name.clone(),
@@ -153,44 +157,44 @@ pub fn agent_specs(topology: &Topology) -> Vec<AgentSpec> {
 /// other agents (the HLR's subscriber keys stay the HLR's) or of other labs.
 fn agent_view(
     topology: &Topology,
-    dir: &std::path::Path,
+    dir: &LabDir,
     node: &crate::topology::Node,
     service: &Service,
 ) -> View {
-    use crate::agents::signaling::{agent_dir, cell_socket, hlr_socket, vlr_local_socket};
     let socket_dir =
         |socket: std::path::PathBuf| socket.parent().map(|p| p.to_path_buf()).unwrap_or_default();
-    let key = |server: &str| crate::dns::keys::raw_path(&crate::dns::config::keys_dir(dir), server);
-    let events = crate::events::path(dir);
     let name = node.name.as_str();
+    let key = dir.key_file(name);
+    let events = dir.events();
     let mut grants = match service {
-        Service::Dns { .. } => vec![crate::dns::config::dns_dir(dir), key(name)],
+        Service::Dns { .. } => vec![dir.agent_dir(AgentKind::Dns, name), key],
         Service::Hlr => vec![
-            agent_dir(dir, "hlr", name),
-            socket_dir(hlr_socket(dir, name)),
-            key(name),
+            dir.agent_dir(AgentKind::Hlr, name),
+            socket_dir(dir.hlr_socket(name)),
+            key,
             events,
         ],
         Service::Vlr => {
             let mut g = vec![
-                agent_dir(dir, "vlr", name),
-                socket_dir(cell_socket(dir, name)),
-                socket_dir(vlr_local_socket(dir, name)),
+                dir.agent_dir(AgentKind::Vlr, name),
+                socket_dir(dir.cell_socket(name)),
+                socket_dir(dir.vlr_local_socket(name)),
                 events,
             ];
             g.extend(
                 node.partners
                     .iter()
                     .filter(|p| topology.node(p).is_some())
-                    .map(|p| socket_dir(hlr_socket(dir, p))),
+                    .map(|p| socket_dir(dir.hlr_socket(p))),
             );
             g
         }
+        // The VLR's published list, not the VLR's directory.
         Service::Dhcp { .. } => vec![
-            agent_dir(dir, "dhcp", name),
-            socket_dir(vlr_local_socket(dir, name)),
-            agent_dir(dir, "vlr", name),
-            key(name),
+            dir.agent_dir(AgentKind::Dhcp, name),
+            socket_dir(dir.vlr_local_socket(name)),
+            dir.vlr_published(name),
+            key,
             events,
         ],
         _ => Vec::new(),
@@ -245,15 +249,15 @@ async fn build(
         let (topology, text, dir) = (
             opts.topology.clone(),
             opts.source_text.clone(),
-            lab_dir(&lab),
+            LabDir::of(&lab),
         );
         std::thread::spawn(move || -> Result<(), (&'static str, std::io::Error)> {
             // Every subscriber's K and OPc: root only.
-            crate::json_file::write_private(&dir.join("topology.yaml"), text.as_bytes())
+            crate::json_file::write_private(&dir.topology(), text.as_bytes())
                 .map_err(|e| ("save topology", e))?;
-            crate::dns::config::prepare_lab(&topology, &dir)
+            configs::write_dns_configs(&topology, &dir)
                 .map_err(|e| ("write DNS zones and keys", e))?;
-            crate::agents::signaling::prepare_lab(&topology, &dir)
+            configs::write_agent_configs(&topology, &dir)
                 .map_err(|e| ("write HLR and VLR configurations", e))?;
             etc::write_all(&topology).map_err(|e| ("write /etc/netns files", e))
         })
@@ -277,7 +281,7 @@ async fn build(
             if cancel.load(Ordering::SeqCst) {
                 return Err(LabError::Interrupted { lab });
             }
-            let log_dir = lab_dir(&lab).join("agents");
+            let log_dir = LabDir::of(&lab).logs();
             let (timeout, cancel) = (opts.ready_timeout, cancel.clone());
             let started = tokio::task::spawn_blocking(move || {
                 supervisor::start(&spec, &log_dir, timeout, &cancel)
@@ -308,7 +312,7 @@ async fn build(
 fn claim(lab: &str, planned: &[String]) -> Result<(), LabError> {
     state::create_run_dir().map_err(io_err(lab, "create /run/roamlab"))?;
     for _ in 0..2 {
-        match state::create_private_dir(&lab_dir(lab)) {
+        match state::create_private_dir(LabDir::of(lab).path()) {
             Ok(()) => {
                 let orphans: Vec<String> = planned
                     .iter()
@@ -316,7 +320,7 @@ fn claim(lab: &str, planned: &[String]) -> Result<(), LabError> {
                     .cloned()
                     .collect();
                 if !orphans.is_empty() {
-                    let _ = fs::remove_dir_all(lab_dir(lab));
+                    let _ = fs::remove_dir_all(LabDir::of(lab).path());
                     return Err(LabError::Orphans {
                         lab: lab.to_string(),
                         namespaces: orphans.join(", "),
@@ -480,7 +484,7 @@ pub fn teardown(lab: &str) -> TeardownReport {
     // /etc/netns files of a namespace that is gone but was the lab's.
     namespaces.extend(state::ledger(lab).entries().into_iter().map(|e| e.name));
     remove_namespaces(lab, &namespaces, &mut report);
-    let dir = lab_dir(lab);
+    let dir = LabDir::of(lab).path().to_path_buf();
     // The ledger is the only proof of what the lab made: keep it while a namespace of the
     // lab's could not be removed.
     if dir.exists() && report.errors.iter().all(|e| !e.starts_with("namespace ")) {
@@ -529,7 +533,7 @@ pub fn restart_agent(lab: &str, agent: &str) -> Result<AgentRecord, LabError> {
     let never = AtomicBool::new(false);
     let record = supervisor::start(
         &AgentSpec::of(&old),
-        &lab_dir(lab).join("agents"),
+        &LabDir::of(lab).logs(),
         RESTART_READY_TIMEOUT,
         &never,
     )
@@ -541,7 +545,7 @@ pub fn restart_agent(lab: &str, agent: &str) -> Result<AgentRecord, LabError> {
 
 /// Stops a lab. Everything that can be removed is, even when some parts fail.
 pub fn down(lab: &str) -> Result<TeardownReport, LabError> {
-    if !lab_dir(lab).exists() && namespaces_with_prefix(lab).is_empty() {
+    if !LabDir::of(lab).path().exists() && namespaces_with_prefix(lab).is_empty() {
         return Err(LabError::NotFound {
             lab: lab.to_string(),
             running: running_list(),
@@ -625,7 +629,8 @@ pub struct LabStatus {
     /// TSIG key files (BIND syntax, for `nsupdate -k`), one per DNS server node.
     pub tsig_keys: Vec<String>,
     /// Each VLR's list of attached terminals.
-    pub attached: std::collections::BTreeMap<String, Vec<crate::agents::vlr::AttachedTerminal>>,
+    pub attached:
+        std::collections::BTreeMap<String, Vec<crate::contract::published::AttachedTerminal>>,
     pub terminals: Vec<TerminalStatus>,
 }
 
@@ -700,7 +705,8 @@ pub async fn status(lab: &str) -> Result<LabStatus, LabError> {
             log: a.log.display().to_string(),
         })
         .collect();
-    let keys_dir = crate::dns::config::keys_dir(&lab_dir(lab));
+    let dir = LabDir::of(lab);
+    let keys_dir = dir.keys();
     let mut tsig_keys: Vec<String> = fs::read_dir(&keys_dir)
         .map(|d| {
             d.filter_map(|e| e.ok().map(|e| e.path()))
@@ -711,29 +717,21 @@ pub async fn status(lab: &str) -> Result<LabStatus, LabError> {
         .unwrap_or_default();
     tsig_keys.sort();
     let mut attached = std::collections::BTreeMap::new();
-    for entry in fs::read_dir(lab_dir(lab)).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        if let Some(visited) = name.strip_prefix("vlr-") {
-            attached.insert(
-                visited.to_string(),
-                crate::agents::vlr::attached(&lab_dir(lab), visited),
-            );
+    for entry in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+        let config = entry.path().join("config.json");
+        if let Some(visited) = LabDir::node_of_config(&config, AgentKind::Vlr) {
+            let list = crate::contract::published::read_attached(&dir.vlr_attached(&visited));
+            attached.insert(visited, list);
         }
     }
     let terminals = state
         .terminals
         .iter()
         .map(|t| {
-            let dir = lab_dir(lab);
-            let own: crate::agents::terminal::TerminalState = crate::json_file::read_json(
-                &crate::agents::signaling::terminal_state_path(&dir, &t.name),
-            )
-            .unwrap_or_default();
-            let imsi = crate::json_file::read_json::<crate::agents::signaling::TerminalConfig>(
-                &crate::agents::signaling::terminal_config_path(&dir, &t.name),
-            )
-            .map(|c| c.imsi)
-            .unwrap_or_default();
+            let own = TerminalState::read(&dir.terminal_state(&t.name));
+            let imsi = agent_configs::load::<TerminalConfig>(&dir.terminal_config(&t.name))
+                .map(|c| c.imsi)
+                .unwrap_or_default();
             let alive = state
                 .agents
                 .iter()
@@ -755,7 +753,7 @@ pub async fn status(lab: &str) -> Result<LabStatus, LabError> {
         lab: lab.to_string(),
         phase: state.phase,
         source: state.source,
-        state_dir: lab_dir(lab).display().to_string(),
+        state_dir: dir.path().display().to_string(),
         nodes,
         agents,
     })

@@ -8,13 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// Root of all labs' state.
-pub const RUN_DIR: &str = "/run/roamlab";
-const STATE_FILE: &str = "state.json";
-
-pub fn lab_dir(lab: &str) -> PathBuf {
-    Path::new(RUN_DIR).join(lab)
-}
+use crate::contract::{LabDir, RUN_DIR};
 
 /// Creates /run/roamlab, open to root only: labs' keys, subscriber data and signaling
 /// sockets live below it.
@@ -32,7 +26,7 @@ pub fn create_private_dir(path: &Path) -> io::Result<()> {
 
 /// The record of every namespace the lab made (see [`crate::kernel::netns::Ledger`]).
 pub fn ledger(lab: &str) -> crate::kernel::netns::Ledger {
-    crate::kernel::netns::Ledger::at(lab_dir(lab).join("namespaces.jsonl"))
+    crate::kernel::netns::Ledger::at(LabDir::of(lab).namespaces())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,7 +47,7 @@ pub struct LabState {
     /// Where the topology came from (a file, or the built-in lab).
     pub source: String,
     pub namespaces: Vec<String>,
-    pub agents: Vec<AgentRecord>,
+    pub agents: Vec<crate::supervisor::AgentRecord>,
     pub created_unix: u64,
     /// Terminals attached with `roamlab attach`.
     #[serde(default)]
@@ -81,7 +75,7 @@ impl LabLock {
             .create(true)
             .truncate(false)
             .write(true)
-            .open(lab_dir(lab).join("lock"))?;
+            .open(LabDir::of(lab).lock())?;
         // SAFETY: flock on a file descriptor we own.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(io::Error::last_os_error());
@@ -90,29 +84,9 @@ impl LabLock {
     }
 }
 
-/// One agent process, as the supervisor started it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentRecord {
-    pub node: String,
-    pub name: String,
-    pub kind: String,
-    pub pid: i32,
-    /// The process's start time (clock ticks after boot), so a recycled pid is never
-    /// mistaken for the agent.
-    pub start_time: u64,
-    pub log: PathBuf,
-    /// How it was started, so that it can be started again.
-    #[serde(default)]
-    pub namespace: String,
-    #[serde(default)]
-    pub args: Vec<String>,
-    #[serde(default)]
-    pub view: crate::supervisor::enter::View,
-}
-
 impl LabState {
     pub fn path(lab: &str) -> PathBuf {
-        lab_dir(lab).join(STATE_FILE)
+        LabDir::of(lab).state()
     }
 
     pub fn load(lab: &str) -> io::Result<Option<Self>> {

@@ -8,18 +8,19 @@ use std::os::unix::fs::DirBuilderExt;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use super::state::{lab_dir, AgentRecord, LabLock, LabState, Phase, TerminalRecord};
+use super::state::{LabLock, LabState, Phase, TerminalRecord};
 use super::{etc, io_err, running_list, LabError, STOP_GRACE};
-use crate::agents::signaling::{self, TerminalConfig};
+use crate::contract::configs::{hex, TerminalConfig};
+use crate::contract::published::TerminalState;
+use crate::contract::LabDir;
 use crate::json_file;
 use crate::kernel::executor;
 use crate::kernel::netlink::NetlinkKernel;
 use crate::plan::{Plan, Step, Sysctl, LOOPBACK_INDEX};
 use crate::supervisor::enter::View;
+use crate::supervisor::AgentRecord;
 use crate::supervisor::{self, AgentSpec, SupervisorError};
 use crate::topology::{Role, Service, Topology};
-
-pub use signaling::terminal_state_path;
 
 /// How long a terminal's agent has to complete its attach.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -146,7 +147,7 @@ fn load(lab: &str) -> Result<(LabState, Topology), LabError> {
             lab: lab.to_string(),
             running: running_list(),
         })?;
-    let path = lab_dir(lab).join("topology.yaml");
+    let path = LabDir::of(lab).topology();
     let text = std::fs::read_to_string(&path).map_err(io_err(lab, "read the lab's topology"))?;
     let mut topology = Topology::parse(&text, &path.display().to_string()).map_err(|e| {
         io_err(lab, "parse the lab's topology")(std::io::Error::other(e.to_string()))
@@ -361,24 +362,24 @@ pub async fn attach(
             cause: e,
         });
     }
-    let dir = lab_dir(lab);
+    let dir = LabDir::of(lab);
     let config = TerminalConfig {
         name: terminal.into(),
         imsi: subscriber.imsi.clone(),
-        k: signaling::hex(&subscriber.k),
-        opc: signaling::hex(&subscriber.opc),
+        k: hex(&subscriber.k),
+        opc: hex(&subscriber.opc),
         claim_host_name: None,
-        cell_socket: signaling::cell_socket(&dir, &visited),
-        state_file: terminal_state_path(&dir, terminal),
+        cell_socket: dir.cell_socket(&visited),
+        state_file: dir.terminal_state(terminal),
         // Its own log: the lab's is not the device's to write (see `events::Tail`).
-        events_file: signaling::terminal_dir(&dir, terminal).join("events.jsonl"),
+        events_file: dir.terminal_events(terminal),
         interface: "eth0".into(),
         dhcp: true,
         dhcp_client: dhcp_client.to_string(),
         http_port: subscriber.http_port,
     };
-    let config_path = signaling::terminal_config_path(&dir, terminal);
-    let own_dir = signaling::terminal_dir(&dir, terminal);
+    let config_path = dir.terminal_config(terminal);
+    let own_dir = dir.terminal_dir(terminal);
     let written = std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -412,7 +413,7 @@ pub async fn attach(
         args: vec!["--config".into(), config_path.display().to_string()],
         view,
     };
-    let log_dir = dir.join("agents");
+    let log_dir = dir.logs();
     let started = tokio::task::spawn_blocking(move || {
         supervisor::start(&spec, &log_dir, ATTACH_TIMEOUT, &never)
     })
@@ -428,8 +429,7 @@ pub async fn attach(
                 state.agents.push(agent.clone());
                 state.save().map_err(io_err(lab, "write state file"))?;
             }
-            let terminal_state: crate::agents::terminal::TerminalState =
-                json_file::read_json(&terminal_state_path(&dir, terminal)).unwrap_or_default();
+            let terminal_state = TerminalState::read(&dir.terminal_state(terminal));
             // An HLR that is not roamlab's (osmo-hlr) keeps no DNS: nothing to wait for.
             let home_keeps_dns = topology
                 .node(&subscriber.home)
@@ -468,17 +468,11 @@ pub async fn attach(
                 remove(&mut state, &topology, terminal, false).await;
                 let _ = state.save();
             }
-            let log = dir.join("agents").join(format!("{terminal}.terminal.log"));
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            match text
-                .lines()
-                .rev()
-                .find_map(|l| l.split(crate::agents::terminal::REJECT_MARK).nth(1))
-            {
+            match TerminalState::read(&dir.terminal_state(terminal)).refused {
                 Some(why) => Err(TerminalError::Refused {
                     terminal: terminal.into(),
                     visited,
-                    why: why.trim().to_string(),
+                    why,
                 }),
                 None => Err(TerminalError::Agent {
                     terminal: terminal.into(),

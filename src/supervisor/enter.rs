@@ -27,7 +27,6 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 
 use crate::kernel::netns;
-use crate::lab::etc;
 
 /// What of the host a process in a node sees.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -110,7 +109,7 @@ impl NodeEntry {
     pub fn prepare_with(namespace: &str, view: &View) -> io::Result<Self> {
         let ns = netns::open(namespace)?;
         let mut binds = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(etc::dir_of(namespace)) {
+        if let Ok(entries) = std::fs::read_dir(crate::kernel::netns::etc_dir(namespace)) {
             for entry in entries.flatten() {
                 let target = std::path::Path::new("/etc").join(entry.file_name());
                 if target.exists() {
@@ -180,7 +179,7 @@ impl NodeEntry {
 }
 
 fn confinement(grants: &[std::path::PathBuf], untrusted: bool) -> io::Result<Confinement> {
-    let run_dir = std::path::Path::new(crate::lab::state::RUN_DIR);
+    let run_dir = std::path::Path::new(crate::contract::RUN_DIR);
     let mut prepared = Vec::new();
     for path in grants {
         let is_dir = std::fs::metadata(path)

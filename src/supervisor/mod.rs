@@ -22,14 +22,35 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::lab::state::AgentRecord;
+use serde::{Deserialize, Serialize};
+
+pub use crate::contract::published::READY_FD_ENV;
 use enter::{NodeEntry, View};
 
 /// The fd number an agent finds its readiness pipe on.
 pub const READY_FD: i32 = 3;
-pub const READY_FD_ENV: &str = "ROAMLAB_READY_FD";
 const READY_WORD: &[u8] = b"READY";
 const LOG_TAIL_LINES: usize = 5;
+
+/// One agent process, as the supervisor started it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub node: String,
+    pub name: String,
+    pub kind: String,
+    pub pid: i32,
+    /// The process's start time (clock ticks after boot), so a recycled pid is never
+    /// mistaken for the agent.
+    pub start_time: u64,
+    pub log: PathBuf,
+    /// How it was started, so that it can be started again.
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub view: View,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {

@@ -23,9 +23,10 @@ use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
 use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
 
-use super::config::{DnsAgentConfig, ResolverConfig};
-use super::guard::{self, Guarded};
 use hickory_proto::rr::TSigner;
+
+use crate::contract::configs::{DnsAgentConfig, ResolverConfig};
+use crate::dns::guard::{self, Guarded};
 
 /// Idle TCP connections are closed after this.
 const TCP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -201,8 +202,8 @@ pub async fn run(config: DnsAgentConfig) -> Result<(), DnsAgentError> {
     }
     let zones: Vec<&str> = config.zones.iter().map(|z| z.origin.as_str()).collect();
     tracing::info!(listen = %config.listen, ?zones, "dns agent ready");
-    crate::agents::notify_ready();
-    crate::agents::shutdown_signal().await;
+    super::notify_ready();
+    super::shutdown_signal().await;
     tracing::info!("dns agent stopping");
     authority
         .shutdown_gracefully()

@@ -4,18 +4,24 @@
 //! it with UpdateLocation (receiving InsertSubscriberData: the profile and the host name,
 //! claim 24) and keeps the list of attached terminals. Detach purges the registration;
 //! a CancelLocation from the HLR drops the terminal.
+//!
+//! [`core`] decides (the attach state machine, the registrations); this module is the
+//! socket loop around it: the cell, the local socket, the links to partners' HLRs.
 
-use std::collections::{BTreeMap, HashMap};
+pub mod core;
+
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
-use super::signaling::{self, PartnerHlr, Sender, VlrConfig, REQUEST_TIMEOUT};
+use self::core::{route_local, Action, Attach, LocalRoute, Registry};
+use super::signaling::{self, Sender, REQUEST_TIMEOUT};
+use crate::contract::configs::{PartnerHlr, VlrConfig};
+use crate::contract::published::{read_attached, write_attached, AttachedTerminal};
 use crate::events::EventLog;
-use crate::json_file;
 use crate::protocols::gsup::{cause, msg, Message};
 
 /// How long a terminal whose radio link is lost stays registered (its implicit detach
@@ -40,33 +46,6 @@ const RECONNECT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 const RECONNECT: std::time::Duration = std::time::Duration::from_millis(200);
 const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// A terminal in the VLR's list: its registration, kept on disk so that a restarted VLR
-/// resumes it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AttachedTerminal {
-    pub imsi: String,
-    /// The terminal's link-layer address on the cell, as it reported it.
-    pub mac: Option<String>,
-    pub host_name: Option<String>,
-    pub msisdn: Option<String>,
-    pub home: String,
-    pub since: f64,
-}
-
-struct Registered {
-    info: AttachedTerminal,
-    /// Tells the terminal's task that the HLR cancelled it.
-    cancel: mpsc::UnboundedSender<()>,
-}
-
-/// An attach between UpdateLocation and its result: what the terminal claimed, what
-/// InsertSubscriberData brought.
-#[derive(Default)]
-struct Pending {
-    claim: Option<String>,
-    data: Option<Message>,
-}
-
 struct HlrLink {
     partner: PartnerHlr,
     /// Whether the log was told this HLR does not know roamlab's own messages.
@@ -79,14 +58,23 @@ struct Vlr {
     name: String,
     events: EventLog,
     attached_file: std::path::PathBuf,
+    partners: Vec<PartnerHlr>,
     links: Vec<Arc<HlrLink>>,
-    attached: Mutex<BTreeMap<String, Registered>>,
-    pending: Mutex<HashMap<String, Pending>>,
+    registry: Mutex<Registry>,
+    /// Tells an attached terminal's task that its home cancelled it.
+    cancels: Mutex<HashMap<String, mpsc::UnboundedSender<()>>>,
     /// One procedure at a time per IMSI: GSUP has no transaction ids, so answers are
     /// matched by IMSI and message type, and two attaches of one IMSI must not overlap.
     procedures: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Refused peers of the local socket, logged once per peer per interval.
     local_refusals: Mutex<super::ratelimit::RateLimited<i32>>,
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 impl Vlr {
@@ -95,38 +83,24 @@ impl Vlr {
     }
 
     fn save_attached(&self) {
-        let list: Vec<AttachedTerminal> = self
-            .attached
-            .lock()
-            .expect("lock")
-            .values()
-            .map(|r| r.info.clone())
-            .collect();
-        if let Err(e) = json_file::write_private_json(&self.attached_file, &list) {
+        let list = self.registry.lock().expect("lock").list();
+        if let Err(e) = write_attached(&self.attached_file, &list) {
             tracing::error!("cannot write the attached list: {e}");
         }
+    }
+
+    fn link_to(&self, network: &str) -> Option<Arc<HlrLink>> {
+        self.links
+            .iter()
+            .find(|l| l.partner.network == network)
+            .cloned()
     }
 
     /// Takes up the registrations an earlier run of this VLR kept. Their radio links went
     /// with that run: each terminal has the implicit-detach time to come back (a terminal
     /// agent re-attaches at once), after which it is detached and purged at home as if its
     /// link had just been lost.
-    fn resume_registrations(self: &Arc<Self>) {
-        let kept = read_attached(&self.attached_file);
-        {
-            let mut attached = self.attached.lock().expect("lock");
-            for info in &kept {
-                // Nobody listens on this channel: a cancel just removes the registration.
-                let (cancel, _) = mpsc::unbounded_channel();
-                attached.insert(
-                    info.imsi.clone(),
-                    Registered {
-                        info: info.clone(),
-                        cancel,
-                    },
-                );
-            }
-        }
+    fn resume_registrations(self: &Arc<Self>, kept: Vec<AttachedTerminal>) {
         self.save_attached();
         if !kept.is_empty() {
             tracing::info!(
@@ -143,24 +117,10 @@ impl Vlr {
                     json!({"implicit_detach_s": IMPLICIT_DETACH.as_secs()}),
                 );
                 tokio::time::sleep(IMPLICIT_DETACH).await;
-                let same = vlr
-                    .attached
-                    .lock()
-                    .expect("lock")
-                    .get(&info.imsi)
-                    .is_some_and(|r| r.info.since == info.since);
-                if let (true, Some(link)) = (same, vlr.partner_of(&info.imsi)) {
-                    detach(&vlr, &link, &info.imsi, "implicit detach after a restart").await;
-                }
+                let why = "implicit detach after a restart";
+                detach(&vlr, &info.home, &info.imsi, Some(info.since), why).await;
             });
         }
-    }
-
-    fn partner_of(&self, imsi: &str) -> Option<Arc<HlrLink>> {
-        self.links
-            .iter()
-            .find(|l| imsi.starts_with(&l.partner.plmn))
-            .cloned()
     }
 
     /// Sends a request to the HLR and waits for its result; an error answer, a dead link
@@ -213,45 +173,25 @@ impl Vlr {
     }
 
     /// A request from the HLR: InsertSubscriberData or CancelLocation.
-    fn answer_hlr(&self, link: &HlrLink, m: Message) -> Option<Message> {
+    fn answer_home(&self, link: &HlrLink, m: Message) -> Option<Message> {
         self.emit(
             msg::name(m.msg_type),
             &m.imsi,
             json!({"from": link.partner.network}),
         );
-        match m.msg_type {
-            msg::INSERT_DATA_REQUEST => {
-                let mut pending = self.pending.lock().expect("lock");
-                let Some(p) = pending.get_mut(&m.imsi) else {
-                    return Some(m.error_reply(cause::IMSI_UNKNOWN));
-                };
-                // Claim 23: a terminal may say its host name; it must be the one its home holds.
-                if let (Some(claim), Some(own)) = (&p.claim, &m.host_name) {
-                    if !claim.eq_ignore_ascii_case(own) {
-                        tracing::warn!(imsi = %m.imsi, claim, own, "refused: the terminal claims a host name that is not its own");
-                        self.emit(
-                            "host name refused",
-                            &m.imsi,
-                            json!({"claimed": claim, "own": own}),
-                        );
-                        return Some(m.error_reply(cause::ILLEGAL_MS));
-                    }
-                }
-                p.data = Some(m.clone());
-                Some(Message::new(msg::INSERT_DATA_RESULT, &m.imsi))
-            }
-            msg::LOCATION_CANCEL_REQUEST => {
-                let removed = self.attached.lock().expect("lock").remove(&m.imsi);
-                if let Some(r) = removed {
-                    let _ = r.cancel.send(());
-                    self.save_attached();
-                    tracing::info!(imsi = %m.imsi, "cancelled by the HLR: registered elsewhere; dropped");
-                }
-                Some(Message::new(msg::LOCATION_CANCEL_RESULT, &m.imsi))
-            }
-            t if t & 0b11 == 0 => Some(m.error_reply(cause::MSG_TYPE_NOT_IMPLEMENTED)),
-            _ => None,
+        let answer = self.registry.lock().expect("lock").home_request(&m);
+        for (event, fields) in answer.events {
+            tracing::warn!(imsi = %m.imsi, %fields, "refused: the terminal claims a host name that is not its own");
+            self.emit(event, &m.imsi, fields);
         }
+        if answer.cancelled.is_some() {
+            if let Some(cancel) = self.cancels.lock().expect("lock").remove(&m.imsi) {
+                let _ = cancel.send(());
+            }
+            self.save_attached();
+            tracing::info!(imsi = %m.imsi, "cancelled by the HLR: registered elsewhere; dropped");
+        }
+        answer.reply
     }
 }
 
@@ -343,7 +283,7 @@ async fn hold_link(vlr: Arc<Vlr>, link: Arc<HlrLink>) {
                 }
             };
             if m.msg_type & 0b11 == 0 {
-                if let Some(answer) = vlr.answer_hlr(&link, m) {
+                if let Some(answer) = vlr.answer_home(&link, m) {
                     vlr.emit(
                         msg::name(answer.msg_type),
                         &answer.imsi,
@@ -417,174 +357,12 @@ async fn serve_terminal(vlr: Arc<Vlr>, stream: UnixStream) {
         .or_default()
         .clone();
     let serialised = procedure.lock().await;
-    vlr.emit(
-        "Attach request",
-        &imsi,
-        json!({"claimed_host_name": request.host_name}),
-    );
-    let reject = |c: u8, why: &str| {
-        let vlr = vlr.clone();
-        let air = air.clone();
-        let imsi = imsi.clone();
-        let why = why.to_string();
-        async move {
-            tracing::warn!(imsi = %imsi, "attach rejected: {why} ({}, GMM cause {c})", cause::name(c));
-            vlr.emit(
-                "Attach reject",
-                &imsi,
-                json!({"cause": cause::name(c), "code": c, "why": why}),
-            );
-            let mut r = Message::new(msg::ATTACH_REJECT, &imsi);
-            r.cause = Some(c);
-            let _ = air.gsup(&r).await;
-        }
-    };
-    let Some(link) = vlr.partner_of(&imsi) else {
-        return reject(
-            cause::PLMN_NOT_ALLOWED,
-            "no roaming agreement with the terminal's home network",
-        )
-        .await;
-    };
-    let home = link.partner.network.clone();
-
-    // Authentication: one retry after a resynchronisation.
-    let mut sai = Message::new(msg::SEND_AUTH_INFO_REQUEST, &imsi);
-    let mut authenticated = false;
-    for _ in 0..2 {
-        let vector = match vlr.request(&link, sai.clone()).await {
-            Ok(answer) => match answer
-                .auth_tuples
-                .into_iter()
-                .next()
-                .and_then(|t| Some((t.rand, t.umts?)))
-            {
-                Some(v) => v,
-                None => return reject(cause::PROTOCOL_ERROR, "the HLR sent no UMTS vector").await,
-            },
-            Err(c) => return reject(c, "the HLR refused authentication").await,
-        };
-        let (rand, umts) = vector;
-        let mut challenge = Message::new(msg::AUTH_REQUEST, &imsi);
-        challenge.rand = Some(rand);
-        challenge.autn = Some(umts.autn);
-        vlr.emit("Authentication request", &imsi, json!({}));
-        if air.gsup(&challenge).await.is_err() {
-            return;
-        }
-        let answer =
-            tokio::time::timeout(REQUEST_TIMEOUT, signaling::next_gsup(&mut reader, &air)).await;
-        let answer = match answer {
-            Ok(Ok(bytes)) => Message::decode(&bytes),
-            _ => {
-                tracing::warn!(imsi = %imsi, "the terminal went away during authentication");
-                vlr.emit("terminal lost", &imsi, json!({"during": "authentication"}));
-                return;
-            }
-        };
-        match answer {
-            Ok(a) if a.msg_type == msg::AUTH_RESPONSE => {
-                vlr.emit("Authentication response", &imsi, json!({}));
-                if a.res.as_deref() != Some(&umts.res[..]) {
-                    return reject(
-                        cause::ILLEGAL_MS,
-                        "authentication failed: RES does not match",
-                    )
-                    .await;
-                }
-                authenticated = true;
-                break;
-            }
-            Ok(a) if a.msg_type == msg::AUTH_FAILURE && a.auts.is_some() => {
-                vlr.emit(
-                    "Authentication failure",
-                    &imsi,
-                    json!({"cause": "synch failure"}),
-                );
-                sai = Message::new(msg::SEND_AUTH_INFO_REQUEST, &imsi);
-                sai.auts = a.auts;
-                sai.rand = Some(rand);
-            }
-            Ok(a) if a.msg_type == msg::AUTH_FAILURE => {
-                return reject(
-                    cause::MAC_FAILURE,
-                    "the terminal could not authenticate the network",
-                )
-                .await;
-            }
-            _ => return reject(cause::PROTOCOL_ERROR, "unexpected answer to the challenge").await,
-        }
-    }
-    if !authenticated {
-        return reject(cause::SYNCH_FAILURE, "resynchronisation did not converge").await;
-    }
-
-    // Registration at home; InsertSubscriberData arrives in between.
-    vlr.pending.lock().expect("lock").insert(
-        imsi.clone(),
-        Pending {
-            claim: request.host_name.clone(),
-            data: None,
-        },
-    );
-    let mut ul = Message::new(msg::UPDATE_LOCATION_REQUEST, &imsi);
-    ul.cn_domain = Some(1);
-    let registered = vlr.request(&link, ul).await;
-    let data = vlr
-        .pending
-        .lock()
-        .expect("lock")
-        .remove(&imsi)
-        .and_then(|p| p.data);
-    if let Err(c) = registered {
-        let why = if c == cause::ILLEGAL_MS {
-            "the terminal claims a host name that is not its own"
-        } else {
-            "the HLR refused the registration"
-        };
-        return reject(c, why).await;
-    }
-    let data = data.unwrap_or_else(|| Message::new(msg::INSERT_DATA_REQUEST, &imsi));
     let (cancel_tx, mut cancelled) = mpsc::unbounded_channel();
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    let info = AttachedTerminal {
-        imsi: imsi.clone(),
-        mac: request.terminal_mac.map(|m| format_mac(&m)),
-        host_name: data.host_name.clone(),
-        msisdn: data.msisdn(),
-        home: home.clone(),
-        since,
+    let Some(registration) = attach(&vlr, &request, &mut reader, &air, cancel_tx).await else {
+        return;
     };
-    vlr.attached.lock().expect("lock").insert(
-        imsi.clone(),
-        Registered {
-            info,
-            cancel: cancel_tx,
-        },
-    );
-    vlr.save_attached();
-    let mut accept = Message::new(msg::ATTACH_ACCEPT, &imsi);
-    accept.host_name = data.host_name.clone();
-    accept.msisdn = data.msisdn.clone();
-    vlr.emit(
-        "Attach accept",
-        &imsi,
-        json!({"host_name": data.host_name, "msisdn": data.msisdn()}),
-    );
-    tracing::info!(imsi = %imsi, host_name = ?data.host_name, "attached");
-    if air.gsup(&accept).await.is_err() {
-        return detach(
-            &vlr,
-            &link,
-            &imsi,
-            "the terminal went away before the accept",
-        )
-        .await;
-    }
     drop(serialised);
+    let (home, since) = (registration.home.as_str(), Some(registration.since));
 
     // Attached: until the terminal detaches, its link drops, or its home cancels it.
     tokio::select! {
@@ -592,7 +370,7 @@ async fn serve_terminal(vlr: Arc<Vlr>, stream: UnixStream) {
             match next.map(|b| Message::decode(&b)) {
                 Ok(Ok(m)) if m.msg_type == msg::DETACH_REQUEST => {
                     vlr.emit("Detach request", &imsi, json!({}));
-                    detach(&vlr, &link, &imsi, "detach").await;
+                    detach(&vlr, home, &imsi, since, "detach").await;
                     let _ = air.gsup(&Message::new(msg::DETACH_ACCEPT, &imsi)).await;
                     vlr.emit("Detach accept", &imsi, json!({}));
                 }
@@ -602,10 +380,7 @@ async fn serve_terminal(vlr: Arc<Vlr>, stream: UnixStream) {
                     tracing::info!(imsi = %imsi, "radio link lost; implicit detach in {IMPLICIT_DETACH:?}");
                     vlr.emit("radio link lost", &imsi, json!({"implicit_detach_s": IMPLICIT_DETACH.as_secs()}));
                     tokio::time::sleep(IMPLICIT_DETACH).await;
-                    let same = vlr.attached.lock().expect("lock").get(&imsi).is_some_and(|r| r.info.since == since);
-                    if same {
-                        detach(&vlr, &link, &imsi, "implicit detach").await;
-                    }
+                    detach(&vlr, home, &imsi, since, "implicit detach").await;
                 }
             }
         }
@@ -616,11 +391,91 @@ async fn serve_terminal(vlr: Arc<Vlr>, stream: UnixStream) {
     }
 }
 
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+/// Carries out the core's attach on the sockets: the registration it ended with, if any.
+async fn attach<R: tokio::io::AsyncRead + Unpin>(
+    vlr: &Arc<Vlr>,
+    request: &Message,
+    reader: &mut R,
+    air: &Sender,
+    cancel: mpsc::UnboundedSender<()>,
+) -> Option<AttachedTerminal> {
+    let imsi = request.imsi.as_str();
+    let (attach, actions) = Attach::start(request, &vlr.partners);
+    let mut attach = attach;
+    let mut queue: VecDeque<Action> = actions.into();
+    while let Some(action) = queue.pop_front() {
+        match action {
+            Action::Emit(event, fields) => vlr.emit(event, imsi, fields),
+            Action::AskHome(m) => {
+                let a = attach.as_mut()?;
+                let link = vlr.link_to(a.home())?;
+                let registering = m.msg_type == msg::UPDATE_LOCATION_REQUEST;
+                if registering {
+                    vlr.registry.lock().expect("lock").expect_data(a);
+                }
+                let answer = vlr.request(&link, m).await;
+                let data = registering
+                    .then(|| vlr.registry.lock().expect("lock").take_data(imsi))
+                    .flatten();
+                queue.extend(a.home_answered(answer, data, now()));
+            }
+            Action::Challenge(m) => {
+                if air.gsup(&m).await.is_err() {
+                    return None;
+                }
+                let answer =
+                    tokio::time::timeout(REQUEST_TIMEOUT, signaling::next_gsup(reader, air)).await;
+                // A malformed answer is an answer of no known type (type 0): refused.
+                let answer = match answer {
+                    Ok(Ok(bytes)) => Some(Message::decode(&bytes).unwrap_or_default()),
+                    _ => None,
+                };
+                queue.extend(attach.as_mut()?.terminal_answered(answer));
+            }
+            Action::Reject { cause: c, why } => {
+                tracing::warn!(
+                    imsi,
+                    "attach rejected: {why} ({}, GMM cause {c})",
+                    cause::name(c)
+                );
+                vlr.emit(
+                    "Attach reject",
+                    imsi,
+                    json!({"cause": cause::name(c), "code": c, "why": why}),
+                );
+                let mut r = Message::new(msg::ATTACH_REJECT, imsi);
+                r.cause = Some(c);
+                let _ = air.gsup(&r).await;
+                return None;
+            }
+            Action::Accept {
+                registration,
+                accept,
+            } => {
+                vlr.registry
+                    .lock()
+                    .expect("lock")
+                    .register(registration.clone());
+                vlr.cancels
+                    .lock()
+                    .expect("lock")
+                    .insert(imsi.to_string(), cancel);
+                vlr.save_attached();
+                tracing::info!(imsi, host_name = ?registration.host_name, "attached");
+                if air.gsup(&accept).await.is_err() {
+                    let why = "the terminal went away before the accept";
+                    detach(vlr, &registration.home, imsi, Some(registration.since), why).await;
+                    return None;
+                }
+                return Some(registration);
+            }
+            Action::Lost(why) => {
+                tracing::warn!(imsi, "{why}");
+                return None;
+            }
+        }
+    }
+    None
 }
 
 /// The visited network's own DHCP agent reports and withdraws session addresses through
@@ -653,39 +508,40 @@ async fn serve_local(vlr: Arc<Vlr>, stream: UnixStream) {
             tracing::warn!("malformed message on the local socket; closed");
             return;
         };
-        let answer = match (m.msg_type, vlr.partner_of(&m.imsi)) {
-            // roamlab's own messages (0xF0–0xF6) mean nothing to another HLR (osmo-hlr drops
-            // them unanswered): say so once, and refuse for good at once.
-            (msg::SESSION_ADDRESS_REQUEST | msg::SESSION_WITHDRAW_REQUEST, Some(link))
-                if link.partner.address.is_some() =>
-            {
-                if !link
-                    .told_no_extensions
-                    .swap(true, std::sync::atomic::Ordering::SeqCst)
-                {
+        let answer = match route_local(&vlr.partners, &m) {
+            LocalRoute::Forward(partner) => match vlr.link_to(&partner.network) {
+                Some(link) => match vlr.request(&link, m.clone()).await {
+                    Ok(answer) => answer,
+                    Err(c) => m.error_reply(c),
+                },
+                None => m.error_reply(cause::NETWORK_FAILURE),
+            },
+            LocalRoute::Refuse {
+                cause: c,
+                unknown_to,
+            } => {
+                // roamlab's own messages (0xF0–0xF6) mean nothing to another HLR (osmo-hlr
+                // drops them unanswered): say so once.
+                let first = unknown_to
+                    .and_then(|p| vlr.link_to(&p.network))
+                    .is_some_and(|l| {
+                        !l.told_no_extensions
+                            .swap(true, std::sync::atomic::Ordering::SeqCst)
+                    });
+                if let (true, Some(p)) = (first, unknown_to) {
                     tracing::warn!(
-                        hlr = %link.partner.network,
+                        hlr = %p.network,
                         "the HLR of {} is not roamlab's and does not know roamlab's session-address messages (0xF0-0xF6): addresses are not reported there, and its DNS does not follow its subscribers",
-                        link.partner.network
+                        p.network
                     );
                     vlr.emit(
                         "session addresses not reported",
                         &m.imsi,
-                        json!({"hlr": link.partner.network, "why": "an HLR that does not know roamlab's messages 0xF0-0xF6"}),
+                        json!({"hlr": p.network, "why": "an HLR that does not know roamlab's messages 0xF0-0xF6"}),
                     );
                 }
-                m.error_reply(cause::MSG_TYPE_NOT_IMPLEMENTED)
+                m.error_reply(c)
             }
-            (msg::SESSION_ADDRESS_REQUEST | msg::SESSION_WITHDRAW_REQUEST, Some(link)) => {
-                match vlr.request(&link, m.clone()).await {
-                    Ok(answer) => answer,
-                    Err(c) => m.error_reply(c),
-                }
-            }
-            (msg::SESSION_ADDRESS_REQUEST | msg::SESSION_WITHDRAW_REQUEST, None) => {
-                m.error_reply(cause::PLMN_NOT_ALLOWED)
-            }
-            _ => m.error_reply(cause::MSG_TYPE_NOT_IMPLEMENTED),
         };
         if peer.gsup(&answer).await.is_err() {
             return;
@@ -693,28 +549,36 @@ async fn serve_local(vlr: Arc<Vlr>, stream: UnixStream) {
     }
 }
 
-/// Removes a terminal and purges its registration at home.
-async fn detach(vlr: &Arc<Vlr>, link: &HlrLink, imsi: &str, why: &str) {
-    let removed = vlr.attached.lock().expect("lock").remove(imsi).is_some();
-    if removed {
-        vlr.save_attached();
-        tracing::info!(imsi, "detached: {why}");
-        if let Err(c) = vlr
-            .request(link, Message::new(msg::PURGE_MS_REQUEST, imsi))
-            .await
-        {
-            tracing::warn!(imsi, "purge failed: {}", cause::name(c));
-        }
+/// Ends a registration (`since`: only that one, not a later one of the same IMSI) and
+/// purges it at home.
+async fn detach(vlr: &Arc<Vlr>, home: &str, imsi: &str, since: Option<f64>, why: &str) {
+    let removed = vlr.registry.lock().expect("lock").remove(imsi, since);
+    if removed.is_none() {
+        return;
+    }
+    vlr.cancels.lock().expect("lock").remove(imsi);
+    vlr.save_attached();
+    tracing::info!(imsi, "detached: {why}");
+    let Some(link) = vlr.link_to(home) else {
+        return;
+    };
+    if let Err(c) = vlr
+        .request(&link, Message::new(msg::PURGE_MS_REQUEST, imsi))
+        .await
+    {
+        tracing::warn!(imsi, "purge failed: {}", cause::name(c));
     }
 }
 
 /// Runs the VLR until SIGTERM.
 pub async fn run(config: VlrConfig) -> std::io::Result<()> {
     let agent = format!("{}/vlr", config.name);
+    let kept = read_attached(&config.attached_file);
     let vlr = Arc::new(Vlr {
         name: config.name.clone(),
         events: EventLog::open(&config.events_file, &agent)?,
         attached_file: config.attached_file.clone(),
+        partners: config.partners.clone(),
         links: config
             .partners
             .iter()
@@ -727,14 +591,14 @@ pub async fn run(config: VlrConfig) -> std::io::Result<()> {
                 })
             })
             .collect(),
-        attached: Mutex::new(BTreeMap::new()),
-        pending: Mutex::new(HashMap::new()),
+        registry: Mutex::new(Registry::resume(kept.clone())),
+        cancels: Mutex::new(HashMap::new()),
         procedures: Mutex::new(HashMap::new()),
         local_refusals: Mutex::new(super::ratelimit::RateLimited::new(
             std::time::Duration::from_secs(10),
         )),
     });
-    vlr.resume_registrations();
+    vlr.resume_registrations(kept);
     for link in &vlr.links {
         tokio::spawn(hold_link(vlr.clone(), link.clone()));
     }
@@ -750,7 +614,7 @@ pub async fn run(config: VlrConfig) -> std::io::Result<()> {
         ));
     }
     tracing::info!(cell = %config.cell_socket.display(), partners = ?config.partners.iter().map(|p| &p.network).collect::<Vec<_>>(), "VLR ready");
-    crate::agents::notify_ready();
+    super::notify_ready();
     let accept = {
         let vlr = vlr.clone();
         signaling::serve_connections(listener, "cell", CELL_LIMITS, move |stream| {
@@ -759,19 +623,9 @@ pub async fn run(config: VlrConfig) -> std::io::Result<()> {
     };
     tokio::select! {
         _ = accept => {}
-        _ = crate::agents::shutdown_signal() => tracing::info!("VLR stopping"),
+        _ = super::shutdown_signal() => tracing::info!("VLR stopping"),
     }
     let _ = std::fs::remove_file(&config.cell_socket);
     let _ = std::fs::remove_file(&config.local_socket);
     Ok(())
-}
-
-/// Reads a VLR's list of attached terminals (the one reader of that file).
-pub fn read_attached(path: &std::path::Path) -> Vec<AttachedTerminal> {
-    json_file::read_json(path).unwrap_or_default()
-}
-
-/// The list of the VLR of network `visited` in a lab.
-pub fn attached(lab_dir: &std::path::Path, visited: &str) -> Vec<AttachedTerminal> {
-    read_attached(&signaling::vlr_attached_path(lab_dir, visited))
 }

@@ -1,0 +1,104 @@
+//! What agents publish for the lab and for each other: the VLR's registrations (read by
+//! its node's DHCP agent and by `status`) and a terminal's state (read by `attach` and
+//! `status`). One type each, with one reader.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::json_file;
+
+/// The environment variable naming the descriptor an agent writes `READY` to once its
+/// sockets are bound.
+pub const READY_FD_ENV: &str = "ROAMLAB_READY_FD";
+
+/// A terminal in the VLR's list: its registration, kept on disk so that a restarted VLR
+/// resumes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttachedTerminal {
+    pub imsi: String,
+    /// The terminal's link-layer address on the cell, as it reported it.
+    pub mac: Option<String>,
+    pub host_name: Option<String>,
+    pub msisdn: Option<String>,
+    pub home: String,
+    pub since: f64,
+}
+
+/// Reads a VLR's list of registrations (none if it has not written one yet).
+pub fn read_attached(path: &Path) -> Vec<AttachedTerminal> {
+    json_file::read_json(path).unwrap_or_default()
+}
+
+pub fn write_attached(path: &Path, list: &[AttachedTerminal]) -> io::Result<()> {
+    json_file::write_private_json(path, &list)
+}
+
+/// What a terminal keeps between runs (its SQN_MS) and tells the lab: its address, whether
+/// it is registered, and why the network refused it.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TerminalState {
+    pub sqn_ms: u64,
+    #[serde(default)]
+    pub address: Option<Ipv4Addr>,
+    /// Whether the network has it registered (false once it was detached or refused).
+    #[serde(default)]
+    pub registered: bool,
+    /// Why its last attach failed, in words for `roamlab attach` to print.
+    #[serde(default)]
+    pub refused: Option<String>,
+}
+
+impl TerminalState {
+    /// A terminal's state, or the state of one that has never run.
+    pub fn read(path: &Path) -> Self {
+        json_file::read_json(path).unwrap_or_default()
+    }
+
+    pub fn write(&self, path: &Path) -> io::Result<()> {
+        json_file::write_private_json(path, self)
+    }
+}
+
+/// A link-layer address as the published lists write it: `02:00:00:00:00:01`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lists_read_back_what_was_written() {
+        let dir = std::env::temp_dir().join(format!("roamlab-published-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("attached.json");
+        assert!(read_attached(&path).is_empty());
+        let list = vec![AttachedTerminal {
+            imsi: "001010000000001".into(),
+            mac: Some(format_mac(&[2, 0, 0, 0, 0, 1])),
+            host_name: Some("phone1".into()),
+            msisdn: None,
+            home: "home".into(),
+            since: 1.5,
+        }];
+        write_attached(&path, &list).unwrap();
+        assert_eq!(read_attached(&path), list);
+        assert_eq!(list[0].mac.as_deref(), Some("02:00:00:00:00:01"));
+        let state_path = dir.join("state.json");
+        let state = TerminalState {
+            sqn_ms: 9,
+            refused: Some("no roaming agreement".into()),
+            ..Default::default()
+        };
+        state.write(&state_path).unwrap();
+        assert_eq!(TerminalState::read(&state_path), state);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
