@@ -717,3 +717,90 @@ fn each_agent_sees_only_what_it_needs() {
     // And the lab still works end to end.
     attach(&lab, "phone1");
 }
+
+/// The lab's own agents run as root only in name: once bound, each holds no capability
+/// (none permitted, effective, inheritable, ambient or in its bounding set, in any of its
+/// threads), may gain none, and is not dumpable. Code running as one of them — here a
+/// shell in the HLR's node and view with the same privileges, as a compromise of the HLR
+/// would have — reads its own files and nothing else: not the VLR's through
+/// /proc/<pid>/root or its descriptors, not a key it was not granted, and it cannot undo
+/// its view.
+#[test]
+fn agents_give_up_their_privileges_once_bound() {
+    if !root_or_skip("agents_give_up_their_privileges_once_bound") {
+        return;
+    }
+    let lab = default_lab("atkprivs");
+    attach(&lab, "phone1");
+    let status = lab.status_json();
+    for agent in status["agents"].as_array().unwrap() {
+        let (node, name) = (
+            agent["node"].as_str().unwrap(),
+            agent["name"].as_str().unwrap(),
+        );
+        if agent["kind"] == "terminal" {
+            continue;
+        }
+        let pid = agent["pid"].as_i64().unwrap();
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        for task in tasks.flatten() {
+            let s = std::fs::read_to_string(task.path().join("status")).unwrap();
+            assert!(
+                !roamlab::kernel::privileges::capabilities_held(&s),
+                "{node}/{name} thread {:?} holds capabilities:\n{s}",
+                task.file_name()
+            );
+            assert!(s.contains("NoNewPrivs:\t1"), "{node}/{name}:\n{s}");
+        }
+    }
+    let hlr = common::agent_pid(&status, "home/hlr").to_string();
+    let vlr = common::agent_pid(&status, "visited/vlr");
+    let as_the_hlr = |script: &str| {
+        Command::new("nsenter")
+            .args(["-t", &hlr, "-m", "-n", "--", "setpriv"])
+            .args([
+                "--securebits=+noroot,+noroot_locked,+no_setuid_fixup,+no_setuid_fixup_locked",
+                "--bounding-set=-all",
+                "--inh-caps=-all",
+                "--ambient-caps=-all",
+                "--no-new-privs",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ])
+            .output()
+            .unwrap()
+    };
+    let own = as_the_hlr("cat /run/roamlab/atkprivs/hlr-home/config.json >/dev/null");
+    assert!(
+        own.status.success(),
+        "the HLR's own files are its own: {}",
+        text(&own)
+    );
+    let caps = as_the_hlr("grep CapEff /proc/self/status");
+    assert!(
+        text(&caps).contains("0000000000000000"),
+        "the shell is as unprivileged as the HLR: {}",
+        text(&caps)
+    );
+    for attempt in [
+        format!("cat /proc/{vlr}/root/run/roamlab/atkprivs/vlr-visited/config.json"),
+        format!("readlink /proc/{vlr}/fd/0"),
+        format!("cat /proc/{vlr}/environ"),
+        "cat /run/roamlab/atkprivs/keys/visited.key".to_string(),
+        "cat /run/roamlab/atkprivs/dhcp-visited/leases.json".to_string(),
+        "umount /run/roamlab".to_string(),
+        "mount -t tmpfs none /mnt".to_string(),
+        "nsenter --mount=/proc/1/ns/mnt true".to_string(),
+    ] {
+        let out = as_the_hlr(&attempt);
+        assert!(
+            !out.status.success(),
+            "as the HLR, `{attempt}` worked: {}",
+            text(&out)
+        );
+    }
+    // And the lab still works end to end.
+    attach(&lab, "server1");
+}

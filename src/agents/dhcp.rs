@@ -269,6 +269,15 @@ pub async fn run(config: DhcpConfig) -> std::io::Result<()> {
             format!("cannot bind udp 0.0.0.0:67 on {}: {e}", config.interface),
         )
     })?;
+    // Requests are read off the link, with the frame's source; the UDP socket only sends
+    // (what it receives too is drained and dropped).
+    let tap = super::cell_tap::CellTap::open(&config.interface).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot open a packet socket on {}: {e}", config.interface),
+        )
+    })?;
+    super::drop_privileges()?;
     let served = wire::Served {
         server_ip: config.server_ip,
         prefix_len: config.prefix_len,
@@ -325,18 +334,7 @@ pub async fn run(config: DhcpConfig) -> std::io::Result<()> {
         });
     }
     tracing::info!(interface = %server.config.interface, pool = %format!("{}-{}", server.config.pool_start, server.config.pool_end), "DHCP server ready");
-    crate::agents::notify_ready();
-    // Requests are read off the link, with the frame's source; the UDP socket only sends
-    // (what it receives too is drained and dropped).
-    let tap = super::cell_tap::CellTap::open(&server.config.interface).map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!(
-                "cannot open a packet socket on {}: {e}",
-                server.config.interface
-            ),
-        )
-    })?;
+    super::notify_ready();
     let socket = Arc::new(socket);
     {
         let socket = socket.clone();

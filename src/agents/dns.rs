@@ -38,6 +38,8 @@ const TSIG_FUDGE: u16 = 300;
 pub enum DnsAgentError {
     #[error("zone {zone}: {cause}")]
     Zone { zone: String, cause: String },
+    #[error("{0}")]
+    Privileges(String),
     #[error("cannot bind {proto} {addr}: {cause}")]
     Bind {
         proto: &'static str,
@@ -202,6 +204,7 @@ pub async fn run(config: DnsAgentConfig) -> Result<(), DnsAgentError> {
     }
     let zones: Vec<&str> = config.zones.iter().map(|z| z.origin.as_str()).collect();
     tracing::info!(listen = %config.listen, ?zones, "dns agent ready");
+    super::drop_privileges().map_err(|e| DnsAgentError::Privileges(e.to_string()))?;
     super::notify_ready();
     super::shutdown_signal().await;
     tracing::info!("dns agent stopping");

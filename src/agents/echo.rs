@@ -22,6 +22,7 @@ pub async fn run(config: EchoConfig) -> std::io::Result<()> {
     })?;
     tokio::time::sleep(config.ready_after).await;
     tracing::info!(listen = %config.listen, "echo agent ready");
+    super::drop_privileges()?;
     super::notify_ready();
 
     let udp_loop = async {

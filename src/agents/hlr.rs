@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use super::queue::{dns_failure, DurableQueue, Failure};
 use super::signaling::{self, Sender};
 use crate::contract::configs::{hex_key, DnsTarget, HlrConfig, PartnerPool, SubscriberRecord};
-use crate::contract::{AgentKind, LabDir};
+use crate::contract::AgentKind;
 use crate::events::EventLog;
 use crate::json_file;
 use crate::protocols::gsup::{
@@ -398,8 +398,9 @@ pub async fn run(config: HlrConfig) -> std::io::Result<()> {
         });
     }
     let listener = signaling::bind_private(&config.socket)?;
+    super::drop_privileges()?;
     tracing::info!(socket = %config.socket.display(), subscribers = config.subscribers.len(), "HLR ready");
-    crate::agents::notify_ready();
+    super::notify_ready();
 
     // One task owns the core; connections hand it messages and it answers through the
     // VLRs' senders (a VLR may be sent to from another VLR's request: CancelLocation).
@@ -583,8 +584,8 @@ async fn serve_vlr(
     events: &EventLog,
 ) {
     // Only a VLR agent of this lab reaches this socket, and the kernel says which one.
-    let peer_network = match signaling::peer_agent(&stream, "vlr", signaling::PeerNode::Any) {
-        Ok(config) => LabDir::node_of_config(&config, AgentKind::Vlr),
+    let peer_network = match signaling::peer_agent(&stream, AgentKind::Vlr) {
+        Ok(network) => Some(network),
         Err(why) => {
             let pid = stream.peer_cred().ok().and_then(|c| c.pid()).unwrap_or(0);
             if let Some(n) = live

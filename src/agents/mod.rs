@@ -20,6 +20,28 @@ use std::os::fd::FromRawFd;
 
 use crate::contract::published::READY_FD_ENV;
 
+/// Gives up every capability, for good, once the agent's sockets are bound (call it before
+/// anything runs on another thread): what is left is root's ownership of the lab's files,
+/// within the agent's view. Peers check for this (see [`signaling::peer_agent`]).
+pub fn drop_privileges() -> std::io::Result<()> {
+    use crate::kernel::privileges;
+    privileges::drop_all()
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot drop capabilities: {e}")))?;
+    // Not dumpable: another agent (same uid, no capabilities either) can open nothing
+    // behind /proc/<pid> of this one: not its root, its mounts, its descriptors.
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let holding = privileges::threads_with_capabilities()?;
+    if !holding.is_empty() {
+        return Err(std::io::Error::other(format!(
+            "threads {holding:?} still hold capabilities after the drop"
+        )));
+    }
+    Ok(())
+}
+
 /// Tells the supervisor this agent is ready (a no-op when not started by one).
 pub fn notify_ready() {
     let Some(fd) = std::env::var(READY_FD_ENV)

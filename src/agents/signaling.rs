@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 
+use crate::contract::{AgentKind, LabDir};
 use crate::protocols::gsup::Message;
 use crate::protocols::ipa::{self, Frame, IpaError};
 
@@ -118,71 +119,54 @@ pub async fn serve_connections<F, Fut>(
     }
 }
 
-/// Where a peer must be, for [`peer_agent`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerNode {
-    /// In this agent's own node (network namespace).
-    Same,
-    /// In any node.
-    Any,
-}
-
-/// Whether the peer of `stream` is this lab's own agent of `kind` in this node, by what
-/// the kernel says of it, not by anything it sends: its network namespace is ours, its
-/// executable is ours, it was started as `roamlab agent KIND`, and it has not been
-/// confined (a process in a node has lost SYS_ADMIN from its bounding set).
-pub fn peer_is_agent(stream: &tokio::net::UnixStream, kind: &str) -> Result<(), String> {
-    peer_agent(stream, kind, PeerNode::Same).map(drop)
-}
-
-/// As [`peer_is_agent`], in the node `node` says; returns the peer's configuration file
-/// (its `--config`), which names the network it serves.
-pub fn peer_agent(
-    stream: &tokio::net::UnixStream,
-    kind: &str,
-    node: PeerNode,
-) -> Result<PathBuf, String> {
-    use std::os::unix::fs::MetadataExt;
+/// Which of the lab's agents of `kind` the peer of `stream` is — the node it serves — by
+/// what the kernel says of the process, not by anything it sends: it holds no capability
+/// and may gain none (every agent gives its up once bound, see
+/// [`super::drop_privileges`]; a process in a node keeps some), it is in our PID
+/// namespace (a process in a node has one of its own), and it was started as
+/// `roamlab agent KIND --config <lab>/<kind>-<node>/config.json`. Only the agents granted
+/// a socket's directory see the socket at all (see `lab::agent_view`); this check is what
+/// keeps everything else that might, off it. Agents are not dumpable, so nothing of theirs
+/// behind /proc/<pid> (root, fds, exe) is open to another agent: only status and cmdline.
+pub fn peer_agent(stream: &tokio::net::UnixStream, kind: AgentKind) -> Result<String, String> {
     let pid = stream
         .peer_cred()
         .ok()
         .and_then(|c| c.pid())
         .ok_or("the peer's credentials are unknown")?;
-    let id = |path: String| {
-        std::fs::metadata(&path)
-            .map(|m| (m.dev(), m.ino()))
-            .map_err(|e| format!("{path}: {e}"))
-    };
-    if node == PeerNode::Same
-        && id(format!("/proc/{pid}/ns/net"))? != id("/proc/self/ns/net".into())?
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
+    if crate::kernel::privileges::capabilities_held(&status)
+        || !status.lines().any(|l| l == "NoNewPrivs:\t1")
     {
-        return Err(format!("process {pid} is in another node"));
+        return Err(format!(
+            "process {pid} holds capabilities (the lab's agents give theirs up)"
+        ));
     }
-    if id(format!("/proc/{pid}/exe"))? != id("/proc/self/exe".into())? {
-        return Err(format!("process {pid} is not a roamlab agent"));
+    // NSpid lists the process's pid in each PID namespace from ours down to its own.
+    let namespaces = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .map(|v| v.split_whitespace().count())
+        .unwrap_or(0);
+    if namespaces != 1 {
+        return Err(format!("process {pid} is confined (a process of a node)"));
     }
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).map_err(|e| e.to_string())?;
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    if args.get(1) != Some(&&b"agent"[..]) || args.get(2) != Some(&kind.as_bytes()) {
-        return Err(format!("process {pid} is not the {kind} agent"));
+    if args.get(1) != Some(&&b"agent"[..]) || args.get(2) != Some(&kind.as_str().as_bytes()) {
+        return Err(format!("process {pid} is not a {} agent", kind.as_str()));
     }
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
-    let bounding = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapBnd:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0);
-    const CAP_SYS_ADMIN: u64 = 1 << 21;
-    if bounding & CAP_SYS_ADMIN == 0 {
-        return Err(format!("process {pid} is confined (a process of the node)"));
-    }
-    let config = args
-        .windows(2)
+    args.windows(2)
         .find(|w| w[0] == b"--config")
         .map(|w| PathBuf::from(String::from_utf8_lossy(w[1]).to_string()))
-        .ok_or_else(|| format!("process {pid} has no configuration"))?;
-    Ok(config)
+        .and_then(|config| LabDir::node_of_config(&config, kind))
+        .ok_or_else(|| {
+            format!(
+                "process {pid} names no configuration of a {} agent",
+                kind.as_str()
+            )
+        })
 }
 
 /// The sending half of a signaling link (a Unix socket, or TCP to an external HLR),

@@ -62,10 +62,6 @@ const KEPT_CAPABILITIES: &[u32] = &[
     29, // AUDIT_WRITE
     31, // SETFCAP
 ];
-/// Highest capability number the kernel may know (CAP_LAST_CAP is 40 in 6.x).
-const LAST_CAPABILITY: u32 = 63;
-/// SETPCAP: dropped last, since dropping the others needs it.
-const CAP_SETPCAP: u32 = 8;
 
 /// One path granted to a confined process, and the mount point to make for it in the
 /// tmpfs. The child clones the path's mount (open_tree) before the tmpfs hides it, then
@@ -300,22 +296,7 @@ impl Confinement {
         }
         // A /proc of the process's own PID namespace: no other process of the lab in it.
         mount(Some("proc"), "/proc", Some("proc"), hidden, None::<&str>)?;
-        for cap in 0..=LAST_CAPABILITY {
-            if KEPT_CAPABILITIES.contains(&cap) || cap == CAP_SETPCAP {
-                continue;
-            }
-            // SAFETY: prctl with integer arguments. EINVAL: past the kernel's last one.
-            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0
-                && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL)
-            {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        // SAFETY: as above.
-        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, CAP_SETPCAP as libc::c_ulong, 0, 0, 0) } != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
+        crate::kernel::privileges::drop_bounding_except(KEPT_CAPABILITIES)?;
         Ok(())
     }
 }

@@ -21,6 +21,7 @@ use self::core::{route_local, Action, Attach, LocalRoute, Registry};
 use super::signaling::{self, Sender, REQUEST_TIMEOUT};
 use crate::contract::configs::{PartnerHlr, VlrConfig};
 use crate::contract::published::{read_attached, write_attached, AttachedTerminal};
+use crate::contract::AgentKind;
 use crate::events::EventLog;
 use crate::protocols::gsup::{cause, msg, Message};
 
@@ -482,7 +483,12 @@ async fn attach<R: tokio::io::AsyncRead + Unpin>(
 /// the VLR, which forwards them to the terminal's HLR (the private network stays the
 /// VLR's).
 async fn serve_local(vlr: Arc<Vlr>, stream: UnixStream) {
-    if let Err(why) = signaling::peer_is_agent(&stream, "dhcp") {
+    let peer = signaling::peer_agent(&stream, AgentKind::Dhcp).and_then(|node| {
+        (node == vlr.name)
+            .then_some(())
+            .ok_or(format!("the DHCP agent of {node}, not of {}", vlr.name))
+    });
+    if let Err(why) = peer {
         let pid = stream.peer_cred().ok().and_then(|c| c.pid()).unwrap_or(0);
         let logged = vlr
             .local_refusals
@@ -599,11 +605,12 @@ pub async fn run(config: VlrConfig) -> std::io::Result<()> {
         )),
     });
     vlr.resume_registrations(kept);
+    let listener = signaling::bind_private(&config.cell_socket)?;
+    let local = signaling::bind_private(&config.local_socket)?;
+    super::drop_privileges()?;
     for link in &vlr.links {
         tokio::spawn(hold_link(vlr.clone(), link.clone()));
     }
-    let listener = signaling::bind_private(&config.cell_socket)?;
-    let local = signaling::bind_private(&config.local_socket)?;
     {
         let vlr = vlr.clone();
         tokio::spawn(signaling::serve_connections(
