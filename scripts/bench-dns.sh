@@ -43,7 +43,7 @@ trap cleanup EXIT
 "$bin" up -t "$work/lab.yaml" >/dev/null
 
 # BIND serves the very zone file roamlab generated, with the same TSIG key.
-cp "/run/roamlab/$lab/dns/home.example.zone" "$work/home.example.zone"
+cp "/run/roamlab/$lab/dns-home/home.example.zone" "$work/home.example.zone"
 cat > "$work/named.conf" <<CONF
 include "/run/roamlab/$lab/keys/home.conf";
 options {
