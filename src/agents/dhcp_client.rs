@@ -60,6 +60,22 @@ fn message(kind: MessageType, xid: u32, mac: &[u8; 6], host_name: Option<&str>) 
     m
 }
 
+/// What the client makes of one datagram on port 68: the server's answer to exchange
+/// `xid` if it is one of `want`, else nothing. Anything on the cell can send the client a
+/// datagram, so it goes through the server's guarded decoder (dhcproto asserts on some
+/// option lengths).
+pub fn accept(datagram: &[u8], xid: u32, want: &[MessageType]) -> Option<v4::Message> {
+    let answer = decode(datagram).ok()?;
+    if answer.xid() != xid || answer.opcode() != Opcode::BootReply {
+        return None;
+    }
+    answer
+        .opts()
+        .msg_type()
+        .filter(|t| want.contains(t))
+        .map(|_| answer)
+}
+
 /// Sends `m` (broadcast) until an answer of `want` with our xid arrives, or `deadline`.
 async fn exchange(
     socket: &tokio::net::UdpSocket,
@@ -81,23 +97,15 @@ async fn exchange(
         while let Ok(got) = tokio::time::timeout_at(until.into(), socket.recv_from(&mut buf)).await
         {
             let Ok((n, _)) = got else { break };
-            // Through the server's guarded decoder: dhcproto asserts on some option
-            // lengths, and anything on the cell can send us a datagram.
-            let Ok(answer) = decode(&buf[..n]) else {
-                continue;
-            };
-            if answer.xid() != m.xid() || answer.opcode() != Opcode::BootReply {
-                continue;
-            }
-            match answer.opts().msg_type() {
-                Some(t) if want.contains(&t) => return Ok(answer),
-                _ => continue,
+            if let Some(answer) = accept(&buf[..n], m.xid(), want) {
+                return Ok(answer);
             }
         }
     }
 }
 
-fn lease_of(ack: &v4::Message) -> Lease {
+/// The lease an ACK grants.
+pub fn lease_of(ack: &v4::Message) -> Lease {
     let o = ack.opts();
     let prefix_len = match o.get(OptionCode::SubnetMask) {
         Some(DhcpOption::SubnetMask(mask)) => u32::from(*mask).count_ones() as u8,
@@ -211,16 +219,13 @@ pub async fn renew(
         while let Ok(Ok((n, _))) =
             tokio::time::timeout_at(until.into(), socket.recv_from(&mut buf)).await
         {
-            let Ok(answer) = decode(&buf[..n]) else {
-                continue;
-            };
-            if answer.xid() != m.xid() {
-                continue;
-            }
-            match answer.opts().msg_type() {
-                Some(MessageType::Ack) => return Ok(lease_of(&answer)),
-                Some(MessageType::Nak) => return Err(RenewError::Nak),
-                _ => continue,
+            let want = [MessageType::Ack, MessageType::Nak];
+            match accept(&buf[..n], m.xid(), &want) {
+                Some(a) if a.opts().msg_type() == Some(MessageType::Ack) => {
+                    return Ok(lease_of(&a))
+                }
+                Some(_) => return Err(RenewError::Nak),
+                None => continue,
             }
         }
     }

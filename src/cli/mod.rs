@@ -16,7 +16,6 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::contract::configs;
-use crate::contract::published::read_attached;
 use crate::contract::LabDir;
 use crate::lab::{self, UpOptions};
 use crate::topology::{Topology, DEFAULT_SOURCE, DEFAULT_TOPOLOGY};
@@ -523,18 +522,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 at.as_deref(),
                 dhcp_client.as_str(),
             ))?;
-            let dir = LabDir::of(&lab);
-            let vlr = read_attached(&dir.vlr_attached(&attached.visited));
-            let imsi = crate::topology::Topology::parse(
-                &std::fs::read_to_string(dir.topology())?,
-                "topology",
-            )?
-            .subscribers
-            .into_iter()
-            .find(|s| s.name == terminal)
-            .map(|s| s.imsi)
-            .unwrap_or_default();
-            let entry = vlr.iter().find(|e| e.imsi == imsi);
+            let imsi = &attached.imsi;
+            let entry = attached.registration.as_ref();
             let host = entry.and_then(|e| e.host_name.as_deref()).unwrap_or("?");
             let msisdn = entry.and_then(|e| e.msisdn.as_deref()).unwrap_or("?");
             println!(

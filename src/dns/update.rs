@@ -256,6 +256,26 @@ fn make_unique(msg: &mut Message) {
     msg.set_edns(edns);
 }
 
+/// What a server's answer to an update says: applied, or refused (for good when no retry
+/// can change it: the key, the zone or the message is wrong).
+pub fn answer_of(zone: &str, server: SocketAddr, response: &Message) -> Result<(), UpdateError> {
+    match response.metadata.response_code {
+        ResponseCode::NoError => Ok(()),
+        code => Err(UpdateError::Refused {
+            zone: zone.to_string(),
+            server,
+            code: code.to_string(),
+            for_good: matches!(
+                code,
+                ResponseCode::NotAuth
+                    | ResponseCode::Refused
+                    | ResponseCode::NotZone
+                    | ResponseCode::FormErr
+            ),
+        }),
+    }
+}
+
 /// Sends one signed update and waits for the server's answer.
 pub async fn send(target: &UpdateTarget, change: &Change) -> Result<(), UpdateError> {
     let mut msg = message(&target.zone, target.ttl, change)?;
@@ -284,21 +304,7 @@ pub async fn send(target: &UpdateTarget, change: &Change) -> Result<(), UpdateEr
     let response = answer
         .ok_or_else(|| transport("no answer".into()))?
         .map_err(|e| transport(e.to_string()))?;
-    match response.metadata.response_code {
-        ResponseCode::NoError => Ok(()),
-        code => Err(UpdateError::Refused {
-            zone: target.zone.clone(),
-            server: target.server,
-            code: code.to_string(),
-            for_good: matches!(
-                code,
-                ResponseCode::NotAuth
-                    | ResponseCode::Refused
-                    | ResponseCode::NotZone
-                    | ResponseCode::FormErr
-            ),
-        }),
-    }
+    answer_of(&target.zone, target.server, &response)
 }
 
 /// Sends one update from inside namespace `namespace` (on a thread of its own with its own

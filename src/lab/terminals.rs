@@ -72,6 +72,9 @@ pub struct Attached {
     pub address: Option<std::net::Ipv4Addr>,
     /// The fixed host the name was checked from, and how long it took to resolve.
     pub resolvable: Option<(String, Duration)>,
+    pub imsi: String,
+    /// The VLR's registration of it (host name and MSISDN from its home).
+    pub registration: Option<crate::contract::published::AttachedTerminal>,
 }
 
 /// How long the home DNS may take to hold the new address.
@@ -450,7 +453,13 @@ pub async fn attach(
                 }
                 _ => None,
             };
+            let registration =
+                crate::contract::published::read_attached(&dir.vlr_attached(&visited))
+                    .into_iter()
+                    .find(|r| r.imsi == subscriber.imsi);
             Ok(Attached {
+                imsi: subscriber.imsi.clone(),
+                registration,
                 terminal: terminal.into(),
                 visited,
                 namespace,
