@@ -536,17 +536,7 @@ mod tests {
 
     #[test]
     fn what_the_lease_book_reads_of_a_mangled_request_never_panics() {
-        let mut m = v4::Message::new_with_id(
-            7,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            &[2, 0, 0, 0, 0, 1],
-        );
-        m.opts_mut()
-            .insert(v4::DhcpOption::MessageType(MessageType::Discover));
-        let good = m.to_vec().unwrap();
+        let good = crate::protocols::dhcp::test_discover();
         let request = request_of(&good, &decode(&good).unwrap()).unwrap();
         assert_eq!(
             (request.kind, request.mac),

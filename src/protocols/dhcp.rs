@@ -196,23 +196,29 @@ pub fn reply(
     r
 }
 
+/// A DISCOVER from 02:00:00:00:00:01, for the tests of this codec and of its users.
+#[cfg(test)]
+pub(crate) fn test_discover() -> Vec<u8> {
+    use dhcproto::Encodable;
+    let mut m = v4::Message::new_with_id(
+        7,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        &[2, 0, 0, 0, 0, 1],
+    );
+    m.opts_mut()
+        .insert(DhcpOption::MessageType(MessageType::Discover));
+    m.to_vec().unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dhcproto::Encodable;
 
     fn discover() -> Vec<u8> {
-        let mut m = v4::Message::new_with_id(
-            7,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            &[2, 0, 0, 0, 0, 1],
-        );
-        m.opts_mut()
-            .insert(DhcpOption::MessageType(MessageType::Discover));
-        m.to_vec().unwrap()
+        test_discover()
     }
 
     #[test]
