@@ -60,6 +60,19 @@ impl TerminalState {
     pub fn write(&self, path: &Path) -> io::Result<()> {
         json_file::write_private_json(path, self)
     }
+
+    /// Why the last attach failed, as the lab shows it to the operator: the terminal (which
+    /// the lab does not trust) writes this file, so control characters are dropped, to keep
+    /// it from writing to the operator's terminal, and the text is cut short.
+    pub fn refusal(&self) -> Option<String> {
+        const MAX_CHARS: usize = 300;
+        self.refused.as_ref().map(|why| {
+            why.chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_CHARS)
+                .collect()
+        })
+    }
 }
 
 /// A link-layer address as the published lists write it: `02:00:00:00:00:01`.
@@ -99,6 +112,13 @@ mod tests {
         };
         state.write(&state_path).unwrap();
         assert_eq!(TerminalState::read(&state_path), state);
+        let hostile = TerminalState {
+            refused: Some(format!("\u{1b}[2J\u{7}refused\r\n{}", "x".repeat(1000))),
+            ..Default::default()
+        };
+        let shown = hostile.refusal().unwrap();
+        assert!(shown.starts_with("[2Jrefused"), "{shown:?}");
+        assert!(!shown.chars().any(char::is_control) && shown.chars().count() == 300);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -477,7 +477,7 @@ pub async fn attach(
                 remove(&mut state, &topology, terminal, false).await;
                 let _ = state.save();
             }
-            match TerminalState::read(&dir.terminal_state(terminal)).refused {
+            match TerminalState::read(&dir.terminal_state(terminal)).refusal() {
                 Some(why) => Err(TerminalError::Refused {
                     terminal: terminal.into(),
                     visited,
