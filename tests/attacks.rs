@@ -804,3 +804,78 @@ fn agents_give_up_their_privileges_once_bound() {
     // And the lab still works end to end.
     attach(&lab, "server1");
 }
+
+/// Found while fuzzing the lease book (a link the VLR lists for another subscriber): the
+/// VLR registered whatever link-layer address a terminal reported, so a terminal could
+/// register another terminal's link as its own, and the DHCP server would then lease on
+/// that link in its name. Now the VLR takes the address of the link the lab made for the
+/// IMSI (the one its port is locked to): another terminal's address, or any address from
+/// a terminal the lab made no link for, ends the attach before its home is asked.
+#[test]
+fn a_terminal_cannot_register_another_terminals_link() {
+    use roamlab::agents::terminal::{AttachError, Terminal};
+    use roamlab::contract::published::read_attached;
+    use roamlab::protocols::milenage::Milenage;
+    if !root_or_skip("a_terminal_cannot_register_another_terminals_link") {
+        return;
+    }
+    let lab = default_lab("atklink");
+    attach(&lab, "phone1");
+    attach(&lab, "server1");
+    let dir = roamlab::contract::LabDir::of("atklink");
+    let before = read_attached(&dir.vlr_attached("visited"));
+    assert_eq!(before.len(), 2);
+    let phone1 = before.iter().find(|t| t.imsi == "001010000000001").unwrap();
+    let phone1_mac: Vec<u8> = phone1
+        .mac
+        .as_deref()
+        .unwrap()
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+    let topology = roamlab::topology::Topology::builtin();
+    let subscriber = |name: &str| {
+        topology
+            .subscribers
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap()
+            .clone()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // server1, with its own keys, reporting phone1's link; then homebound1, for which
+        // the lab made no link on the cell, reporting an address of its own.
+        for (name, mac) in [
+            ("server1", phone1_mac.clone()),
+            ("homebound1", vec![2, 0x5e, 0, 0, 0, 9]),
+        ] {
+            let who = subscriber(name);
+            let keys = Milenage::new(&who.k, &who.opc);
+            let mut t = Terminal::connect(&dir.cell_socket("visited"), &who.imsi)
+                .await
+                .unwrap();
+            let mut sqn_ms = 0;
+            let refused = t
+                .attach_with_mac(&keys, &mut sqn_ms, None, Some(mac.try_into().unwrap()))
+                .await;
+            assert!(
+                matches!(refused, Err(AttachError::Rejected(3))),
+                "{:?}",
+                refused.map(|_| ())
+            );
+        }
+    });
+    // Nothing changed: both terminals are registered with their own links.
+    let after = read_attached(&dir.vlr_attached("visited"));
+    assert_eq!(after, before);
+    let log = std::fs::read_to_string(dir.agent_log("visited", "vlr")).unwrap();
+    assert!(
+        log.contains("but its link on this cell is")
+            && log.contains("but has no link on this cell"),
+        "{log}"
+    );
+}

@@ -557,18 +557,6 @@ impl LiveLinks {
 /// Who a peer says it is, the way osmo-hlr reads it: by its serial number when it sends
 /// one, else by its unit name (libosmocore's clients append `-00-00-00-00-00-00`, the MAC
 /// address part, to it).
-fn peer_identity(items: &[(u8, String)]) -> Option<String> {
-    let tag = |t: u8| {
-        items
-            .iter()
-            .find(|(tag, v)| *tag == t && !v.is_empty())
-            .map(|(_, v)| v.clone())
-    };
-    tag(ipa::TAG_SERIAL).or_else(|| {
-        tag(ipa::TAG_UNIT_NAME).map(|n| n.trim_end_matches("-00-00-00-00-00-00").to_string())
-    })
-}
-
 enum CoreInput {
     Connected(String, Sender),
     Gone(String),
@@ -617,15 +605,10 @@ async fn serve_vlr(
     {
         return;
     }
-    let hello = tokio::time::timeout(signaling::HELLO_TIMEOUT, async {
-        loop {
-            match ipa::read_frame(&mut reader).await {
-                Ok(Frame::IdResp(items)) => return peer_identity(&items),
-                Ok(_) => continue,
-                Err(_) => return None,
-            }
-        }
-    })
+    let hello = tokio::time::timeout(
+        signaling::HELLO_TIMEOUT,
+        signaling::claimed_identity(&mut reader),
+    )
     .await;
     let name = match hello {
         Ok(Some(name)) => name,
@@ -837,18 +820,6 @@ mod tests {
             odd.send[0].message.cause,
             Some(cause::MSG_TYPE_NOT_IMPLEMENTED)
         );
-    }
-
-    #[test]
-    fn peers_are_known_by_serial_number_then_unit_name() {
-        let libosmocore = [
-            (ipa::TAG_UNIT_NAME, "visited-00-00-00-00-00-00".to_string()),
-            (ipa::TAG_SERIAL, "visited".to_string()),
-        ];
-        assert_eq!(peer_identity(&libosmocore).as_deref(), Some("visited"));
-        let name_only = [(ipa::TAG_UNIT_NAME, "visited-00-00-00-00-00-00".to_string())];
-        assert_eq!(peer_identity(&name_only).as_deref(), Some("visited"));
-        assert_eq!(peer_identity(&[(ipa::TAG_UNIT_ID, "0/0/0".into())]), None);
     }
 
     /// A second link for a connected identity is refused until the first is gone.

@@ -203,6 +203,17 @@ impl LeaseBook {
                 );
             }
         }
+        // A link the VLR now lists for another subscriber: what it held was the other's.
+        let stale: Vec<Ipv4Addr> = self
+            .leases
+            .values()
+            .filter(|l| l.mac == r.mac && l.imsi != who.imsi)
+            .map(|l| l.ip)
+            .collect();
+        for ip in stale {
+            let old = self.leases.remove(&ip).expect("present");
+            changes.extend(old.ended("the link is another subscriber's"));
+        }
         match r.kind {
             Kind::Inform => (Answer::InformAck, changes),
             Kind::Discover => {
@@ -383,6 +394,34 @@ mod tests {
         assert_eq!((renew, nothing.len()), (Answer::Ack(ip), 0));
     }
 
+    /// Found by the lease_book fuzz target: a link the VLR lists for another subscriber
+    /// than the one its lease was bound to, asking with another client identifier, was
+    /// given a second lease while the first stayed bound.
+    #[test]
+    fn a_link_that_changes_subscriber_ends_the_old_binding_first() {
+        let mut b = book();
+        let ip = Ipv4Addr::new(198, 51, 100, 100);
+        let mut first = req(Kind::Request, 1, Some(ip));
+        first.client_id = Some(vec![1, 2, 0, 0, 0, 0, 4]);
+        assert_eq!(
+            b.handle(&first, Some(&who(1)), ME, 600, 0).0,
+            Answer::Ack(ip)
+        );
+        let (answer, changes) = b.handle(&req(Kind::Discover, 1, None), Some(&who(2)), ME, 600, 1);
+        assert!(matches!(answer, Answer::Offer(_)));
+        assert_eq!(
+            changes,
+            [Binding::Unbound {
+                imsi: who(1).imsi,
+                host_name: who(1).host_name,
+                ip,
+                why: "the link is another subscriber's".into()
+            }]
+        );
+        assert_eq!(b.leases.len(), 1);
+        assert_eq!(b.leases.values().next().unwrap().imsi, who(2).imsi);
+    }
+
     #[test]
     fn unauthorised_clients_get_nothing_and_claims_must_match() {
         let mut b = book();
@@ -457,13 +496,13 @@ mod tests {
             b.handle(&moved, Some(&who(1)), ME, 600, 1).0,
             Answer::Offer(Ipv4Addr::new(198, 51, 100, 100))
         );
-        // Same hardware address, another identifier: another client.
+        // Same hardware address, another identifier, and the VLR now lists the link for
+        // another subscriber: the old binding ends before the new client is offered one.
         let mut other = req(Kind::Discover, 1, None);
         other.client_id = Some(vec![9]);
-        assert_eq!(
-            b.handle(&other, Some(&who(2)), ME, 600, 2).0,
-            Answer::Offer(Ipv4Addr::new(198, 51, 100, 101))
-        );
+        let (offer, ended) = b.handle(&other, Some(&who(2)), ME, 600, 2);
+        assert_eq!(offer, Answer::Offer(Ipv4Addr::new(198, 51, 100, 100)));
+        assert!(matches!(&ended[..], [Binding::Unbound { imsi, .. }] if *imsi == who(1).imsi));
     }
 
     #[test]

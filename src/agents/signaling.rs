@@ -206,6 +206,32 @@ pub async fn next_gsup<R: tokio::io::AsyncRead + Unpin>(
     }
 }
 
+/// Server side of the identity exchange, after ID_GET: reads frames until the peer's
+/// ID_RESP and returns the name it claims (none if it closes or sends garbage first).
+pub async fn claimed_identity<R: tokio::io::AsyncRead + Unpin>(reader: &mut R) -> Option<String> {
+    loop {
+        match ipa::read_frame(reader).await {
+            Ok(Frame::IdResp(items)) => return identity_of(&items),
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+/// The name an ID_RESP claims, as libosmocore's IPA server reads it: the serial number, or
+/// else the unit name without the `-00-00-00-00-00-00` suffix libosmocore appends.
+pub fn identity_of(items: &[(u8, String)]) -> Option<String> {
+    let tag = |t: u8| {
+        items
+            .iter()
+            .find(|(tag, v)| *tag == t && !v.is_empty())
+            .map(|(_, v)| v.clone())
+    };
+    tag(ipa::TAG_SERIAL).or_else(|| {
+        tag(ipa::TAG_UNIT_NAME).map(|n| n.trim_end_matches("-00-00-00-00-00-00").to_string())
+    })
+}
+
 /// How long a client waits for ID_ACK or ID_NACK after its identity: roamlab's HLR
 /// answers at once; osmo-hlr never does, and the link is up all the same.
 const ID_ACK_WAIT: Duration = Duration::from_millis(200);
@@ -263,4 +289,21 @@ pub async fn identify<R: tokio::io::AsyncRead + Unpin>(
     tokio::time::timeout(ID_ACK_WAIT, answer)
         .await
         .unwrap_or(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_are_known_by_serial_number_then_unit_name() {
+        let libosmocore = [
+            (ipa::TAG_UNIT_NAME, "visited-00-00-00-00-00-00".to_string()),
+            (ipa::TAG_SERIAL, "visited".to_string()),
+        ];
+        assert_eq!(identity_of(&libosmocore).as_deref(), Some("visited"));
+        let name_only = [(ipa::TAG_UNIT_NAME, "visited-00-00-00-00-00-00".to_string())];
+        assert_eq!(identity_of(&name_only).as_deref(), Some("visited"));
+        assert_eq!(identity_of(&[(ipa::TAG_UNIT_ID, "0/0/0".into())]), None);
+    }
 }

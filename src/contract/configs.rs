@@ -76,6 +76,8 @@ pub struct VlrConfig {
     /// Where the visited network's DHCP agent reaches the VLR.
     pub local_socket: PathBuf,
     pub attached_file: PathBuf,
+    /// The terminals' links on the cell, as the lab made them (one file per IMSI).
+    pub cell_links: PathBuf,
     pub events_file: PathBuf,
     pub partners: Vec<PartnerHlr>,
 }

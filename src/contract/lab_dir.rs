@@ -147,6 +147,17 @@ impl LabDir {
         self.vlr_published(visited).join("attached.json")
     }
 
+    /// The terminals' links on the VLR's cell, as the lab made them: one file per IMSI
+    /// holding the address its locked port carries. Written by the lab (the cell's
+    /// operator) at attach; read by the VLR only.
+    pub fn vlr_cell_links(&self, visited: &str) -> PathBuf {
+        self.agent_dir(AgentKind::Vlr, visited).join("links")
+    }
+
+    pub fn vlr_cell_link(&self, visited: &str, imsi: &str) -> PathBuf {
+        super::published::cell_link_file(&self.vlr_cell_links(visited), imsi)
+    }
+
     pub fn dhcp_leases(&self, visited: &str) -> PathBuf {
         self.agent_dir(AgentKind::Dhcp, visited).join("leases.json")
     }

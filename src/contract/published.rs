@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +73,23 @@ impl TerminalState {
                 .collect()
         })
     }
+}
+
+/// The file in a VLR's `links` directory that holds the link of the terminal with `imsi`.
+pub fn cell_link_file(links: &Path, imsi: &str) -> PathBuf {
+    links.join(format!("{imsi}.json"))
+}
+
+/// The link-layer address of a terminal's link on a cell, as the lab made it.
+pub fn read_cell_link(path: &Path) -> Option<[u8; 6]> {
+    json_file::read_json(path).ok()
+}
+
+pub fn write_cell_link(path: &Path, mac: &[u8; 6]) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        json_file::private_dir(dir)?;
+    }
+    json_file::write_private_json(path, mac)
 }
 
 /// A link-layer address as the published lists write it: `02:00:00:00:00:01`.

@@ -415,11 +415,16 @@ impl NetlinkKernel {
                     })
                 })
                 .collect();
+            let mac = link.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
+                _ => None,
+            });
             out.push(InterfaceInfo {
                 index: link.header.index,
                 name: name.unwrap_or_default(),
                 up,
                 addresses: addrs,
+                mac,
             });
         }
         Ok(out)
@@ -432,6 +437,9 @@ pub struct InterfaceInfo {
     pub name: String,
     pub up: bool,
     pub addresses: Vec<IpNet>,
+    /// The link-layer address, for an Ethernet-like link.
+    #[serde(skip)]
+    pub mac: Option<[u8; 6]>,
 }
 
 fn invalid(e: impl std::fmt::Display) -> rtnetlink::Error {

@@ -140,6 +140,7 @@ fn vlr_config(topology: &Topology, lab: &LabDir, node: &Node) -> VlrConfig {
         cell_socket: lab.cell_socket(&node.name),
         local_socket: lab.vlr_local_socket(&node.name),
         attached_file: lab.vlr_attached(&node.name),
+        cell_links: lab.vlr_cell_links(&node.name),
         events_file: lab.events(),
         partners,
     }

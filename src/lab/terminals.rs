@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::state::{LabLock, LabState, Phase, TerminalRecord};
 use super::{etc, io_err, running_list, LabError, STOP_GRACE};
 use crate::contract::configs::{hex, TerminalConfig};
-use crate::contract::published::TerminalState;
+use crate::contract::published::{write_cell_link, TerminalState};
 use crate::contract::LabDir;
 use crate::json_file;
 use crate::kernel::executor;
@@ -172,6 +172,14 @@ async fn remove(state: &mut LabState, topology: &Topology, terminal: &str, grace
     }
     if let Some(i) = state.terminals.iter().position(|t| t.name == terminal) {
         let record = state.terminals.remove(i);
+        if let Some(s) = topology.subscribers.iter().find(|s| s.name == terminal) {
+            let link = LabDir::of(&state.lab).vlr_cell_link(&record.visited, &s.imsi);
+            if let Err(e) = std::fs::remove_file(&link) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("{terminal}: cannot remove {}: {e}", link.display());
+                }
+            }
+        }
         // The cell end goes first, synchronously: a deleted namespace takes its links down
         // only later, and the next attach of this terminal needs the name free.
         if let Some(bridge) = cell_bridge(topology, &record.visited) {
@@ -196,6 +204,17 @@ async fn remove(state: &mut LabState, topology: &Topology, terminal: &str, grace
         }
         state.namespaces.retain(|n| n != &record.namespace);
     }
+}
+
+/// The link-layer address of a terminal's `eth0`, as the kernel has it.
+async fn link_address(kernel: &mut NetlinkKernel, namespace: &str) -> std::io::Result<[u8; 6]> {
+    kernel
+        .interfaces(namespace)
+        .await?
+        .into_iter()
+        .find(|i| i.name == "eth0")
+        .and_then(|i| i.mac)
+        .ok_or_else(|| std::io::Error::other(format!("{namespace} has no eth0 with an address")))
 }
 
 /// The cell bridge of a visited network: its bridge with an address pool, else its first.
@@ -366,6 +385,17 @@ pub async fn attach(
         });
     }
     let dir = LabDir::of(lab);
+    // The cell's record of the link: the VLR takes this address, not the one the terminal
+    // reports, as the terminal's (the port is locked to it).
+    let recorded = match link_address(&mut kernel, &namespace).await {
+        Ok(mac) => write_cell_link(&dir.vlr_cell_link(&visited, &subscriber.imsi), &mac),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = recorded {
+        remove(&mut state, &topology, terminal, false).await;
+        let _ = state.save();
+        return Err(io_err(lab, "record the terminal's link on the cell")(e).into());
+    }
     let config = TerminalConfig {
         name: terminal.into(),
         imsi: subscriber.imsi.clone(),

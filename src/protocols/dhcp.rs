@@ -42,11 +42,67 @@ pub fn decode(packet: &[u8]) -> Result<v4::Message, String> {
             packet[2]
         ));
     }
-    // dhcproto asserts on some malformed option lengths instead of failing: a panic in its
-    // decoder is a malformed packet, not the end of the server.
+    if let Some((code, len)) = option_dhcproto_asserts_on(packet) {
+        return Err(format!("option {code} of {len} bytes is malformed"));
+    }
+    // Should another of its decoders assert, that too is a malformed packet, not the end
+    // of the server or the terminal.
     std::panic::catch_unwind(|| v4::Message::from_bytes(packet))
         .map_err(|_| "the DHCP decoder gave up on a malformed option".to_string())?
         .map_err(|e| e.to_string())
+}
+
+/// The lengths dhcproto 0.15 asserts on (debug builds) or subtracts from (overflow
+/// checks) instead of refusing: Rapid Commit is empty, Client Network Interface 3 bytes,
+/// the bulk leasequery times 4, Client FQDN at least 3 and a BLQ status code at least 1.
+fn dhcproto_takes(code: u8, len: usize) -> bool {
+    match code {
+        80 => len == 0,
+        81 => len >= 3,
+        94 => len == 3,
+        151 => len >= 1,
+        152..=155 => len == 4,
+        _ => true,
+    }
+}
+
+/// The first option, as dhcproto will see it (consecutive instances of one code joined,
+/// RFC 3396), whose length dhcproto asserts on: its code and length.
+fn option_dhcproto_asserts_on(packet: &[u8]) -> Option<(u8, usize)> {
+    let mut at = packet.get(MIN_MESSAGE..)?;
+    let mut joined: Option<(u8, usize)> = None;
+    let bad = |j: Option<(u8, usize)>| j.filter(|(code, len)| !dhcproto_takes(*code, *len));
+    while let Some((&code, rest)) = at.split_first() {
+        if code == 0 || code == 255 {
+            if let Some(found) = bad(joined.take()) {
+                return Some(found);
+            }
+            if code == 255 {
+                return None;
+            }
+            at = rest;
+            continue;
+        }
+        // dhcproto decodes what it was joining as soon as it sees another code.
+        if joined.is_some_and(|(c, _)| c != code) {
+            if let Some(found) = bad(joined.take()) {
+                return Some(found);
+            }
+        }
+        let Some((&len, rest)) = rest.split_first() else {
+            break;
+        };
+        if rest.len() < len as usize {
+            // dhcproto stops here, without the option it was joining.
+            return None;
+        }
+        at = &rest[len as usize..];
+        joined = Some(match joined {
+            Some((c, total)) => (c, total + len as usize),
+            None => (code, len as usize),
+        });
+    }
+    bad(joined)
 }
 
 /// The options the server reads, parsed from the packet itself. dhcproto stops at the
@@ -219,6 +275,40 @@ mod tests {
 
     fn discover() -> Vec<u8> {
         test_discover()
+    }
+
+    /// Found by the dhcp_client fuzz target: option lengths dhcproto asserts on are refused
+    /// by name before dhcproto sees them (alone, or joined from several instances).
+    #[test]
+    fn options_dhcproto_asserts_on_are_refused_by_name() {
+        for (options, code, len) in [
+            (&[81u8, 0][..], 81, 0),
+            (&[81, 2, 0, 0], 81, 2),
+            (&[80, 1, 0], 80, 1),
+            (&[94, 2, 1, 2], 94, 2),
+            (&[151, 0], 151, 0),
+            (&[153, 2, 0, 0, 153, 1, 0], 153, 3),
+            (&[53, 1, 1, 152, 5, 0, 0, 0, 0, 0], 152, 5),
+            // Decoded as soon as another code follows, however long that one says it is.
+            (&[152, 5, 0, 0, 0, 0, 0, 111, 110, 0], 152, 5),
+        ] {
+            let mut packet = discover();
+            packet.truncate(MIN_MESSAGE);
+            packet.extend_from_slice(options);
+            packet.push(255);
+            let refused = decode(&packet).expect_err("refused");
+            assert_eq!(
+                refused,
+                format!("option {code} of {len} bytes is malformed")
+            );
+        }
+        // Joined to a length it takes, or cut short (dhcproto stops there), it passes on.
+        for options in [&[81u8, 2, 0, 0, 81, 1, 0][..], &[81, 2, 0]] {
+            let mut packet = discover();
+            packet.truncate(MIN_MESSAGE);
+            packet.extend_from_slice(options);
+            assert!(decode(&packet).is_ok(), "{options:?}");
+        }
     }
 
     #[test]

@@ -448,6 +448,13 @@ fn auth_tuple(bytes: &[u8]) -> Result<AuthTuple, DecodeError> {
             _ => {}
         }
     }
+    if is_umts && umts.res.is_empty() {
+        // What would be re-encoded as an empty RES, which no peer decodes.
+        return Err(DecodeError::BadValue {
+            tag: ie::RES,
+            why: "a UMTS vector without RES",
+        });
+    }
     t.umts = is_umts.then_some(umts);
     Ok(t)
 }
@@ -742,6 +749,24 @@ mod tests {
     /// Issue 12, finding 1: a tuple's RES of 166 bytes or more decoded, and re-encoding
     /// wrapped its length, so the VLR would have forwarded a message that no longer
     /// decodes. The tuple's RES is now held to 4–16 bytes, and the encoder never wraps.
+    /// Found by the gsup fuzz target: a tuple with IK, CK or AUTN but no RES decoded, and
+    /// re-encoded with an empty RES that no longer decoded.
+    #[test]
+    fn a_umts_tuple_needs_its_res() {
+        let mut input = vec![
+            0x0a, 0x01, 0x08, 0x00, 0x01, 0x01, 0x00, 0x00, 0x00, 0x00, 0xf1,
+        ];
+        input.extend_from_slice(&[0x03, 0x12, 0x25, 0x10]);
+        input.extend_from_slice(&[0x5a; 16]);
+        assert_eq!(
+            Message::decode(&input),
+            Err(DecodeError::BadValue {
+                tag: ie::RES,
+                why: "a UMTS vector without RES"
+            })
+        );
+    }
+
     #[test]
     fn tuple_res_is_bounded_and_lengths_never_wrap() {
         let mut input = vec![0x04, 0x01, 0x00, 0x03, 0xa8, 0x27, 0xa6];

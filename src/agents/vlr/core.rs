@@ -60,13 +60,37 @@ pub struct Attach {
 
 impl Attach {
     /// Starts the attach an ATTACH_REQUEST asks for, at the terminal's home if this VLR
-    /// has an agreement with it.
-    pub fn start(request: &Message, partners: &[PartnerHlr]) -> (Option<Self>, Vec<Action>) {
+    /// has an agreement with it. `link` is the address of the link the lab made for this
+    /// IMSI on the cell, if it made one: the only address the terminal may report (the one
+    /// its port is locked to), so that no terminal registers another's link as its own.
+    pub fn start(
+        request: &Message,
+        partners: &[PartnerHlr],
+        link: Option<[u8; 6]>,
+    ) -> (Option<Self>, Vec<Action>) {
         let imsi = request.imsi.clone();
         let mut actions = vec![Action::Emit(
             "Attach request",
             json!({"claimed_host_name": request.host_name}),
         )];
+        if let Some(said) = request.terminal_mac.filter(|said| Some(*said) != link) {
+            let why = match link {
+                Some(own) => format!(
+                    "the terminal reports link-layer address {}, but its link on this cell is {}",
+                    format_mac(&said),
+                    format_mac(&own)
+                ),
+                None => format!(
+                    "the terminal reports link-layer address {}, but has no link on this cell",
+                    format_mac(&said)
+                ),
+            };
+            actions.push(Action::Reject {
+                cause: cause::ILLEGAL_MS,
+                why,
+            });
+            return (None, actions);
+        }
         let Some(home) = partner_of(partners, &imsi) else {
             actions.push(Action::Reject {
                 cause: cause::PLMN_NOT_ALLOWED,
@@ -390,6 +414,8 @@ mod tests {
     use crate::protocols::milenage::{self, Challenge, Milenage};
 
     const IMSI: &str = "001010000000001";
+    /// The terminal's link on the cell, as the lab made it.
+    const LINK: Option<[u8; 6]> = Some([2, 0, 0, 0, 0, 1]);
     const K: [u8; 16] = [0x46; 16];
     const OPC: [u8; 16] = [0xcd; 16];
 
@@ -428,7 +454,7 @@ mod tests {
     fn attach_request(claim: Option<&str>) -> Message {
         let mut m = Message::new(msg::ATTACH_REQUEST, IMSI);
         m.host_name = claim.map(String::from);
-        m.terminal_mac = Some([2, 0, 0, 0, 0, 1]);
+        m.terminal_mac = Some(LINK.unwrap());
         m
     }
 
@@ -437,7 +463,7 @@ mod tests {
     fn run(claim: Option<&str>, home: &mut HlrCore, mut sqn_ms: u64) -> (Action, Registry) {
         let usim = Milenage::new(&K, &OPC);
         let mut registry = Registry::default();
-        let (attach, mut actions) = Attach::start(&attach_request(claim), &partners());
+        let (attach, mut actions) = Attach::start(&attach_request(claim), &partners(), LINK);
         let Some(mut attach) = attach else {
             return (actions.pop().unwrap(), registry);
         };
@@ -539,11 +565,36 @@ mod tests {
         assert!(registry.list().is_empty());
     }
 
+    /// A terminal reports only the address of its own link: another terminal's, or any on
+    /// a cell where the lab made it no link, ends the attach before its home is asked. One
+    /// that reports none registers without a link (signaling only: no lease follows).
+    #[test]
+    fn a_terminal_reports_its_own_link_or_none() {
+        let request = attach_request(None);
+        let other = Some([2, 0, 0, 0, 0, 2]);
+        for (link, own) in [
+            (other, "but its link on this cell is 02:00:00:00:00:02"),
+            (None, "but has no link on this cell"),
+        ] {
+            let (attach, actions) = Attach::start(&request, &partners(), link);
+            assert!(attach.is_none());
+            assert!(
+                matches!(&actions[..], [Action::Emit(..), Action::Reject { cause: cause::ILLEGAL_MS, why }] if why.ends_with(own)),
+                "{actions:?}"
+            );
+        }
+        let mut silent = attach_request(None);
+        silent.terminal_mac = None;
+        let (attach, actions) = Attach::start(&silent, &partners(), None);
+        assert!(attach.is_some());
+        assert!(matches!(actions.last(), Some(Action::AskHome(_))));
+    }
+
     #[test]
     fn no_agreement_no_attach_and_nothing_asked_of_any_home() {
         let mut request = attach_request(None);
         request.imsi = "999990000000001".into();
-        let (attach, actions) = Attach::start(&request, &partners());
+        let (attach, actions) = Attach::start(&request, &partners(), LINK);
         assert!(attach.is_none());
         assert!(!actions.iter().any(|a| matches!(a, Action::AskHome(_))));
         assert!(matches!(
@@ -557,8 +608,8 @@ mod tests {
 
     #[test]
     fn a_wrong_res_or_a_silent_terminal_ends_the_attach() {
-        let (_, mut actions) = Attach::start(&attach_request(None), &partners());
-        let (mut attach, _) = Attach::start(&attach_request(None), &partners());
+        let (_, mut actions) = Attach::start(&attach_request(None), &partners(), LINK);
+        let (mut attach, _) = Attach::start(&attach_request(None), &partners(), LINK);
         let attach = attach.as_mut().unwrap();
         actions.clear();
         let mut home = hlr("phone1");

@@ -20,7 +20,9 @@ use tokio::sync::{mpsc, oneshot};
 use self::core::{route_local, Action, Attach, LocalRoute, Registry};
 use super::signaling::{self, Sender, REQUEST_TIMEOUT};
 use crate::contract::configs::{PartnerHlr, VlrConfig};
-use crate::contract::published::{read_attached, write_attached, AttachedTerminal};
+use crate::contract::published::{
+    cell_link_file, read_attached, read_cell_link, write_attached, AttachedTerminal,
+};
 use crate::contract::AgentKind;
 use crate::events::EventLog;
 use crate::protocols::gsup::{cause, msg, Message};
@@ -59,6 +61,7 @@ struct Vlr {
     name: String,
     events: EventLog,
     attached_file: std::path::PathBuf,
+    cell_links: std::path::PathBuf,
     partners: Vec<PartnerHlr>,
     links: Vec<Arc<HlrLink>>,
     registry: Mutex<Registry>,
@@ -79,6 +82,15 @@ fn now() -> f64 {
 }
 
 impl Vlr {
+    /// The address of the link the lab made for `imsi` on this cell, if it made one. The
+    /// IMSI comes from the terminal: only one of digits names a file.
+    fn cell_link(&self, imsi: &str) -> Option<[u8; 6]> {
+        if imsi.is_empty() || !imsi.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        read_cell_link(&cell_link_file(&self.cell_links, imsi))
+    }
+
     fn emit(&self, event: &str, imsi: &str, fields: serde_json::Value) {
         self.events.emit(event, Some(imsi), fields);
     }
@@ -401,7 +413,7 @@ async fn attach<R: tokio::io::AsyncRead + Unpin>(
     cancel: mpsc::UnboundedSender<()>,
 ) -> Option<AttachedTerminal> {
     let imsi = request.imsi.as_str();
-    let (attach, actions) = Attach::start(request, &vlr.partners);
+    let (attach, actions) = Attach::start(request, &vlr.partners, vlr.cell_link(imsi));
     let mut attach = attach;
     let mut queue: VecDeque<Action> = actions.into();
     while let Some(action) = queue.pop_front() {
@@ -584,6 +596,7 @@ pub async fn run(config: VlrConfig) -> std::io::Result<()> {
         name: config.name.clone(),
         events: EventLog::open(&config.events_file, &agent)?,
         attached_file: config.attached_file.clone(),
+        cell_links: config.cell_links.clone(),
         partners: config.partners.clone(),
         links: config
             .partners

@@ -1,0 +1,44 @@
+//! What the targets share: splitting one input into a sequence of messages, and the
+//! subscribers of the home network the cores are built with.
+#![allow(dead_code)]
+
+use roamlab::contract::configs::SubscriberRecord;
+
+/// The input as a sequence of chunks, each a 2-byte big-endian length then that many
+/// bytes (the last chunk takes what is left), so that a fuzzer's splice keeps messages whole.
+pub fn chunks(mut data: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while data.len() >= 2 {
+        let len = u16::from_be_bytes([data[0], data[1]]) as usize;
+        let rest = &data[2..];
+        let take = len.min(rest.len());
+        out.push(&rest[..take]);
+        data = &rest[take..];
+    }
+    out
+}
+
+/// The home network's subscribers: IMSIs the fuzzer picks by index.
+pub const IMSIS: [&str; 3] = ["001010000000001", "001010000000002", "001010000000003"];
+
+pub fn imsi(pick: u8) -> &'static str {
+    IMSIS[pick as usize % IMSIS.len()]
+}
+
+pub fn subscribers() -> Vec<SubscriberRecord> {
+    IMSIS
+        .iter()
+        .enumerate()
+        .map(|(i, imsi)| SubscriberRecord {
+            name: format!("phone{}", i + 1),
+            imsi: imsi.to_string(),
+            msisdn: Some(format!("1555000000{}", i + 1)),
+            host_name: format!("phone{}.home.example", i + 1),
+            k: "465b5ce8b199b49faa5f0a2ee238a6bc".into(),
+            opc: "cd63cb71954a9f4e48a5994e37a02baf".into(),
+            // The last one may not roam.
+            roaming: i < 2,
+            packet_data: true,
+        })
+        .collect()
+}
