@@ -59,9 +59,11 @@ for t in "${targets[@]}"; do
     echo "$t: seeds minimised to $(ls "seeds/$t" | wc -l) inputs"
     continue
   fi
+  dict=()
+  [ -f "dicts/$t.dict" ] && dict=(-dict="dicts/$t.dict")
   status=0
   cargo "${toolchain[@]}" fuzz run --sanitizer "$sanitizer" --debug-assertions "$t" \
-    "corpus/$t" "seeds/$t" -- \
+    "corpus/$t" "seeds/$t" -- "${dict[@]}" \
     -max_total_time="$seconds" -max_len="$(max_len "$t")" -timeout=10 \
     -rss_limit_mb=2048 -malloc_limit_mb=1024 -print_final_stats=1 \
     -artifact_prefix="artifacts/$t/" >"$log" 2>&1 || status=$?

@@ -10,13 +10,16 @@ use std::path::Path;
 use dhcproto::v4::{self, DhcpOption, MessageType, OptionCode};
 use dhcproto::Encodable;
 use roamlab::agents::hlr::HlrCore;
-use roamlab::contract::configs::{PartnerPool, SubscriberRecord};
+use roamlab::contract::configs::PartnerPool;
 use roamlab::dns::update::{message, Change, RecordData};
-use roamlab::protocols::dhcp::{reply, Served};
+use roamlab::protocols::dhcp::reply;
 use roamlab::protocols::gsup::{msg, Message};
 use roamlab::protocols::ipa::{self, Frame};
 
-const IMSI: &str = "001010000000001";
+#[path = "../fuzz_targets/common.rs"]
+mod common;
+
+const IMSI: &str = common::IMSIS[0];
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
     let dir = Path::new("seeds").join(target);
@@ -35,19 +38,9 @@ fn chunked(parts: &[Vec<u8>]) -> Vec<u8> {
 }
 
 fn hlr() -> HlrCore {
-    let record = SubscriberRecord {
-        name: "phone1".into(),
-        imsi: IMSI.into(),
-        msisdn: Some("15550000001".into()),
-        host_name: "phone1.home.example".into(),
-        k: "465b5ce8b199b49faa5f0a2ee238a6bc".into(),
-        opc: "cd63cb71954a9f4e48a5994e37a02baf".into(),
-        roaming: true,
-        packet_data: true,
-    };
     let mut n = 0u8;
     HlrCore::new(
-        &[record],
+        &common::subscribers(),
         HashMap::new(),
         Box::new(move || {
             n += 1;
@@ -202,13 +195,7 @@ fn main() {
     write("vlr_core", "attach-honest-then-forged", &chunked(&vlr_ops));
 
     // DHCP: a lease's life from the client's side, and the server's answers.
-    let served = Served {
-        server_ip: Ipv4Addr::new(198, 51, 100, 1),
-        prefix_len: 24,
-        router: Ipv4Addr::new(198, 51, 100, 1),
-        dns_servers: vec![Ipv4Addr::new(198, 51, 100, 53)],
-        lease_secs: 60,
-    };
+    let served = common::served();
     let ip = Ipv4Addr::new(198, 51, 100, 100);
     let discover = dhcp_client_message(MessageType::Discover, mac, None);
     let request = dhcp_client_message(MessageType::Request, mac, Some(ip));

@@ -2,7 +2,21 @@
 //! subscribers of the home network the cores are built with.
 #![allow(dead_code)]
 
+use std::net::Ipv4Addr;
+
 use roamlab::contract::configs::SubscriberRecord;
+use roamlab::protocols::dhcp::Served;
+
+/// What the visited network's DHCP server serves.
+pub fn served() -> Served {
+    Served {
+        server_ip: Ipv4Addr::new(198, 51, 100, 1),
+        prefix_len: 24,
+        router: Ipv4Addr::new(198, 51, 100, 1),
+        dns_servers: vec![Ipv4Addr::new(198, 51, 100, 53)],
+        lease_secs: 60,
+    }
+}
 
 /// The input as a sequence of chunks, each a 2-byte big-endian length then that many
 /// bytes (the last chunk takes what is left), so that a fuzzer's splice keeps messages whole.

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use libfuzzer_sys::fuzz_target;
 use roamlab::agents::dhcp::{handle_packet, Handled};
 use roamlab::agents::leases::{Authorised, LeaseBook};
-use roamlab::protocols::dhcp::{decode, Served};
+use roamlab::protocols::dhcp::decode;
 
 fn mac(i: u8) -> [u8; 6] {
     [0x02, 0, 0, 0, 0, i % 4 + 1]
@@ -28,13 +28,7 @@ fn authorised(mac: &[u8; 6]) -> Option<Authorised> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let served = Served {
-        server_ip: Ipv4Addr::new(198, 51, 100, 1),
-        prefix_len: 24,
-        router: Ipv4Addr::new(198, 51, 100, 1),
-        dns_servers: vec![Ipv4Addr::new(198, 51, 100, 53)],
-        lease_secs: 60,
-    };
+    let served = common::served();
     let mut book = LeaseBook::new(
         Ipv4Addr::new(198, 51, 100, 100),
         Ipv4Addr::new(198, 51, 100, 103),

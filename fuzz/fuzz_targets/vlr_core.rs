@@ -233,7 +233,7 @@ fuzz_target!(|data: &[u8]| {
                     None => Err(rest.first().copied().unwrap_or(0)),
                 };
                 run.home_forged = true;
-                let data = run.registry.take_data(&attach.imsi().to_string());
+                let data = run.registry.take_data(attach.imsi());
                 let actions = attach.home_answered(answer, data, since);
                 run.carry_out(actions);
             }

@@ -106,7 +106,8 @@ impl Attach {
             imsi,
             home: home.network.clone(),
             claim: request.host_name.clone(),
-            mac: request.terminal_mac,
+            // The lab's record, whether the terminal reported it or not.
+            mac: link,
             phase: Phase::Vector,
             resynchronised: false,
         };
@@ -460,10 +461,14 @@ mod tests {
 
     /// Runs an attach between the core and a real HlrCore, the terminal answering as a
     /// USIM with `sqn_ms`: what the terminal would be sent last, and the registry after.
-    fn run(claim: Option<&str>, home: &mut HlrCore, mut sqn_ms: u64) -> (Action, Registry) {
+    fn run(claim: Option<&str>, home: &mut HlrCore, sqn_ms: u64) -> (Action, Registry) {
+        run_with(&attach_request(claim), home, sqn_ms)
+    }
+
+    fn run_with(request: &Message, home: &mut HlrCore, mut sqn_ms: u64) -> (Action, Registry) {
         let usim = Milenage::new(&K, &OPC);
         let mut registry = Registry::default();
-        let (attach, mut actions) = Attach::start(&attach_request(claim), &partners(), LINK);
+        let (attach, mut actions) = Attach::start(request, &partners(), LINK);
         let Some(mut attach) = attach else {
             return (actions.pop().unwrap(), registry);
         };
@@ -567,7 +572,8 @@ mod tests {
 
     /// A terminal reports only the address of its own link: another terminal's, or any on
     /// a cell where the lab made it no link, ends the attach before its home is asked. One
-    /// that reports none registers without a link (signaling only: no lease follows).
+    /// that reports none is registered with the link the lab made for it, if any (without
+    /// one, signaling only: no lease follows).
     #[test]
     fn a_terminal_reports_its_own_link_or_none() {
         let request = attach_request(None);
@@ -588,6 +594,11 @@ mod tests {
         let (attach, actions) = Attach::start(&silent, &partners(), None);
         assert!(attach.is_some());
         assert!(matches!(actions.last(), Some(Action::AskHome(_))));
+        let mut home = hlr("phone1");
+        let (Action::Accept { registration, .. }, _) = run_with(&silent, &mut home, 0) else {
+            panic!("not accepted")
+        };
+        assert_eq!(registration.mac.as_deref(), Some("02:00:00:00:00:01"));
     }
 
     #[test]
