@@ -54,7 +54,7 @@ for t in "${targets[@]}"; do
   if [ "${FUZZ_CMIN:-0}" = 1 ]; then
     rm -rf "corpus/$t.min" && mkdir -p "corpus/$t.min"
     cargo "${toolchain[@]}" fuzz run --sanitizer "$sanitizer" --debug-assertions "$t" \
-      "corpus/$t.min" "seeds/$t" "corpus/$t" -- -merge=1 -max_len="$(max_len "$t")" >"$log" 2>&1
+      "corpus/$t.min" "seeds/$t" "corpus/$t" -- -set_cover_merge=1 -max_len="$(max_len "$t")" >"$log" 2>&1
     rm -rf "seeds/$t" && mv "corpus/$t.min" "seeds/$t"
     echo "$t: seeds minimised to $(ls "seeds/$t" | wc -l) inputs"
     continue
