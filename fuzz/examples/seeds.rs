@@ -3,14 +3,11 @@
 //! client and server build them, update messages as the update client builds them, and the
 //! project's topology files. Run from `fuzz/`: `cargo run --example seeds`.
 
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
 use dhcproto::v4::{self, DhcpOption, MessageType, OptionCode};
 use dhcproto::Encodable;
-use roamlab::agents::hlr::HlrCore;
-use roamlab::contract::configs::PartnerPool;
 use roamlab::dns::update::{message, Change, RecordData};
 use roamlab::protocols::dhcp::reply;
 use roamlab::protocols::gsup::{msg, Message};
@@ -37,28 +34,10 @@ fn chunked(parts: &[Vec<u8>]) -> Vec<u8> {
     out
 }
 
-fn hlr() -> HlrCore {
-    let mut n = 0u8;
-    HlrCore::new(
-        &common::subscribers(),
-        HashMap::new(),
-        Box::new(move || {
-            n += 1;
-            [n; 16]
-        }),
-    )
-    .unwrap()
-    .with_pools(vec![PartnerPool {
-        network: "visited".into(),
-        start: "198.51.100.100".parse().unwrap(),
-        end: "198.51.100.199".parse().unwrap(),
-    }])
-}
-
 /// Every GSUP message of an attach, a session address, a purge and a cancel, as the real
 /// HLR core answers a VLR's requests.
 fn gsup_exchange() -> Vec<Message> {
-    let mut hlr = hlr();
+    let mut hlr = common::hlr_core();
     let mut seen = Vec::new();
     let mut attach = Message::new(msg::ATTACH_REQUEST, IMSI);
     attach.host_name = Some("phone1.home.example".into());

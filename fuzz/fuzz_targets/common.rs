@@ -4,7 +4,10 @@
 
 use std::net::Ipv4Addr;
 
-use roamlab::contract::configs::SubscriberRecord;
+use std::collections::HashMap;
+
+use roamlab::agents::hlr::HlrCore;
+use roamlab::contract::configs::{PartnerPool, SubscriberRecord};
 use roamlab::protocols::dhcp::Served;
 
 /// What the visited network's DHCP server serves.
@@ -55,4 +58,29 @@ pub fn subscribers() -> Vec<SubscriberRecord> {
             packet_data: true,
         })
         .collect()
+}
+
+/// The visited network's pool, as the HLR knows it.
+pub const POOL: (Ipv4Addr, Ipv4Addr) = (
+    Ipv4Addr::new(198, 51, 100, 100),
+    Ipv4Addr::new(198, 51, 100, 199),
+);
+
+/// The home network's HLR core, with the visited network's pool and RANDs that count up.
+pub fn hlr_core() -> HlrCore {
+    let mut n = 0u8;
+    HlrCore::new(
+        &subscribers(),
+        HashMap::new(),
+        Box::new(move || {
+            n = n.wrapping_add(1);
+            [n; 16]
+        }),
+    )
+    .expect("valid subscribers")
+    .with_pools(vec![PartnerPool {
+        network: "visited".into(),
+        start: POOL.0.into(),
+        end: POOL.1.into(),
+    }])
 }

@@ -11,15 +11,11 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use libfuzzer_sys::fuzz_target;
-use roamlab::agents::hlr::{DnsOp, HlrCore};
-use roamlab::contract::configs::PartnerPool;
+use roamlab::agents::hlr::DnsOp;
 use roamlab::protocols::gsup::Message;
 
 const VLRS: [&str; 4] = ["visited", "elsewhere", "home", ""];
-const POOL: (Ipv4Addr, Ipv4Addr) = (
-    Ipv4Addr::new(198, 51, 100, 100),
-    Ipv4Addr::new(198, 51, 100, 199),
-);
+use common::POOL;
 
 fn message(chunk: &[u8]) -> Option<(&'static str, Message)> {
     let (&head, rest) = chunk.split_first()?;
@@ -63,21 +59,7 @@ fn message(chunk: &[u8]) -> Option<(&'static str, Message)> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut n = 0u8;
-    let mut hlr = HlrCore::new(
-        &common::subscribers(),
-        HashMap::new(),
-        Box::new(move || {
-            n = n.wrapping_add(1);
-            [n; 16]
-        }),
-    )
-    .expect("valid subscribers")
-    .with_pools(vec![PartnerPool {
-        network: "visited".into(),
-        start: POOL.0.into(),
-        end: POOL.1.into(),
-    }]);
+    let mut hlr = common::hlr_core();
     for chunk in common::chunks(data) {
         let Some((from, m)) = message(chunk) else {
             continue;

@@ -161,16 +161,7 @@ impl Run {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut n = 0u8;
-    let hlr = HlrCore::new(
-        &common::subscribers(),
-        HashMap::new(),
-        Box::new(move || {
-            n = n.wrapping_add(1);
-            [n; 16]
-        }),
-    )
-    .expect("valid subscribers");
+    let hlr = common::hlr_core();
     let partners = partners();
     let mut run = Run {
         hlr,
