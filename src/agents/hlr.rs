@@ -554,9 +554,6 @@ impl LiveLinks {
     }
 }
 
-/// Who a peer says it is, the way osmo-hlr reads it: by its serial number when it sends
-/// one, else by its unit name (libosmocore's clients append `-00-00-00-00-00-00`, the MAC
-/// address part, to it).
 enum CoreInput {
     Connected(String, Sender),
     Gone(String),

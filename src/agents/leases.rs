@@ -140,6 +140,20 @@ impl LeaseBook {
         }
     }
 
+    /// Ends every lease `ends` picks, with the binding changes DNS must follow.
+    fn end_where(&mut self, ends: impl Fn(&Lease) -> bool, why: &str) -> Vec<Binding> {
+        let picked: Vec<Ipv4Addr> = self
+            .leases
+            .values()
+            .filter(|l| ends(l))
+            .map(|l| l.ip)
+            .collect();
+        picked
+            .into_iter()
+            .filter_map(|ip| self.leases.remove(&ip)?.ended(why))
+            .collect()
+    }
+
     fn lease_of(&self, r: &Request) -> Option<&Lease> {
         self.leases.values().find(|l| l.is_of(r))
     }
@@ -204,16 +218,10 @@ impl LeaseBook {
             }
         }
         // A link the VLR now lists for another subscriber: what it held was the other's.
-        let stale: Vec<Ipv4Addr> = self
-            .leases
-            .values()
-            .filter(|l| l.mac == r.mac && l.imsi != who.imsi)
-            .map(|l| l.ip)
-            .collect();
-        for ip in stale {
-            let old = self.leases.remove(&ip).expect("present");
-            changes.extend(old.ended("the link is another subscriber's"));
-        }
+        changes.extend(self.end_where(
+            |l| l.mac == r.mac && l.imsi != who.imsi,
+            "the link is another subscriber's",
+        ));
         match r.kind {
             Kind::Inform => (Answer::InformAck, changes),
             Kind::Discover => {
@@ -264,16 +272,10 @@ impl LeaseBook {
                 }
                 // One address per terminal: its other bindings (an old address, or an old
                 // link after it moved cells) end here, before the new one starts.
-                let others: Vec<Ipv4Addr> = self
-                    .leases
-                    .values()
-                    .filter(|l| l.ip != ip && (l.is_of(r) || l.imsi == who.imsi))
-                    .map(|l| l.ip)
-                    .collect();
-                for other in others {
-                    let old = self.leases.remove(&other).expect("present");
-                    changes.extend(old.ended("replaced"));
-                }
+                changes.extend(self.end_where(
+                    |l| l.ip != ip && (l.is_of(r) || l.imsi == who.imsi),
+                    "replaced",
+                ));
                 let previous = self.leases.get(&ip).cloned();
                 // A lease taken over from the subscriber's earlier link is bound afresh: its
                 // home may have cleared the name when that link went.

@@ -80,9 +80,13 @@ pub fn cell_link_file(links: &Path, imsi: &str) -> PathBuf {
     links.join(format!("{imsi}.json"))
 }
 
-/// The link-layer address of a terminal's link on a cell, as the lab made it.
-pub fn read_cell_link(path: &Path) -> Option<[u8; 6]> {
-    json_file::read_json(path).ok()
+/// The link-layer address of the link the lab made for `imsi` in `links`, if it made one.
+/// The IMSI may come from a terminal: only one of digits names a file.
+pub fn read_cell_link(links: &Path, imsi: &str) -> Option<[u8; 6]> {
+    if imsi.is_empty() || !imsi.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    json_file::read_json(&cell_link_file(links, imsi)).ok()
 }
 
 pub fn write_cell_link(path: &Path, mac: &[u8; 6]) -> io::Result<()> {
@@ -103,6 +107,28 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cell link is found by an IMSI of digits only: a terminal's IMSI never names a
+    /// file outside the links directory.
+    #[test]
+    fn cell_links_are_named_by_digits_only() {
+        let dir = std::env::temp_dir().join(format!("roamlab-links-{}", std::process::id()));
+        let links = dir.join("links");
+        write_cell_link(
+            &cell_link_file(&links, "001010000000001"),
+            &[2, 0, 0, 0, 0, 1],
+        )
+        .unwrap();
+        write_cell_link(&dir.join("outside.json"), &[2, 0, 0, 0, 0, 9]).unwrap();
+        assert_eq!(
+            read_cell_link(&links, "001010000000001"),
+            Some([2, 0, 0, 0, 0, 1])
+        );
+        assert_eq!(read_cell_link(&links, "001010000000002"), None);
+        assert_eq!(read_cell_link(&links, "../outside"), None);
+        assert_eq!(read_cell_link(&links, ""), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn the_lists_read_back_what_was_written() {

@@ -387,10 +387,9 @@ pub async fn attach(
     let dir = LabDir::of(lab);
     // The cell's record of the link: the VLR takes this address, not the one the terminal
     // reports, as the terminal's (the port is locked to it).
-    let recorded = match link_address(&mut kernel, &namespace).await {
-        Ok(mac) => write_cell_link(&dir.vlr_cell_link(&visited, &subscriber.imsi), &mac),
-        Err(e) => Err(e),
-    };
+    let recorded = link_address(&mut kernel, &namespace)
+        .await
+        .and_then(|mac| write_cell_link(&dir.vlr_cell_link(&visited, &subscriber.imsi), &mac));
     if let Err(e) = recorded {
         remove(&mut state, &topology, terminal, false).await;
         let _ = state.save();

@@ -20,9 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use self::core::{route_local, Action, Attach, LocalRoute, Registry};
 use super::signaling::{self, Sender, REQUEST_TIMEOUT};
 use crate::contract::configs::{PartnerHlr, VlrConfig};
-use crate::contract::published::{
-    cell_link_file, read_attached, read_cell_link, write_attached, AttachedTerminal,
-};
+use crate::contract::published::{read_attached, read_cell_link, write_attached, AttachedTerminal};
 use crate::contract::AgentKind;
 use crate::events::EventLog;
 use crate::protocols::gsup::{cause, msg, Message};
@@ -82,15 +80,6 @@ fn now() -> f64 {
 }
 
 impl Vlr {
-    /// The address of the link the lab made for `imsi` on this cell, if it made one. The
-    /// IMSI comes from the terminal: only one of digits names a file.
-    fn cell_link(&self, imsi: &str) -> Option<[u8; 6]> {
-        if imsi.is_empty() || !imsi.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        read_cell_link(&cell_link_file(&self.cell_links, imsi))
-    }
-
     fn emit(&self, event: &str, imsi: &str, fields: serde_json::Value) {
         self.events.emit(event, Some(imsi), fields);
     }
@@ -413,7 +402,11 @@ async fn attach<R: tokio::io::AsyncRead + Unpin>(
     cancel: mpsc::UnboundedSender<()>,
 ) -> Option<AttachedTerminal> {
     let imsi = request.imsi.as_str();
-    let (attach, actions) = Attach::start(request, &vlr.partners, vlr.cell_link(imsi));
+    let (attach, actions) = Attach::start(
+        request,
+        &vlr.partners,
+        read_cell_link(&vlr.cell_links, imsi),
+    );
     let mut attach = attach;
     let mut queue: VecDeque<Action> = actions.into();
     while let Some(action) = queue.pop_front() {
