@@ -872,6 +872,25 @@ fn a_terminal_cannot_register_another_terminals_link() {
     // Nothing changed: both terminals are registered with their own links.
     let after = read_attached(&dir.vlr_attached("visited"));
     assert_eq!(after, before);
+    // The record is the VLR's alone: neither the DHCP server nor a terminal sees it.
+    let status = lab.status_json();
+    let sees_links = |agent: &str| {
+        let pid = common::agent_pid(&status, agent).to_string();
+        let found = Command::new("nsenter")
+            .args(["-t", &pid, "-m", "--", "find", "/run/roamlab/atklink"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&found.stdout).contains("/vlr-visited/links")
+    };
+    assert!(sees_links("visited/vlr"));
+    assert!(
+        !sees_links("visited/dhcp"),
+        "the DHCP server sees the cell's links"
+    );
+    assert!(
+        !sees_links("phone1/terminal"),
+        "a terminal sees the cell's links"
+    );
     let log = std::fs::read_to_string(dir.agent_log("visited", "vlr")).unwrap();
     assert!(
         log.contains("but its link on this cell is")
