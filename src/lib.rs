@@ -9,6 +9,7 @@ pub mod cli;
 pub mod contract;
 pub mod dns;
 pub mod events;
+pub mod journal;
 pub mod json_file;
 pub mod kernel;
 pub mod lab;

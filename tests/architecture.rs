@@ -6,7 +6,7 @@ use std::path::Path;
 
 /// The layers, lowest first. A module may import from its own layer and those below.
 const LAYERS: &[&[&str]] = &[
-    &["topology", "protocols", "json_file"],
+    &["topology", "protocols", "json_file", "journal"],
     &["contract", "plan", "events"],
     &["kernel", "dns"],
     &["supervisor", "agents"],

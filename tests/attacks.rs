@@ -698,7 +698,7 @@ fn each_agent_sees_only_what_it_needs() {
         "the VLR signs nothing: {vlr:?}"
     );
     assert!(
-        dhcp.contains(&"/vlr-visited/published/attached.json".to_string()),
+        dhcp.contains(&"/vlr-visited/published/attached.jsonl".to_string()),
         "{dhcp:?}"
     );
     assert!(
@@ -789,7 +789,7 @@ fn agents_give_up_their_privileges_once_bound() {
         format!("readlink /proc/{vlr}/fd/0"),
         format!("cat /proc/{vlr}/environ"),
         "cat /run/roamlab/atkprivs/keys/visited.key".to_string(),
-        "cat /run/roamlab/atkprivs/dhcp-visited/leases.json".to_string(),
+        "cat /run/roamlab/atkprivs/dhcp-visited/leases.jsonl".to_string(),
         "umount /run/roamlab".to_string(),
         "mount -t tmpfs none /mnt".to_string(),
         "nsenter --mount=/proc/1/ns/mnt true".to_string(),

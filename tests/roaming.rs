@@ -55,13 +55,10 @@ fn short(lab: &LabGuard, node: &str, args: &[&str]) -> String {
 }
 
 fn leases(lab: &str) -> Vec<serde_json::Value> {
-    let v: serde_json::Value =
-        roamlab::json_file::read_json(&roamlab::contract::LabDir::of(lab).dhcp_leases("visited"))
-            .unwrap_or_default();
-    v["leases"]
-        .as_object()
-        .map(|m| m.values().cloned().collect())
-        .unwrap_or_default()
+    let path = roamlab::contract::LabDir::of(lab).dhcp_leases("visited");
+    let leases: std::collections::BTreeMap<String, serde_json::Value> =
+        roamlab::journal::read(&path).expect("the lease journal reads");
+    leases.into_values().collect()
 }
 
 #[test]

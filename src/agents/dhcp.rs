@@ -6,6 +6,7 @@
 //! record and answers with the host name) and writes the reverse record in the visited
 //! DNS; when a binding ends (release, expiry, detach) it undoes both.
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,10 +20,10 @@ use super::leases::{Answer, Authorised, Binding, Kind, LeaseBook, Request};
 use super::queue::{dns_failure, DurableQueue, Failure};
 use super::signaling;
 use crate::contract::configs::{DhcpConfig, DnsTarget};
-use crate::contract::published::{format_mac, read_attached};
+use crate::contract::published::{format_mac, AttachedFollower};
 use crate::dns::update::UpdateTarget;
 use crate::events::EventLog;
-use crate::json_file;
+use crate::journal::Journal;
 use crate::protocols::dhcp::{self as wire, client_options, decode, MIN_MESSAGE};
 use crate::protocols::gsup::{msg, Message};
 
@@ -38,24 +39,56 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-fn authorised(path: &std::path::Path, mac: &[u8; 6]) -> Option<Authorised> {
-    let want = format_mac(mac);
-    read_attached(path)
-        .into_iter()
-        .find(|t| t.mac.as_deref() == Some(want.as_str()))
-        .map(|t| Authorised {
-            imsi: t.imsi,
-            host_name: t.host_name.unwrap_or_default(),
-        })
+/// The VLR's registrations as this server follows them (a line of its journal per
+/// change): who is registered on which link.
+struct Authorisations {
+    follower: AttachedFollower,
+    /// Link-layer address → the subscriber registered on it.
+    by_link: HashMap<String, Authorised>,
 }
 
-/// (IMSI, MAC) of every terminal the VLR lists.
-fn attached_links(path: &std::path::Path) -> Vec<(String, String)> {
-    read_attached(path)
-        .into_iter()
-        .filter_map(|t| Some((t.imsi, t.mac?)))
-        .collect()
+impl Authorisations {
+    fn new(path: &std::path::Path) -> Self {
+        Authorisations {
+            follower: AttachedFollower::new(path),
+            by_link: HashMap::new(),
+        }
+    }
+
+    /// Takes in what the VLR published since the last call.
+    fn refresh(&mut self) {
+        let by_link = &mut self.by_link;
+        let read = self.follower.refresh(&mut |(imsi, old, new)| {
+            if let Some(mac) = old.and_then(|t| t.mac.as_ref()) {
+                if by_link.get(mac).is_some_and(|a| &a.imsi == imsi) {
+                    by_link.remove(mac);
+                }
+            }
+            if let Some((mac, t)) = new.and_then(|t| Some((t.mac.clone()?, t))) {
+                let who = Authorised {
+                    imsi: t.imsi.clone(),
+                    host_name: t.host_name.clone().unwrap_or_default(),
+                };
+                by_link.insert(mac, who);
+            }
+        });
+        if let Err(e) = read {
+            tracing::warn!("cannot read the VLR's registrations: {e}");
+        }
+    }
+
+    fn of(&self, mac: &[u8; 6]) -> Option<Authorised> {
+        self.by_link.get(&format_mac(mac)).cloned()
+    }
+
+    /// Whether `imsi` is registered on link `mac`.
+    fn holds(&self, imsi: &str, mac: &[u8; 6]) -> bool {
+        self.by_link
+            .get(&format_mac(mac))
+            .is_some_and(|a| a.imsi == imsi)
+    }
 }
+
 /// Reads what the lease book needs from a client packet.
 pub fn request_of(packet: &[u8], m: &v4::Message) -> Option<Request> {
     if m.opcode() != Opcode::BootRequest || packet.len() < MIN_MESSAGE || packet[2] < 6 {
@@ -106,17 +139,49 @@ impl DdnsOp {
     }
 }
 
+/// The lease book on disk: its leases and its declined addresses, a journal each.
+struct BookFiles {
+    leases: Journal<Ipv4Addr, super::leases::Lease>,
+    probation: Journal<Ipv4Addr, u64>,
+}
+
+impl BookFiles {
+    fn open(config: &DhcpConfig) -> std::io::Result<Self> {
+        Ok(BookFiles {
+            leases: Journal::open(&config.leases_file)?,
+            probation: Journal::open(&config.probation_file)?,
+        })
+    }
+
+    fn book(&self, config: &DhcpConfig) -> LeaseBook {
+        LeaseBook {
+            leases: self.leases.records().clone(),
+            probation: self.probation.records().clone(),
+            ..LeaseBook::new(config.pool_start, config.pool_end)
+        }
+    }
+}
+
 struct Server {
     config: DhcpConfig,
     served: wire::Served,
     book: Mutex<LeaseBook>,
+    /// Locked after `book`, when both are.
+    files: Mutex<BookFiles>,
+    authorisations: Mutex<Authorisations>,
     queue: DurableQueue<DdnsOp>,
     events: EventLog,
 }
 
 impl Server {
+    /// Writes what changed in the book (a line per lease that changed).
     fn save(&self, book: &LeaseBook) {
-        if let Err(e) = json_file::write_private_json(&self.config.leases_file, book) {
+        let mut files = self.files.lock().expect("lock");
+        let saved = files
+            .leases
+            .sync(&book.leases)
+            .and_then(|_| files.probation.sync(&book.probation));
+        if let Err(e) = saved {
             tracing::error!("cannot save leases: {e}");
         }
     }
@@ -342,8 +407,8 @@ pub fn handle_packet(
 
 pub async fn run(config: DhcpConfig) -> std::io::Result<()> {
     let events = EventLog::open(&config.events_file, &format!("{}/dhcp", config.name))?;
-    let book: LeaseBook = json_file::read_json(&config.leases_file)
-        .unwrap_or_else(|_| LeaseBook::new(config.pool_start, config.pool_end));
+    let files = BookFiles::open(&config)?;
+    let book = files.book(&config);
     let socket = wire::bind_socket(&config.interface, 67).map_err(|e| {
         std::io::Error::new(
             e.kind(),
@@ -370,6 +435,8 @@ pub async fn run(config: DhcpConfig) -> std::io::Result<()> {
         served,
         queue: DurableQueue::open(config.queue_file.clone()),
         book: Mutex::new(book),
+        files: Mutex::new(files),
+        authorisations: Mutex::new(Authorisations::new(&config.vlr_attached)),
         events,
         config,
     });
@@ -398,13 +465,11 @@ pub async fn run(config: DhcpConfig) -> std::io::Result<()> {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(SWEEP).await;
-                let attached = attached_links(&s.config.vlr_attached);
                 let changes = {
+                    let mut authorisations = s.authorisations.lock().expect("lock");
+                    authorisations.refresh();
                     let mut book = s.book.lock().expect("lock");
-                    let changes = book.sweep(now(), &|imsi, mac| {
-                        let mac = format_mac(mac);
-                        attached.iter().any(|(i, m)| i == imsi && *m == mac)
-                    });
+                    let changes = book.sweep(now(), &|imsi, mac| authorisations.holds(imsi, mac));
                     if !changes.is_empty() {
                         s.save(&book);
                     }
@@ -447,8 +512,10 @@ pub async fn run(config: DhcpConfig) -> std::io::Result<()> {
             };
             let packet = &received.payload[..];
             let handled = {
+                let mut authorisations = server.authorisations.lock().expect("lock");
+                authorisations.refresh();
                 let mut book = server.book.lock().expect("lock");
-                let who = |mac: &[u8; 6]| authorised(&server.config.vlr_attached, mac);
+                let who = |mac: &[u8; 6]| authorisations.of(mac);
                 let handled = handle_packet(
                     &mut book,
                     &server.served,

@@ -6,6 +6,7 @@ mod demo;
 mod exec;
 mod graph;
 mod table;
+mod terminals;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -139,9 +140,18 @@ enum Command {
     /// home HLR). Returns when the attach is accepted, or says why it was refused.
     ///
     /// Example: sudo roamlab attach phone1 --at visited
+    /// Many at once: several names, globs (quoted: 't*'), or --all; with a summary.
+    ///
+    /// Example: sudo roamlab attach 't*' --parallel 32
     Attach {
-        /// The subscriber's name in the topology.
-        terminal: String,
+        /// Subscribers' names in the topology, or globs of them (`*`, `?`).
+        terminals: Vec<String>,
+        /// Every subscriber of the lab.
+        #[arg(long, conflicts_with = "terminals")]
+        all: bool,
+        /// How many terminals attach at a time.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        parallel: u16,
         /// The visited network (default: the only one).
         #[arg(long)]
         at: Option<String>,
@@ -153,10 +163,15 @@ enum Command {
         lab: Option<String>,
     },
     /// Detach a terminal (it sends a detach, its VLR purges it at home) and remove it.
+    /// Many at once: several names, globs, or --all (every attached terminal).
     ///
-    /// Example: sudo roamlab detach phone1
+    /// Example: sudo roamlab detach phone1; sudo roamlab detach --all
     Detach {
-        terminal: String,
+        /// Attached terminals, or globs of them (`*`, `?`).
+        terminals: Vec<String>,
+        /// Every attached terminal.
+        #[arg(long, conflicts_with = "terminals")]
+        all: bool,
         /// Lab name (default: the only lab there is).
         #[arg(long)]
         lab: Option<String>,
@@ -329,7 +344,7 @@ fn require_root(verb: &str) -> Result<()> {
     Ok(())
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -509,44 +524,26 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Attach {
-            terminal,
+            terminals,
+            all,
+            parallel,
             at,
             lab,
             dhcp_client,
         } => {
             require_root("attach")?;
             let lab = lab::resolve(lab.as_deref())?;
-            let attached = runtime()?.block_on(crate::lab::terminals::attach(
-                &lab,
-                &terminal,
-                at.as_deref(),
-                dhcp_client.as_str(),
-            ))?;
-            let imsi = &attached.imsi;
-            let entry = attached.registration.as_ref();
-            let host = entry.and_then(|e| e.host_name.as_deref()).unwrap_or("?");
-            let msisdn = entry.and_then(|e| e.msisdn.as_deref()).unwrap_or("?");
-            println!(
-                "{terminal} attached at {} as {host} (IMSI {imsi}, MSISDN {msisdn}); namespace {}, agent pid {}",
-                attached.visited, attached.namespace, attached.agent.pid
-            );
-            if let Some(address) = attached.address {
-                match &attached.resolvable {
-                    Some((from, took)) => println!(
-                        "{terminal} has address {address}; {host} resolves to it from {from} ({} ms after the attach)",
-                        took.as_millis()
-                    ),
-                    None => println!("{terminal} has address {address}"),
-                }
-            }
-            Ok(())
+            let parallel = usize::from(parallel);
+            terminals::attach(&lab, &terminals, all, at.as_deref(), &dhcp_client, parallel)
         }
-        Command::Detach { terminal, lab } => {
+        Command::Detach {
+            terminals,
+            all,
+            lab,
+        } => {
             require_root("detach")?;
             let lab = lab::resolve(lab.as_deref())?;
-            let visited = runtime()?.block_on(crate::lab::terminals::detach(&lab, &terminal))?;
-            println!("{terminal} detached from {visited} and removed");
-            Ok(())
+            terminals::detach(&lab, &terminals, all)
         }
         Command::Events { lab, follow, json } => {
             require_root("events")?;

@@ -112,6 +112,7 @@ pub struct DhcpConfig {
     pub vlr_attached: PathBuf,
     pub vlr_local_socket: PathBuf,
     pub leases_file: PathBuf,
+    pub probation_file: PathBuf,
     pub queue_file: PathBuf,
     /// Reverse zones of the pool, served by the visited DNS.
     pub reverse_zones: Vec<DnsTarget>,

@@ -142,9 +142,9 @@ impl LabDir {
         self.agent_dir(AgentKind::Vlr, visited).join("published")
     }
 
-    /// The VLR's registrations, rewritten on every change.
+    /// The VLR's registrations: a journal (see `crate::journal`), a line per change.
     pub fn vlr_attached(&self, visited: &str) -> PathBuf {
-        self.vlr_published(visited).join("attached.json")
+        self.vlr_published(visited).join("attached.jsonl")
     }
 
     /// The terminals' links on the VLR's cell, as the lab made them: one file per IMSI
@@ -158,8 +158,16 @@ impl LabDir {
         super::published::cell_link_file(&self.vlr_cell_links(visited), imsi)
     }
 
+    /// The DHCP agent's leases: a journal keyed by address, a line per change.
     pub fn dhcp_leases(&self, visited: &str) -> PathBuf {
-        self.agent_dir(AgentKind::Dhcp, visited).join("leases.json")
+        self.agent_dir(AgentKind::Dhcp, visited)
+            .join("leases.jsonl")
+    }
+
+    /// Declined addresses on probation: a journal keyed by address.
+    pub fn dhcp_probation(&self, visited: &str) -> PathBuf {
+        self.agent_dir(AgentKind::Dhcp, visited)
+            .join("probation.jsonl")
     }
 
     /// The DHCP agent's durable queue of DNS changes.

@@ -27,13 +27,22 @@ pub struct AttachedTerminal {
     pub since: f64,
 }
 
-/// Reads a VLR's list of registrations (none if it has not written one yet).
+/// A VLR's registrations as it publishes them: a journal keyed by IMSI, appended to on
+/// each change (its DHCP agent follows it line by line).
+pub type AttachedJournal = crate::journal::Journal<String, AttachedTerminal>;
+pub type AttachedFollower = crate::journal::Follower<String, AttachedTerminal>;
+
+/// Reads a VLR's list of registrations whole (none if it has not written one yet).
 pub fn read_attached(path: &Path) -> Vec<AttachedTerminal> {
-    json_file::read_json(path).unwrap_or_default()
+    crate::journal::read::<String, AttachedTerminal>(path)
+        .map(|m| m.into_values().collect())
+        .unwrap_or_default()
 }
 
-pub fn write_attached(path: &Path, list: &[AttachedTerminal]) -> io::Result<()> {
-    json_file::write_private_json(path, &list)
+/// Publishes `list` as the VLR's registrations: a line for each that changed.
+pub fn write_attached(journal: &mut AttachedJournal, list: &[AttachedTerminal]) -> io::Result<()> {
+    let now = list.iter().map(|t| (t.imsi.clone(), t.clone())).collect();
+    journal.sync(&now)
 }
 
 /// What a terminal keeps between runs (its SQN_MS) and tells the lab: its address, whether
@@ -134,7 +143,7 @@ mod tests {
     fn the_lists_read_back_what_was_written() {
         let dir = std::env::temp_dir().join(format!("roamlab-published-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("attached.json");
+        let path = dir.join("attached.jsonl");
         assert!(read_attached(&path).is_empty());
         let list = vec![AttachedTerminal {
             imsi: "001010000000001".into(),
@@ -144,7 +153,7 @@ mod tests {
             home: "home".into(),
             since: 1.5,
         }];
-        write_attached(&path, &list).unwrap();
+        write_attached(&mut AttachedJournal::open(&path).unwrap(), &list).unwrap();
         assert_eq!(read_attached(&path), list);
         assert_eq!(list[0].mac.as_deref(), Some("02:00:00:00:00:01"));
         let state_path = dir.join("state.json");

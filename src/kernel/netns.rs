@@ -256,6 +256,13 @@ pub fn run_in<T: Send + 'static>(
 }
 
 /// Processes whose network namespace is one of `namespaces` (like `ip netns pids`).
+/// (device, inode) of the network namespace a process is in.
+pub fn identity_of_pid(pid: i32) -> Option<(u64, u64)> {
+    fs::metadata(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
 pub fn pids_in(namespaces: &[(u64, u64)]) -> Vec<i32> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
@@ -264,11 +271,7 @@ pub fn pids_in(namespaces: &[(u64, u64)]) -> Vec<i32> {
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| *pid != me)
-        .filter(|pid| {
-            fs::metadata(format!("/proc/{pid}/ns/net"))
-                .map(|m| namespaces.contains(&(m.dev(), m.ino())))
-                .unwrap_or(false)
-        })
+        .filter(|pid| identity_of_pid(*pid).is_some_and(|id| namespaces.contains(&id)))
         .collect()
 }
 

@@ -187,6 +187,7 @@ fn dhcp_config(topology: &Topology, lab: &LabDir, node: &Node) -> Option<DhcpCon
         vlr_attached: lab.vlr_attached(&node.name),
         vlr_local_socket: lab.vlr_local_socket(&node.name),
         leases_file: lab.dhcp_leases(&node.name),
+        probation_file: lab.dhcp_probation(&node.name),
         queue_file: lab.dhcp_queue(&node.name),
         reverse_zones,
         events_file: lab.events(),

@@ -277,26 +277,41 @@ async fn build(
     })?;
     written.map_err(|(what, cause)| io_err(&lab, what)(cause))?;
     if opts.start_agents {
-        for spec in agent_specs(&opts.topology) {
-            if cancel.load(Ordering::SeqCst) {
-                return Err(LabError::Interrupted { lab });
-            }
-            let log_dir = LabDir::of(&lab).logs();
-            let (timeout, cancel) = (opts.ready_timeout, cancel.clone());
-            let started = tokio::task::spawn_blocking(move || {
+        // All side by side: an agent that needs another (a VLR its HLR, a DHCP server its
+        // VLR) reconnects until it is there, so none waits for another to be ready.
+        let log_dir = LabDir::of(&lab).logs();
+        let starts = agent_specs(&opts.topology).into_iter().map(|spec| {
+            let (timeout, cancel, log_dir) = (opts.ready_timeout, cancel.clone(), log_dir.clone());
+            tokio::task::spawn_blocking(move || {
                 supervisor::start(&spec, &log_dir, timeout, &cancel)
             })
-            .await
-            .map_err(|e| io_err(&lab, "agent supervisor")(std::io::Error::other(e)))?;
-            let record = started.map_err(|cause| match cause {
-                SupervisorError::Cancelled { .. } => LabError::Interrupted { lab: lab.clone() },
-                cause => LabError::Agent {
-                    lab: lab.clone(),
-                    cause,
-                },
-            })?;
-            state.agents.push(record);
-            state.save().map_err(io_err(&lab, "write state file"))?;
+        });
+        let mut failure = None;
+        for started in futures::future::join_all(starts).await {
+            let started =
+                started.map_err(|e| io_err(&lab, "agent supervisor")(std::io::Error::other(e)));
+            match started {
+                Ok(Ok(record)) => state.agents.push(record),
+                Ok(Err(cause)) => {
+                    failure.get_or_insert(match cause {
+                        SupervisorError::Cancelled { .. } => {
+                            LabError::Interrupted { lab: lab.clone() }
+                        }
+                        cause => LabError::Agent {
+                            lab: lab.clone(),
+                            cause,
+                        },
+                    });
+                }
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        // Recorded before any failure is reported, so the rollback stops every one.
+        state.save().map_err(io_err(&lab, "write state file"))?;
+        if let Some(e) = failure {
+            return Err(e);
         }
     }
     if cancel.load(Ordering::SeqCst) {

@@ -3,10 +3,16 @@
 //! attach succeeds when the agent reports ready); `detach` lets the agent detach, then
 //! removes the terminal. Attaching a terminal that is attached elsewhere moves it: the old
 //! radio link is simply lost, and its home cancels the old registration.
+//!
+//! Both verbs take many terminals at once: the lab is locked and its state written once
+//! for all of them, their agents start and stop side by side, and each terminal's outcome
+//! is reported on its own, so one failure neither hides nor stops the others.
 
 use std::os::unix::fs::DirBuilderExt;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
+
+use futures::StreamExt;
 
 use super::state::{LabLock, LabState, Phase, TerminalRecord};
 use super::{etc, io_err, running_list, LabError, STOP_GRACE};
@@ -20,7 +26,7 @@ use crate::plan::{Plan, Step, Sysctl, LOOPBACK_INDEX};
 use crate::supervisor::enter::View;
 use crate::supervisor::AgentRecord;
 use crate::supervisor::{self, AgentSpec, SupervisorError};
-use crate::topology::{Role, Service, Topology};
+use crate::topology::{Role, Service, Subscriber, Topology};
 
 /// How long a terminal's agent has to complete its attach.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,6 +46,12 @@ pub enum TerminalError {
         terminal: String,
         visited: String,
         why: String,
+    },
+    #[error("lab {lab} has no {what} matching {pattern}")]
+    NoMatch {
+        lab: String,
+        pattern: String,
+        what: String,
     },
     #[error("lab {lab}: {terminal} is not attached")]
     NotAttached { lab: String, terminal: String },
@@ -159,50 +171,107 @@ fn load(lab: &str) -> Result<(LabState, Topology), LabError> {
     Ok((state, topology))
 }
 
-/// Removes a terminal's agent, link, namespace and files from the kernel and the state.
-/// `graceful`: SIGTERM first (the agent detaches); otherwise the radio link just drops.
-async fn remove(state: &mut LabState, topology: &Topology, terminal: &str, graceful: bool) {
-    if let Some(i) = state.agents.iter().position(|a| a.node == terminal) {
-        let agent = state.agents.remove(i);
-        if graceful {
-            let _ = supervisor::stop(&agent, STOP_GRACE);
-        } else {
-            supervisor::kill_now(&agent);
+/// Removes terminals' agents, links, namespaces and files from the kernel and the state.
+/// `graceful`: SIGTERM first, all side by side (each agent detaches); otherwise the radio
+/// links just drop. Goes on past failures, logging each.
+async fn remove(state: &mut LabState, topology: &Topology, terminals: &[&str], graceful: bool) {
+    let terminals: std::collections::HashSet<&str> = terminals.iter().copied().collect();
+    let (mut agents, kept): (Vec<AgentRecord>, Vec<AgentRecord>) =
+        std::mem::take(&mut state.agents)
+            .into_iter()
+            .partition(|a| terminals.contains(&a.node.as_str()));
+    state.agents = kept;
+    let (records, kept): (Vec<TerminalRecord>, Vec<TerminalRecord>) =
+        std::mem::take(&mut state.terminals)
+            .into_iter()
+            .partition(|t| terminals.contains(&t.name.as_str()));
+    state.terminals = kept;
+    if graceful {
+        // An agent whose `attach` was killed before it recorded it is stopped the same way,
+        // so it too detaches and leaves no registration behind.
+        let ids: std::collections::HashMap<(u64, u64), &TerminalRecord> = records
+            .iter()
+            .filter_map(|r| Some((crate::kernel::netns::identity(&r.namespace)?, r)))
+            .collect();
+        let keys: Vec<(u64, u64)> = ids.keys().copied().collect();
+        let recorded: std::collections::HashSet<i32> = agents.iter().map(|a| a.pid).collect();
+        for pid in crate::kernel::netns::pids_in(&keys) {
+            let r = crate::kernel::netns::identity_of_pid(pid).and_then(|id| ids.get(&id));
+            if let (false, Some(r)) = (recorded.contains(&pid), r) {
+                agents.extend(AgentRecord::found(&r.name, &r.namespace, pid));
+            }
+        }
+        for e in supervisor::stop_all(&agents, STOP_GRACE) {
+            tracing::warn!("{e}");
+        }
+    } else {
+        agents.iter().for_each(supervisor::kill_now);
+    }
+    if records.is_empty() {
+        return;
+    }
+    for record in &records {
+        let Some(s) = topology.subscribers.iter().find(|s| s.name == record.name) else {
+            continue;
+        };
+        let link = LabDir::of(&state.lab).vlr_cell_link(&record.visited, &s.imsi);
+        if let Err(e) = std::fs::remove_file(&link) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("{}: cannot remove {}: {e}", record.name, link.display());
+            }
         }
     }
-    if let Some(i) = state.terminals.iter().position(|t| t.name == terminal) {
-        let record = state.terminals.remove(i);
-        if let Some(s) = topology.subscribers.iter().find(|s| s.name == terminal) {
-            let link = LabDir::of(&state.lab).vlr_cell_link(&record.visited, &s.imsi);
-            if let Err(e) = std::fs::remove_file(&link) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!("{terminal}: cannot remove {}: {e}", link.display());
-                }
+    let namespaces = records.iter().map(|r| r.namespace.clone()).collect();
+    let mut report = super::TeardownReport::default();
+    super::remove_namespaces(&state.lab, &namespaces, &mut report);
+    for problem in report.errors.iter().chain(&report.left_alone) {
+        tracing::warn!("{problem}");
+    }
+    state.namespaces.retain(|n| !namespaces.contains(n));
+    remove_cell_ports(state, topology, &records).await;
+}
+
+/// How long the kernel gets to take a deleted namespace's links down with it.
+const PORTS_GONE: Duration = Duration::from_secs(5);
+
+/// Waits until the cell ends of removed terminals' links are gone, so that their next
+/// attach finds the names free. The kernel removes a deleted namespace's links in one
+/// batch, soon after; deleting each port here would wait out a grace period per link
+/// (about 20 ms each). What is still there after [`PORTS_GONE`] is deleted one by one.
+async fn remove_cell_ports(state: &LabState, topology: &Topology, records: &[TerminalRecord]) {
+    let mut kernel = match NetlinkKernel::new(super::state::ledger(&state.lab)) {
+        Ok(k) => k,
+        Err(e) => return tracing::warn!("cannot reach the kernel: {e}"),
+    };
+    let mut ports: Vec<(String, String)> = records
+        .iter()
+        .filter_map(|r| {
+            let bridge = cell_bridge(topology, &r.visited)?;
+            Some((
+                topology.namespace(&r.visited),
+                format!("{bridge}-{}", r.name),
+            ))
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + PORTS_GONE;
+    while !ports.is_empty() && std::time::Instant::now() < deadline {
+        let mut present = std::collections::HashSet::new();
+        let visited: std::collections::BTreeSet<&String> = ports.iter().map(|(ns, _)| ns).collect();
+        for ns in visited {
+            // A visited network's namespace that is gone took its ports with it.
+            if let Ok(found) = kernel.interfaces(ns).await {
+                present.extend(found.into_iter().map(|i| (ns.clone(), i.name)));
             }
         }
-        // The cell end goes first, synchronously: a deleted namespace takes its links down
-        // only later, and the next attach of this terminal needs the name free.
-        if let Some(bridge) = cell_bridge(topology, &record.visited) {
-            if let Ok(mut kernel) = NetlinkKernel::new(super::state::ledger(&state.lab)) {
-                let port = format!("{bridge}-{terminal}");
-                if let Err(e) = kernel
-                    .delete_link_named(&topology.namespace(&record.visited), &port)
-                    .await
-                {
-                    tracing::warn!("{terminal}: cannot delete {port}: {e}");
-                }
-            }
+        ports.retain(|p| present.contains(p));
+        if !ports.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let mut report = super::TeardownReport::default();
-        super::remove_namespaces(
-            &state.lab,
-            &[record.namespace.clone()].into_iter().collect(),
-            &mut report,
-        );
-        for problem in report.errors.iter().chain(&report.left_alone) {
-            tracing::warn!("{terminal}: {problem}");
+    }
+    for (ns, port) in ports {
+        if let Err(e) = kernel.delete_link_named(&ns, &port).await {
+            tracing::warn!("cannot delete {port}: {e}");
         }
-        state.namespaces.retain(|n| n != &record.namespace);
     }
 }
 
@@ -227,79 +296,244 @@ fn cell_bridge(topology: &Topology, visited: &str) -> Option<String> {
         .map(|b| b.name.clone())
 }
 
-pub async fn attach(
-    lab: &str,
-    terminal: &str,
-    at: Option<&str>,
-    dhcp_client: &str,
-) -> Result<Attached, TerminalError> {
-    let lock = LabLock::take(lab).map_err(io_err(lab, "lock the lab"))?;
-    let (mut state, topology) = load(lab)?;
-    let Some(subscriber) = topology.subscribers.iter().find(|s| s.name == terminal) else {
-        let known: Vec<&str> = topology
-            .subscribers
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect();
-        return Err(TerminalError::UnknownTerminal {
-            lab: lab.into(),
-            terminal: terminal.into(),
-            known: known.join(", "),
-        });
-    };
+/// The visited network terminals attach at: `at`, or the lab's only one.
+fn visited_of(lab: &str, topology: &Topology, at: Option<&str>) -> Result<String, TerminalError> {
     let visited_nodes: Vec<&str> = topology
         .nodes
         .iter()
         .filter(|n| n.role == Role::Visited && n.services.contains(&Service::Vlr))
         .map(|n| n.name.as_str())
         .collect();
-    let visited = match (at, visited_nodes.as_slice()) {
-        (Some(v), _) if visited_nodes.contains(&v) => v.to_string(),
-        (Some(v), _) => {
-            return Err(TerminalError::NoVisited {
-                lab: lab.into(),
-                why: format!(
-                    "{v} is not a visited network with a VLR (those are: {})",
-                    visited_nodes.join(", ")
-                ),
-            })
-        }
-        (None, [one]) => one.to_string(),
-        (None, []) => {
-            return Err(TerminalError::NoVisited {
-                lab: lab.into(),
-                why: "the lab has no visited network with a VLR".into(),
-            })
-        }
-        (None, many) => {
-            return Err(TerminalError::NoVisited {
-                lab: lab.into(),
-                why: format!(
-                    "several visited networks ({}); name one with --at",
-                    many.join(", ")
-                ),
-            })
-        }
+    let why = match (at, visited_nodes.as_slice()) {
+        (Some(v), _) if visited_nodes.contains(&v) => return Ok(v.to_string()),
+        (None, [one]) => return Ok(one.to_string()),
+        (Some(v), _) => format!(
+            "{v} is not a visited network with a VLR (those are: {})",
+            visited_nodes.join(", ")
+        ),
+        (None, []) => "the lab has no visited network with a VLR".into(),
+        (None, many) => format!(
+            "several visited networks ({}); name one with --at",
+            many.join(", ")
+        ),
     };
+    Err(TerminalError::NoVisited {
+        lab: lab.into(),
+        why,
+    })
+}
+
+/// The `names` a glob (`*` any run of characters, `?` any one) matches, in their order;
+/// matching none is an error naming the pattern.
+pub fn select(
+    lab: &str,
+    names: &[&str],
+    pattern: &str,
+    what: &str,
+) -> Result<Vec<String>, TerminalError> {
+    let matched: Vec<String> = names
+        .iter()
+        .filter(|n| glob_match(pattern, n))
+        .map(|n| n.to_string())
+        .collect();
+    if matched.is_empty() {
+        return Err(TerminalError::NoMatch {
+            lab: lab.into(),
+            pattern: pattern.into(),
+            what: what.into(),
+        });
+    }
+    Ok(matched)
+}
+
+/// Shell-style glob: `*` any run of characters, `?` any one; everything else itself.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ni));
+                pi += 1;
+            }
+            Some(c) if *c == '?' || *c == n[ni] => {
+                pi += 1;
+                ni += 1;
+            }
+            _ => match star {
+                Some((sp, sn)) => {
+                    pi = sp + 1;
+                    ni = sn + 1;
+                    star = Some((sp, sn + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// How far a bulk verb has got, for a progress line.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub total: AtomicUsize,
+    pub done: AtomicUsize,
+    pub failed: AtomicUsize,
+}
+
+impl Progress {
+    fn finished(&self, ok: bool) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Each terminal's outcome, in the order asked.
+pub type Outcomes<T> = Vec<(String, Result<T, TerminalError>)>;
+
+/// The plan that gives one terminal its namespace and its locked port on the cell.
+fn terminal_plan(
+    lab: &str,
+    namespace: &str,
+    visited_ns: &str,
+    port: &str,
+    master: u32,
+    index: u32,
+) -> Plan {
+    let off = |key: &str| Sysctl {
+        key: key.into(),
+        value: "1".into(),
+    };
+    Plan {
+        lab: lab.to_string(),
+        steps: vec![
+            Step::CreateNamespace {
+                namespace: namespace.into(),
+                sysctls: vec![
+                    off("net/ipv6/conf/all/disable_ipv6"),
+                    off("net/ipv6/conf/default/disable_ipv6"),
+                ],
+            },
+            Step::SetLinkUp {
+                namespace: namespace.into(),
+                interface: "lo".into(),
+                index: LOOPBACK_INDEX,
+            },
+            Step::CreateVeth {
+                namespace: visited_ns.into(),
+                name: port.into(),
+                index,
+                master: Some(master),
+                peer_namespace: namespace.into(),
+                peer_name: "eth0".into(),
+                peer_index: LOOPBACK_INDEX + 1,
+            },
+            // The terminal's link carries its own address only: it cannot pose as another
+            // terminal on the cell.
+            Step::LockPort {
+                namespace: visited_ns.into(),
+                interface: port.into(),
+                index,
+                peer_namespace: namespace.into(),
+                peer_index: LOOPBACK_INDEX + 1,
+            },
+            Step::SetLinkUp {
+                namespace: namespace.into(),
+                interface: "eth0".into(),
+                index: LOOPBACK_INDEX + 1,
+            },
+        ],
+    }
+}
+
+/// A terminal whose kernel objects and files are in place, ready for its agent.
+struct Prepared {
+    subscriber: Subscriber,
+    namespace: String,
+    spec: AgentSpec,
+}
+
+/// Attaches one terminal (see [`attach_many`]).
+pub async fn attach(
+    lab: &str,
+    terminal: &str,
+    at: Option<&str>,
+    dhcp_client: &str,
+) -> Result<Attached, TerminalError> {
+    let names = [terminal.to_string()];
+    let mut outcomes = attach_many(lab, &names, at, dhcp_client, 1, &Progress::default()).await?;
+    outcomes.pop().map(|(_, r)| r).unwrap_or_else(|| {
+        Err(TerminalError::NotAttached {
+            lab: lab.into(),
+            terminal: terminal.into(),
+        })
+    })
+}
+
+/// Attaches terminals at a visited network, `parallel` agents starting at a time. The lab
+/// is locked while their namespaces, links and files are made (recorded in the state
+/// first), then the agents attach side by side. A terminal that fails is removed again and
+/// named with its reason; the others go on.
+pub async fn attach_many(
+    lab: &str,
+    terminals: &[String],
+    at: Option<&str>,
+    dhcp_client: &str,
+    parallel: usize,
+    progress: &Progress,
+) -> Result<Outcomes<Attached>, TerminalError> {
+    let started = std::time::Instant::now();
+    progress.total.store(terminals.len(), Ordering::Relaxed);
+    let lock = LabLock::take(lab).map_err(io_err(lab, "lock the lab"))?;
+    let (mut state, topology) = load(lab)?;
+    let visited = visited_of(lab, &topology, at)?;
     let bridge = cell_bridge(&topology, &visited).ok_or_else(|| TerminalError::NoVisited {
         lab: lab.into(),
         why: format!("{visited} has no cell bridge"),
     })?;
-    let port = format!("{bridge}-{terminal}");
-    if port.len() > crate::topology::MAX_IFNAME {
-        return Err(TerminalError::NoVisited {
-            lab: lab.into(),
-            why: format!(
-                "the cell port name {port} is longer than 15 bytes; use a shorter terminal name"
-            ),
-        });
+    let mut outcomes: Outcomes<Attached> = Vec::new();
+    let fail = |terminal: &str, e: TerminalError, outcomes: &mut Outcomes<Attached>| {
+        progress.finished(false);
+        outcomes.push((terminal.to_string(), Err(e)));
+    };
+
+    // Everything checked before the kernel is touched.
+    let mut chosen: Vec<(Subscriber, String)> = Vec::new();
+    for terminal in terminals {
+        let Some(subscriber) = topology.subscribers.iter().find(|s| &s.name == terminal) else {
+            let known: Vec<&str> = topology
+                .subscribers
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect();
+            let e = TerminalError::UnknownTerminal {
+                lab: lab.into(),
+                terminal: terminal.clone(),
+                known: known.join(", "),
+            };
+            fail(terminal, e, &mut outcomes);
+            continue;
+        };
+        let port = format!("{bridge}-{terminal}");
+        if port.len() > crate::topology::MAX_IFNAME {
+            let e = TerminalError::NoVisited {
+                lab: lab.into(),
+                why: format!(
+                    "the cell port name {port} is longer than 15 bytes; use a shorter terminal name"
+                ),
+            };
+            fail(terminal, e, &mut outcomes);
+            continue;
+        }
+        chosen.push((subscriber.clone(), port));
     }
 
-    // A terminal attached elsewhere moves: its old radio link is lost without a detach.
-    remove(&mut state, &topology, terminal, false).await;
-    state.save().map_err(io_err(lab, "write state file"))?;
-
-    let namespace = topology.namespace(terminal);
+    // Terminals attached elsewhere move: their old radio links are lost without a detach.
+    let moving: Vec<&str> = chosen.iter().map(|(s, _)| s.name.as_str()).collect();
+    remove(&mut state, &topology, &moving, false).await;
     let visited_ns = topology.namespace(&visited);
     let mut kernel =
         NetlinkKernel::new(super::state::ledger(lab)).map_err(io_err(lab, "prepare /run/netns"))?;
@@ -315,93 +549,141 @@ pub async fn attach(
             lab: lab.into(),
             why: format!("{visited_ns} has no bridge {bridge}"),
         })?;
-    let index = interfaces
+    let first_index = interfaces
         .iter()
         .map(|i| i.index)
         .max()
         .unwrap_or(LOOPBACK_INDEX)
         + 1;
-    let plan = Plan {
-        lab: lab.to_string(),
-        steps: vec![
-            Step::CreateNamespace {
-                namespace: namespace.clone(),
-                sysctls: vec![
-                    Sysctl {
-                        key: "net/ipv6/conf/all/disable_ipv6".into(),
-                        value: "1".into(),
-                    },
-                    Sysctl {
-                        key: "net/ipv6/conf/default/disable_ipv6".into(),
-                        value: "1".into(),
-                    },
-                ],
-            },
-            Step::SetLinkUp {
-                namespace: namespace.clone(),
-                interface: "lo".into(),
-                index: LOOPBACK_INDEX,
-            },
-            Step::CreateVeth {
-                namespace: visited_ns.clone(),
-                name: port.clone(),
-                index,
-                master: Some(master),
-                peer_namespace: namespace.clone(),
-                peer_name: "eth0".into(),
-                peer_index: LOOPBACK_INDEX + 1,
-            },
-            // The terminal's link carries its own address only: it cannot pose as another
-            // terminal on the cell.
-            Step::LockPort {
-                namespace: visited_ns.clone(),
-                interface: port,
-                index,
-                peer_namespace: namespace.clone(),
-                peer_index: LOOPBACK_INDEX + 1,
-            },
-            Step::SetLinkUp {
-                namespace: namespace.clone(),
-                interface: "eth0".into(),
-                index: LOOPBACK_INDEX + 1,
-            },
-        ],
-    };
-    // Recorded before the kernel is touched, so a crash leaves it findable.
-    state.namespaces.push(namespace.clone());
-    state.terminals.push(TerminalRecord {
-        name: terminal.into(),
-        visited: visited.clone(),
-        namespace: namespace.clone(),
-    });
-    state.save().map_err(io_err(lab, "write state file"))?;
-    let never = AtomicBool::new(false);
-    if let Err(e) = executor::apply(&mut kernel, &plan, &never).await {
-        remove(&mut state, &topology, terminal, false).await;
-        let _ = state.save();
-        return Err(TerminalError::Kernel {
-            terminal: terminal.into(),
-            cause: e,
+    // Recorded before the kernel is touched, so a crash leaves them findable.
+    for (subscriber, _) in &chosen {
+        let namespace = topology.namespace(&subscriber.name);
+        state.namespaces.push(namespace.clone());
+        state.terminals.push(TerminalRecord {
+            name: subscriber.name.clone(),
+            visited: visited.clone(),
+            namespace,
         });
     }
+    state.save().map_err(io_err(lab, "write state file"))?;
+
     let dir = LabDir::of(lab);
+    let never = AtomicBool::new(false);
+    let mut prepared = Vec::new();
+    let mut undo: Vec<String> = Vec::new();
+    for (i, (subscriber, port)) in chosen.into_iter().enumerate() {
+        let terminal = subscriber.name.clone();
+        let namespace = topology.namespace(&terminal);
+        let index = first_index + i as u32;
+        let plan = terminal_plan(lab, &namespace, &visited_ns, &port, master, index);
+        if let Err(e) = executor::apply(&mut kernel, &plan, &never).await {
+            undo.push(terminal.clone());
+            let cause = TerminalError::Kernel {
+                terminal: terminal.clone(),
+                cause: e,
+            };
+            fail(&terminal, cause, &mut outcomes);
+            continue;
+        }
+        match write_terminal_files(
+            &dir,
+            &topology,
+            &mut kernel,
+            &subscriber,
+            &visited,
+            dhcp_client,
+        )
+        .await
+        {
+            Ok(spec) => prepared.push(Prepared {
+                subscriber,
+                namespace,
+                spec,
+            }),
+            Err(e) => {
+                undo.push(terminal.clone());
+                fail(
+                    &terminal,
+                    io_err(lab, format!("prepare {terminal}"))(e).into(),
+                    &mut outcomes,
+                );
+            }
+        }
+    }
+    if !undo.is_empty() {
+        let undo: Vec<&str> = undo.iter().map(String::as_str).collect();
+        remove(&mut state, &topology, &undo, false).await;
+        state.save().map_err(io_err(lab, "write state file"))?;
+    }
+    // The attaches themselves run without the lock, side by side.
+    drop(lock);
+
+    let agents = futures::stream::iter(prepared)
+        .map(|p| run_attach(lab, &topology, &visited, p, progress))
+        .buffer_unordered(parallel.max(1))
+        .collect::<Vec<_>>()
+        .await;
+
+    // The outcomes go into the state at once: agents of terminals still recorded (a
+    // `detach` meanwhile may have removed one), and failed terminals removed.
+    let _lock = LabLock::take(lab).map_err(io_err(lab, "lock the lab"))?;
+    let mut state = LabState::load(lab)
+        .map_err(io_err(lab, "read state file"))?
+        .unwrap_or(state);
+    let registrations = crate::contract::published::read_attached(&dir.vlr_attached(&visited));
+    let mut failed = Vec::new();
+    for (terminal, agent, result) in agents {
+        match agent {
+            Some(agent) if state.terminals.iter().any(|t| t.name == terminal) => {
+                state.agents.push(agent)
+            }
+            Some(agent) => supervisor::kill_now(&agent),
+            None => failed.push(terminal.clone()),
+        }
+        let result = result.map(|mut a| {
+            a.registration = registrations.iter().find(|r| r.imsi == a.imsi).cloned();
+            a
+        });
+        outcomes.push((terminal, result));
+    }
+    let failed: Vec<&str> = failed.iter().map(String::as_str).collect();
+    remove(&mut state, &topology, &failed, false).await;
+    state.save().map_err(io_err(lab, "write state file"))?;
+    // In the order asked.
+    let order: std::collections::HashMap<&String, usize> =
+        terminals.iter().enumerate().map(|(i, t)| (t, i)).collect();
+    outcomes.sort_by_key(|(t, _)| order.get(t).copied().unwrap_or(usize::MAX));
+    tracing::debug!(
+        "attach of {} terminals took {:?}",
+        terminals.len(),
+        started.elapsed()
+    );
+    Ok(outcomes)
+}
+
+/// Records a terminal's link for its VLR and writes its config, log and /etc files; returns
+/// how its agent starts.
+async fn write_terminal_files(
+    dir: &LabDir,
+    topology: &Topology,
+    kernel: &mut NetlinkKernel,
+    subscriber: &Subscriber,
+    visited: &str,
+    dhcp_client: &str,
+) -> std::io::Result<AgentSpec> {
+    let terminal = &subscriber.name;
+    let namespace = topology.namespace(terminal);
     // The cell's record of the link: the VLR takes this address, not the one the terminal
     // reports, as the terminal's (the port is locked to it).
-    let recorded = link_address(&mut kernel, &namespace)
-        .await
-        .and_then(|mac| write_cell_link(&dir.vlr_cell_link(&visited, &subscriber.imsi), &mac));
-    if let Err(e) = recorded {
-        remove(&mut state, &topology, terminal, false).await;
-        let _ = state.save();
-        return Err(io_err(lab, "record the terminal's link on the cell")(e).into());
-    }
+    let mac = link_address(kernel, &namespace).await?;
+    write_cell_link(&dir.vlr_cell_link(visited, &subscriber.imsi), &mac)?;
     let config = TerminalConfig {
-        name: terminal.into(),
+        name: terminal.clone(),
         imsi: subscriber.imsi.clone(),
         k: hex(&subscriber.k),
         opc: hex(&subscriber.opc),
         claim_host_name: None,
-        cell_socket: dir.cell_socket(&visited),
+        cell_socket: dir.cell_socket(visited),
         state_file: dir.terminal_state(terminal),
         // Its own log: the lab's is not the device's to write (see `events::Tail`).
         events_file: dir.terminal_events(terminal),
@@ -412,13 +694,13 @@ pub async fn attach(
     };
     let config_path = dir.terminal_config(terminal);
     let own_dir = dir.terminal_dir(terminal);
-    let written = std::fs::DirBuilder::new()
+    std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(&own_dir)
-        .and_then(|_| crate::events::create(&config.events_file))
-        .and_then(|_| json_file::write_private_json(&config_path, &config))
-        .and_then(|_| etc::write_node(&topology, terminal));
+        .create(&own_dir)?;
+    crate::events::create(&config.events_file)?;
+    json_file::write_private_json(&config_path, &config)?;
+    etc::write_node(topology, terminal)?;
     // The subscriber's device sees its own files (its log among them) and its cell.
     let view = View::Confined {
         grants: vec![
@@ -430,107 +712,178 @@ pub async fn attach(
                 .unwrap_or_default(),
         ],
     };
-    if let Err(e) = written {
-        remove(&mut state, &topology, terminal, false).await;
-        let _ = state.save();
-        return Err(io_err(lab, "write the terminal's files")(e).into());
-    }
-    // The attach itself runs without the lock, so that terminals attach side by side.
-    drop(lock);
-    let spec = AgentSpec {
-        node: terminal.into(),
+    Ok(AgentSpec {
+        node: terminal.clone(),
         name: "terminal".into(),
         kind: "terminal".into(),
-        namespace: namespace.clone(),
+        namespace,
         args: vec!["--config".into(), config_path.display().to_string()],
         view,
+    })
+}
+
+/// Starts one terminal's agent and waits until its name resolves: (terminal, the agent if
+/// it runs, the outcome). An agent that runs stays even when its name does not resolve.
+async fn run_attach(
+    lab: &str,
+    topology: &Topology,
+    visited: &str,
+    p: Prepared,
+    progress: &Progress,
+) -> (String, Option<AgentRecord>, Result<Attached, TerminalError>) {
+    let dir = LabDir::of(lab);
+    let terminal = p.subscriber.name.clone();
+    let refused = |why: String| TerminalError::Refused {
+        terminal: terminal.clone(),
+        visited: visited.to_string(),
+        why,
     };
-    let log_dir = dir.logs();
+    let (spec, log_dir) = (p.spec, dir.logs());
     let started = tokio::task::spawn_blocking(move || {
-        supervisor::start(&spec, &log_dir, ATTACH_TIMEOUT, &never)
+        supervisor::start(&spec, &log_dir, ATTACH_TIMEOUT, &AtomicBool::new(false))
     })
     .await
-    .map_err(|e| io_err(lab, "agent supervisor")(std::io::Error::other(e)))?;
-    match started {
-        Ok(agent) => {
-            {
-                let _lock = LabLock::take(lab).map_err(io_err(lab, "lock the lab"))?;
-                let mut state = LabState::load(lab)
-                    .map_err(io_err(lab, "read state file"))?
-                    .unwrap_or(state);
-                state.agents.push(agent.clone());
-                state.save().map_err(io_err(lab, "write state file"))?;
-            }
-            let terminal_state = TerminalState::read(&dir.terminal_state(terminal));
-            // An HLR that is not roamlab's (osmo-hlr) keeps no DNS: nothing to wait for.
-            let home_keeps_dns = topology
-                .node(&subscriber.home)
-                .is_some_and(|h| h.external_hlr.is_none());
-            let resolvable = match terminal_state.address {
-                Some(address) if home_keeps_dns => {
-                    let (topology, host_name) = (topology.clone(), subscriber.hostname.clone());
-                    tokio::task::spawn_blocking(move || {
-                        wait_resolvable(&topology, &host_name, address)
-                    })
-                    .await
-                    .map_err(|e| io_err(lab, "wait for DNS")(std::io::Error::other(e)))?
-                    .map_err(|why| TerminalError::Refused {
-                        terminal: terminal.into(),
-                        visited: visited.clone(),
-                        why,
-                    })?
-                }
-                _ => None,
-            };
-            let registration =
-                crate::contract::published::read_attached(&dir.vlr_attached(&visited))
-                    .into_iter()
-                    .find(|r| r.imsi == subscriber.imsi);
-            Ok(Attached {
-                imsi: subscriber.imsi.clone(),
-                registration,
-                terminal: terminal.into(),
-                visited,
-                namespace,
-                agent,
-                address: terminal_state.address,
-                resolvable,
-            })
-        }
+    .unwrap_or_else(|e| {
+        Err(SupervisorError::Spawn {
+            agent: format!("{terminal}/terminal"),
+            cause: e.to_string(),
+        })
+    });
+    let terminal_state = TerminalState::read(&dir.terminal_state(&terminal));
+    let agent = match started {
+        Ok(agent) => agent,
         Err(cause) => {
-            {
-                let _lock = LabLock::take(lab).map_err(io_err(lab, "lock the lab"))?;
-                let mut state = LabState::load(lab)
-                    .map_err(io_err(lab, "read state file"))?
-                    .unwrap_or(state);
-                remove(&mut state, &topology, terminal, false).await;
-                let _ = state.save();
-            }
-            match TerminalState::read(&dir.terminal_state(terminal)).refusal() {
-                Some(why) => Err(TerminalError::Refused {
-                    terminal: terminal.into(),
-                    visited,
-                    why,
-                }),
-                None => Err(TerminalError::Agent {
-                    terminal: terminal.into(),
+            progress.finished(false);
+            let e = match terminal_state.refusal() {
+                Some(why) => refused(why),
+                None => TerminalError::Agent {
+                    terminal: terminal.clone(),
                     cause,
-                }),
+                },
+            };
+            return (terminal, None, Err(e));
+        }
+    };
+    // An HLR that is not roamlab's (osmo-hlr) keeps no DNS: nothing to wait for.
+    let home_keeps_dns = topology
+        .node(&p.subscriber.home)
+        .is_some_and(|h| h.external_hlr.is_none());
+    let resolvable = match terminal_state.address {
+        Some(address) if home_keeps_dns => {
+            let (topology, host_name) = (topology.clone(), p.subscriber.hostname.clone());
+            tokio::task::spawn_blocking(move || wait_resolvable(&topology, &host_name, address))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+                .map_err(&refused)
+        }
+        _ => Ok(None),
+    };
+    progress.finished(resolvable.is_ok());
+    let result = resolvable.map(|resolvable| Attached {
+        imsi: p.subscriber.imsi.clone(),
+        registration: None,
+        terminal: terminal.clone(),
+        visited: visited.to_string(),
+        namespace: p.namespace,
+        agent: agent.clone(),
+        address: terminal_state.address,
+        resolvable,
+    });
+    (terminal, Some(agent), result)
+}
+
+/// Detaches one terminal (see [`detach_many`]); returns the visited network it was at.
+pub async fn detach(lab: &str, terminal: &str) -> Result<String, TerminalError> {
+    let names = [terminal.to_string()];
+    let mut outcomes = detach_many(lab, &names, &Progress::default()).await?;
+    outcomes.pop().map(|(_, r)| r).unwrap_or_else(|| {
+        Err(TerminalError::NotAttached {
+            lab: lab.into(),
+            terminal: terminal.into(),
+        })
+    })
+}
+
+/// The terminals attached to a running lab.
+pub fn attached(lab: &str) -> Result<Vec<String>, TerminalError> {
+    let (state, _) = load(lab)?;
+    Ok(state.terminals.into_iter().map(|t| t.name).collect())
+}
+
+/// The subscribers of a running lab.
+pub fn subscribers(lab: &str) -> Result<Vec<String>, TerminalError> {
+    let (_, topology) = load(lab)?;
+    Ok(topology.subscribers.into_iter().map(|s| s.name).collect())
+}
+
+/// Detaches terminals side by side (each agent sends its detach, its VLR purges it at
+/// home) and removes them; each outcome is the visited network it was at.
+pub async fn detach_many(
+    lab: &str,
+    terminals: &[String],
+    progress: &Progress,
+) -> Result<Outcomes<String>, TerminalError> {
+    progress.total.store(terminals.len(), Ordering::Relaxed);
+    let _lock = LabLock::take(lab).map_err(io_err(lab, "lock the lab"))?;
+    let (mut state, topology) = load(lab)?;
+    let mut outcomes = Vec::new();
+    let mut present = Vec::new();
+    for terminal in terminals {
+        match state.terminals.iter().find(|t| &t.name == terminal) {
+            Some(record) => {
+                present.push(terminal.as_str());
+                outcomes.push((terminal.clone(), Ok(record.visited.clone())));
+            }
+            None => {
+                progress.finished(false);
+                let e = TerminalError::NotAttached {
+                    lab: lab.into(),
+                    terminal: terminal.clone(),
+                };
+                outcomes.push((terminal.clone(), Err(e)));
             }
         }
     }
+    remove(&mut state, &topology, &present, true).await;
+    state.save().map_err(io_err(lab, "write state file"))?;
+    for _ in &present {
+        progress.finished(true);
+    }
+    Ok(outcomes)
 }
 
-pub async fn detach(lab: &str, terminal: &str) -> Result<String, TerminalError> {
-    let _lock = LabLock::take(lab).map_err(io_err(lab, "lock the lab"))?;
-    let (mut state, topology) = load(lab)?;
-    let Some(record) = state.terminals.iter().find(|t| t.name == terminal).cloned() else {
-        return Err(TerminalError::NotAttached {
-            lab: lab.into(),
-            terminal: terminal.into(),
-        });
-    };
-    remove(&mut state, &topology, terminal, true).await;
-    state.save().map_err(io_err(lab, "write state file"))?;
-    Ok(record.visited)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_like_the_shell() {
+        for (pattern, name, expected) in [
+            ("t*", "t1", true),
+            ("t*", "t", true),
+            ("t*", "phone1", false),
+            ("*1", "phone1", true),
+            ("t?", "t1", true),
+            ("t?", "t10", false),
+            ("*o*e*", "phone1", true),
+            ("phone1", "phone1", true),
+            ("phone1", "phone10", false),
+            ("**", "", true),
+            ("a*b*c", "aXbYbc", true),
+            ("a*b*c", "aXbYbcd", false),
+        ] {
+            assert_eq!(glob_match(pattern, name), expected, "{pattern} ~ {name}");
+        }
+    }
+
+    #[test]
+    fn a_glob_that_matches_nothing_is_named() {
+        let names = ["phone1", "server1", "t1", "t2"];
+        assert_eq!(
+            select("roam", &names, "t*", "subscriber").unwrap(),
+            ["t1", "t2"]
+        );
+        let e = select("roam", &names, "x*", "subscriber").unwrap_err();
+        assert_eq!(e.to_string(), "lab roam has no subscriber matching x*");
+    }
 }

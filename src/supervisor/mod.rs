@@ -52,6 +52,24 @@ pub struct AgentRecord {
     pub view: View,
 }
 
+impl AgentRecord {
+    /// A process found running in `node`'s namespace that no record names (its starter
+    /// died before recording it), so that it can be stopped like an agent.
+    pub fn found(node: &str, namespace: &str, pid: i32) -> Option<Self> {
+        Some(AgentRecord {
+            node: node.into(),
+            name: "process".into(),
+            kind: String::new(),
+            pid,
+            start_time: start_time(pid)?,
+            log: PathBuf::new(),
+            namespace: namespace.into(),
+            args: Vec::new(),
+            view: View::default(),
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
     #[error("agent {agent}: cannot start: {cause}")]
@@ -294,31 +312,49 @@ fn process_alive(pid: i32, expected_start: u64) -> bool {
 
 /// SIGTERM, then SIGKILL after `grace`. An agent that is already gone is stopped.
 pub fn stop(record: &AgentRecord, grace: Duration) -> Result<(), SupervisorError> {
-    let agent = format!("{}/{}", record.node, record.name);
-    if !is_alive(record) {
-        return Ok(());
-    }
-    let pid = Pid::from_raw(record.pid);
-    let send = |signal| match kill(pid, signal) {
+    stop_all(std::slice::from_ref(record), grace)
+        .into_iter()
+        .next()
+        .map_or(Ok(()), Err)
+}
+
+/// Stops many agents side by side: SIGTERM to each, one shared grace period, then SIGKILL
+/// to those still there. Goes on past a failed signal; returns every failure.
+pub fn stop_all(records: &[AgentRecord], grace: Duration) -> Vec<SupervisorError> {
+    let mut errors = Vec::new();
+    let send = |record: &AgentRecord, signal| match kill(Pid::from_raw(record.pid), signal) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
         Err(e) => Err(SupervisorError::Stop {
-            agent: agent.clone(),
+            agent: format!("{}/{}", record.node, record.name),
             pid: record.pid,
             cause: e.to_string(),
         }),
     };
-    send(Signal::SIGTERM)?;
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        reap_if_child(record.pid);
-        if !is_alive(record) {
-            return Ok(());
+    let mut running: Vec<&AgentRecord> = records.iter().filter(|r| is_alive(r)).collect();
+    running.retain(|r| match send(r, Signal::SIGTERM) {
+        Ok(()) => true,
+        Err(e) => {
+            errors.push(e);
+            false
         }
-        std::thread::sleep(Duration::from_millis(2));
+    });
+    let deadline = Instant::now() + grace;
+    while !running.is_empty() && Instant::now() < deadline {
+        running.retain(|r| {
+            reap_if_child(r.pid);
+            is_alive(r)
+        });
+        if !running.is_empty() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
-    send(Signal::SIGKILL)?;
-    reap_if_child(record.pid);
-    Ok(())
+    for record in running {
+        if let Err(e) = send(record, Signal::SIGKILL) {
+            errors.push(e);
+        }
+        reap_if_child(record.pid);
+    }
+    errors
 }
 
 /// Kills an agent at once, giving it no chance to say goodbye (a lost radio link).

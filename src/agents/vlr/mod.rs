@@ -20,7 +20,9 @@ use tokio::sync::{mpsc, oneshot};
 use self::core::{route_local, Action, Attach, LocalRoute, Registry};
 use super::signaling::{self, Sender, REQUEST_TIMEOUT};
 use crate::contract::configs::{PartnerHlr, VlrConfig};
-use crate::contract::published::{read_attached, read_cell_link, write_attached, AttachedTerminal};
+use crate::contract::published::{
+    read_cell_link, write_attached, AttachedJournal, AttachedTerminal,
+};
 use crate::contract::AgentKind;
 use crate::events::EventLog;
 use crate::protocols::gsup::{cause, msg, Message};
@@ -58,7 +60,8 @@ struct HlrLink {
 struct Vlr {
     name: String,
     events: EventLog,
-    attached_file: std::path::PathBuf,
+    /// The registrations as published (its DHCP agent follows them).
+    attached: Mutex<AttachedJournal>,
     cell_links: std::path::PathBuf,
     partners: Vec<PartnerHlr>,
     links: Vec<Arc<HlrLink>>,
@@ -85,8 +88,11 @@ impl Vlr {
     }
 
     fn save_attached(&self) {
+        // The journal is held while the list is taken, so a later list is never
+        // overwritten by an earlier one.
+        let mut journal = self.attached.lock().expect("lock");
         let list = self.registry.lock().expect("lock").list();
-        if let Err(e) = write_attached(&self.attached_file, &list) {
+        if let Err(e) = write_attached(&mut journal, &list) {
             tracing::error!("cannot write the attached list: {e}");
         }
     }
@@ -584,11 +590,12 @@ async fn detach(vlr: &Arc<Vlr>, home: &str, imsi: &str, since: Option<f64>, why:
 /// Runs the VLR until SIGTERM.
 pub async fn run(config: VlrConfig) -> std::io::Result<()> {
     let agent = format!("{}/vlr", config.name);
-    let kept = read_attached(&config.attached_file);
+    let journal = AttachedJournal::open(&config.attached_file)?;
+    let kept: Vec<AttachedTerminal> = journal.records().values().cloned().collect();
     let vlr = Arc::new(Vlr {
         name: config.name.clone(),
         events: EventLog::open(&config.events_file, &agent)?,
-        attached_file: config.attached_file.clone(),
+        attached: Mutex::new(journal),
         cell_links: config.cell_links.clone(),
         partners: config.partners.clone(),
         links: config
