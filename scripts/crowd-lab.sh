@@ -2,7 +2,7 @@
 # Writes a topology like the default lab, named NAME, whose visited cell has room for COUNT
 # roaming terminals t1 … tCOUNT (subscribers of home, keys derived from their number):
 #   scripts/crowd-lab.sh COUNT [NAME] > lab.yaml
-# The cell is 198.18.4.0/22 (benchmark range), the pool 198.18.4.100 onwards; at most 1,000.
+# The cell is 198.18.8.0/21 (benchmark range), its pool 198.18.8.100-198.18.12.254 (1,179 addresses); at most 1,000 terminals.
 set -euo pipefail
 count=${1:?usage: crowd-lab.sh COUNT [NAME]}
 name=${2:-crowd}
@@ -34,8 +34,8 @@ nodes:
     partners: [home]
     bridges:
       cell:
-        addresses: [198.18.4.1/22, 198.18.4.53/22]
-        pool: { start: 198.18.4.100, end: 198.18.7.250 }
+        addresses: [198.18.8.1/21, 198.18.8.53/21]
+        pool: { start: 198.18.8.100, end: 198.18.12.254 }
     services:
       - kind: dns
       - kind: vlr

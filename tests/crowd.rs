@@ -156,7 +156,7 @@ fn three_hundred_terminals_attach_at_once_resolve_both_ways_and_leave_nothing() 
             && dig_batch(&lab, "fixed1", Some("@192.0.2.53"), &forward)
                 .iter()
                 .all(|l| l.is_empty())
-            && dig_batch(&lab, "fixed1", Some("@198.18.4.53"), &reverse)
+            && dig_batch(&lab, "fixed1", Some("@198.18.8.53"), &reverse)
                 .iter()
                 .all(|l| l.is_empty())
     });
@@ -218,13 +218,14 @@ fn a_bulk_attach_killed_midway_leaves_nothing_after_detach_all() {
             .count(),
         0
     );
-    // No stale record: the VLR's list, the leases and the home DNS all empty again (the
-    // agents the killed `attach` never recorded detached too, rather than waiting out the
-    // VLR's implicit-detach timer).
+    // No stale record: the VLR's list, the leases and the home DNS all empty again. The
+    // agents the killed `attach` never recorded are stopped and detach too; one stopped in
+    // the middle of its attach (before the accept) is purged by the VLR's implicit-detach
+    // timer (30 s), as a real network purges a terminal whose radio link was lost.
     let names: Vec<String> = (1..=COUNT)
         .map(|i| format!("t{i}.home.example A"))
         .collect();
-    let clean = within(Duration::from_secs(15), || {
+    let clean = within(Duration::from_secs(45), || {
         let leases: BTreeMap<String, serde_json::Value> =
             roamlab::journal::read(&dir.dhcp_leases("visited")).unwrap();
         roamlab::contract::published::read_attached(&dir.vlr_attached("visited")).is_empty()

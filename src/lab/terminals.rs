@@ -296,6 +296,17 @@ fn cell_bridge(topology: &Topology, visited: &str) -> Option<String> {
         .map(|b| b.name.clone())
 }
 
+/// The first few of `names`, and how many more there are (a lab may have thousands).
+fn some_of<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
+    const SHOWN: usize = 10;
+    let total = names.len();
+    let shown: Vec<&str> = names.take(SHOWN).collect();
+    match total - shown.len() {
+        0 => shown.join(", "),
+        more => format!("{}, and {more} more", shown.join(", ")),
+    }
+}
+
 /// The visited network terminals attach at: `at`, or the lab's only one.
 fn visited_of(lab: &str, topology: &Topology, at: Option<&str>) -> Result<String, TerminalError> {
     let visited_nodes: Vec<&str> = topology
@@ -504,15 +515,10 @@ pub async fn attach_many(
     let mut chosen: Vec<(Subscriber, String)> = Vec::new();
     for terminal in terminals {
         let Some(subscriber) = topology.subscribers.iter().find(|s| &s.name == terminal) else {
-            let known: Vec<&str> = topology
-                .subscribers
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect();
             let e = TerminalError::UnknownTerminal {
                 lab: lab.into(),
                 terminal: terminal.clone(),
-                known: known.join(", "),
+                known: some_of(topology.subscribers.iter().map(|s| s.name.as_str())),
             };
             fail(terminal, e, &mut outcomes);
             continue;
