@@ -73,6 +73,21 @@ fn dig_batch(lab: &LabGuard, node: &str, server: Option<&str>, queries: &[String
         .collect()
 }
 
+/// Whether the visited network holds no registration and no lease, and each server in
+/// `asks` answers none of its queries.
+fn nothing_recorded(lab: &LabGuard, asks: &[(&str, &[String])]) -> bool {
+    let dir = roamlab::contract::LabDir::of(&lab.name);
+    let leases: BTreeMap<String, serde_json::Value> =
+        roamlab::journal::read(&dir.dhcp_leases("visited")).unwrap();
+    roamlab::contract::published::read_attached(&dir.vlr_attached("visited")).is_empty()
+        && leases.is_empty()
+        && asks.iter().all(|(server, queries)| {
+            dig_batch(lab, "fixed1", Some(server), queries)
+                .iter()
+                .all(|l| l.is_empty())
+        })
+}
+
 #[test]
 fn three_hundred_terminals_attach_at_once_resolve_both_ways_and_leave_nothing() {
     const COUNT: usize = 300;
@@ -150,15 +165,10 @@ fn three_hundred_terminals_attach_at_once_resolve_both_ways_and_leave_nothing() 
         .count();
     assert_eq!(links, 0, "link records left");
     let records_gone = within(Duration::from_secs(15), || {
-        let leases: BTreeMap<String, serde_json::Value> =
-            roamlab::journal::read(&dir.dhcp_leases("visited")).unwrap();
-        leases.is_empty()
-            && dig_batch(&lab, "fixed1", Some("@192.0.2.53"), &forward)
-                .iter()
-                .all(|l| l.is_empty())
-            && dig_batch(&lab, "fixed1", Some("@198.18.8.53"), &reverse)
-                .iter()
-                .all(|l| l.is_empty())
+        nothing_recorded(
+            &lab,
+            &[("@192.0.2.53", &forward), ("@198.18.8.53", &reverse)],
+        )
     });
     assert!(
         records_gone.is_some(),
@@ -226,13 +236,7 @@ fn a_bulk_attach_killed_midway_leaves_nothing_after_detach_all() {
         .map(|i| format!("t{i}.home.example A"))
         .collect();
     let clean = within(Duration::from_secs(45), || {
-        let leases: BTreeMap<String, serde_json::Value> =
-            roamlab::journal::read(&dir.dhcp_leases("visited")).unwrap();
-        roamlab::contract::published::read_attached(&dir.vlr_attached("visited")).is_empty()
-            && leases.is_empty()
-            && dig_batch(&lab, "fixed1", Some("@192.0.2.53"), &names)
-                .iter()
-                .all(|l| l.is_empty())
+        nothing_recorded(&lab, &[("@192.0.2.53", &names)])
     });
     assert!(
         clean.is_some(),
