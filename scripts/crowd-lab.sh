@@ -3,6 +3,9 @@
 # roaming terminals t1 … tCOUNT (subscribers of home, keys derived from their number):
 #   scripts/crowd-lab.sh COUNT [NAME] > lab.yaml
 # The cell is 198.18.8.0/21 (benchmark range), its pool 198.18.8.100-198.18.12.254 (1,179 addresses); at most 1,000 terminals.
+# With RELAY=1 a host node `relay` (198.18.0.10) is linked to the visited network and is its
+# DHCP server's relay for 198.18.16.0/20 (pool 198.18.16.10-198.18.31.250): a load
+# generator such as perfdhcp runs there (`roamlab exec relay -- perfdhcp -l 198.18.0.10 …`).
 set -euo pipefail
 count=${1:?usage: crowd-lab.sh COUNT [NAME]}
 name=${2:-crowd}
@@ -39,7 +42,20 @@ nodes:
     services:
       - kind: dns
       - kind: vlr
+YAML
+if [ "${RELAY:-0}" = 1 ]; then
+cat <<YAML
       - kind: dhcp
+        relays:
+          - { address: 198.18.0.10, subnet: 198.18.16.0/20, pool: { start: 198.18.16.10, end: 198.18.31.250 } }
+  relay: {}
+YAML
+else
+cat <<YAML
+      - kind: dhcp
+YAML
+fi
+cat <<YAML
   fixed1: {}
 links:
   - endpoints:
@@ -51,6 +67,15 @@ links:
   - endpoints:
       - { node: fixed1, interface: eth0, addresses: [203.0.113.10/24] }
       - { node: core, bridge: hosts }
+YAML
+if [ "${RELAY:-0}" = 1 ]; then
+cat <<YAML
+  - endpoints:
+      - { node: visited, addresses: [198.18.0.9/30] }
+      - { node: relay, interface: eth0, addresses: [198.18.0.10/30] }
+YAML
+fi
+cat <<YAML
 subscribers:
 YAML
 for i in $(seq 1 "$count"); do

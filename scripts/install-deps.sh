@@ -19,6 +19,7 @@ packages=(
   udhcpc
   dhcpcd-base
   osmo-hlr        # Osmocom's HLR: the real GSUP peer of the interop test
+  kea-admin       # perfdhcp: the DHCP relay and load generator of the relay test and bench-dhcp.sh
   ca-certificates
   curl
   build-essential

@@ -1,5 +1,6 @@
 //! A crowd: 300 terminals attached at once with the bulk verbs, every name checked
-//! forward and reverse from a fixed host, then all detached with nothing of them left.
+//! forward and reverse from a fixed host, then all detached with nothing of them left; and
+//! terminals leased through a DHCP relay (Kea's perfdhcp).
 //! Correctness only; the timing lives in scripts/bench-crowd.sh. Root only; each test
 //! builds its own lab, in a test binary of its own so that no other lab shares the cores.
 
@@ -15,17 +16,33 @@ use common::*;
 
 /// A lab of `count` terminals t1 … tCOUNT, written by scripts/crowd-lab.sh.
 fn crowd(name: &str, count: usize) -> Option<LabGuard> {
+    crowd_with(name, count, false, |yaml| yaml)
+}
+
+/// The crowd lab, with a node `relay` (198.18.0.10) that is the visited DHCP server's
+/// relay for 198.18.16.0/20 when `relay` is set, and its topology changed by `edit`.
+fn crowd_with(
+    name: &str,
+    count: usize,
+    relay: bool,
+    edit: impl Fn(String) -> String,
+) -> Option<LabGuard> {
     if !root_or_skip(name) {
         return None;
     }
     let lab = LabGuard::new(name);
     let yaml = Command::new(repo("scripts/crowd-lab.sh"))
         .args([&count.to_string(), name])
+        .env("RELAY", if relay { "1" } else { "0" })
         .output()
         .expect("run crowd-lab.sh");
     assert!(yaml.status.success(), "crowd-lab.sh: {}", text(&yaml));
     let path = std::env::temp_dir().join(format!("{name}.yaml"));
-    std::fs::write(&path, &yaml.stdout).unwrap();
+    std::fs::write(
+        &path,
+        edit(String::from_utf8_lossy(&yaml.stdout).into_owned()),
+    )
+    .unwrap();
     let out = roamlab(&["up", "-t", &path.display().to_string()]);
     let _ = std::fs::remove_file(&path);
     assert!(out.status.success(), "up failed: {}", text(&out));
@@ -243,6 +260,191 @@ fn a_bulk_attach_killed_midway_leaves_nothing_after_detach_all() {
         "registrations, leases or records left after the kill"
     );
     let pids = agent_pids(&status);
+    let out = roamlab(&["down", &lab.name]);
+    assert!(out.status.success(), "down: {}", text(&out));
+    assert_nothing_left(&lab.name, &pids);
+}
+
+/// Each registered terminal's link-layer address, as its VLR publishes it.
+fn registered_macs(lab: &LabGuard) -> BTreeMap<String, String> {
+    let dir = roamlab::contract::LabDir::of(&lab.name);
+    roamlab::contract::published::read_attached(&dir.vlr_attached("visited"))
+        .into_iter()
+        .filter_map(|t| Some((t.host_name?, t.mac?)))
+        .collect()
+}
+
+/// RFC 2131 §4.1 relaying, with Kea's perfdhcp as the relay: terminals registered through
+/// the VLR and HLR without a DHCP client of their own are leased from the relay's pool and
+/// named both ways; a hardware address the VLR never registered gets nothing; a terminal
+/// on the cell that poses as a relay is refused, by name, in the events.
+#[test]
+fn relayed_terminals_are_leased_and_named_and_only_they() {
+    let Some(lab) = crowd_with("relayci", 3, true, |yaml| yaml) else {
+        return;
+    };
+    let out = roamlab(&[
+        "attach",
+        "t1",
+        "t2",
+        "--dhcp-client",
+        "none",
+        "--lab",
+        &lab.name,
+    ]);
+    assert!(out.status.success(), "attach: {}", text(&out));
+    let out = roamlab(&["attach", "t3", "--lab", &lab.name]);
+    assert!(out.status.success(), "attach t3: {}", text(&out));
+    let macs = registered_macs(&lab);
+    let relayed = ["t1.home.example", "t2.home.example"];
+    let stranger = "02:99:00:00:00:01";
+    let list = std::env::temp_dir().join("relayci-macs.txt");
+    let mut lines: Vec<&str> = relayed.iter().map(|n| macs[*n].as_str()).collect();
+    lines.push(stranger);
+    std::fs::write(&list, lines.join("\n") + "\n").unwrap();
+    let out = lab.exec(
+        "relay",
+        &[
+            "perfdhcp",
+            "-4",
+            "-l",
+            "198.18.0.10",
+            "-M",
+            &list.display().to_string(),
+            "-r",
+            "30",
+            "-n",
+            "30",
+            "-W",
+            "500000",
+            "198.18.0.9",
+        ],
+    );
+    let _ = std::fs::remove_file(&list);
+    let said = text(&out);
+    assert!(said.contains("REQUEST-ACK"), "perfdhcp: {said}");
+
+    // Both relayed terminals hold a lease from the relay's pool, and only they.
+    let dir = roamlab::contract::LabDir::of(&lab.name);
+    let leases: BTreeMap<String, serde_json::Value> =
+        roamlab::journal::read(&dir.dhcp_leases("visited")).unwrap();
+    let bound: BTreeMap<String, String> = leases
+        .iter()
+        .filter(|(_, l)| l["offered"] == false)
+        .map(|(ip, l)| (l["host_name"].as_str().unwrap().to_string(), ip.clone()))
+        .collect();
+    for name in relayed {
+        let ip: Ipv4Addr = bound[name].parse().unwrap();
+        assert!(
+            "198.18.16.0/20"
+                .parse::<ipnet::Ipv4Net>()
+                .unwrap()
+                .contains(&ip),
+            "{name} leased {ip}, outside the relay's pool"
+        );
+    }
+    assert!(
+        leases
+            .values()
+            .all(|l| l["mac"] != serde_json::json!([2, 0x99, 0, 0, 0, 1])),
+        "a stranger got a lease: {leases:?}"
+    );
+    assert!(
+        bound["t3.home.example"].starts_with("198.18.8."),
+        "{bound:?}"
+    );
+
+    // Their names resolve to those addresses, both ways, at the authorities.
+    let forward: Vec<String> = relayed.iter().map(|n| format!("{n} A")).collect();
+    let reverse: Vec<String> = relayed
+        .iter()
+        .map(|n| format!("-x {}", bound[*n]))
+        .collect();
+    let named = within(Duration::from_secs(10), || {
+        let a = dig_batch(&lab, "fixed1", Some("@192.0.2.53"), &forward);
+        let ptr = dig_batch(&lab, "fixed1", Some("@198.18.8.53"), &reverse);
+        relayed
+            .iter()
+            .enumerate()
+            .all(|(i, n)| a.get(i) == Some(&bound[*n]) && ptr.get(i) == Some(&format!("{n}.")))
+    });
+    assert!(named.is_some(), "relayed terminals not named both ways");
+
+    // t3, on the cell, sends a relayed request of its own: refused, and said so.
+    let t3_mac = &macs["t3.home.example"];
+    let t3_ip = &bound["t3.home.example"];
+    let out = lab.exec(
+        "t3",
+        &[
+            "perfdhcp",
+            "-4",
+            "-l",
+            t3_ip,
+            "-b",
+            &format!("mac={t3_mac}"),
+            "-r",
+            "5",
+            "-n",
+            "5",
+            "-W",
+            "300000",
+            "198.18.8.1",
+        ],
+    );
+    assert!(
+        text(&out).contains("DISCOVER-OFFER"),
+        "perfdhcp on t3: {}",
+        text(&out)
+    );
+    let refused = within(Duration::from_secs(5), || {
+        roamlab::events::read_all(&dir).is_ok_and(|events| {
+            events.iter().any(|e| {
+                e.event == "DHCP request refused"
+                    && e.fields["why"]
+                        .as_str()
+                        .is_some_and(|w| w.contains("on the cell"))
+            })
+        })
+    });
+    assert!(
+        refused.is_some(),
+        "the cell's relayed request was not refused by name"
+    );
+    let leases: BTreeMap<String, serde_json::Value> =
+        roamlab::journal::read(&dir.dhcp_leases("visited")).unwrap();
+    assert_eq!(
+        leases.len(),
+        3,
+        "the refused request changed the leases: {leases:?}"
+    );
+
+    let pids = agent_pids(&lab.status_json());
+    let out = roamlab(&["down", &lab.name]);
+    assert!(out.status.success(), "down: {}", text(&out));
+    assert_nothing_left(&lab.name, &pids);
+}
+
+/// Issue 9: an exhausted pool is a refusal that names the pool, not a hang.
+#[test]
+fn an_exhausted_pool_is_named_in_the_refusal() {
+    let one_address = |yaml: String| {
+        let pool = "pool: { start: 198.18.8.100, end: 198.18.12.254 }";
+        assert!(yaml.contains(pool), "crowd-lab.sh changed its pool");
+        yaml.replace(pool, "pool: { start: 198.18.8.100, end: 198.18.8.100 }")
+    };
+    let Some(lab) = crowd_with("poolci", 2, false, one_address) else {
+        return;
+    };
+    let out = roamlab(&["attach", "t1", "--lab", &lab.name]);
+    assert!(out.status.success(), "attach t1: {}", text(&out));
+    let out = roamlab(&["attach", "t2", "--lab", &lab.name]);
+    let said = text(&out);
+    assert!(!out.status.success(), "t2 attached to a full pool: {said}");
+    assert!(
+        said.contains("t2") && said.contains("pool 198.18.8.100-198.18.8.100 exhausted"),
+        "the refusal does not name the pool: {said}"
+    );
+    let pids = agent_pids(&lab.status_json());
     let out = roamlab(&["down", &lab.name]);
     assert!(out.status.success(), "down: {}", text(&out));
     assert_nothing_left(&lab.name, &pids);

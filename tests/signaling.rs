@@ -65,15 +65,17 @@ fn attached(lab: &str, visited: &str) -> Vec<String> {
 
 /// Where the HLR believes a subscriber is registered.
 fn registered_at(lab: &str, home: &str, imsi: &str) -> Option<String> {
-    let state: serde_json::Value =
-        roamlab::json_file::read_json(&LabDir::of(lab).hlr_state(home)).unwrap_or_default();
-    state[imsi]["vlr"].as_str().map(String::from)
+    let state = hlr_state(lab, home);
+    state.get(imsi)?["vlr"].as_str().map(String::from)
 }
 
 fn sqn(lab: &str, home: &str, imsi: &str) -> u64 {
-    let state: serde_json::Value =
-        roamlab::json_file::read_json(&LabDir::of(lab).hlr_state(home)).unwrap();
-    state[imsi]["sqn"].as_u64().unwrap()
+    hlr_state(lab, home)[imsi]["sqn"].as_u64().unwrap()
+}
+
+/// The HLR's journal of its subscribers' state, as it stands.
+fn hlr_state(lab: &str, home: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
+    roamlab::journal::read(&LabDir::of(lab).hlr_state(home)).unwrap_or_default()
 }
 
 fn events(lab: &str) -> Vec<(String, String)> {

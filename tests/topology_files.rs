@@ -69,3 +69,40 @@ fn every_bad_fixture_fails_with_its_expected_message() {
         );
     }
 }
+
+/// A dhcp service's relays: typed (the router defaults to the subnet's first host), and the
+/// relay's pool gets its reverse zones at the visited DNS.
+#[test]
+fn a_relay_is_typed_and_its_pool_gets_reverse_zones() {
+    let yaml = std::process::Command::new(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/crowd-lab.sh"),
+    )
+    .args(["2", "relaylab"])
+    .env("RELAY", "1")
+    .output()
+    .unwrap();
+    assert!(yaml.status.success());
+    let topology = Topology::parse(&String::from_utf8_lossy(&yaml.stdout), "relay.yaml").unwrap();
+    let visited = topology.node("visited").unwrap();
+    let relays = visited
+        .services
+        .iter()
+        .find_map(|s| match s {
+            roamlab::topology::Service::Dhcp { relays, .. } => Some(relays.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(relays.len(), 1);
+    assert_eq!(relays[0].address.to_string(), "198.18.0.10");
+    assert_eq!(relays[0].router.to_string(), "198.18.16.1");
+    let zones: Vec<&str> = topology
+        .zones
+        .iter()
+        .filter(|z| z.server == "visited")
+        .map(|z| z.name.as_str())
+        .collect();
+    for net in 16..=31 {
+        let zone = format!("{net}.18.198.in-addr.arpa");
+        assert!(zones.contains(&zone.as_str()), "{zone} missing: {zones:?}");
+    }
+}

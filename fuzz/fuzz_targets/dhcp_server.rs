@@ -1,7 +1,9 @@
-//! The DHCP server's path from a packet off the cell to its reply, over a sequence of
-//! packets from four links (two authorised). Invariants: a packet for another hardware
-//! address than its sender's changes nothing; every reply the server builds decodes; no
-//! link holds two leases and no unauthorised link holds one.
+//! The DHCP server's path from a packet to its reply, over a sequence of packets from four
+//! links (two authorised), off the cell or through a relay, with the DNS queue short or
+//! full. Invariants: a packet for another hardware address than its sender's, or refused
+//! for its segment, changes nothing; every reply the server builds decodes; no link holds
+//! two leases and no unauthorised link holds one; every lease is in the cell's pool or the
+//! relay's.
 #![no_main]
 
 mod common;
@@ -9,8 +11,9 @@ mod common;
 use std::net::Ipv4Addr;
 
 use libfuzzer_sys::fuzz_target;
-use roamlab::agents::dhcp::{handle_packet, Handled};
-use roamlab::agents::leases::{Authorised, LeaseBook};
+use roamlab::agents::dhcp::{handle_packet, handle_relayed, Handled, Load, RelaySegment};
+use roamlab::agents::leases::{Authorised, LeaseBook, Pool};
+use roamlab::agents::queue::MAX_BACKLOG;
 use roamlab::protocols::dhcp::decode;
 
 fn mac(i: u8) -> [u8; 6] {
@@ -29,6 +32,22 @@ fn authorised(mac: &[u8; 6]) -> Option<Authorised> {
 
 fuzz_target!(|data: &[u8]| {
     let served = common::served();
+    let cell = Pool {
+        start: Ipv4Addr::new(198, 51, 100, 100),
+        end: Ipv4Addr::new(198, 51, 100, 103),
+    };
+    let relay = RelaySegment {
+        address: Ipv4Addr::new(198, 18, 0, 10),
+        subnet: "198.18.16.0/24".parse().unwrap(),
+        pool: Pool {
+            start: Ipv4Addr::new(198, 18, 16, 10),
+            end: Ipv4Addr::new(198, 18, 16, 12),
+        },
+        served: roamlab::protocols::dhcp::Served {
+            server_ip: Ipv4Addr::new(198, 18, 0, 9),
+            ..served.clone()
+        },
+    };
     let mut book = LeaseBook::new(
         Ipv4Addr::new(198, 51, 100, 100),
         Ipv4Addr::new(198, 51, 100, 103),
@@ -44,15 +63,44 @@ fuzz_target!(|data: &[u8]| {
             packet[28..34].copy_from_slice(&source);
         }
         let before = serde_json::to_string(&book).unwrap();
-        match handle_packet(
-            &mut book,
-            &served,
-            &source,
-            &packet,
-            &authorised,
-            1_000 + i as u64,
-        ) {
-            Handled::Spoofed { .. } | Handled::Malformed(_) | Handled::NotARequest => {
+        let backlog = if head & 0x40 == 0 { 0 } else { MAX_BACKLOG };
+        let own = |_: &str| usize::from(head & 0x0f);
+        let load = Load {
+            backlog,
+            waiting: &own,
+        };
+        let now = 1_000 + i as u64;
+        let handled = if head & 0x20 == 0 {
+            handle_packet(
+                &mut book,
+                &served,
+                &source,
+                &packet,
+                &authorised,
+                &load,
+                now,
+            )
+        } else {
+            let from = if head & 0x10 == 0 {
+                relay.address
+            } else {
+                Ipv4Addr::new(198, 18, 0, 9)
+            };
+            handle_relayed(
+                &mut book,
+                std::slice::from_ref(&relay),
+                from,
+                &packet,
+                &authorised,
+                &load,
+                now,
+            )
+        };
+        match handled {
+            Handled::Spoofed { .. }
+            | Handled::Malformed(_)
+            | Handled::NotARequest
+            | Handled::Refused(_) => {
                 assert_eq!(
                     before,
                     serde_json::to_string(&book).unwrap(),
@@ -65,9 +113,18 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
+        assert!(
+            book.indices_agree(),
+            "the book's indices lost track of its leases"
+        );
         let mut links = std::collections::HashSet::new();
         for lease in book.leases.values() {
             assert!(links.insert(lease.mac), "two leases for one link");
+            assert!(
+                cell.contains(lease.ip) || relay.pool.contains(lease.ip),
+                "{} is in no pool",
+                lease.ip
+            );
             assert!(
                 authorised(&lease.mac).is_some(),
                 "a lease for an unauthorised link"

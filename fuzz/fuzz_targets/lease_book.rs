@@ -125,6 +125,10 @@ fn check(book: &LeaseBook, reported: &Reported) {
         bound, reported.0,
         "the bindings reported are not the book's"
     );
+    assert!(
+        book.indices_agree(),
+        "the book's indices lost track of its leases"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {

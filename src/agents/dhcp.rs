@@ -13,13 +13,14 @@ use std::time::Duration;
 
 use dhcproto::v4::{self, MessageType, Opcode};
 use dhcproto::Encodable;
+use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::leases::{Answer, Authorised, Binding, Kind, LeaseBook, Request};
-use super::queue::{dns_failure, DurableQueue, Failure};
+use super::leases::{Answer, Authorised, Binding, Kind, LeaseBook, Pool, Request};
+use super::queue::{dns_failure, DurableQueue, Failure, MAX_BACKLOG};
 use super::signaling;
-use crate::contract::configs::{DhcpConfig, DnsTarget};
+use crate::contract::configs::{DhcpConfig, DnsTarget, RelayConfig};
 use crate::contract::published::{format_mac, AttachedFollower};
 use crate::dns::update::UpdateTarget;
 use crate::events::EventLog;
@@ -29,6 +30,9 @@ use crate::protocols::gsup::{msg, Message};
 
 /// How often expired leases and those of detached terminals are swept.
 const SWEEP: Duration = Duration::from_millis(500);
+/// How many changes go to the home network and the visited DNS at once (each subscriber's
+/// in order).
+const QUEUE_LANES: usize = 32;
 /// Refused packets are logged once per source in this time, with a count.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -117,7 +121,7 @@ pub fn request_of(packet: &[u8], m: &v4::Message) -> Option<Request> {
 }
 
 /// A change the DNS and the HLR must follow, kept in the durable queue.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum DdnsOp {
     Bind {
         imsi: String,
@@ -154,11 +158,12 @@ impl BookFiles {
     }
 
     fn book(&self, config: &DhcpConfig) -> LeaseBook {
-        LeaseBook {
-            leases: self.leases.records().clone(),
-            probation: self.probation.records().clone(),
-            ..LeaseBook::new(config.pool_start, config.pool_end)
-        }
+        LeaseBook::restored(
+            config.pool_start,
+            config.pool_end,
+            self.leases.records().clone(),
+            self.probation.records().clone(),
+        )
     }
 }
 
@@ -174,15 +179,17 @@ struct Server {
 }
 
 impl Server {
-    /// Writes what changed in the book (a line per lease that changed).
-    fn save(&self, book: &LeaseBook) {
+    /// Writes what changed in the book: a line per address whose lease or probation changed.
+    fn save(&self, book: &mut LeaseBook) {
         let mut files = self.files.lock().expect("lock");
-        let saved = files
-            .leases
-            .sync(&book.leases)
-            .and_then(|_| files.probation.sync(&book.probation));
-        if let Err(e) = saved {
-            tracing::error!("cannot save leases: {e}");
+        for ip in book.take_dirty() {
+            let saved = files
+                .leases
+                .put(&ip, book.leases.get(&ip))
+                .and_then(|_| files.probation.put(&ip, book.probation.get(&ip)));
+            if let Err(e) = saved {
+                tracing::error!("cannot save leases: {e}");
+            }
         }
     }
 
@@ -227,11 +234,7 @@ impl Server {
     }
 
     fn reverse_target(&self, ip: Ipv4Addr) -> Option<&DnsTarget> {
-        let name = crate::dns::update::reverse_name(ip.into());
-        self.config
-            .reverse_zones
-            .iter()
-            .find(|z| name.ends_with(&z.zone))
+        reverse_zone_of(&self.config.reverse_zones, ip)
     }
 
     /// Asks the HLR, through the VLR, to record or withdraw a session address.
@@ -324,7 +327,17 @@ impl Server {
     }
 }
 
-/// What the server made of one packet read off the cell.
+/// The reverse zone that holds `ip`'s PTR record: the nearest enclosing one, matched label
+/// by label (`63.19.18.198.in-addr.arpa` is not in `9.18.198.in-addr.arpa`).
+fn reverse_zone_of(zones: &[DnsTarget], ip: Ipv4Addr) -> Option<&DnsTarget> {
+    let name = crate::dns::update::reverse_name(ip.into());
+    zones
+        .iter()
+        .filter(|z| crate::dns::zonefile::within(&name, z.zone.trim_end_matches('.')))
+        .max_by_key(|z| z.zone.len())
+}
+
+/// What the server made of one packet, from the cell or from a relay.
 #[derive(Debug)]
 pub enum Handled {
     /// Not a client message the server answers (a BOOTREPLY, an unknown type, ...).
@@ -334,6 +347,9 @@ pub enum Handled {
     Spoofed {
         claimed: [u8; 6],
     },
+    /// A request the segment it came from may not make (a relayed request on the cell, a
+    /// relay speaking for another relay's subnet).
+    Refused(String),
     /// The lease book's answer, the reply to send (none for a silent answer) and the
     /// bindings that started or ended.
     Answered {
@@ -345,6 +361,35 @@ pub enum Handled {
     },
 }
 
+/// A relay agent as the server answers it: where it is, the segment it relays, and what
+/// that segment's clients are told.
+#[derive(Debug, Clone)]
+pub struct RelaySegment {
+    pub address: Ipv4Addr,
+    pub subnet: Ipv4Net,
+    pub pool: Pool,
+    pub served: wire::Served,
+}
+
+impl RelaySegment {
+    fn of(config: &RelayConfig, cell: &wire::Served) -> Self {
+        RelaySegment {
+            address: config.address,
+            subnet: config.subnet,
+            pool: Pool {
+                start: config.pool_start,
+                end: config.pool_end,
+            },
+            served: wire::Served {
+                server_ip: config.local,
+                prefix_len: config.subnet.prefix_len(),
+                router: config.router,
+                ..cell.clone()
+            },
+        }
+    }
+}
+
 /// The server's path from one packet off the cell (from link-layer address `source`) to its
 /// reply, pure: decoding that trusts nothing, the check that chaddr is the sender's, the
 /// lease book (`authorised` says whom the VLR lists), the reply and where it goes.
@@ -354,14 +399,12 @@ pub fn handle_packet(
     source: &[u8; 6],
     packet: &[u8],
     authorised: &dyn Fn(&[u8; 6]) -> Option<Authorised>,
+    load: &Load<'_>,
     now: u64,
 ) -> Handled {
-    let m = match decode(packet) {
-        Ok(m) => m,
-        Err(e) => return Handled::Malformed(e),
-    };
-    let Some(request) = request_of(packet, &m) else {
-        return Handled::NotARequest;
+    let (m, request) = match read(packet) {
+        Ok(read) => read,
+        Err(handled) => return *handled,
     };
     // chaddr is what the client wrote; the frame's source is who sent it (each terminal's
     // port carries its own address only).
@@ -370,8 +413,138 @@ pub fn handle_packet(
             claimed: request.mac,
         };
     }
+    // A terminal is no relay: what it says a relay relayed is its own.
+    if !m.giaddr().is_unspecified() {
+        return Handled::Refused(format!(
+            "a relayed request (giaddr {}) on the cell",
+            m.giaddr()
+        ));
+    }
+    let pool = book.cell_pool();
+    let to = |kind: MessageType| {
+        // Clients without an address get a broadcast; renewing ones a unicast.
+        if !m.ciaddr().is_unspecified() && kind == MessageType::Ack {
+            SocketAddrV4::new(m.ciaddr(), 68)
+        } else {
+            SocketAddrV4::new(Ipv4Addr::BROADCAST, 68)
+        }
+    };
+    let segment = Segment {
+        served,
+        pool,
+        to: &to,
+    };
+    answer(book, &segment, &m, packet, request, authorised, load, now)
+}
+
+/// The server's path from one packet that came from `from` on an interface towards
+/// `relays` (RFC 2131 §4.1) to its reply, pure. Only a relay's own address speaks for its
+/// segment. The relay stands for its segment's clients, so no link-layer address is
+/// checked; the hardware address must still be one the VLR authorised. giaddr must be the
+/// relay's own address or on the subnet it relays, and the reply goes back to the relay on
+/// port 67 (where a relay listens whichever of its addresses giaddr is).
+pub fn handle_relayed(
+    book: &mut LeaseBook,
+    relays: &[RelaySegment],
+    from: Ipv4Addr,
+    packet: &[u8],
+    authorised: &dyn Fn(&[u8; 6]) -> Option<Authorised>,
+    load: &Load<'_>,
+    now: u64,
+) -> Handled {
+    let Some(relay) = relays.iter().find(|r| r.address == from) else {
+        return Handled::Refused(format!("{from} is not a relay of this server"));
+    };
+    let (m, request) = match read(packet) {
+        Ok(read) => read,
+        Err(handled) => return *handled,
+    };
+    let giaddr = m.giaddr();
+    if giaddr != relay.address && !relay.subnet.contains(&giaddr) {
+        return Handled::Refused(format!(
+            "relay {} sent a request for giaddr {giaddr}, outside its subnet {}",
+            relay.address, relay.subnet
+        ));
+    }
+    let to = |_| SocketAddrV4::new(relay.address, 67);
+    let segment = Segment {
+        served: &relay.served,
+        pool: Some(relay.pool),
+        to: &to,
+    };
+    answer(book, &segment, &m, packet, request, authorised, load, now)
+}
+
+/// Where a request came from, as the answer needs it: what the server tells that segment's
+/// clients, the pool it leases from, and where a reply of each kind goes.
+struct Segment<'a> {
+    served: &'a wire::Served,
+    pool: Option<Pool>,
+    to: &'a dyn Fn(MessageType) -> SocketAddrV4,
+}
+
+/// Decodes a packet and reads the request in it; what it is instead, if it is none.
+fn read(packet: &[u8]) -> Result<(v4::Message, Request), Box<Handled>> {
+    let m = decode(packet).map_err(|e| Box::new(Handled::Malformed(e)))?;
+    let request = request_of(packet, &m).ok_or(Box::new(Handled::NotARequest))?;
+    Ok((m, request))
+}
+
+/// How far behind the DNS changes are: how many wait in all, and how many of a subscriber.
+pub struct Load<'a> {
+    pub backlog: usize,
+    pub waiting: &'a dyn Fn(&str) -> usize,
+}
+
+/// The changes of one terminal that may wait before it is not answered: however fast it
+/// releases and asks again, it cannot fill the queue that every terminal shares.
+pub const MAX_WAITING_PER_TERMINAL: usize = 8;
+
+/// The lease book's answer to `request` from `segment`, and the reply. While the DNS
+/// changes are behind (`load`: too many waiting in all, or of this terminal), a client is
+/// not answered a DISCOVER (when the backlog is the others', only if it holds nothing yet)
+/// or a REQUEST of its own backlog: it tries again later (RFC 2131 §4.1), so overload slows
+/// clients down instead of losing records.
+#[allow(clippy::too_many_arguments)]
+fn answer(
+    book: &mut LeaseBook,
+    segment: &Segment<'_>,
+    m: &v4::Message,
+    packet: &[u8],
+    request: Request,
+    authorised: &dyn Fn(&[u8; 6]) -> Option<Authorised>,
+    load: &Load<'_>,
+    now: u64,
+) -> Handled {
+    let Segment { served, pool, to } = *segment;
     let who = authorised(&request.mac);
-    let (answer, changes) = book.handle(
+    let own = who.as_ref().map_or(0, |w| (load.waiting)(&w.imsi));
+    let busy = if own >= MAX_WAITING_PER_TERMINAL
+        && matches!(request.kind, Kind::Discover | Kind::Request)
+    {
+        Some(format!(
+            "busy: {own} DNS changes of this terminal are waiting; the client will try again"
+        ))
+    } else if load.backlog >= MAX_BACKLOG && request.kind == Kind::Discover && !book.holds(&request)
+    {
+        Some(format!(
+            "busy: {} DNS changes are waiting; the client will try again",
+            load.backlog
+        ))
+    } else {
+        None
+    };
+    if let Some(why) = busy {
+        return Handled::Answered {
+            request,
+            who,
+            answer: Answer::Silent(why),
+            reply: None,
+            changes: Vec::new(),
+        };
+    }
+    let (answer, changes) = book.handle_in(
+        pool,
         &request,
         who.as_ref(),
         served.server_ip,
@@ -387,14 +560,8 @@ pub fn handle_packet(
     };
     let reply = kind_ip.and_then(|(kind, ip)| {
         let fqdn = client_options(packet).fqdn;
-        let bytes = wire::reply(served, &m, fqdn, kind, ip).to_vec().ok()?;
-        // Clients without an address get a broadcast; renewing ones a unicast.
-        let to = if !m.ciaddr().is_unspecified() && kind == MessageType::Ack {
-            SocketAddrV4::new(m.ciaddr(), 68)
-        } else {
-            SocketAddrV4::new(Ipv4Addr::BROADCAST, 68)
-        };
-        Some((bytes, to))
+        let bytes = wire::reply(served, m, fqdn, kind, ip).to_vec().ok()?;
+        Some((bytes, to(kind)))
     });
     Handled::Answered {
         request,
@@ -402,6 +569,191 @@ pub fn handle_packet(
         answer,
         reply,
         changes,
+    }
+}
+
+/// One line per source and reason per interval, whatever a source sends.
+struct Refusals(super::ratelimit::RateLimited<(String, String)>);
+
+impl Refusals {
+    fn new() -> Self {
+        Refusals(super::ratelimit::RateLimited::new(REFUSAL_LOG_INTERVAL))
+    }
+
+    fn note(&mut self, from: &str, reason: &str, what: std::fmt::Arguments<'_>) {
+        let key = (from.to_string(), reason.to_string());
+        if let Some(n) = self.0.note(&key, std::time::Instant::now()) {
+            tracing::warn!(%from, count = n, "{what}");
+        }
+    }
+}
+
+impl Server {
+    /// Logs and records what a packet from `from` came to, makes DNS follow its bindings,
+    /// and gives back the reply to send.
+    fn outcome(
+        &self,
+        handled: Handled,
+        from: &str,
+        refusals: &mut Refusals,
+    ) -> Option<(Vec<u8>, SocketAddrV4)> {
+        let (request, who, answer, reply, changes) = match handled {
+            Handled::NotARequest => return None,
+            Handled::Malformed(e) => {
+                refusals.note(
+                    from,
+                    "malformed",
+                    format_args!("malformed DHCP packet ignored: {e}"),
+                );
+                return None;
+            }
+            Handled::Spoofed { claimed } => {
+                let claimed = format_mac(&claimed);
+                refusals.note(
+                    from,
+                    "spoofed",
+                    format_args!("refused: a request for hardware address {claimed} from another link-layer address"),
+                );
+                self.events.emit(
+                    "DHCP spoof refused",
+                    None,
+                    json!({"from": from, "claimed": claimed}),
+                );
+                return None;
+            }
+            Handled::Refused(why) => {
+                refusals.note(from, "refused", format_args!("refused: {why}"));
+                self.events.emit(
+                    "DHCP request refused",
+                    None,
+                    json!({"from": from, "why": why}),
+                );
+                return None;
+            }
+            Handled::Answered {
+                request,
+                who,
+                answer,
+                reply,
+                changes,
+            } => (request, who, answer, reply, changes),
+        };
+        self.follow(changes);
+        let mac = format_mac(&request.mac);
+        match &answer {
+            Answer::Ack(ip) => {
+                let sent = request.claimed_name.as_deref().unwrap_or("none");
+                tracing::info!(%mac, %ip, "ACK (name sent by the client: {sent})");
+            }
+            Answer::Nak(why) => refusals.note(&mac, why, format_args!("NAK: {why}")),
+            Answer::Silent(why) if why != "released" => {
+                refusals.note(&mac, why, format_args!("no answer: {why}"));
+                if let Some(w) = &who {
+                    self.events
+                        .emit("no lease", Some(&w.imsi), json!({"mac": mac, "why": why}));
+                }
+            }
+            _ => {}
+        }
+        reply
+    }
+
+    /// Runs `handle` on the book under its locks, with the VLR's registrations brought up
+    /// to date, and saves what changed.
+    fn locked(
+        &self,
+        handle: impl FnOnce(
+            &mut LeaseBook,
+            &dyn Fn(&[u8; 6]) -> Option<Authorised>,
+            &Load<'_>,
+        ) -> Handled,
+    ) -> Handled {
+        let waiting = |imsi: &str| self.queue.waiting(imsi);
+        let load = Load {
+            backlog: self.queue.len(),
+            waiting: &waiting,
+        };
+        let mut authorisations = self.authorisations.lock().expect("lock");
+        authorisations.refresh();
+        let mut book = self.book.lock().expect("lock");
+        let who = |mac: &[u8; 6]| authorisations.of(mac);
+        let handled = handle(&mut book, &who, &load);
+        if matches!(handled, Handled::Answered { .. }) {
+            self.save(&mut book);
+        }
+        handled
+    }
+}
+
+/// Serves the cell: requests read off the link with the frame's source, replies sent from
+/// the cell's UDP socket.
+async fn serve_cell(
+    server: Arc<Server>,
+    tap: super::cell_tap::CellTap,
+    socket: Arc<tokio::net::UdpSocket>,
+) {
+    let mut buf = vec![0u8; 4096];
+    let mut refusals = Refusals::new();
+    loop {
+        let received = match tap.recv(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("reading the cell: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let handled = server.locked(|book, who, load| {
+            handle_packet(
+                book,
+                &server.served,
+                &received.source,
+                &received.payload,
+                who,
+                load,
+                now(),
+            )
+        });
+        let from = format_mac(&received.source);
+        if let Some((bytes, to)) = server.outcome(handled, &from, &mut refusals) {
+            if let Err(e) = socket.send_to(&bytes, to).await {
+                tracing::warn!("send to {to}: {e}");
+            }
+        }
+    }
+}
+
+/// Serves the relays on one interface: a request counts only from a relay's own address,
+/// and its reply goes back to that relay.
+async fn serve_relays(
+    server: Arc<Server>,
+    socket: tokio::net::UdpSocket,
+    relays: Vec<RelaySegment>,
+) {
+    let mut buf = vec![0u8; 4096];
+    let mut refusals = Refusals::new();
+    loop {
+        let (len, from) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("reading from the relays: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let packet = &buf[..len];
+        let source = from.ip().to_string();
+        let std::net::IpAddr::V4(from) = from.ip() else {
+            continue;
+        };
+        let handled = server.locked(|book, who, load| {
+            handle_relayed(book, &relays, from, packet, who, load, now())
+        });
+        if let Some((bytes, to)) = server.outcome(handled, &source, &mut refusals) {
+            if let Err(e) = socket.send_to(&bytes, to).await {
+                tracing::warn!("send to {to}: {e}");
+            }
+        }
     }
 }
 
@@ -423,7 +775,6 @@ pub async fn run(config: DhcpConfig) -> std::io::Result<()> {
             format!("cannot open a packet socket on {}: {e}", config.interface),
         )
     })?;
-    super::drop_privileges()?;
     let served = wire::Served {
         server_ip: config.server_ip,
         prefix_len: config.prefix_len,
@@ -431,9 +782,34 @@ pub async fn run(config: DhcpConfig) -> std::io::Result<()> {
         dns_servers: config.dns_servers.clone(),
         lease_secs: config.lease_secs,
     };
+    // One socket per interface towards relays, serving the relays reached through it.
+    let mut relay_sockets: Vec<(tokio::net::UdpSocket, Vec<RelaySegment>)> = Vec::new();
+    let mut by_interface: Vec<(&str, Ipv4Addr, Vec<RelaySegment>)> = Vec::new();
+    for r in &config.relays {
+        let segment = RelaySegment::of(r, &served);
+        match by_interface
+            .iter_mut()
+            .find(|(i, l, _)| *i == r.interface && *l == r.local)
+        {
+            Some((_, _, segments)) => segments.push(segment),
+            None => by_interface.push((&r.interface, r.local, vec![segment])),
+        }
+    }
+    for (interface, local, segments) in by_interface {
+        let socket = wire::bind_socket_at(interface, local, 67).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot bind udp {local}:67 on {interface} for its relays: {e}"),
+            )
+        })?;
+        relay_sockets.push((socket, segments));
+    }
+    super::drop_privileges()?;
     let server = Arc::new(Server {
         served,
-        queue: DurableQueue::open(config.queue_file.clone()),
+        queue: DurableQueue::open(config.queue_file.clone(), |op: &DdnsOp| {
+            op.imsi().to_string()
+        })?,
         book: Mutex::new(book),
         files: Mutex::new(files),
         authorisations: Mutex::new(Authorisations::new(&config.vlr_attached)),
@@ -445,6 +821,7 @@ pub async fn run(config: DhcpConfig) -> std::io::Result<()> {
         tokio::spawn(async move {
             s.queue
                 .run(
+                    QUEUE_LANES,
                     |op| {
                         let s = s.clone();
                         async move { s.apply(op).await }
@@ -471,7 +848,7 @@ pub async fn run(config: DhcpConfig) -> std::io::Result<()> {
                     let mut book = s.book.lock().expect("lock");
                     let changes = book.sweep(now(), &|imsi, mac| authorisations.holds(imsi, mac));
                     if !changes.is_empty() {
-                        s.save(&book);
+                        s.save(&mut book);
                     }
                     changes
                 };
@@ -479,7 +856,8 @@ pub async fn run(config: DhcpConfig) -> std::io::Result<()> {
             }
         });
     }
-    tracing::info!(interface = %server.config.interface, pool = %format!("{}-{}", server.config.pool_start, server.config.pool_end), "DHCP server ready");
+    let relays = server.config.relays.len();
+    tracing::info!(interface = %server.config.interface, pool = %format!("{}-{}", server.config.pool_start, server.config.pool_end), relays, "DHCP server ready");
     super::notify_ready();
     let socket = Arc::new(socket);
     {
@@ -489,109 +867,11 @@ pub async fn run(config: DhcpConfig) -> std::io::Result<()> {
             while socket.recv_from(&mut sink).await.is_ok() {}
         });
     }
-    let serve = async {
-        let mut buf = vec![0u8; 4096];
-        // One line per source and reason per interval, whatever a source sends.
-        let mut refusals = super::ratelimit::RateLimited::new(REFUSAL_LOG_INTERVAL);
-        let mut refused = |source: &[u8; 6], reason: &str, what: std::fmt::Arguments<'_>| {
-            if let Some(n) =
-                refusals.note(&(*source, reason.to_string()), std::time::Instant::now())
-            {
-                let from = format_mac(source);
-                tracing::warn!(%from, count = n, "{what}");
-            }
-        };
-        loop {
-            let received = match tap.recv(&mut buf).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!("reading the cell: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let packet = &received.payload[..];
-            let handled = {
-                let mut authorisations = server.authorisations.lock().expect("lock");
-                authorisations.refresh();
-                let mut book = server.book.lock().expect("lock");
-                let who = |mac: &[u8; 6]| authorisations.of(mac);
-                let handled = handle_packet(
-                    &mut book,
-                    &server.served,
-                    &received.source,
-                    packet,
-                    &who,
-                    now(),
-                );
-                if matches!(handled, Handled::Answered { .. }) {
-                    server.save(&book);
-                }
-                handled
-            };
-            let (request, who, answer, reply, changes) = match handled {
-                Handled::NotARequest => continue,
-                Handled::Malformed(e) => {
-                    refused(
-                        &received.source,
-                        "malformed",
-                        format_args!(
-                            "malformed DHCP packet ({} bytes) ignored: {e}",
-                            packet.len()
-                        ),
-                    );
-                    continue;
-                }
-                Handled::Spoofed { claimed } => {
-                    let claimed = format_mac(&claimed);
-                    refused(
-                        &received.source,
-                        "spoofed",
-                        format_args!("refused: a request for hardware address {claimed} from another link-layer address"),
-                    );
-                    server.events.emit(
-                        "DHCP spoof refused",
-                        None,
-                        json!({"from": format_mac(&received.source), "claimed": claimed}),
-                    );
-                    continue;
-                }
-                Handled::Answered {
-                    request,
-                    who,
-                    answer,
-                    reply,
-                    changes,
-                } => (request, who, answer, reply, changes),
-            };
-            server.follow(changes);
-            let mac = format_mac(&request.mac);
-            match &answer {
-                Answer::Ack(ip) => {
-                    let sent = request.claimed_name.as_deref().unwrap_or("none");
-                    tracing::info!(%mac, %ip, "ACK (name sent by the client: {sent})");
-                }
-                Answer::Nak(why) => refused(&request.mac, why, format_args!("NAK: {why}")),
-                Answer::Silent(why) if why != "released" => {
-                    refused(&request.mac, why, format_args!("no answer: {why}"));
-                    if let Some(w) = &who {
-                        server.events.emit(
-                            "no lease",
-                            Some(&w.imsi),
-                            json!({"mac": mac, "why": why}),
-                        );
-                    }
-                }
-                _ => {}
-            }
-            let Some((bytes, to)) = reply else { continue };
-            if let Err(e) = socket.send_to(&bytes, to).await {
-                tracing::warn!("send to {to}: {e}");
-            }
-        }
-    };
+    for (socket, segments) in relay_sockets {
+        tokio::spawn(serve_relays(server.clone(), socket, segments));
+    }
     tokio::select! {
-        _ = serve => {}
+        _ = serve_cell(server.clone(), tap, socket) => {}
         _ = crate::agents::shutdown_signal() => tracing::info!("DHCP server stopping"),
     }
     Ok(())
@@ -600,6 +880,193 @@ pub async fn run(config: DhcpConfig) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by bench-dhcp.sh: the PTR record of 198.18.19.63 was sent to zone
+    /// 9.18.198.in-addr.arpa, which refused it, because the zone was matched as text.
+    #[test]
+    fn a_reverse_record_goes_to_the_zone_that_holds_it() {
+        let zone = |name: &str| DnsTarget {
+            server: "198.18.8.53:53".parse().unwrap(),
+            zone: name.into(),
+            key_name: "k".into(),
+            key_file: "/k".into(),
+            ttl: 60,
+        };
+        let zones = [
+            zone("9.18.198.in-addr.arpa."),
+            zone("19.18.198.in-addr.arpa."),
+            zone("18.198.in-addr.arpa"),
+        ];
+        let of = |ip: [u8; 4]| reverse_zone_of(&zones, ip.into()).map(|z| z.zone.as_str());
+        assert_eq!(of([198, 18, 19, 63]), Some("19.18.198.in-addr.arpa."));
+        assert_eq!(of([198, 18, 9, 1]), Some("9.18.198.in-addr.arpa."));
+        assert_eq!(of([198, 18, 29, 1]), Some("18.198.in-addr.arpa"));
+        assert_eq!(of([198, 19, 9, 1]), None);
+    }
+
+    /// A relayed DISCOVER (RFC 2131 §4.1) from relay 198.18.0.10 for `mac`, giaddr `giaddr`.
+    fn relayed_discover(mac: [u8; 6], giaddr: Ipv4Addr) -> Vec<u8> {
+        let mut m = v4::Message::new_with_id(
+            9,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            giaddr,
+            &mac,
+        );
+        m.opts_mut()
+            .insert(v4::DhcpOption::MessageType(MessageType::Discover));
+        m.to_vec().unwrap()
+    }
+
+    fn idle() -> Load<'static> {
+        behind(0, 0)
+    }
+
+    /// `backlog` DNS changes waiting, `own` of them each terminal's.
+    fn behind(backlog: usize, own: usize) -> Load<'static> {
+        let waiting: &'static dyn Fn(&str) -> usize = Box::leak(Box::new(move |_: &str| own));
+        Load { backlog, waiting }
+    }
+
+    fn relay() -> RelaySegment {
+        RelaySegment {
+            address: Ipv4Addr::new(198, 18, 0, 10),
+            subnet: "198.18.16.0/20".parse().unwrap(),
+            pool: Pool {
+                start: Ipv4Addr::new(198, 18, 16, 10),
+                end: Ipv4Addr::new(198, 18, 16, 20),
+            },
+            served: wire::Served {
+                server_ip: Ipv4Addr::new(198, 18, 0, 9),
+                prefix_len: 20,
+                router: Ipv4Addr::new(198, 18, 16, 1),
+                dns_servers: vec![],
+                lease_secs: 600,
+            },
+        }
+    }
+
+    const PHONE: [u8; 6] = [2, 0, 0, 0, 0, 1];
+    const RELAY: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+
+    /// A relayed DISCOVER for `mac` with `giaddr`, as it came from `from` (only PHONE is
+    /// authorised).
+    fn relayed(
+        book: &mut LeaseBook,
+        from: Ipv4Addr,
+        mac: [u8; 6],
+        giaddr: Ipv4Addr,
+        load: &Load<'_>,
+    ) -> Handled {
+        let who = |m: &[u8; 6]| {
+            (*m == PHONE).then(|| Authorised {
+                imsi: "001010000000001".into(),
+                host_name: "phone1.home.example".into(),
+            })
+        };
+        handle_relayed(
+            book,
+            &[relay()],
+            from,
+            &relayed_discover(mac, giaddr),
+            &who,
+            load,
+            1,
+        )
+    }
+
+    fn answered(h: Handled) -> (Answer, Option<SocketAddrV4>) {
+        match h {
+            Handled::Answered { answer, reply, .. } => (answer, reply.map(|(_, to)| to)),
+            other => panic!("not answered: {other:?}"),
+        }
+    }
+
+    fn refused(h: Handled) -> String {
+        match h {
+            Handled::Refused(why) => why,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    fn cell_book() -> LeaseBook {
+        LeaseBook::new(
+            Ipv4Addr::new(198, 51, 100, 100),
+            Ipv4Addr::new(198, 51, 100, 110),
+        )
+    }
+
+    /// A relay's client is leased from the relay's pool and answered at the relay; a request
+    /// from anyone else, for another subnet, for an unknown client or with giaddr on the
+    /// cell gets nothing.
+    #[test]
+    fn relayed_requests_are_answered_at_the_relay_and_only_there() {
+        let mut book = cell_book();
+        let offered = Answer::Offer(Ipv4Addr::new(198, 18, 16, 10));
+        let (answer, to) = answered(relayed(&mut book, RELAY, PHONE, RELAY, &idle()));
+        assert_eq!(
+            (answer, to),
+            (offered.clone(), Some(SocketAddrV4::new(RELAY, 67)))
+        );
+        // giaddr on the relayed subnet (a relay's address there) is the relay's too.
+        let on_subnet = Ipv4Addr::new(198, 18, 16, 1);
+        let (answer, _) = answered(relayed(&mut book, RELAY, PHONE, on_subnet, &idle()));
+        assert_eq!(answer, offered);
+        let stranger = [2, 0, 0, 0, 0, 9];
+        let (answer, to) = answered(relayed(&mut book, RELAY, stranger, RELAY, &idle()));
+        assert!(matches!(answer, Answer::Silent(why) if why.contains("not authorised")));
+        assert_eq!(to, None);
+        let elsewhere = Ipv4Addr::new(198, 18, 0, 9);
+        assert_eq!(
+            refused(relayed(&mut book, elsewhere, PHONE, elsewhere, &idle())),
+            "198.18.0.9 is not a relay of this server"
+        );
+        let beyond = Ipv4Addr::new(198, 18, 32, 1);
+        assert!(refused(relayed(&mut book, RELAY, PHONE, beyond, &idle()))
+            .contains("outside its subnet"));
+        // On the cell, a terminal is no relay.
+        let cell = wire::Served {
+            server_ip: Ipv4Addr::new(198, 51, 100, 1),
+            prefix_len: 24,
+            ..relay().served
+        };
+        let who = |_: &[u8; 6]| None;
+        let packet = relayed_discover(PHONE, RELAY);
+        let why = refused(handle_packet(
+            &mut book,
+            &cell,
+            &PHONE,
+            &packet,
+            &who,
+            &idle(),
+            1,
+        ));
+        assert_eq!(why, "a relayed request (giaddr 198.18.0.10) on the cell");
+    }
+
+    /// With the DNS queue full, a client that holds nothing is not answered yet, one that
+    /// holds an offer still is; a terminal whose own changes pile up is not answered at all.
+    #[test]
+    fn a_full_queue_slows_new_clients_and_a_flooding_terminal_down() {
+        let mut book = cell_book();
+        let full = behind(MAX_BACKLOG, 0);
+        let (answer, to) = answered(relayed(&mut book, RELAY, PHONE, RELAY, &full));
+        assert!(
+            matches!(answer, Answer::Silent(why) if why.starts_with("busy")),
+            "busy"
+        );
+        assert_eq!((to, book.leases.len()), (None, 0));
+        answered(relayed(&mut book, RELAY, PHONE, RELAY, &idle()));
+        let (answer, _) = answered(relayed(&mut book, RELAY, PHONE, RELAY, &full));
+        assert_eq!(answer, Answer::Offer(Ipv4Addr::new(198, 18, 16, 10)));
+        let flooding = behind(MAX_WAITING_PER_TERMINAL, MAX_WAITING_PER_TERMINAL);
+        let (answer, _) = answered(relayed(&mut book, RELAY, PHONE, RELAY, &flooding));
+        assert!(
+            matches!(&answer, Answer::Silent(why) if why.contains("of this terminal")),
+            "{answer:?}"
+        );
+    }
 
     #[test]
     fn what_the_lease_book_reads_of_a_mangled_request_never_panics() {

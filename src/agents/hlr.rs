@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::IpAddr;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -19,7 +18,6 @@ use super::signaling::{self, Sender};
 use crate::contract::configs::{hex_key, DnsTarget, HlrConfig, PartnerPool, SubscriberRecord};
 use crate::contract::AgentKind;
 use crate::events::EventLog;
-use crate::json_file;
 use crate::protocols::gsup::{
     cause, encode_msisdn, msg, AuthTuple, CancelType, Message, UmtsTuple,
 };
@@ -72,6 +70,17 @@ pub enum DnsOp {
     /// The name has no address any more.
     Clear { host_name: String },
 }
+
+impl DnsOp {
+    pub fn host_name(&self) -> &str {
+        match self {
+            DnsOp::Set { host_name, .. } | DnsOp::Clear { host_name } => host_name,
+        }
+    }
+}
+
+/// How many updates go to the home DNS at once (each name's in order).
+const DNS_LANES: usize = 32;
 
 /// The outcome of one message: what to send, and whether the state must be saved.
 #[derive(Debug, Default, PartialEq)]
@@ -356,13 +365,8 @@ impl HlrCore {
     }
 }
 
-fn load_state(path: &Path) -> HashMap<String, SubscriberState> {
-    json_file::read_json(path).unwrap_or_default()
-}
-
-fn save_state(path: &Path, state: &HashMap<String, SubscriberState>) -> std::io::Result<()> {
-    json_file::write_private_json(path, state)
-}
+/// The subscribers' state on disk: a journal, a line per subscriber that changed.
+type StateJournal = crate::journal::Journal<String, SubscriberState>;
 
 /// Runs the HLR until SIGTERM.
 pub async fn run(config: HlrConfig) -> std::io::Result<()> {
@@ -374,17 +378,21 @@ pub async fn run(config: HlrConfig) -> std::io::Result<()> {
         let _ = urandom.read_exact(&mut r);
         r
     });
-    let core = HlrCore::new(&config.subscribers, load_state(&config.state_file), random)?
-        .with_pools(config.partner_pools.clone());
+    let mut state_journal = StateJournal::open(&config.state_file)?;
+    let state = state_journal.records().clone().into_iter().collect();
+    let core =
+        HlrCore::new(&config.subscribers, state, random)?.with_pools(config.partner_pools.clone());
     let dns_queue = std::sync::Arc::new(DurableQueue::<DnsOp>::open(
-        config.state_file.with_extension("dnsqueue.json"),
-    ));
+        config.state_file.with_extension("dnsqueue.jsonl"),
+        |op| op.host_name().to_string(),
+    )?);
     if let Some(target) = config.dns.clone() {
         let queue = dns_queue.clone();
         let events = events.clone();
         tokio::spawn(async move {
             queue
                 .run(
+                    DNS_LANES,
                     |op| update_home_dns(target.clone(), op, events.clone()),
                     |op, why| {
                         events.emit(
@@ -406,7 +414,7 @@ pub async fn run(config: HlrConfig) -> std::io::Result<()> {
     // VLRs' senders (a VLR may be sent to from another VLR's request: CancelLocation).
     let (to_core, mut inbox) = mpsc::unbounded_channel::<CoreInput>();
     let core_events = events.clone();
-    let state_file = config.state_file.clone();
+    let mut congestion = super::ratelimit::RateLimited::new(std::time::Duration::from_secs(1));
     let core_task = tokio::spawn(async move {
         let mut core = core;
         let mut links: HashMap<String, Sender> = HashMap::new();
@@ -428,13 +436,31 @@ pub async fn run(config: HlrConfig) -> std::io::Result<()> {
                         Some(&who),
                         json!({"from": from, "imsi": m.imsi}),
                     );
-                    let outcome = core.handle(&from, &m);
+                    let backlog = dns_queue.len();
+                    let outcome = if m.msg_type == msg::SESSION_ADDRESS_REQUEST
+                        && backlog >= super::queue::MAX_BACKLOG
+                    {
+                        // The home DNS is behind: the visited network tries again later,
+                        // and its DHCP server slows its clients down meanwhile.
+                        if let Some(n) = congestion.note(&from, std::time::Instant::now()) {
+                            tracing::warn!(vlr = %from, count = n, "{backlog} home DNS updates are waiting; answering congestion");
+                        }
+                        Outcome {
+                            send: vec![Outgoing {
+                                to: from.clone(),
+                                message: m.error_reply(cause::CONGESTION),
+                            }],
+                            ..Default::default()
+                        }
+                    } else {
+                        core.handle(&from, &m)
+                    };
                     if let Some(why) = &outcome.refusal {
                         tracing::warn!(vlr = %from, "refused: {why}");
                         core_events.emit("refused", Some(&who), json!({"vlr": from, "cause": why}));
                     }
                     if outcome.changed {
-                        if let Err(e) = save_state(&state_file, &core.state) {
+                        if let Err(e) = state_journal.put(&m.imsi, core.state.get(&m.imsi)) {
                             tracing::error!("cannot save state: {e}");
                         }
                     }

@@ -3,7 +3,7 @@
 //! to terminals the VLR has authorised, and reports every binding that starts or ends so
 //! that DNS follows the leases.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
@@ -86,6 +86,19 @@ pub enum Binding {
     },
 }
 
+/// A range of addresses the server leases from: the cell's, or a relay's segment's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool {
+    pub start: Ipv4Addr,
+    pub end: Ipv4Addr,
+}
+
+impl Pool {
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        self.start <= ip && ip <= self.end
+    }
+}
+
 /// What the server should answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
@@ -98,13 +111,23 @@ pub enum Answer {
     Silent(String),
 }
 
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize)]
 pub struct LeaseBook {
     pub start: Option<Ipv4Addr>,
     pub end: Option<Ipv4Addr>,
     pub leases: BTreeMap<Ipv4Addr, Lease>,
     /// Declined addresses and when they come back.
     pub probation: BTreeMap<Ipv4Addr, u64>,
+    /// The addresses whose lease or probation changed since [`LeaseBook::take_dirty`]: what
+    /// the server writes down, instead of comparing every lease after every packet.
+    #[serde(skip)]
+    dirty: BTreeSet<Ipv4Addr>,
+    /// Which address each link and each subscriber holds (one lease each at most), so that
+    /// a request costs the same however many leases there are.
+    #[serde(skip)]
+    by_link: HashMap<[u8; 6], Ipv4Addr>,
+    #[serde(skip)]
+    by_subscriber: HashMap<String, Ipv4Addr>,
 }
 
 /// What a client asked, reduced to what the lease book needs.
@@ -140,34 +163,134 @@ impl LeaseBook {
         }
     }
 
-    /// Ends every lease `ends` picks, with the binding changes DNS must follow.
-    fn end_where(&mut self, ends: impl Fn(&Lease) -> bool, why: &str) -> Vec<Binding> {
-        let picked: Vec<Ipv4Addr> = self
-            .leases
-            .values()
-            .filter(|l| ends(l))
-            .map(|l| l.ip)
+    /// A book holding `leases` and `probation` (as read back from disk).
+    pub fn restored(
+        start: Ipv4Addr,
+        end: Ipv4Addr,
+        leases: BTreeMap<Ipv4Addr, Lease>,
+        probation: BTreeMap<Ipv4Addr, u64>,
+    ) -> Self {
+        let mut book = LeaseBook::new(start, end);
+        for (ip, lease) in leases {
+            book.put(ip, lease);
+        }
+        book.probation = probation;
+        book.dirty.clear();
+        book
+    }
+
+    /// Ends each lease among `candidates` that `ends` picks, with the binding changes DNS
+    /// must follow.
+    fn end_where(
+        &mut self,
+        candidates: &[Option<Ipv4Addr>],
+        ends: impl Fn(&Lease) -> bool,
+        why: &str,
+    ) -> Vec<Binding> {
+        let mut picked: Vec<Ipv4Addr> = candidates
+            .iter()
+            .flatten()
+            .filter(|ip| self.leases.get(ip).is_some_and(&ends))
+            .copied()
             .collect();
+        picked.dedup();
         picked
             .into_iter()
-            .filter_map(|ip| self.leases.remove(&ip)?.ended(why))
+            .filter_map(|ip| self.take(ip)?.ended(why))
             .collect()
     }
 
-    fn lease_of(&self, r: &Request) -> Option<&Lease> {
-        self.leases.values().find(|l| l.is_of(r))
+    /// The lease on link `mac`, and the lease of subscriber `imsi` (one each at most).
+    fn on_link(&self, mac: &[u8; 6]) -> Option<Ipv4Addr> {
+        self.by_link.get(mac).copied()
     }
 
-    fn free_address(&self, now: u64) -> Option<Ipv4Addr> {
-        let (start, end) = (u32::from(self.start?), u32::from(self.end?));
+    fn of_subscriber(&self, imsi: &str) -> Option<Ipv4Addr> {
+        self.by_subscriber.get(imsi).copied()
+    }
+
+    fn put(&mut self, ip: Ipv4Addr, lease: Lease) {
+        self.dirty.insert(ip);
+        self.by_link.insert(lease.mac, ip);
+        self.by_subscriber.insert(lease.imsi.clone(), ip);
+        if let Some(old) = self.leases.insert(ip, lease) {
+            self.unindex(&old);
+        }
+    }
+
+    fn take(&mut self, ip: Ipv4Addr) -> Option<Lease> {
+        self.dirty.insert(ip);
+        let lease = self.leases.remove(&ip)?;
+        self.unindex(&lease);
+        Some(lease)
+    }
+
+    /// Forgets `old`'s place in the indices, unless another lease took it.
+    fn unindex(&mut self, old: &Lease) {
+        let holds = |ip: Option<&Ipv4Addr>,
+                     leases: &BTreeMap<Ipv4Addr, Lease>,
+                     same: &dyn Fn(&Lease) -> bool| {
+            ip.is_some_and(|ip| !leases.get(ip).is_some_and(same))
+        };
+        if holds(self.by_link.get(&old.mac), &self.leases, &|l| {
+            l.mac == old.mac
+        }) {
+            self.by_link.remove(&old.mac);
+        }
+        if holds(self.by_subscriber.get(&old.imsi), &self.leases, &|l| {
+            l.imsi == old.imsi
+        }) {
+            self.by_subscriber.remove(&old.imsi);
+        }
+    }
+
+    /// The addresses whose lease or probation changed since the last call.
+    pub fn take_dirty(&mut self) -> BTreeSet<Ipv4Addr> {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Whether the indices are exactly the leases' links and subscribers (for the fuzz
+    /// targets and tests).
+    pub fn indices_agree(&self) -> bool {
+        let links: HashMap<[u8; 6], Ipv4Addr> =
+            self.leases.values().map(|l| (l.mac, l.ip)).collect();
+        let subscribers: HashMap<String, Ipv4Addr> = self
+            .leases
+            .values()
+            .map(|l| (l.imsi.clone(), l.ip))
+            .collect();
+        links == self.by_link && subscribers == self.by_subscriber
+    }
+
+    /// Whether `r`'s client holds a lease (offered or bound).
+    pub fn holds(&self, r: &Request) -> bool {
+        self.lease_of(r).is_some()
+    }
+
+    fn lease_of(&self, r: &Request) -> Option<&Lease> {
+        self.leases
+            .get(&self.on_link(&r.mac)?)
+            .filter(|l| l.is_of(r))
+    }
+
+    fn free_address(&self, pool: Pool, now: u64) -> Option<Ipv4Addr> {
+        let (start, end) = (u32::from(pool.start), u32::from(pool.end));
         (start..=end).map(Ipv4Addr::from).find(|ip| {
             !self.leases.contains_key(ip)
                 && self.probation.get(ip).is_none_or(|until| *until <= now)
         })
     }
 
-    /// Handles one client message. `me` is this server's identifier; `lease_secs` the
-    /// lease time granted.
+    /// The cell's pool.
+    pub fn cell_pool(&self) -> Option<Pool> {
+        Some(Pool {
+            start: self.start?,
+            end: self.end?,
+        })
+    }
+
+    /// Handles one client message from the cell. `me` is this server's identifier;
+    /// `lease_secs` the lease time granted.
     pub fn handle(
         &mut self,
         r: &Request,
@@ -176,11 +299,28 @@ impl LeaseBook {
         lease_secs: u64,
         now: u64,
     ) -> (Answer, Vec<Binding>) {
+        let pool = self.cell_pool();
+        self.handle_in(pool, r, authorised, me, lease_secs, now)
+    }
+
+    /// Handles one client message from the segment whose addresses are `pool` (the cell's,
+    /// or a relay's): what it is offered or granted comes from that pool, and an address
+    /// it holds elsewhere is not its address here.
+    pub fn handle_in(
+        &mut self,
+        pool: Option<Pool>,
+        r: &Request,
+        authorised: Option<&Authorised>,
+        me: Ipv4Addr,
+        lease_secs: u64,
+        now: u64,
+    ) -> (Answer, Vec<Binding>) {
+        let in_pool = |ip: Ipv4Addr| pool.is_some_and(|p| p.contains(ip));
         let mut changes = Vec::new();
         match r.kind {
             Kind::Release => {
                 if let Some(ip) = self.lease_of(r).map(|l| l.ip) {
-                    let l = self.leases.remove(&ip).expect("present");
+                    let l = self.take(ip).expect("present");
                     changes.extend(l.ended("released"));
                 }
                 return (Answer::Silent("released".into()), changes);
@@ -190,7 +330,8 @@ impl LeaseBook {
                     .requested
                     .filter(|ip| self.leases.get(ip).is_some_and(|l| l.is_of(r)))
                 {
-                    let l = self.leases.remove(&ip).expect("present");
+                    let l = self.take(ip).expect("present");
+                    self.dirty.insert(ip);
                     self.probation.insert(ip, now + PROBATION_SECS);
                     changes.extend(l.ended("declined"));
                 }
@@ -219,6 +360,7 @@ impl LeaseBook {
         }
         // A link the VLR now lists for another subscriber: what it held was the other's.
         changes.extend(self.end_where(
+            &[self.on_link(&r.mac)],
             |l| l.mac == r.mac && l.imsi != who.imsi,
             "the link is another subscriber's",
         ));
@@ -228,17 +370,30 @@ impl LeaseBook {
                 // One lease per terminal, offered or bound: a terminal that discovers again
                 // (with another client identifier, say) is offered the same address, so
                 // that it can never hold more than one.
-                let current = self
+                let mut current = self
                     .lease_of(r)
-                    .or_else(|| self.leases.values().find(|l| l.imsi == who.imsi))
-                    .map(|l| l.ip);
-                let ip = current.or_else(|| self.free_address(now));
+                    .map(|l| l.ip)
+                    .or_else(|| self.of_subscriber(&who.imsi));
+                // A terminal that turns up on another segment no longer holds the address
+                // of the one it left.
+                if let Some(old) = current.filter(|ip| !in_pool(*ip)) {
+                    changes.extend(self.end_where(
+                        &[Some(old)],
+                        |_| true,
+                        "moved to another network segment",
+                    ));
+                    current = None;
+                }
+                let ip = current.or_else(|| self.free_address(pool?, now));
                 let Some(ip) = ip else {
-                    return (Answer::Silent("pool exhausted".into()), changes);
+                    let why = match pool {
+                        Some(p) => format!("pool {}-{} exhausted", p.start, p.end),
+                        None => "no pool on this segment".to_string(),
+                    };
+                    return (Answer::Silent(why), changes);
                 };
                 if current.is_none() {
-                    self.leases
-                        .insert(ip, Lease::new(r, who, ip, now + OFFER_HOLD_SECS, true));
+                    self.put(ip, Lease::new(r, who, ip, now + OFFER_HOLD_SECS, true));
                 }
                 (Answer::Offer(ip), changes)
             }
@@ -246,7 +401,7 @@ impl LeaseBook {
                 if r.server.is_some_and(|s| s != me) {
                     // The client chose another server's offer: release ours.
                     if let Some(ip) = self.lease_of(r).filter(|l| l.offered).map(|l| l.ip) {
-                        self.leases.remove(&ip);
+                        self.take(ip);
                     }
                     return (
                         Answer::Silent("the client chose another server".into()),
@@ -256,6 +411,14 @@ impl LeaseBook {
                 let Some(ip) = r.requested.or_else(|| self.lease_of(r).map(|l| l.ip)) else {
                     return (Answer::Nak("no address requested".into()), changes);
                 };
+                if !in_pool(ip) && self.leases.contains_key(&ip) {
+                    // RFC 2131 §4.3.2: the client's notion of its address is wrong for the
+                    // network it is on.
+                    return (
+                        Answer::Nak(format!("{ip} is not on the client's network")),
+                        changes,
+                    );
+                }
                 match self.leases.get(&ip) {
                     // Its own lease, or the same subscriber's from an earlier link (the VLR
                     // has authorised this link for it since).
@@ -266,13 +429,13 @@ impl LeaseBook {
                             changes,
                         )
                     }
-                    None if self.in_pool(ip)
-                        && self.probation.get(&ip).is_none_or(|u| *u <= now) => {}
+                    None if in_pool(ip) && self.probation.get(&ip).is_none_or(|u| *u <= now) => {}
                     None => return (Answer::Nak(format!("{ip} is not ours to give")), changes),
                 }
                 // One address per terminal: its other bindings (an old address, or an old
                 // link after it moved cells) end here, before the new one starts.
                 changes.extend(self.end_where(
+                    &[self.on_link(&r.mac), self.of_subscriber(&who.imsi)],
                     |l| l.ip != ip && (l.is_of(r) || l.imsi == who.imsi),
                     "replaced",
                 ));
@@ -285,8 +448,7 @@ impl LeaseBook {
                         || p.host_name != who.host_name
                         || p.mac != r.mac
                 });
-                self.leases
-                    .insert(ip, Lease::new(r, who, ip, now + lease_secs, false));
+                self.put(ip, Lease::new(r, who, ip, now + lease_secs, false));
                 // A renewal with nothing changed writes nothing new.
                 if fresh {
                     changes.push(Binding::Bound {
@@ -298,13 +460,6 @@ impl LeaseBook {
                 (Answer::Ack(ip), changes)
             }
             Kind::Release | Kind::Decline => unreachable!("handled above"),
-        }
-    }
-
-    fn in_pool(&self, ip: Ipv4Addr) -> bool {
-        match (self.start, self.end) {
-            (Some(s), Some(e)) => ip >= s && ip <= e,
-            _ => false,
         }
     }
 
@@ -323,7 +478,7 @@ impl LeaseBook {
             .collect();
         let mut changes = Vec::new();
         for ip in ended {
-            let l = self.leases.remove(&ip).expect("present");
+            let l = self.take(ip).expect("present");
             let why = if l.expires <= now {
                 "lease expired"
             } else {
@@ -331,7 +486,14 @@ impl LeaseBook {
             };
             changes.extend(l.ended(why));
         }
-        self.probation.retain(|_, until| *until > now);
+        let dirty = &mut self.dirty;
+        self.probation.retain(|ip, until| {
+            let keep = *until > now;
+            if !keep {
+                dirty.insert(*ip);
+            }
+            keep
+        });
         changes
     }
 }
@@ -456,7 +618,7 @@ mod tests {
             b.handle(&req(Kind::Request, n, Some(ip)), Some(&who(n)), ME, 600, 0);
         }
         assert!(
-            matches!(b.handle(&req(Kind::Discover, 3, None), Some(&who(3)), ME, 600, 0).0, Answer::Silent(why) if why == "pool exhausted")
+            matches!(b.handle(&req(Kind::Discover, 3, None), Some(&who(3)), ME, 600, 0).0, Answer::Silent(why) if why == "pool 198.51.100.100-198.51.100.101 exhausted")
         );
         let first = Ipv4Addr::new(198, 51, 100, 100);
         let (_, unbound) = b.handle(
@@ -480,6 +642,113 @@ mod tests {
         let gone = b.sweep(10_000, &|_, _| true);
         assert!(gone.is_empty());
         assert!(b.probation.is_empty(), "probation ends");
+    }
+
+    /// A relay's segment leases from its own pool; a terminal that turns up there loses the
+    /// cell's address, and asking for it there is NAKed (RFC 2131 §4.3.2).
+    #[test]
+    fn a_relayed_segment_leases_from_its_own_pool() {
+        let mut b = book();
+        let relayed = Some(Pool {
+            start: Ipv4Addr::new(198, 18, 16, 10),
+            end: Ipv4Addr::new(198, 18, 16, 10),
+        });
+        let cell = Ipv4Addr::new(198, 51, 100, 100);
+        b.handle(
+            &req(Kind::Request, 1, Some(cell)),
+            Some(&who(1)),
+            ME,
+            600,
+            0,
+        );
+        let (nak, none) = b.handle_in(
+            relayed,
+            &req(Kind::Request, 1, Some(cell)),
+            Some(&who(1)),
+            ME,
+            600,
+            1,
+        );
+        assert_eq!(
+            (nak, none.len()),
+            (
+                Answer::Nak("198.51.100.100 is not on the client's network".into()),
+                0
+            )
+        );
+        let (offer, moved) = b.handle_in(
+            relayed,
+            &req(Kind::Discover, 1, None),
+            Some(&who(1)),
+            ME,
+            600,
+            2,
+        );
+        assert_eq!(offer, Answer::Offer(Ipv4Addr::new(198, 18, 16, 10)));
+        assert!(
+            matches!(&moved[..], [Binding::Unbound { ip, why, .. }] if *ip == cell && why == "moved to another network segment")
+        );
+        let (exhausted, _) = b.handle_in(
+            relayed,
+            &req(Kind::Discover, 2, None),
+            Some(&who(2)),
+            ME,
+            600,
+            3,
+        );
+        assert_eq!(
+            exhausted,
+            Answer::Silent("pool 198.18.16.10-198.18.16.10 exhausted".into())
+        );
+        let (nak, _) = b.handle_in(
+            relayed,
+            &req(Kind::Request, 2, Some(Ipv4Addr::new(198, 51, 100, 101))),
+            Some(&who(2)),
+            ME,
+            600,
+            3,
+        );
+        assert!(matches!(nak, Answer::Nak(why) if why.contains("not ours")));
+    }
+
+    /// The server writes down only the addresses the book says changed: a copy kept that
+    /// way stays the book, whatever happens to it.
+    #[test]
+    fn what_is_marked_changed_is_all_that_changed() {
+        let mut b = book();
+        let mut copy: (BTreeMap<Ipv4Addr, Lease>, BTreeMap<Ipv4Addr, u64>) = Default::default();
+        let ip = |n| Ipv4Addr::new(198, 51, 100, n);
+        let steps: Vec<(Request, u64)> = vec![
+            (req(Kind::Discover, 1, None), 0),
+            (req(Kind::Request, 1, Some(ip(100))), 1),
+            (req(Kind::Request, 2, Some(ip(101))), 2),
+            (req(Kind::Request, 1, Some(ip(100))), 300),
+            (req(Kind::Decline, 2, Some(ip(101))), 301),
+            (req(Kind::Discover, 3, None), 302),
+            (req(Kind::Release, 1, None), 303),
+        ];
+        let mut sync = |b: &mut LeaseBook| {
+            for a in b.take_dirty() {
+                match b.leases.get(&a) {
+                    Some(l) => copy.0.insert(a, l.clone()),
+                    None => copy.0.remove(&a),
+                };
+                match b.probation.get(&a) {
+                    Some(u) => copy.1.insert(a, *u),
+                    None => copy.1.remove(&a),
+                };
+            }
+            assert_eq!((&copy.0, &copy.1), (&b.leases, &b.probation));
+            assert!(b.indices_agree());
+        };
+        for (r, now) in steps {
+            let n = r.mac[5];
+            b.handle(&r, Some(&who(n)), ME, 600, now);
+            sync(&mut b);
+        }
+        b.sweep(10_000, &|_, _| false);
+        sync(&mut b);
+        assert!(b.leases.is_empty() && b.probation.is_empty());
     }
 
     #[test]

@@ -155,8 +155,9 @@ enum Command {
         /// The visited network (default: the only one).
         #[arg(long)]
         at: Option<String>,
-        /// The DHCP client the terminal runs for its address.
-        #[arg(long, default_value = "builtin", value_parser = ["builtin", "dhclient", "udhcpc", "dhcpcd"])]
+        /// The DHCP client the terminal runs for its address; `none` registers the
+        /// terminal without one (its address may then come through a DHCP relay).
+        #[arg(long, default_value = "builtin", value_parser = ["builtin", "dhclient", "udhcpc", "dhcpcd", "none"])]
         dhcp_client: String,
         /// Lab name (default: the only lab there is).
         #[arg(long)]

@@ -117,6 +117,26 @@ pub struct DhcpConfig {
     /// Reverse zones of the pool, served by the visited DNS.
     pub reverse_zones: Vec<DnsTarget>,
     pub events_file: PathBuf,
+    /// The relay agents it answers (RFC 2131 §4.1).
+    #[serde(default)]
+    pub relays: Vec<RelayConfig>,
+}
+
+/// A relay agent the DHCP server answers, and the segment it relays.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    /// The relay's address: relayed requests must come from it, replies go to it.
+    pub address: Ipv4Addr,
+    /// The server's interface towards the relay, and its own address there (the server
+    /// identifier its relayed clients see).
+    pub interface: String,
+    pub local: Ipv4Addr,
+    /// The relayed clients' subnet, pool and router.
+    pub subnet: ipnet::Ipv4Net,
+    pub pool_start: Ipv4Addr,
+    pub pool_end: Ipv4Addr,
+    pub router: Ipv4Addr,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

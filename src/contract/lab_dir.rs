@@ -133,7 +133,7 @@ impl LabDir {
 
     /// The HLR's sequence numbers, locations and registrations.
     pub fn hlr_state(&self, home: &str) -> PathBuf {
-        self.agent_dir(AgentKind::Hlr, home).join("state.json")
+        self.agent_dir(AgentKind::Hlr, home).join("state.jsonl")
     }
 
     /// What a VLR publishes for its node's DHCP agent (which is granted this directory and
@@ -172,7 +172,7 @@ impl LabDir {
 
     /// The DHCP agent's durable queue of DNS changes.
     pub fn dhcp_queue(&self, visited: &str) -> PathBuf {
-        self.agent_dir(AgentKind::Dhcp, visited).join("queue.json")
+        self.agent_dir(AgentKind::Dhcp, visited).join("queue.jsonl")
     }
 
     /// A DNS server's zone files and journals.

@@ -22,7 +22,7 @@ fn server_address(topology: &Topology, node: &str) -> Option<IpAddr> {
 }
 
 /// Whether `name` (a domain without trailing dot, or ".") lies inside zone `zone`.
-fn within(name: &str, zone: &str) -> bool {
+pub fn within(name: &str, zone: &str) -> bool {
     let name = name.trim_end_matches('.');
     zone == "." || name == zone || name.ends_with(&format!(".{zone}"))
 }

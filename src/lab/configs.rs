@@ -9,14 +9,14 @@ use ipnet::IpNet;
 
 use crate::contract::configs::{
     hex, DhcpConfig, DnsAgentConfig, DnsTarget, HlrConfig, KeyRef, PartnerHlr, PartnerPool,
-    ResolverConfig, SubscriberRecord, VlrConfig, ZoneConfig,
+    RelayConfig, ResolverConfig, SubscriberRecord, VlrConfig, ZoneConfig,
 };
 use crate::contract::{AgentKind, LabDir};
 use crate::dns::keys::{key_name, TsigKey};
 use crate::dns::zonefile;
 use crate::json_file::private_dir;
 use crate::json_file::write_private_json;
-use crate::topology::{Node, Role, Service, Topology, DEFAULT_LEASE_SECS};
+use crate::topology::{Node, Relay, Role, Service, Topology, DEFAULT_LEASE_SECS};
 
 /// The target for `zone` if `node` serves it in `topology`.
 fn dns_target(topology: &Topology, lab: &LabDir, node: &str, zone: &str) -> Option<DnsTarget> {
@@ -79,16 +79,24 @@ fn hlr_config(topology: &Topology, lab: &LabDir, node: &Node) -> HlrConfig {
         .iter()
         .filter(|v| v.role == Role::Visited && v.partners.contains(&node.name))
         .collect();
+    // A partner's cell pools and its relays' pools: the only session addresses it may
+    // report.
     let partner_pools = visited
         .iter()
         .flat_map(|v| {
-            v.bridges.iter().filter_map(|b| {
-                b.pool.map(|p| PartnerPool {
+            let relayed = v.services.iter().flat_map(|s| match s {
+                Service::Dhcp { relays, .. } => relays.iter().map(|r| r.pool).collect(),
+                _ => Vec::new(),
+            });
+            v.bridges
+                .iter()
+                .filter_map(|b| b.pool)
+                .chain(relayed)
+                .map(|p| PartnerPool {
                     network: v.name.clone(),
                     start: p.start,
                     end: p.end,
                 })
-            })
         })
         .collect();
     let subscribers = topology
@@ -166,14 +174,18 @@ fn dhcp_config(topology: &Topology, lab: &LabDir, node: &Node) -> Option<DhcpCon
         .filter(|z| z.server == node.name && z.name.ends_with("in-addr.arpa"))
         .filter_map(|z| dns_target(topology, lab, &node.name, &z.name))
         .collect();
-    let lease_secs = node
+    let (lease_secs, relays) = node
         .services
         .iter()
         .find_map(|s| match s {
-            Service::Dhcp { lease_secs } => Some(*lease_secs),
+            Service::Dhcp { lease_secs, relays } => Some((*lease_secs, relays.as_slice())),
             _ => None,
         })
-        .unwrap_or(DEFAULT_LEASE_SECS);
+        .unwrap_or((DEFAULT_LEASE_SECS, &[]));
+    let relays = relays
+        .iter()
+        .filter_map(|r| relay_config(topology, node, r))
+        .collect();
     Some(DhcpConfig {
         name: node.name.clone(),
         interface: bridge.name.clone(),
@@ -191,6 +203,47 @@ fn dhcp_config(topology: &Topology, lab: &LabDir, node: &Node) -> Option<DhcpCon
         queue_file: lab.dhcp_queue(&node.name),
         reverse_zones,
         events_file: lab.events(),
+        relays,
+    })
+}
+
+/// Where the server meets relay `r`: its interface on the point-to-point link whose subnet
+/// holds the relay's address, and its own address there. Validation placed every relay at
+/// the far end of such a link.
+fn relay_config(topology: &Topology, node: &Node, r: &Relay) -> Option<RelayConfig> {
+    let on_link = |a: &IpNet| match a {
+        IpNet::V4(v4) if v4.contains(&r.address) => Some(v4.addr()),
+        _ => None,
+    };
+    let (interface, local) = topology
+        .links
+        .iter()
+        .flat_map(|l| [&l.a, &l.b])
+        .filter(|e| e.node == node.name)
+        .find_map(|e| {
+            let local = e.addresses.iter().find_map(on_link)?;
+            Some((
+                e.bridge.clone().unwrap_or_else(|| e.interface.clone()),
+                local,
+            ))
+        })
+        .or_else(|| {
+            node.bridges.iter().find_map(|b| {
+                let local = b.addresses.iter().find_map(on_link)?;
+                Some((b.name.clone(), local))
+            })
+        })?;
+    let (IpAddr::V4(pool_start), IpAddr::V4(pool_end)) = (r.pool.start, r.pool.end) else {
+        return None;
+    };
+    Some(RelayConfig {
+        address: r.address,
+        interface,
+        local,
+        subnet: r.subnet,
+        pool_start,
+        pool_end,
+        router: r.router,
     })
 }
 

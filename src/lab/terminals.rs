@@ -694,7 +694,7 @@ async fn write_terminal_files(
         // Its own log: the lab's is not the device's to write (see `events::Tail`).
         events_file: dir.terminal_events(terminal),
         interface: "eth0".into(),
-        dhcp: true,
+        dhcp: dhcp_client != "none",
         dhcp_client: dhcp_client.to_string(),
         http_port: subscriber.http_port,
     };
@@ -761,7 +761,7 @@ async fn run_attach(
         Err(cause) => {
             progress.finished(false);
             let e = match terminal_state.refusal() {
-                Some(why) => refused(why),
+                Some(why) => refused(with_dhcp_reason(&dir, &p.subscriber.imsi, why)),
                 None => TerminalError::Agent {
                     terminal: terminal.clone(),
                     cause,
@@ -796,6 +796,25 @@ async fn run_attach(
         resolvable,
     });
     (terminal, Some(agent), result)
+}
+
+/// A terminal's refusal for want of an address, with what the visited DHCP server said of
+/// it (its last `no lease` event: the pool it ran out of, say), which the terminal cannot
+/// know: a DHCP server does not answer a DISCOVER it cannot serve.
+fn with_dhcp_reason(dir: &LabDir, imsi: &str, why: String) -> String {
+    if !why.contains("no address") {
+        return why;
+    }
+    let events = crate::events::read_all(dir).unwrap_or_default();
+    let said = events
+        .iter()
+        .rev()
+        .find(|e| e.event == "no lease" && e.terminal.as_deref() == Some(imsi))
+        .and_then(|e| Some((e.agent.clone(), e.fields.get("why")?.as_str()?.to_string())));
+    match said {
+        Some((agent, reason)) => format!("{why} ({agent}: {reason})"),
+        None => why,
+    }
 }
 
 /// Detaches one terminal (see [`detach_many`]); returns the visited network it was at.

@@ -9,6 +9,16 @@ use dhcproto::Decodable;
 
 /// Binds UDP port `port` on all addresses of one interface, able to broadcast.
 pub fn bind_socket(interface: &str, port: u16) -> std::io::Result<tokio::net::UdpSocket> {
+    bind_socket_at(interface, Ipv4Addr::UNSPECIFIED, port)
+}
+
+/// Binds UDP `address`:`port` on one interface (receiving only what arrives on it), able
+/// to broadcast.
+pub fn bind_socket_at(
+    interface: &str,
+    address: Ipv4Addr,
+    port: u16,
+) -> std::io::Result<tokio::net::UdpSocket> {
     let socket = socket2::Socket::new(
         socket2::Domain::IPV4,
         socket2::Type::DGRAM,
@@ -17,7 +27,7 @@ pub fn bind_socket(interface: &str, port: u16) -> std::io::Result<tokio::net::Ud
     socket.set_reuse_address(true)?;
     socket.set_broadcast(true)?;
     socket.bind_device(Some(interface.as_bytes()))?;
-    socket.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())?;
+    socket.bind(&SocketAddr::from((address, port)).into())?;
     socket.set_nonblocking(true)?;
     tokio::net::UdpSocket::from_std(socket.into())
 }

@@ -196,6 +196,17 @@ pub struct Pool {
     pub end: IpAddr,
 }
 
+/// A DHCP relay agent (RFC 2131 §4.1) on a link of the visited node, and the subnet whose
+/// clients it relays. The subnet is not routed beyond the relay: the lab leases and names
+/// its clients (a load generator such as perfdhcp is one), it does not carry their traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Relay {
+    pub address: std::net::Ipv4Addr,
+    pub subnet: ipnet::Ipv4Net,
+    pub pool: Pool,
+    pub router: std::net::Ipv4Addr,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StaticRoute {
     pub to: IpNet,
@@ -214,9 +225,11 @@ pub enum Service {
     },
     Hlr,
     Vlr,
-    /// The visited network's DHCP server, granting leases of `lease_secs`.
+    /// The visited network's DHCP server, granting leases of `lease_secs` on its cell
+    /// and to the clients of its relays.
     Dhcp {
         lease_secs: u64,
+        relays: Vec<Relay>,
     },
     Echo {
         name: String,

@@ -101,6 +101,25 @@ pub struct RawPool {
     pub end: std::net::IpAddr,
 }
 
+/// A DHCP relay agent and the subnet whose clients it relays.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a relay: a mapping with address, subnet, pool and router"
+)]
+pub struct RawRelay {
+    /// The relay agent's address on a link of the visited node: where relayed requests
+    /// come from and where replies go.
+    pub address: std::net::IpAddr,
+    /// The relayed clients' subnet: a request whose giaddr is the relay's address or lies
+    /// in it is leased an address from `pool`.
+    pub subnet: IpNet,
+    pub pool: RawPool,
+    /// The router handed to relayed clients (default: the subnet's first host).
+    #[serde(default)]
+    pub router: Option<std::net::IpAddr>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a route: a mapping with to and via")]
 pub struct RawRoute {
@@ -127,6 +146,9 @@ pub enum RawService {
         /// Lease time granted, in seconds (default 600).
         #[serde(default)]
         lease_secs: Option<u64>,
+        /// Relay agents (RFC 2131 §4.1) this server answers, each for a subnet of its own.
+        #[serde(default)]
+        relays: Vec<RawRelay>,
     },
     /// The built-in TCP echo agent, used to prove the supervisor.
     Echo {

@@ -3,18 +3,18 @@
 //! reported with the file, line and column of the field that holds it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 
 use super::locate::{locate, FieldPath};
 use super::raw::{
-    RawEndpoint, RawImpairment, RawNode, RawService, RawSubscriber, RawTopology, RawZone,
+    RawEndpoint, RawImpairment, RawNode, RawRelay, RawService, RawSubscriber, RawTopology, RawZone,
 };
 use super::units::{parse_duration_us, parse_percent, parse_rate_bps};
 use super::{
-    Bridge, Endpoint, Impairment, Link, Node, Pool, Role, Service, StaticRecord, StaticRoute,
-    Subscriber, Topology, Zone,
+    Bridge, Endpoint, Impairment, Link, Node, Pool, Relay, Role, Service, StaticRecord,
+    StaticRoute, Subscriber, Topology, Zone,
 };
 
 /// Lease time of a dhcp service that does not say (seconds).
@@ -218,9 +218,13 @@ impl Validator<'_> {
                 self.host_address(addr, &bpath.key("addresses").index(i))?;
             }
             let pool = match &bridge.pool {
-                Some(p) => {
-                    Some(self.pool(p.start, p.end, &bridge.addresses, &bpath.key("pool"))?)
-                }
+                Some(p) => Some(self.pool(
+                    p.start,
+                    p.end,
+                    &bridge.addresses,
+                    ("the bridge's subnets", "the bridge's own address"),
+                    &bpath.key("pool"),
+                )?),
                 None => None,
             };
             bridges.push(Bridge {
@@ -262,6 +266,7 @@ impl Validator<'_> {
         start: IpAddr,
         end: IpAddr,
         subnets: &[IpNet],
+        (within, own_address): (&str, &str),
         path: &FieldPath,
     ) -> Result<Pool> {
         if start.is_ipv4() != end.is_ipv4() || start > end {
@@ -293,10 +298,7 @@ impl Validator<'_> {
             .iter()
             .find(|n| n.contains(&start) && n.contains(&end))
         else {
-            return self.fail(
-                path,
-                format!("pool {start}-{end} is outside the bridge's subnets"),
-            );
+            return self.fail(path, format!("pool {start}-{end} is outside {within}"));
         };
         if let Some(own) = subnets
             .iter()
@@ -305,7 +307,7 @@ impl Validator<'_> {
         {
             return self.fail(
                 path,
-                format!("pool {start}-{end} contains the bridge's own address {own}"),
+                format!("pool {start}-{end} contains {own_address} {own}"),
             );
         }
         if start == subnet.network() || end == subnet.broadcast() && start.is_ipv4() {
@@ -333,8 +335,9 @@ impl Validator<'_> {
                 }
                 RawService::Hlr {} => Service::Hlr,
                 RawService::Vlr {} => Service::Vlr,
-                RawService::Dhcp { lease_secs } => Service::Dhcp {
+                RawService::Dhcp { lease_secs, relays } => Service::Dhcp {
                     lease_secs: lease_secs.unwrap_or(DEFAULT_LEASE_SECS).max(4),
+                    relays: self.relays(relays, &spath.key("relays"))?,
                 },
                 RawService::Echo {
                     name,
@@ -384,6 +387,175 @@ impl Validator<'_> {
             services.push(service);
         }
         Ok(services)
+    }
+
+    /// A dhcp service's relays, each on its own: IPv4, a pool inside its subnet that spares
+    /// the router, one relay per address and subnets apart. Where they stand in the lab is
+    /// checked with the node's links ([`Self::relay_placement`]).
+    fn relays(&self, raw: &[RawRelay], path: &FieldPath) -> Result<Vec<Relay>> {
+        let mut relays: Vec<Relay> = Vec::new();
+        for (i, r) in raw.iter().enumerate() {
+            let rpath = path.index(i);
+            let (IpAddr::V4(address), IpNet::V4(subnet)) = (r.address, r.subnet) else {
+                return self.fail(
+                    &rpath,
+                    format!(
+                        "relay {} for {}: relays are served over DHCPv4 only; give it an IPv4 \
+                         address and subnet",
+                        r.address, r.subnet
+                    ),
+                );
+            };
+            if subnet != subnet.trunc() {
+                return self.fail(
+                    &rpath.key("subnet"),
+                    format!(
+                        "subnet {subnet} has host bits set; write {}",
+                        subnet.trunc()
+                    ),
+                );
+            }
+            if subnet.prefix_len() > 30 {
+                return self.fail(
+                    &rpath.key("subnet"),
+                    format!("subnet {subnet} leaves no room for a router and clients"),
+                );
+            }
+            let router = match r.router {
+                None => Ipv4Addr::from(u32::from(subnet.network()) + 1),
+                Some(IpAddr::V4(router))
+                    if subnet.contains(&router)
+                        && router != subnet.network()
+                        && router != subnet.broadcast() =>
+                {
+                    router
+                }
+                Some(router) => {
+                    return self.fail(
+                        &rpath.key("router"),
+                        format!("router {router} is not a host of subnet {subnet}"),
+                    )
+                }
+            };
+            let own = IpNet::V4(Ipv4Net::new(router, subnet.prefix_len()).expect("valid"));
+            let pool = self.pool(
+                r.pool.start,
+                r.pool.end,
+                &[own],
+                ("the relay's subnet", "the relayed subnet's router"),
+                &rpath.key("pool"),
+            )?;
+            if let Some(other) = relays.iter().find(|o| o.address == address) {
+                return self.fail(
+                    &rpath.key("address"),
+                    format!("relay {address} is already the relay of {}", other.subnet),
+                );
+            }
+            if let Some(other) = relays.iter().find(|o| {
+                o.subnet.contains(&subnet.network()) || subnet.contains(&o.subnet.network())
+            }) {
+                return self.fail(
+                    &rpath.key("subnet"),
+                    format!(
+                        "subnet {subnet} overlaps {} of relay {}",
+                        other.subnet, other.address
+                    ),
+                );
+            }
+            relays.push(Relay {
+                address,
+                subnet,
+                pool,
+                router,
+            });
+        }
+        Ok(relays)
+    }
+
+    /// Where a dhcp service's relays stand: each relay's address is the far end of a
+    /// point-to-point link of this node (not its cell, whose clients need no relay, nor a
+    /// bridge, where any host could pose as the relay), and no relayed subnet overlaps a
+    /// subnet of the lab, so a relayed address never means two things.
+    fn relay_placement(
+        &self,
+        node: &Node,
+        relays: &[Relay],
+        nodes: &[Node],
+        links: &[Link],
+        path: &FieldPath,
+    ) -> Result<()> {
+        let own = node_addresses(node, links);
+        let cells: Vec<IpNet> = node
+            .bridges
+            .iter()
+            .filter(|b| b.pool.is_some())
+            .flat_map(|b| b.addresses.iter().map(|a| a.trunc()))
+            .collect();
+        for (i, relay) in relays.iter().enumerate() {
+            let rpath = path.index(i);
+            let address = IpAddr::V4(relay.address);
+            if own.iter().any(|a| a.addr() == address) {
+                return self.fail(
+                    &rpath.key("address"),
+                    format!("relay {address} is this node's own address"),
+                );
+            }
+            if cells.iter().any(|c| c.contains(&address)) {
+                return self.fail(
+                    &rpath.key("address"),
+                    format!(
+                        "relay {address} is on the cell, whose clients the server answers \
+                         without a relay"
+                    ),
+                );
+            }
+            if !own.iter().any(|a| a.trunc().contains(&address)) {
+                return self.fail(
+                    &rpath.key("address"),
+                    format!(
+                        "relay {address} is not on a subnet directly connected to `{}`",
+                        node.name
+                    ),
+                );
+            }
+            // Only the relay's node can send on its link: a point-to-point link, whose other
+            // end holds the relay's address (on a bridge, any host could claim it).
+            let point_to_point = links.iter().any(|l| {
+                [(&l.a, &l.b), (&l.b, &l.a)].iter().any(|(ours, theirs)| {
+                    ours.node == node.name
+                        && ours.bridge.is_none()
+                        && theirs.bridge.is_none()
+                        && ours.addresses.iter().any(|a| a.trunc().contains(&address))
+                        && theirs.addresses.iter().any(|a| a.addr() == address)
+                })
+            });
+            if !point_to_point {
+                return self.fail(
+                    &rpath.key("address"),
+                    format!(
+                        "relay {address} is not the far end of a point-to-point link of `{}`: \
+                         the relay runs in a node linked to it directly",
+                        node.name
+                    ),
+                );
+            }
+            let subnet = IpNet::V4(relay.subnet);
+            for n in nodes {
+                if let Some(a) = node_addresses(n, links).iter().find(|a| {
+                    a.trunc().contains(&subnet.network()) || subnet.contains(&a.network())
+                }) {
+                    return self.fail(
+                        &rpath.key("subnet"),
+                        format!(
+                            "subnet {subnet} overlaps {} of node `{}`",
+                            a.trunc(),
+                            n.name
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Where a dns service listens: as given, else the node's address ending in .53, else
@@ -458,8 +630,16 @@ impl Validator<'_> {
                 Role::Host => {}
             }
             if node.role == Role::Visited {
-                for pool in node.bridges.iter().filter_map(|b| b.pool) {
-                    names.extend(reverse_zones(pool));
+                let relayed = node.services.iter().flat_map(|s| match s {
+                    Service::Dhcp { relays, .. } => relays.iter().map(|r| r.pool).collect(),
+                    _ => Vec::new(),
+                });
+                for pool in node.bridges.iter().filter_map(|b| b.pool).chain(relayed) {
+                    for name in reverse_zones(pool) {
+                        if !names.contains(&name) {
+                            names.push(name);
+                        }
+                    }
                 }
             }
             for name in names {
@@ -896,6 +1076,10 @@ impl Validator<'_> {
             }
         }
         for (i, service) in node.services.iter().enumerate() {
+            if let Service::Dhcp { relays, .. } = service {
+                let rpath = path.key("services").index(i).key("relays");
+                self.relay_placement(node, relays, nodes, links, &rpath)?;
+            }
             if let Service::Echo {
                 address: Some(addr),
                 ..
