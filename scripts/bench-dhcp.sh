@@ -242,7 +242,7 @@ for server in $servers; do
     printf '%-8s %12s %8s %8.1f%% %8s %8s %4.0f%% %8ss %10.0f\n' "$server" "$r" "$sent" \
       "$(awk -v s="$sent" -v a="$acked" 'BEGIN {print s ? 100 * a / s : 0}')" "$leases" "$right" \
       "$(awk -v l="$leases" -v g="$right" 'BEGIN {print l ? 100 * g / l : 0}')" "$settle" \
-      "$(awk -v g="$right" -v t="$settle" 'BEGIN {print t > 0 ? g / t : 0}')"
+      "$(awk -v g="$right" -v t="$settle" 'BEGIN {print (t > 0 ? g / t : 0)}')"
   done
 done
 echo
