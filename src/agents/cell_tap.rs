@@ -11,6 +11,57 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use tokio::io::unix::AsyncFd;
 
+/// An IPv4 + UDP datagram from `from`:67 to 255.255.255.255:68 carrying `payload`, with
+/// both checksums (some stock clients check the UDP one).
+fn udp_broadcast(from: std::net::Ipv4Addr, payload: &[u8]) -> io::Result<Vec<u8>> {
+    let udp_len =
+        u16::try_from(8 + payload.len()).map_err(|_| io::Error::other("reply too long"))?;
+    let total = udp_len
+        .checked_add(20)
+        .ok_or_else(|| io::Error::other("reply too long"))?;
+    let (src, dst) = (from.octets(), [255u8; 4]);
+    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    let sum = checksum(&[&ip]);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    let mut udp = Vec::with_capacity(udp_len as usize);
+    udp.extend_from_slice(&67u16.to_be_bytes());
+    udp.extend_from_slice(&68u16.to_be_bytes());
+    udp.extend_from_slice(&udp_len.to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    let mut pseudo = Vec::with_capacity(12);
+    pseudo.extend_from_slice(&src);
+    pseudo.extend_from_slice(&dst);
+    pseudo.extend_from_slice(&[0, 17]);
+    pseudo.extend_from_slice(&udp_len.to_be_bytes());
+    let sum = match checksum(&[&pseudo, &udp]) {
+        0 => 0xffff,
+        s => s,
+    };
+    udp[6..8].copy_from_slice(&sum.to_be_bytes());
+    ip.extend_from_slice(&udp);
+    Ok(ip)
+}
+
+/// The Internet checksum (RFC 1071) of the parts, one after the other (each but the last
+/// of even length).
+fn checksum(parts: &[&[u8]]) -> u16 {
+    let mut sum: u32 = 0;
+    for part in parts {
+        for pair in part.chunks(2) {
+            let word = u16::from_be_bytes([pair[0], pair.get(1).copied().unwrap_or(0)]);
+            sum += u32::from(word);
+        }
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
 /// A DHCP datagram as it came off the link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
@@ -44,6 +95,8 @@ pub fn dhcp_payload(packet: &[u8]) -> Option<&[u8]> {
 /// A packet socket on one interface that sees IPv4 UDP to port 67 only.
 pub struct CellTap {
     fd: AsyncFd<OwnedFd>,
+    /// The interface's index, for what is sent on it.
+    index: i32,
 }
 
 /// cBPF over the IP header (the socket is SOCK_DGRAM, so a packet starts there): accept
@@ -119,8 +172,45 @@ impl CellTap {
             }
             // SAFETY (register): the descriptor is ours alone and lives as long as the AsyncFd.
             let fd = AsyncFd::register(fd).map_err(|e| io::Error::other(e.to_string()))?;
-            Ok(CellTap { fd })
+            Ok(CellTap {
+                fd,
+                index: index as i32,
+            })
         }
+    }
+
+    /// Sends a server's reply to one client's link-layer address: an IPv4 datagram from
+    /// `from`:67 to 255.255.255.255:68 in a frame for `to` alone. A client without an address
+    /// takes it as it takes a broadcast (RFC 2131 §4.1), but only its own port of the cell
+    /// carries it, so the cost of a reply does not grow with the terminals on the cell.
+    pub fn send_to_link(
+        &self,
+        to: [u8; 6],
+        from: std::net::Ipv4Addr,
+        payload: &[u8],
+    ) -> io::Result<()> {
+        let datagram = udp_broadcast(from, payload)?;
+        // SAFETY: sendto from our buffer to a sockaddr_ll of the right size.
+        let sent = unsafe {
+            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+            addr.sll_family = libc::AF_PACKET as u16;
+            addr.sll_protocol = (libc::ETH_P_IP as u16).to_be();
+            addr.sll_ifindex = self.index;
+            addr.sll_halen = 6;
+            addr.sll_addr[..6].copy_from_slice(&to);
+            libc::sendto(
+                self.fd.get_ref().as_raw_fd(),
+                datagram.as_ptr().cast(),
+                datagram.len(),
+                0,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// The next DHCP request on the link, with the frame's source address. Frames this
@@ -181,6 +271,18 @@ mod tests {
         p.extend([0, 0]);
         p.extend(payload);
         p
+    }
+
+    #[test]
+    fn a_reply_datagram_has_valid_checksums() {
+        let d = udp_broadcast(std::net::Ipv4Addr::new(198, 51, 100, 1), b"offer").unwrap();
+        assert_eq!(d.len(), 20 + 8 + 5);
+        assert_eq!(checksum(&[&d[..20]]), 0, "IP header checksum");
+        let mut pseudo = vec![198, 51, 100, 1, 255, 255, 255, 255, 0, 17];
+        pseudo.extend_from_slice(&13u16.to_be_bytes());
+        assert_eq!(checksum(&[&pseudo, &d[20..]]), 0, "UDP checksum");
+        assert_eq!((&d[20..22], &d[22..24]), (&[0, 67][..], &[0, 68][..]));
+        assert_eq!(&d[28..], b"offer");
     }
 
     #[test]

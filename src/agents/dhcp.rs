@@ -572,7 +572,8 @@ fn answer(
     }
 }
 
-/// One line per source and reason per interval, whatever a source sends.
+/// One line (and one event) per source and reason per interval, whatever a source sends:
+/// a terminal or relay that floods refused requests costs a line per interval, not disk.
 struct Refusals(super::ratelimit::RateLimited<(String, String)>);
 
 impl Refusals {
@@ -580,11 +581,16 @@ impl Refusals {
         Refusals(super::ratelimit::RateLimited::new(REFUSAL_LOG_INTERVAL))
     }
 
-    fn note(&mut self, from: &str, reason: &str, what: std::fmt::Arguments<'_>) {
-        let key = (from.to_string(), reason.to_string());
-        if let Some(n) = self.0.note(&key, std::time::Instant::now()) {
-            tracing::warn!(%from, count = n, "{what}");
-        }
+    /// Logs `what` unless `from` was refused for `reason` within the interval; says how
+    /// many refusals the line stands for, if one was written. Reasons that differ only in
+    /// their figures (a backlog's size) are one reason.
+    fn note(&mut self, from: &str, reason: &str, what: std::fmt::Arguments<'_>) -> Option<u64> {
+        let reason: String = reason.chars().filter(|c| !c.is_ascii_digit()).collect();
+        let n = self
+            .0
+            .note(&(from.to_string(), reason), std::time::Instant::now())?;
+        tracing::warn!(%from, count = n, "{what}");
+        Some(n)
     }
 }
 
@@ -609,25 +615,28 @@ impl Server {
             }
             Handled::Spoofed { claimed } => {
                 let claimed = format_mac(&claimed);
-                refusals.note(
+                let said = refusals.note(
                     from,
                     "spoofed",
                     format_args!("refused: a request for hardware address {claimed} from another link-layer address"),
                 );
-                self.events.emit(
-                    "DHCP spoof refused",
-                    None,
-                    json!({"from": from, "claimed": claimed}),
-                );
+                if let Some(count) = said {
+                    self.events.emit(
+                        "DHCP spoof refused",
+                        None,
+                        json!({"from": from, "claimed": claimed, "count": count}),
+                    );
+                }
                 return None;
             }
             Handled::Refused(why) => {
-                refusals.note(from, "refused", format_args!("refused: {why}"));
-                self.events.emit(
-                    "DHCP request refused",
-                    None,
-                    json!({"from": from, "why": why}),
-                );
+                if let Some(count) = refusals.note(from, &why, format_args!("refused: {why}")) {
+                    self.events.emit(
+                        "DHCP request refused",
+                        None,
+                        json!({"from": from, "why": why, "count": count}),
+                    );
+                }
                 return None;
             }
             Handled::Answered {
@@ -645,12 +654,17 @@ impl Server {
                 let sent = request.claimed_name.as_deref().unwrap_or("none");
                 tracing::info!(%mac, %ip, "ACK (name sent by the client: {sent})");
             }
-            Answer::Nak(why) => refusals.note(&mac, why, format_args!("NAK: {why}")),
+            Answer::Nak(why) => {
+                refusals.note(&mac, why, format_args!("NAK: {why}"));
+            }
             Answer::Silent(why) if why != "released" => {
-                refusals.note(&mac, why, format_args!("no answer: {why}"));
-                if let Some(w) = &who {
-                    self.events
-                        .emit("no lease", Some(&w.imsi), json!({"mac": mac, "why": why}));
+                let said = refusals.note(&mac, why, format_args!("no answer: {why}"));
+                if let (Some(w), Some(count)) = (&who, said) {
+                    self.events.emit(
+                        "no lease",
+                        Some(&w.imsi),
+                        json!({"mac": mac, "why": why, "count": count}),
+                    );
                 }
             }
             _ => {}
@@ -715,10 +729,19 @@ async fn serve_cell(
             )
         });
         let from = format_mac(&received.source);
-        if let Some((bytes, to)) = server.outcome(handled, &from, &mut refusals) {
-            if let Err(e) = socket.send_to(&bytes, to).await {
-                tracing::warn!("send to {to}: {e}");
+        let Some((bytes, to)) = server.outcome(handled, &from, &mut refusals) else {
+            continue;
+        };
+        // A broadcast goes to the client's port alone (the request's frame came from the
+        // client, whose port is locked to it); the UDP broadcast is what is left if not.
+        if *to.ip() == Ipv4Addr::BROADCAST {
+            match tap.send_to_link(received.source, server.served.server_ip, &bytes) {
+                Ok(()) => continue,
+                Err(e) => tracing::warn!("send to {from} on the link: {e}; broadcasting"),
             }
+        }
+        if let Err(e) = socket.send_to(&bytes, to).await {
+            tracing::warn!("send to {to}: {e}");
         }
     }
 }
