@@ -449,3 +449,50 @@ fn an_exhausted_pool_is_named_in_the_refusal() {
     assert!(out.status.success(), "down: {}", text(&out));
     assert_nothing_left(&lab.name, &pids);
 }
+
+/// A DHCP reply goes to its client's port alone: a terminal on the cell sees none of
+/// another's OFFER and ACK (which, broadcast, reached every terminal: each reply then
+/// cost work in every one of them).
+#[test]
+fn a_terminal_sees_no_other_terminals_dhcp_replies() {
+    let Some(lab) = crowd("replyci", 2) else {
+        return;
+    };
+    let out = roamlab(&["attach", "t2", "--lab", &lab.name]);
+    assert!(out.status.success(), "attach t2: {}", text(&out));
+    let capture = std::env::temp_dir().join("replyci-t2.txt");
+    let file = std::fs::File::create(&capture).unwrap();
+    let mut tcpdump = Command::new(bin())
+        .args([
+            "exec", "--lab", &lab.name, "t2", "--", "tcpdump", "-i", "eth0", "-n", "-l", "udp",
+            "src", "port", "67",
+        ])
+        .stdout(file)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // tcpdump says on stderr when it listens.
+    let mut stderr = std::io::BufReader::new(tcpdump.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("listening") {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(n > 0, "tcpdump ended: {said}");
+        said += &line;
+    }
+    let out = roamlab(&["attach", "t1", "--lab", &lab.name]);
+    assert!(out.status.success(), "attach t1: {}", text(&out));
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = tcpdump.kill();
+    let _ = tcpdump.wait();
+    let seen = std::fs::read_to_string(&capture).unwrap();
+    let _ = std::fs::remove_file(&capture);
+    assert!(
+        seen.trim().is_empty(),
+        "t2 saw DHCP replies meant for t1: {seen}"
+    );
+    let pids = agent_pids(&lab.status_json());
+    let out = roamlab(&["down", &lab.name]);
+    assert!(out.status.success(), "down: {}", text(&out));
+    assert_nothing_left(&lab.name, &pids);
+}
