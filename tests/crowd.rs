@@ -49,6 +49,14 @@ fn crowd_with(
     Some(lab)
 }
 
+/// Takes the lab down (its agents as `status` listed them) and checks nothing is left.
+fn down_leaving_nothing(lab: &LabGuard, status: &serde_json::Value) {
+    let pids = agent_pids(status);
+    let out = roamlab(&["down", &lab.name]);
+    assert!(out.status.success(), "down: {}", text(&out));
+    assert_nothing_left(&lab.name, &pids);
+}
+
 /// Each terminal's address as `status` reports it.
 fn addresses(lab: &LabGuard) -> BTreeMap<String, Ipv4Addr> {
     lab.status_json()["terminals"]
@@ -191,10 +199,7 @@ fn three_hundred_terminals_attach_at_once_resolve_both_ways_and_leave_nothing() 
         records_gone.is_some(),
         "leases or DNS records of the crowd left"
     );
-    let pids = agent_pids(&status);
-    let out = roamlab(&["down", &lab.name]);
-    assert!(out.status.success(), "down: {}", text(&out));
-    assert_nothing_left(&lab.name, &pids);
+    down_leaving_nothing(&lab, &status);
 }
 
 #[test]
@@ -259,10 +264,7 @@ fn a_bulk_attach_killed_midway_leaves_nothing_after_detach_all() {
         clean.is_some(),
         "registrations, leases or records left after the kill"
     );
-    let pids = agent_pids(&status);
-    let out = roamlab(&["down", &lab.name]);
-    assert!(out.status.success(), "down: {}", text(&out));
-    assert_nothing_left(&lab.name, &pids);
+    down_leaving_nothing(&lab, &status);
 }
 
 /// Each registered terminal's link-layer address, as its VLR publishes it.
@@ -418,10 +420,7 @@ fn relayed_terminals_are_leased_and_named_and_only_they() {
         "the refused request changed the leases: {leases:?}"
     );
 
-    let pids = agent_pids(&lab.status_json());
-    let out = roamlab(&["down", &lab.name]);
-    assert!(out.status.success(), "down: {}", text(&out));
-    assert_nothing_left(&lab.name, &pids);
+    down_leaving_nothing(&lab, &lab.status_json());
 }
 
 /// Issue 9: an exhausted pool is a refusal that names the pool, not a hang.
@@ -444,10 +443,7 @@ fn an_exhausted_pool_is_named_in_the_refusal() {
         said.contains("t2") && said.contains("pool 198.18.8.100-198.18.8.100 exhausted"),
         "the refusal does not name the pool: {said}"
     );
-    let pids = agent_pids(&lab.status_json());
-    let out = roamlab(&["down", &lab.name]);
-    assert!(out.status.success(), "down: {}", text(&out));
-    assert_nothing_left(&lab.name, &pids);
+    down_leaving_nothing(&lab, &lab.status_json());
 }
 
 /// A DHCP reply goes to its client's port alone: a terminal on the cell sees none of
@@ -491,8 +487,5 @@ fn a_terminal_sees_no_other_terminals_dhcp_replies() {
         seen.trim().is_empty(),
         "t2 saw DHCP replies meant for t1: {seen}"
     );
-    let pids = agent_pids(&lab.status_json());
-    let out = roamlab(&["down", &lab.name]);
-    assert!(out.status.success(), "down: {}", text(&out));
-    assert_nothing_left(&lab.name, &pids);
+    down_leaving_nothing(&lab, &lab.status_json());
 }
