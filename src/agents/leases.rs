@@ -209,39 +209,26 @@ impl LeaseBook {
         self.by_subscriber.get(imsi).copied()
     }
 
+    /// Every change of a lease goes through `put` and `take`, which keep the indices and
+    /// mark the address changed.
     fn put(&mut self, ip: Ipv4Addr, lease: Lease) {
-        self.dirty.insert(ip);
+        self.take(ip);
         self.by_link.insert(lease.mac, ip);
         self.by_subscriber.insert(lease.imsi.clone(), ip);
-        if let Some(old) = self.leases.insert(ip, lease) {
-            self.unindex(&old);
-        }
+        self.leases.insert(ip, lease);
     }
 
     fn take(&mut self, ip: Ipv4Addr) -> Option<Lease> {
         self.dirty.insert(ip);
         let lease = self.leases.remove(&ip)?;
-        self.unindex(&lease);
+        // Its index entries, unless they already point at another address.
+        if self.by_link.get(&lease.mac) == Some(&ip) {
+            self.by_link.remove(&lease.mac);
+        }
+        if self.by_subscriber.get(&lease.imsi) == Some(&ip) {
+            self.by_subscriber.remove(&lease.imsi);
+        }
         Some(lease)
-    }
-
-    /// Forgets `old`'s place in the indices, unless another lease took it.
-    fn unindex(&mut self, old: &Lease) {
-        let holds = |ip: Option<&Ipv4Addr>,
-                     leases: &BTreeMap<Ipv4Addr, Lease>,
-                     same: &dyn Fn(&Lease) -> bool| {
-            ip.is_some_and(|ip| !leases.get(ip).is_some_and(same))
-        };
-        if holds(self.by_link.get(&old.mac), &self.leases, &|l| {
-            l.mac == old.mac
-        }) {
-            self.by_link.remove(&old.mac);
-        }
-        if holds(self.by_subscriber.get(&old.imsi), &self.leases, &|l| {
-            l.imsi == old.imsi
-        }) {
-            self.by_subscriber.remove(&old.imsi);
-        }
     }
 
     /// The addresses whose lease or probation changed since the last call.
@@ -331,7 +318,6 @@ impl LeaseBook {
                     .filter(|ip| self.leases.get(ip).is_some_and(|l| l.is_of(r)))
                 {
                     let l = self.take(ip).expect("present");
-                    self.dirty.insert(ip);
                     self.probation.insert(ip, now + PROBATION_SECS);
                     changes.extend(l.ended("declined"));
                 }

@@ -84,19 +84,11 @@ fn hlr_config(topology: &Topology, lab: &LabDir, node: &Node) -> HlrConfig {
     let partner_pools = visited
         .iter()
         .flat_map(|v| {
-            let relayed = v.services.iter().flat_map(|s| match s {
-                Service::Dhcp { relays, .. } => relays.iter().map(|r| r.pool).collect(),
-                _ => Vec::new(),
-            });
-            v.bridges
-                .iter()
-                .filter_map(|b| b.pool)
-                .chain(relayed)
-                .map(|p| PartnerPool {
-                    network: v.name.clone(),
-                    start: p.start,
-                    end: p.end,
-                })
+            v.pools().into_iter().map(|p| PartnerPool {
+                network: v.name.clone(),
+                start: p.start,
+                end: p.end,
+            })
         })
         .collect();
     let subscribers = topology

@@ -183,6 +183,21 @@ pub struct Node {
     pub routes: Option<Vec<StaticRoute>>,
 }
 
+impl Node {
+    /// Every pool the node leases from: its bridges' (the cell's) and its DHCP relays'.
+    pub fn pools(&self) -> Vec<Pool> {
+        let relayed = self.services.iter().flat_map(|s| match s {
+            Service::Dhcp { relays, .. } => relays.iter().map(|r| r.pool).collect(),
+            _ => Vec::new(),
+        });
+        self.bridges
+            .iter()
+            .filter_map(|b| b.pool)
+            .chain(relayed)
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Bridge {
     pub name: String,

@@ -630,11 +630,7 @@ impl Validator<'_> {
                 Role::Host => {}
             }
             if node.role == Role::Visited {
-                let relayed = node.services.iter().flat_map(|s| match s {
-                    Service::Dhcp { relays, .. } => relays.iter().map(|r| r.pool).collect(),
-                    _ => Vec::new(),
-                });
-                for pool in node.bridges.iter().filter_map(|b| b.pool).chain(relayed) {
+                for pool in node.pools() {
                     for name in reverse_zones(pool) {
                         if !names.contains(&name) {
                             names.push(name);
