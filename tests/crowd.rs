@@ -372,6 +372,57 @@ fn relayed_terminals_are_leased_and_named_and_only_they() {
     });
     assert!(named.is_some(), "relayed terminals not named both ways");
 
+    // A fixed host elsewhere in the lab takes the relay's address and relays for t3 to the
+    // server's address towards the relay: not heard, as that socket takes only what
+    // arrives on the relay's own link. t3 keeps its lease on the cell.
+    let t3_list = std::env::temp_dir().join("relayci-t3.txt");
+    std::fs::write(&t3_list, format!("{}\n", macs["t3.home.example"])).unwrap();
+    let out = lab.exec(
+        "fixed1",
+        &["ip", "address", "add", "198.18.0.10/32", "dev", "eth0"],
+    );
+    assert!(
+        out.status.success(),
+        "fixed1 takes the relay's address: {}",
+        text(&out)
+    );
+    let out = lab.exec(
+        "fixed1",
+        &[
+            "perfdhcp",
+            "-4",
+            "-l",
+            "198.18.0.10",
+            "-M",
+            &t3_list.display().to_string(),
+            "-r",
+            "5",
+            "-n",
+            "5",
+            "-W",
+            "300000",
+            "198.18.0.9",
+        ],
+    );
+    let _ = std::fs::remove_file(&t3_list);
+    assert!(
+        text(&out).contains("DISCOVER-OFFER"),
+        "perfdhcp on fixed1: {}",
+        text(&out)
+    );
+    let leases: BTreeMap<String, serde_json::Value> =
+        roamlab::journal::read(&dir.dhcp_leases("visited")).unwrap();
+    let t3_leases: Vec<&String> = leases
+        .iter()
+        .filter(|(_, l)| l["host_name"] == "t3.home.example")
+        .map(|(ip, _)| ip)
+        .collect();
+    assert_eq!(
+        t3_leases,
+        [&bound["t3.home.example"]],
+        "a posing relay moved t3's lease: {leases:?}"
+    );
+
     // t3, on the cell, sends a relayed request of its own: refused, and said so.
     let t3_mac = &macs["t3.home.example"];
     let t3_ip = &bound["t3.home.example"];
