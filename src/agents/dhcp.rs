@@ -1091,6 +1091,30 @@ mod tests {
         );
     }
 
+    /// A flood of refusals costs one line and one event per source and reason per
+    /// interval, even when the reason carries a changing figure.
+    #[test]
+    fn refusals_are_said_once_per_source_and_reason() {
+        let mut r = Refusals::new();
+        let said =
+            |r: &mut Refusals, from: &str, why: &str| r.note(from, why, format_args!("{why}"));
+        assert_eq!(
+            said(&mut r, "02:00:00:00:00:01", "busy: 2048 waiting"),
+            Some(1)
+        );
+        for n in 0..100 {
+            assert_eq!(
+                said(&mut r, "02:00:00:00:00:01", &format!("busy: {n} waiting")),
+                None
+            );
+        }
+        assert_eq!(
+            said(&mut r, "02:00:00:00:00:02", "busy: 7 waiting"),
+            Some(1)
+        );
+        assert_eq!(said(&mut r, "02:00:00:00:00:01", "malformed"), Some(1));
+    }
+
     #[test]
     fn what_the_lease_book_reads_of_a_mangled_request_never_panics() {
         let good = crate::protocols::dhcp::test_discover();
