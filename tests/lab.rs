@@ -249,12 +249,21 @@ fn cleanup_after_kill_9_of_up_half_way_leaves_nothing() {
         ])
         .spawn()
         .unwrap();
-    // Half-way: the fabric is built and `up` waits for the stalled agent.
+    // Half-way: the fabric is built and `up` waits for the stalled agent, which runs in
+    // its node (its log can exist a moment before the process does).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !roamlab::contract::LabDir::of("e2ekill")
-        .agent_log("fixed1", "echo")
-        .exists()
-    {
+    let agent_runs = || {
+        let pids = Command::new("ip")
+            .args(["netns", "pids", "e2ekill-fixed1"])
+            .output()
+            .map(|o| o.stdout)
+            .unwrap_or_default();
+        roamlab::contract::LabDir::of("e2ekill")
+            .agent_log("fixed1", "echo")
+            .exists()
+            && !pids.trim_ascii().is_empty()
+    };
+    while !agent_runs() {
         assert!(Instant::now() < deadline, "up never reached its agents");
         std::thread::sleep(Duration::from_millis(10));
     }
