@@ -25,6 +25,7 @@ fn authorised(mac: &[u8; 6]) -> Option<Authorised> {
         [0x02, 0, 0, 0, 0, n @ 1..=2] => Some(Authorised {
             imsi: common::imsi(n - 1).to_string(),
             host_name: format!("phone{n}.home.example"),
+            packet_data: true,
         }),
         _ => None,
     }

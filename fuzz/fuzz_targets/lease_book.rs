@@ -27,6 +27,7 @@ fn authorised(imsi: &str) -> Authorised {
     Authorised {
         imsi: imsi.to_string(),
         host_name: format!("phone{n}.home.example"),
+        packet_data: true,
     }
 }
 

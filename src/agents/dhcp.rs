@@ -72,6 +72,7 @@ impl Authorisations {
                 let who = Authorised {
                     imsi: t.imsi.clone(),
                     host_name: t.host_name.clone().unwrap_or_default(),
+                    packet_data: t.packet_data,
                 };
                 by_link.insert(mac, who);
             }
@@ -986,6 +987,7 @@ mod tests {
             (*m == PHONE).then(|| Authorised {
                 imsi: "001010000000001".into(),
                 host_name: "phone1.home.example".into(),
+                packet_data: true,
             })
         };
         handle_relayed(

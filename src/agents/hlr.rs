@@ -49,6 +49,10 @@ pub struct SubscriberState {
     pub vlr: Option<String>,
     /// The terminal's session address, as its visited network reported it.
     pub address: Option<IpAddr>,
+    /// The network that reported `address` (none in state written before moves kept the
+    /// old address: then it is the registered network's).
+    #[serde(default)]
+    pub address_from: Option<String>,
     /// The VLR the last authentication vectors went to: only it may register the
     /// subscriber (it is the one that can have authenticated the terminal).
     #[serde(default)]
@@ -82,6 +86,13 @@ impl DnsOp {
 /// How many updates go to the home DNS at once (each name's in order).
 const DNS_LANES: usize = 32;
 
+/// How many sweeps (one a second) a moving terminal's old address stays at home while the
+/// new network has not reported one: past that the name is cleared. Longer than a DHCP
+/// client's first exchange takes, even with retries.
+const MOVE_GRACE_SWEEPS: u32 = 10;
+/// How often [`HlrCore::sweep`] runs.
+const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The outcome of one message: what to send, and whether the state must be saved.
 #[derive(Debug, Default, PartialEq)]
 pub struct Outcome {
@@ -106,6 +117,9 @@ pub struct HlrCore {
     random: Box<dyn FnMut() -> [u8; 16] + Send>,
     /// The address pools of each partner network.
     pools: Vec<PartnerPool>,
+    /// Subscribers that moved and whose home record still holds the old network's address,
+    /// with the sweeps since: make-before-break, the new address replaces it in one update.
+    moving: HashMap<String, u32>,
 }
 
 impl HlrCore {
@@ -125,12 +139,20 @@ impl HlrCore {
                 },
             );
         }
+        // A move under way when the HLR stopped goes on: its grace starts again.
+        let moving = state
+            .iter()
+            .filter(|(_, s)| s.address.is_some() && s.address_from.is_some())
+            .filter(|(_, s)| s.address_from != s.vlr)
+            .map(|(imsi, _)| (imsi.clone(), 0))
+            .collect();
         Ok(HlrCore {
             subscribers,
             state,
             pending: HashMap::new(),
             random,
             pools: Vec::new(),
+            moving,
         })
     }
 
@@ -273,13 +295,27 @@ impl HlrCore {
                     };
                 }
                 let host_name = sub.record.host_name.clone();
+                let packet_data = sub.record.packet_data;
                 let state = self.state.entry(m.imsi.clone()).or_default();
                 let mut dns = Vec::new();
-                if state.vlr.as_deref() != Some(from) && state.address.take().is_some() {
-                    // The address belonged to the old visited network.
-                    dns.push(DnsOp::Clear { host_name });
+                let old = state.vlr.replace(from.to_string());
+                if old.as_deref() != Some(from) && state.address.is_some() {
+                    // The address belonged to the old visited network. Make before break:
+                    // it stays until the new network reports the terminal's new address,
+                    // which replaces it in one update, so the home DNS never denies the
+                    // name of a registered terminal. No address will come without packet
+                    // data, and the name goes now.
+                    if packet_data {
+                        if state.address_from.is_none() {
+                            state.address_from = old;
+                        }
+                        self.moving.insert(m.imsi.clone(), 0);
+                    } else {
+                        state.address = None;
+                        state.address_from = None;
+                        dns.push(DnsOp::Clear { host_name });
+                    }
                 }
-                state.vlr = Some(from.to_string());
                 Outcome {
                     changed: true,
                     dns,
@@ -294,6 +330,8 @@ impl HlrCore {
                 // Only the VLR the subscriber is registered at can purge it.
                 if state.vlr.as_deref() == Some(from) {
                     state.vlr = None;
+                    state.address_from = None;
+                    self.moving.remove(&m.imsi);
                     if state.address.take().is_some() {
                         dns.push(DnsOp::Clear { host_name });
                     }
@@ -336,6 +374,7 @@ impl HlrCore {
                             ),
                         );
                     }
+                    self.moving.remove(&m.imsi);
                     let state = self.state.entry(m.imsi.clone()).or_default();
                     // A report of the same address again writes nothing new.
                     if state.address != Some(address) {
@@ -345,9 +384,14 @@ impl HlrCore {
                         });
                     }
                     state.address = Some(address);
+                    state.address_from = Some(from.to_string());
                     result.host_name = Some(host_name);
-                } else if state.address.take().is_some() {
-                    dns.push(DnsOp::Clear { host_name });
+                } else {
+                    self.moving.remove(&m.imsi);
+                    state.address_from = None;
+                    if state.address.take().is_some() {
+                        dns.push(DnsOp::Clear { host_name });
+                    }
                 }
                 Outcome {
                     changed: true,
@@ -362,6 +406,35 @@ impl HlrCore {
             ),
             _ => Outcome::default(),
         }
+    }
+}
+
+impl HlrCore {
+    /// One tick of the move timer: the subscribers whose new network reported no address
+    /// within the grace lose their old one (the IMSI, to save, and the change).
+    pub fn sweep(&mut self) -> Vec<(String, DnsOp)> {
+        let mut expired = Vec::new();
+        self.moving.retain(|imsi, sweeps| {
+            *sweeps += 1;
+            let keep = *sweeps < MOVE_GRACE_SWEEPS;
+            if !keep {
+                expired.push(imsi.clone());
+            }
+            keep
+        });
+        let mut cleared = Vec::new();
+        for imsi in expired {
+            let (Some(state), Some(sub)) = (self.state.get_mut(&imsi), self.subscribers.get(&imsi))
+            else {
+                continue;
+            };
+            state.address_from = None;
+            if state.address.take().is_some() {
+                let host_name = sub.record.host_name.clone();
+                cleared.push((imsi, DnsOp::Clear { host_name }));
+            }
+        }
+        cleared
     }
 }
 
@@ -418,7 +491,25 @@ pub async fn run(config: HlrConfig) -> std::io::Result<()> {
     let core_task = tokio::spawn(async move {
         let mut core = core;
         let mut links: HashMap<String, Sender> = HashMap::new();
-        while let Some(input) = inbox.recv().await {
+        let mut sweeps = tokio::time::interval(SWEEP_INTERVAL);
+        loop {
+            let input = tokio::select! {
+                input = inbox.recv() => match input {
+                    Some(input) => input,
+                    None => break,
+                },
+                _ = sweeps.tick() => {
+                    for (imsi, op) in core.sweep() {
+                        let who = core.name_of(&imsi).unwrap_or(&imsi).to_string();
+                        core_events.emit("moved without a new address", Some(&who), json!({"imsi": imsi}));
+                        if let Err(e) = state_journal.put(&imsi, core.state.get(&imsi)) {
+                            tracing::error!("cannot save state: {e}");
+                        }
+                        dns_queue.push(op);
+                    }
+                    continue;
+                }
+            };
             match input {
                 CoreInput::Connected(name, sender) => {
                     links.insert(name, sender);
@@ -715,6 +806,10 @@ mod tests {
     use super::*;
 
     fn core() -> HlrCore {
+        core_with(HashMap::new())
+    }
+
+    fn core_with(state: HashMap<String, SubscriberState>) -> HlrCore {
         let sub = |name: &str, imsi: &str, roaming| SubscriberRecord {
             name: name.into(),
             imsi: imsi.into(),
@@ -730,19 +825,134 @@ mod tests {
             &[
                 sub("phone1", "001010000000001", true),
                 sub("homebound1", "001010000000003", false),
+                SubscriberRecord {
+                    packet_data: false,
+                    ..sub("voice1", "001010000000004", true)
+                },
             ],
-            HashMap::new(),
+            state,
             Box::new(move || {
                 n += 1;
                 [n; 16]
             }),
         )
         .unwrap()
-        .with_pools(vec![PartnerPool {
-            network: "visited".into(),
-            start: "198.51.100.100".parse().unwrap(),
-            end: "198.51.100.199".parse().unwrap(),
-        }])
+        .with_pools(vec![
+            PartnerPool {
+                network: "visited".into(),
+                start: "198.51.100.100".parse().unwrap(),
+                end: "198.51.100.199".parse().unwrap(),
+            },
+            PartnerPool {
+                network: "visited2".into(),
+                start: "203.0.113.100".parse().unwrap(),
+                end: "203.0.113.199".parse().unwrap(),
+            },
+        ])
+    }
+
+    fn report(hlr: &mut HlrCore, vlr: &str, imsi: &str, address: &str) -> Outcome {
+        let mut report = req(msg::SESSION_ADDRESS_REQUEST, imsi);
+        report.session_address = Some(address.parse().unwrap());
+        hlr.handle(vlr, &report)
+    }
+
+    /// Finding of issue 10: a move cleared the home record at the new registration, and
+    /// the home DNS denied the name until the new address came.
+    #[test]
+    fn a_move_replaces_the_home_record_and_never_clears_it() {
+        let mut hlr = core();
+        let imsi = "001010000000001";
+        register(&mut hlr, "visited", imsi);
+        report(&mut hlr, "visited", imsi, "198.51.100.100");
+        let moved = register(&mut hlr, "visited2", imsi);
+        assert_eq!(moved.send[0].message.msg_type, msg::UPDATE_LOCATION_RESULT);
+        assert!(
+            moved.dns.is_empty(),
+            "the move cleared the name: {:?}",
+            moved.dns
+        );
+        // The old network's withdrawal after its cancellation changes nothing at home.
+        let late = hlr.handle("visited", &req(msg::SESSION_WITHDRAW_REQUEST, imsi));
+        assert!(late.dns.is_empty());
+        let new = report(&mut hlr, "visited2", imsi, "203.0.113.100");
+        assert_eq!(
+            new.dns,
+            [DnsOp::Set {
+                host_name: "phone1.home.example".into(),
+                address: "203.0.113.100".parse().unwrap()
+            }]
+        );
+        for _ in 0..MOVE_GRACE_SWEEPS * 2 {
+            assert!(hlr.sweep().is_empty(), "a reported address was cleared");
+        }
+        assert_eq!(hlr.state[imsi].address_from.as_deref(), Some("visited2"));
+    }
+
+    #[test]
+    fn a_move_with_no_new_address_clears_the_old_one_after_the_grace() {
+        let mut hlr = core();
+        let imsi = "001010000000001";
+        register(&mut hlr, "visited", imsi);
+        report(&mut hlr, "visited", imsi, "198.51.100.100");
+        register(&mut hlr, "visited2", imsi);
+        for _ in 1..MOVE_GRACE_SWEEPS {
+            assert!(hlr.sweep().is_empty());
+        }
+        assert_eq!(
+            hlr.sweep(),
+            [(
+                imsi.to_string(),
+                DnsOp::Clear {
+                    host_name: "phone1.home.example".into()
+                }
+            )]
+        );
+        assert_eq!(hlr.state[imsi].address, None);
+        assert!(hlr.sweep().is_empty());
+    }
+
+    #[test]
+    fn a_move_under_way_when_the_hlr_stopped_goes_on_after_its_restart() {
+        let mut hlr = core();
+        let imsi = "001010000000001";
+        register(&mut hlr, "visited", imsi);
+        report(&mut hlr, "visited", imsi, "198.51.100.100");
+        register(&mut hlr, "visited2", imsi);
+        let mut restarted = core_with(hlr.state.clone());
+        for _ in 1..MOVE_GRACE_SWEEPS {
+            assert!(restarted.sweep().is_empty());
+        }
+        assert_eq!(restarted.sweep().len(), 1);
+        // A settled registration is not a move.
+        let mut settled = core();
+        register(&mut settled, "visited", imsi);
+        report(&mut settled, "visited", imsi, "198.51.100.100");
+        let mut settled = core_with(settled.state.clone());
+        for _ in 0..MOVE_GRACE_SWEEPS {
+            assert!(settled.sweep().is_empty());
+        }
+    }
+
+    /// Claim 13: without packet data in the profile there is no address to wait for.
+    #[test]
+    fn a_subscriber_without_packet_data_gets_no_pdp_context_and_its_old_name_goes() {
+        let mut hlr = core();
+        let imsi = "001010000000004";
+        hlr.handle("visited", &req(msg::SEND_AUTH_INFO_REQUEST, imsi));
+        let ul = hlr.handle("visited", &req(msg::UPDATE_LOCATION_REQUEST, imsi));
+        assert!(ul.send[0].message.pdp_infos.is_empty());
+        assert!(!ul.send[0].message.pdp_info_complete);
+        // An address from an earlier profile, then a move: cleared at once.
+        hlr.handle("visited", &req(msg::INSERT_DATA_RESULT, imsi));
+        hlr.state.get_mut(imsi).unwrap().address = Some("198.51.100.100".parse().unwrap());
+        let moved = register(&mut hlr, "visited2", imsi);
+        assert_eq!(
+            moved.dns,
+            [DnsOp::Clear {
+                host_name: "voice1.home.example".into()
+            }]
+        );
     }
 
     /// A VLR's attach: vectors, then UpdateLocation and the subscriber data answered.

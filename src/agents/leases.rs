@@ -18,6 +18,9 @@ pub const OFFER_HOLD_SECS: u64 = 30;
 pub struct Authorised {
     pub imsi: String,
     pub host_name: String,
+    /// Whether the subscriber's profile has packet-data service (claim 13): without it the
+    /// terminal is registered but gets no address.
+    pub packet_data: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -331,6 +334,10 @@ impl LeaseBook {
         let Some(who) = authorised else {
             return (Answer::Silent("not authorised by the VLR".into()), changes);
         };
+        if !who.packet_data {
+            let why = "no packet-data service in the subscriber's profile";
+            return (Answer::Silent(why.into()), changes);
+        }
         if let Some(claim) = &r.claimed_name {
             let claim = claim.trim_end_matches('.').to_ascii_lowercase();
             let own = who.host_name.to_ascii_lowercase();
@@ -501,7 +508,24 @@ mod tests {
         Authorised {
             imsi: format!("00101000000000{n}"),
             host_name: format!("phone{n}.home.example"),
+            packet_data: true,
         }
+    }
+
+    /// Claim 13: a subscriber registered without packet-data service gets no lease.
+    #[test]
+    fn a_subscriber_without_packet_data_gets_no_lease() {
+        let voice = Authorised {
+            packet_data: false,
+            ..who(1)
+        };
+        let (answer, changes) =
+            book().handle(&req(Kind::Discover, 1, None), Some(&voice), ME, 600, 0);
+        assert!(
+            matches!(&answer, Answer::Silent(why) if why.contains("no packet-data service")),
+            "{answer:?}"
+        );
+        assert!(changes.is_empty());
     }
 
     fn req(kind: Kind, mac: u8, requested: Option<Ipv4Addr>) -> Request {

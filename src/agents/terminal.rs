@@ -39,6 +39,9 @@ fn reject_text(c: &u8) -> String {
 pub struct Granted {
     pub host_name: Option<String>,
     pub msisdn: Option<String>,
+    /// Whether the network granted a packet-data context: without one there is no
+    /// address to ask for (claim 13).
+    pub packet_data: bool,
 }
 
 /// A terminal's link on the cell.
@@ -145,6 +148,7 @@ impl Terminal {
                         Granted {
                             host_name: m.host_name.clone(),
                             msisdn: m.msisdn(),
+                            packet_data: !m.pdp_infos.is_empty(),
                         },
                         last_res,
                     ));
@@ -524,14 +528,18 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
     events.emit(
         "attached",
         Some(&config.name),
-        json!({"host_name": granted.host_name, "msisdn": granted.msisdn}),
+        json!({"host_name": granted.host_name, "msisdn": granted.msisdn, "packet_data": granted.packet_data}),
     );
+    let dhcp = config.dhcp && granted.packet_data;
+    if config.dhcp && !dhcp {
+        tracing::info!("no packet-data service in the profile: no address asked for");
+    }
 
     // The MAC the built-in client holds a lease with, and that lease as it is now (it
     // changes when the server refuses it and the terminal starts over).
     let mut lease = None;
     let current = std::sync::Arc::new(std::sync::Mutex::new(None));
-    if config.dhcp && config.dhcp_client != "builtin" {
+    if dhcp && config.dhcp_client != "builtin" {
         let name = granted.host_name.clone().unwrap_or_default();
         let work = config
             .state_file
@@ -577,7 +585,7 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
         );
         state.address = Some(address);
         state.write(&config.state_file)?;
-    } else if config.dhcp {
+    } else if dhcp {
         let Some(mac) = mac else {
             return Err(std::io::Error::other(format!(
                 "no link-layer address on {}",

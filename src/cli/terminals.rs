@@ -147,6 +147,11 @@ fn print_attached(a: &Attached) {
             ),
             None => println!("{} has address {address}", a.terminal),
         }
+    } else if entry.is_some_and(|e| !e.packet_data) {
+        println!(
+            "{} has no address: its profile has no packet-data service",
+            a.terminal
+        );
     }
 }
 

@@ -80,6 +80,8 @@ pub struct VlrConfig {
     pub cell_links: PathBuf,
     pub events_file: PathBuf,
     pub partners: Vec<PartnerHlr>,
+    /// How long a terminal whose radio link is lost stays registered (seconds).
+    pub implicit_detach_s: u64,
 }
 
 /// A home network this VLR has an agreement with, and how to reach its HLR.

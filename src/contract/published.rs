@@ -25,6 +25,15 @@ pub struct AttachedTerminal {
     pub msisdn: Option<String>,
     pub home: String,
     pub since: f64,
+    /// Whether the home network's subscriber data granted a packet-data context (a PDP
+    /// context; claim 13): only then does the visited DHCP server lease an address.
+    #[serde(default = "granted")]
+    pub packet_data: bool,
+}
+
+/// Registrations published before the field existed had packet data.
+fn granted() -> bool {
+    true
 }
 
 /// A VLR's registrations as it publishes them: a journal keyed by IMSI, appended to on
@@ -152,10 +161,18 @@ mod tests {
             msisdn: None,
             home: "home".into(),
             since: 1.5,
+            packet_data: false,
         }];
         write_attached(&mut AttachedJournal::open(&path).unwrap(), &list).unwrap();
         assert_eq!(read_attached(&path), list);
         assert_eq!(list[0].mac.as_deref(), Some("02:00:00:00:00:01"));
+        // A registration written before packet_data was published had it.
+        let old = r#"{"imsi":"1","mac":null,"host_name":null,"msisdn":null,"home":"h","since":0}"#;
+        assert!(
+            serde_json::from_str::<AttachedTerminal>(old)
+                .unwrap()
+                .packet_data
+        );
         let state_path = dir.join("state.json");
         let state = TerminalState {
             sqn_ms: 9,

@@ -51,12 +51,16 @@ pub fn write_agent_configs(topology: &Topology, lab: &LabDir) -> io::Result<()> 
             let config = hlr_config(topology, lab, node);
             write_private_json(&lab.agent_config(AgentKind::Hlr, &node.name), &config)?;
         }
-        if node.role == Role::Visited && runs(node, &Service::Vlr) {
+        let vlr = node.services.iter().find_map(|s| match s {
+            Service::Vlr { implicit_detach_s } => Some(*implicit_detach_s),
+            _ => None,
+        });
+        if let (Role::Visited, Some(implicit_detach_s)) = (node.role, vlr) {
             private_dir(&lab.agent_dir(AgentKind::Vlr, &node.name))?;
             private_dir(&lab.vlr_published(&node.name))?;
             socket_dir(lab.cell_socket(&node.name))?;
             socket_dir(lab.vlr_local_socket(&node.name))?;
-            let config = vlr_config(topology, lab, node);
+            let config = vlr_config(topology, lab, node, implicit_detach_s);
             write_private_json(&lab.agent_config(AgentKind::Vlr, &node.name), &config)?;
         }
         let serves_dhcp = node
@@ -121,7 +125,7 @@ fn hlr_config(topology: &Topology, lab: &LabDir, node: &Node) -> HlrConfig {
     }
 }
 
-fn vlr_config(topology: &Topology, lab: &LabDir, node: &Node) -> VlrConfig {
+fn vlr_config(topology: &Topology, lab: &LabDir, node: &Node, implicit_detach_s: u64) -> VlrConfig {
     let partners = node
         .partners
         .iter()
@@ -143,6 +147,7 @@ fn vlr_config(topology: &Topology, lab: &LabDir, node: &Node) -> VlrConfig {
         cell_links: lab.vlr_cell_links(&node.name),
         events_file: lab.events(),
         partners,
+        implicit_detach_s,
     }
 }
 

@@ -103,7 +103,7 @@ pub fn agent_specs(topology: &Topology) -> Vec<AgentSpec> {
             let kind = match service {
                 Service::Dns { .. } => Some(AgentKind::Dns),
                 Service::Hlr => Some(AgentKind::Hlr),
-                Service::Vlr => Some(AgentKind::Vlr),
+                Service::Vlr { .. } => Some(AgentKind::Vlr),
                 Service::Dhcp { .. } => Some(AgentKind::Dhcp),
                 _ => None,
             };
@@ -174,7 +174,7 @@ fn agent_view(
             key,
             events,
         ],
-        Service::Vlr => {
+        Service::Vlr { .. } => {
             let mut g = vec![
                 dir.agent_dir(AgentKind::Vlr, name),
                 socket_dir(dir.cell_socket(name)),

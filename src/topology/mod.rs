@@ -40,6 +40,9 @@ pub struct Topology {
 pub const DEFAULT_DYNAMIC_TTL: u32 = 10;
 /// SOA minimum: how long resolvers may cache a negative answer (seconds).
 pub const DEFAULT_NEGATIVE_TTL: u32 = 10;
+/// How long a VLR keeps a terminal whose radio link is lost (seconds): its name points at
+/// a dead address meanwhile, so short; a real network's is its periodic update timer.
+pub const DEFAULT_IMPLICIT_DETACH_S: u64 = 10;
 
 /// A DNS zone and its authoritative server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -239,7 +242,11 @@ pub enum Service {
         resolver: Option<IpAddr>,
     },
     Hlr,
-    Vlr,
+    /// The visited network's VLR; a terminal whose radio link is lost stays registered
+    /// for `implicit_detach_s`, then both its records go.
+    Vlr {
+        implicit_detach_s: u64,
+    },
     /// The visited network's DHCP server, granting leases of `lease_secs` on its cell
     /// and to the clients of its relays.
     Dhcp {
@@ -260,7 +267,7 @@ impl Service {
         match self {
             Service::Dns { .. } => "dns",
             Service::Hlr => "hlr",
-            Service::Vlr => "vlr",
+            Service::Vlr { .. } => "vlr",
             Service::Dhcp { .. } => "dhcp",
             Service::Echo { name, .. } => name,
         }
@@ -270,7 +277,7 @@ impl Service {
         match self {
             Service::Dns { .. } => "dns",
             Service::Hlr => "hlr",
-            Service::Vlr => "vlr",
+            Service::Vlr { .. } => "vlr",
             Service::Dhcp { .. } => "dhcp",
             Service::Echo { .. } => "echo",
         }

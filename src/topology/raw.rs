@@ -141,7 +141,12 @@ pub enum RawService {
         resolver: Option<std::net::IpAddr>,
     },
     Hlr {},
-    Vlr {},
+    Vlr {
+        /// How long a terminal whose radio link is lost stays registered, in seconds
+        /// (default 10).
+        #[serde(default)]
+        implicit_detach_s: Option<u64>,
+    },
     Dhcp {
         /// Lease time granted, in seconds (default 600).
         #[serde(default)]

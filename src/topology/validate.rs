@@ -14,11 +14,13 @@ use super::raw::{
 use super::units::{parse_duration_us, parse_percent, parse_rate_bps};
 use super::{
     Bridge, Endpoint, Impairment, Link, Node, Pool, Relay, Role, Service, StaticRecord,
-    StaticRoute, Subscriber, Topology, Zone,
+    StaticRoute, Subscriber, Topology, Zone, DEFAULT_IMPLICIT_DETACH_S,
 };
 
 /// Lease time of a dhcp service that does not say (seconds).
 pub const DEFAULT_LEASE_SECS: u64 = 600;
+/// The longest implicit-detach time a VLR takes (a day, in seconds).
+const MAX_IMPLICIT_DETACH_S: u64 = 86_400;
 /// Longest interface name Linux accepts (IFNAMSIZ - 1).
 pub const MAX_IFNAME: usize = 15;
 /// Lab names are short so that `<lab>-<node>` stays readable; they hold no `-`.
@@ -334,7 +336,19 @@ impl Validator<'_> {
                     self.dns_service(*address, *resolver, role, own, &spath)?
                 }
                 RawService::Hlr {} => Service::Hlr,
-                RawService::Vlr {} => Service::Vlr,
+                RawService::Vlr { implicit_detach_s } => {
+                    let implicit_detach_s = implicit_detach_s.unwrap_or(DEFAULT_IMPLICIT_DETACH_S);
+                    if implicit_detach_s > MAX_IMPLICIT_DETACH_S {
+                        return self.fail(
+                            &spath.key("implicit_detach_s"),
+                            format!(
+                                "{implicit_detach_s} s is longer than a day \
+                                 ({MAX_IMPLICIT_DETACH_S} s at most)"
+                            ),
+                        );
+                    }
+                    Service::Vlr { implicit_detach_s }
+                }
                 RawService::Dhcp { lease_secs, relays } => Service::Dhcp {
                     lease_secs: lease_secs.unwrap_or(DEFAULT_LEASE_SECS).max(4),
                     relays: self.relays(relays, &spath.key("relays"))?,
@@ -360,7 +374,7 @@ impl Validator<'_> {
             };
             let allowed = match service {
                 Service::Hlr => role == Role::Home,
-                Service::Vlr | Service::Dhcp { .. } => role == Role::Visited,
+                Service::Vlr { .. } | Service::Dhcp { .. } => role == Role::Visited,
                 Service::Dns { .. } | Service::Echo { .. } => true,
             };
             if !allowed {

@@ -178,6 +178,9 @@ impl Attach {
                 }
                 let data =
                     data.unwrap_or_else(|| Message::new(msg::INSERT_DATA_REQUEST, &self.imsi));
+                // The subscriber data grants a PDP context or none (claim 13): osmo-hlr, like
+                // our HLR, sends PDP info for packet-data subscribers only.
+                let packet_data = !data.pdp_infos.is_empty();
                 let registration = AttachedTerminal {
                     imsi: self.imsi.clone(),
                     mac: self.mac.map(|m| format_mac(&m)),
@@ -185,10 +188,13 @@ impl Attach {
                     msisdn: data.msisdn(),
                     home: self.home.clone(),
                     since,
+                    packet_data,
                 };
                 let mut accept = Message::new(msg::ATTACH_ACCEPT, &self.imsi);
                 accept.host_name = data.host_name.clone();
                 accept.msisdn = data.msisdn.clone();
+                accept.pdp_infos = data.pdp_infos.clone();
+                accept.pdp_info_complete = data.pdp_info_complete;
                 vec![
                     Action::Emit(
                         "Attach accept",

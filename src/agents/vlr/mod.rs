@@ -27,9 +27,9 @@ use crate::contract::AgentKind;
 use crate::events::EventLog;
 use crate::protocols::gsup::{cause, msg, Message};
 
-/// How long a terminal whose radio link is lost stays registered (its implicit detach
-/// timer): if it shows up at another network meanwhile, its home cancels it here.
-const IMPLICIT_DETACH: std::time::Duration = std::time::Duration::from_secs(30);
+/// After a restart, the least time the terminals of the last run have to come back, even
+/// when the implicit-detach time is shorter: they all reconnect at once.
+const RESUME_AT_LEAST: std::time::Duration = std::time::Duration::from_secs(5);
 /// Terminals on the cell: one link each while attached, and a process hosting many
 /// terminals may hold many.
 const CELL_LIMITS: signaling::Limits = signaling::Limits {
@@ -64,6 +64,9 @@ struct Vlr {
     attached: Mutex<AttachedJournal>,
     cell_links: std::path::PathBuf,
     partners: Vec<PartnerHlr>,
+    /// How long a terminal whose radio link is lost stays registered: if it shows up at
+    /// another network meanwhile, its home cancels it here.
+    implicit_detach: std::time::Duration,
     links: Vec<Arc<HlrLink>>,
     registry: Mutex<Registry>,
     /// Tells an attached terminal's task that its home cancelled it.
@@ -116,15 +119,16 @@ impl Vlr {
                 "resumed the registrations of the last run"
             );
         }
+        let grace = self.implicit_detach.max(RESUME_AT_LEAST);
         for info in kept {
             let vlr = self.clone();
             tokio::spawn(async move {
                 vlr.emit(
                     "registration resumed",
                     &info.imsi,
-                    json!({"implicit_detach_s": IMPLICIT_DETACH.as_secs()}),
+                    json!({"implicit_detach_s": grace.as_secs()}),
                 );
-                tokio::time::sleep(IMPLICIT_DETACH).await;
+                tokio::time::sleep(grace).await;
                 let why = "implicit detach after a restart";
                 detach(&vlr, &info.home, &info.imsi, Some(info.since), why).await;
             });
@@ -385,10 +389,21 @@ async fn serve_terminal(vlr: Arc<Vlr>, stream: UnixStream) {
                 _ => {
                     // Out of coverage: the registration stands until the implicit detach
                     // timer runs out, or the terminal's home cancels it.
-                    tracing::info!(imsi = %imsi, "radio link lost; implicit detach in {IMPLICIT_DETACH:?}");
-                    vlr.emit("radio link lost", &imsi, json!({"implicit_detach_s": IMPLICIT_DETACH.as_secs()}));
-                    tokio::time::sleep(IMPLICIT_DETACH).await;
-                    detach(&vlr, home, &imsi, since, "implicit detach").await;
+                    // The link goes now: held open it would keep the lost terminal's
+                    // socket, and so its network namespace, alive until the timer ends.
+                    drop((reader, air));
+                    let after = vlr.implicit_detach;
+                    tracing::info!(imsi = %imsi, "radio link lost; implicit detach in {after:?}");
+                    vlr.emit("radio link lost", &imsi, json!({"implicit_detach_s": after.as_secs()}));
+                    // A home that cancels the registration meanwhile (the terminal turned
+                    // up elsewhere) ends the wait: nothing is left to detach.
+                    tokio::select! {
+                        _ = tokio::time::sleep(after) => {
+                            detach(&vlr, home, &imsi, since, "implicit detach").await;
+                            vlr.emit("implicit detach", &imsi, json!({"after_s": after.as_secs()}));
+                        }
+                        _ = cancelled.recv() => {}
+                    }
                 }
             }
         }
@@ -598,6 +613,7 @@ pub async fn run(config: VlrConfig) -> std::io::Result<()> {
         attached: Mutex::new(journal),
         cell_links: config.cell_links.clone(),
         partners: config.partners.clone(),
+        implicit_detach: std::time::Duration::from_secs(config.implicit_detach_s),
         links: config
             .partners
             .iter()
