@@ -2,14 +2,14 @@
 # Move benchmark (issue 10, deliverable 4): a baseline build and this tree's, side by side
 # in one run, each with the home zone's TTL at 10 s (the default) and at 0 (never cached).
 # A lab with two visited networks (tests/labs/moves.yaml, with each build's default
-# implicit-detach timer); phone1 moves between them MOVES times (default 10) while three
+# implicit-detach timer); phone1 moves between them MOVES times (default 20) while three
 # probes (scripts/probe.py) run in the lab's fixed hosts:
 #   - the home DNS asked back to back for phone1's name (fixed1, no recursion);
 #   - the lab's resolver asked back to back (fixed2);
 #   - ping by name: resolve through the resolver, then one echo (fixed1).
 # Per move it reports the time the home DNS denied the name (NXDOMAIN or no address) and in
-# how many moves it did, how long the resolver went on returning the old address after the
-# home DNS held the new one, how long ping by name failed, and how long `roamlab attach
+# how many moves it did, how long the home DNS held the old address after the move began,
+# how long the resolver went on returning the old address after the home DNS held the new one, how long ping by name failed, and how long `roamlab attach
 # --at` took to return. Then phone1's agent is killed (an abrupt loss) and it reports how
 # long the name pointed at the dead address, at home and at the resolver.
 # Prints the figures, the ratios and whether each target is met. Needs root.
@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 base=${BASE:-cf600b0}
-moves=${MOVES:-10}
+moves=${MOVES:-20}
 [ "$(id -u)" -eq 0 ] || { echo "bench-move: needs root" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "bench-move: needs python3 (Debian package python3)" >&2; exit 1; }
 work=$(mktemp -d)
@@ -135,7 +135,8 @@ for ttl in (10, 0):
         home, res, ping = log(f"{d}/home"), log(f"{d}/resolver"), log(f"{d}/ping")
         mv = [tuple(l.split()) for l in open(f"{d}/moves")]
         killed = int(open(f"{d}/killed").read())
-        row = {"home_denied": [], "stale": [], "ping_fail": [], "attach": [], "denied_moves": 0}
+        row = {"home_denied": [], "home_old": [], "stale": [], "ping_fail": [], "attach": [],
+               "denied_moves": 0}
         for i, (t0, t1, address) in enumerate(mv):
             t0, t1 = int(t0), int(t1)
             end = int(mv[i + 1][0]) if i + 1 < len(mv) else killed
@@ -144,6 +145,8 @@ for ttl in (10, 0):
             row["denied_moves"] += gap > 0
             home_new = first(home, lambda w: w == address, t0)
             res_new = first(res, lambda w: w == address, t0)
+            if home_new is not None:
+                row["home_old"].append((home_new - t0) / 1000)
             if home_new is not None and res_new is not None:
                 row["stale"].append(max(res_new - home_new, 0) / 1000)
             row["ping_fail"].append(spans(ping, lambda w: w.startswith("fail"), t0, end) / 1000)
@@ -160,13 +163,13 @@ def p(v, q):
 
 print()
 print(f"moves between two visited networks, {moves} per row; ms unless said (p50 / max)")
-print(f"{'build':9} {'TTL':>3}  {'home denied':>16} {'in moves':>8}  {'old at resolver':>16}  "
+print(f"{'build':9} {'TTL':>3}  {'home denied':>16} {'in moves':>8}  {'old at home':>16}  {'old at resolver':>16}  "
       f"{'ping by name fails':>18}  {'attach --at':>14}  {'lost: dead at home / resolver':>29}")
 for ttl in (10, 0):
     for which in ("baseline", "current"):
         r = results[(which, ttl)]
         f = lambda k: f"{p(r[k], 50):7.1f} /{max(r[k]) if r[k] else float('nan'):7.1f}"
-        print(f"{which:9} {ttl:>3}  {f('home_denied'):>16} {r['denied_moves']:>4}/{moves:<3}  "
+        print(f"{which:9} {ttl:>3}  {f('home_denied'):>16} {r['denied_moves']:>4}/{moves:<3}  {f('home_old'):>16}  "
               f"{f('stale'):>16}  {f('ping_fail'):>18}  {f('attach'):>14}  "
               f"{r['loss_home']:12.1f} s / {r['loss_resolver']:5.1f} s")
 b, c = results[("baseline", 10)], results[("current", 0)]
