@@ -40,6 +40,12 @@ fn address_in(said: &str) -> Ipv4Addr {
         .unwrap_or_else(|| panic!("no address in: {said}"))
 }
 
+/// The visited DHCP server's leases, as its journal holds them.
+fn leases(lab: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let path = roamlab::contract::LabDir::of(lab).dhcp_leases("visited");
+    roamlab::journal::read(&path).expect("the lease journal reads")
+}
+
 /// What an authority answered for an A query.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Answer {
@@ -247,10 +253,7 @@ fn an_abrupt_loss_ends_in_both_records_gone_after_the_networks_timer() {
         events.lines().any(|l| l.contains("implicit detach")),
         "{events}"
     );
-    let leases = roamlab::journal::read::<String, serde_json::Value>(
-        &roamlab::contract::LabDir::of("mvloss").dhcp_leases("visited"),
-    )
-    .unwrap();
+    let leases = leases("mvloss");
     assert!(
         leases.values().all(|l| l["host_name"] != PHONE),
         "{leases:?}"
@@ -303,10 +306,7 @@ fn a_subscriber_without_packet_data_is_registered_without_an_address() {
         ask("mvvoice-fixed1", HOME_DNS, "voice1.home.example", false),
         Answer::NxDomain
     );
-    let leases = roamlab::journal::read::<String, serde_json::Value>(
-        &roamlab::contract::LabDir::of("mvvoice").dhcp_leases("visited"),
-    )
-    .unwrap();
+    let leases = leases("mvvoice");
     assert!(leases.is_empty(), "{leases:?}");
     // phone1, with packet data, is served on the same cell.
     attach_at("mvvoice", "phone1", "visited");

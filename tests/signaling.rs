@@ -512,3 +512,66 @@ fn an_hlr_that_lost_its_sequence_numbers_resynchronises_with_auts() {
         "the HLR did not adopt the terminal's sequence number"
     );
 }
+
+/// Claim 23 from the command line (issue 10: `attach` could not make a terminal claim a
+/// name): a terminal that claims its own host name attaches; one that claims another
+/// subscriber's is refused as an illegal MS, the refusal names both names, and nothing of
+/// it is registered or written.
+#[test]
+fn a_terminal_claims_its_own_host_name_at_attach_and_no_other() {
+    let Some(_lab) = up("sigclaim", "topologies/roaming.yaml") else {
+        return;
+    };
+    let out = roamlab(&[
+        "attach",
+        "phone1",
+        "--host-name",
+        "server1.home.example",
+        "--lab",
+        "sigclaim",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("illegal MS")
+            && said.contains(
+                "visited/vlr: it claimed server1.home.example, and its home holds phone1.home.example"
+            ),
+        "{said}"
+    );
+    assert!(attached("sigclaim", "visited").is_empty());
+    assert_eq!(registered_at("sigclaim", "home", "001010000000001"), None);
+    let out = roamlab(&[
+        "attach",
+        "phone1",
+        "server1",
+        "--host-name",
+        "phone1.home.example",
+        "--lab",
+        "sigclaim",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("--host-name is one terminal's claim, and 2 terminals were named"),
+        "{}",
+        text(&out)
+    );
+    let out = roamlab(&[
+        "attach",
+        "phone1",
+        "--host-name",
+        "PHONE1.home.example",
+        "--lab",
+        "sigclaim",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("resolves to it from fixed1"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        registered_at("sigclaim", "home", "001010000000001").as_deref(),
+        Some("visited")
+    );
+}

@@ -851,6 +851,15 @@ mod tests {
         ])
     }
 
+    /// phone1 with an address at visited, then registered at visited2 (no address yet).
+    fn moved_to_visited2() -> HlrCore {
+        let (mut hlr, imsi) = (core(), "001010000000001");
+        register(&mut hlr, "visited", imsi);
+        report(&mut hlr, "visited", imsi, "198.51.100.100");
+        register(&mut hlr, "visited2", imsi);
+        hlr
+    }
+
     fn report(hlr: &mut HlrCore, vlr: &str, imsi: &str, address: &str) -> Outcome {
         let mut report = req(msg::SESSION_ADDRESS_REQUEST, imsi);
         report.session_address = Some(address.parse().unwrap());
@@ -891,11 +900,7 @@ mod tests {
 
     #[test]
     fn a_move_with_no_new_address_clears_the_old_one_after_the_grace() {
-        let mut hlr = core();
-        let imsi = "001010000000001";
-        register(&mut hlr, "visited", imsi);
-        report(&mut hlr, "visited", imsi, "198.51.100.100");
-        register(&mut hlr, "visited2", imsi);
+        let (mut hlr, imsi) = (moved_to_visited2(), "001010000000001");
         for _ in 1..MOVE_GRACE_SWEEPS {
             assert!(hlr.sweep().is_empty());
         }
@@ -914,11 +919,7 @@ mod tests {
 
     #[test]
     fn a_move_under_way_when_the_hlr_stopped_goes_on_after_its_restart() {
-        let mut hlr = core();
-        let imsi = "001010000000001";
-        register(&mut hlr, "visited", imsi);
-        report(&mut hlr, "visited", imsi, "198.51.100.100");
-        register(&mut hlr, "visited2", imsi);
+        let (hlr, imsi) = (moved_to_visited2(), "001010000000001");
         let mut restarted = core_with(hlr.state.clone());
         for _ in 1..MOVE_GRACE_SWEEPS {
             assert!(restarted.sweep().is_empty());

@@ -173,7 +173,7 @@ fn attach(
         LAB,
         terminal,
         Some("visited"),
-        "builtin",
+        &Default::default(),
     ))?;
     let address = a.address.context("the terminal got no address")?;
     let resolvable = a

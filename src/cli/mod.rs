@@ -159,6 +159,10 @@ enum Command {
         /// terminal without one (its address may then come through a DHCP relay).
         #[arg(long, default_value = "builtin", value_parser = ["builtin", "dhclient", "udhcpc", "dhcpcd", "none"])]
         dhcp_client: String,
+        /// The host name the terminal claims at attach (claim 23); its home must hold the
+        /// same name, or the attach is refused. One terminal only.
+        #[arg(long, conflicts_with = "all")]
+        host_name: Option<String>,
         /// Lab name (default: the only lab there is).
         #[arg(long)]
         lab: Option<String>,
@@ -531,11 +535,16 @@ pub fn run(cli: Cli) -> Result<()> {
             at,
             lab,
             dhcp_client,
+            host_name,
         } => {
             require_root("attach")?;
             let lab = lab::resolve(lab.as_deref())?;
             let parallel = usize::from(parallel);
-            terminals::attach(&lab, &terminals, all, at.as_deref(), &dhcp_client, parallel)
+            let setup = crate::lab::terminals::TerminalSetup {
+                dhcp_client,
+                host_name,
+            };
+            terminals::attach(&lab, &terminals, all, at.as_deref(), &setup, parallel)
         }
         Command::Detach {
             terminals,

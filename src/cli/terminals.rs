@@ -160,7 +160,7 @@ pub fn attach(
     patterns: &[String],
     all: bool,
     at: Option<&str>,
-    dhcp_client: &str,
+    setup: &terminals::TerminalSetup,
     parallel: usize,
 ) -> Result<()> {
     let names = chosen(
@@ -170,17 +170,18 @@ pub fn attach(
         all,
         "subscriber",
     )?;
+    if setup.host_name.is_some() && names.len() != 1 {
+        bail!(
+            "--host-name is one terminal's claim, and {} terminals were named",
+            names.len()
+        );
+    }
     let progress = Progress::default();
     let started = Instant::now();
     let mut outcomes = with_progress("attach", &progress, || {
         super::runtime()?
             .block_on(terminals::attach_many(
-                lab,
-                &names,
-                at,
-                dhcp_client,
-                parallel,
-                &progress,
+                lab, &names, at, setup, parallel, &progress,
             ))
             .map_err(anyhow::Error::from)
     })?;

@@ -472,16 +472,34 @@ pub async fn attach(
     lab: &str,
     terminal: &str,
     at: Option<&str>,
-    dhcp_client: &str,
+    setup: &TerminalSetup,
 ) -> Result<Attached, TerminalError> {
     let names = [terminal.to_string()];
-    let mut outcomes = attach_many(lab, &names, at, dhcp_client, 1, &Progress::default()).await?;
+    let mut outcomes = attach_many(lab, &names, at, setup, 1, &Progress::default()).await?;
     outcomes.pop().map(|(_, r)| r).unwrap_or_else(|| {
         Err(TerminalError::NotAttached {
             lab: lab.into(),
             terminal: terminal.into(),
         })
     })
+}
+
+/// How a terminal's agent runs: the DHCP client it uses for its address (`builtin`, a stock
+/// client's name, or `none`), and the host name it claims at attach (claim 23: the visited
+/// network learns it from the terminal, and its home must hold the same name).
+#[derive(Debug, Clone)]
+pub struct TerminalSetup {
+    pub dhcp_client: String,
+    pub host_name: Option<String>,
+}
+
+impl Default for TerminalSetup {
+    fn default() -> Self {
+        TerminalSetup {
+            dhcp_client: "builtin".into(),
+            host_name: None,
+        }
+    }
 }
 
 /// Attaches terminals at a visited network, `parallel` agents starting at a time. The lab
@@ -492,7 +510,7 @@ pub async fn attach_many(
     lab: &str,
     terminals: &[String],
     at: Option<&str>,
-    dhcp_client: &str,
+    setup: &TerminalSetup,
     parallel: usize,
     progress: &Progress,
 ) -> Result<Outcomes<Attached>, TerminalError> {
@@ -591,15 +609,7 @@ pub async fn attach_many(
             fail(&terminal, cause, &mut outcomes);
             continue;
         }
-        match write_terminal_files(
-            &dir,
-            &topology,
-            &mut kernel,
-            &subscriber,
-            &visited,
-            dhcp_client,
-        )
-        .await
+        match write_terminal_files(&dir, &topology, &mut kernel, &subscriber, &visited, setup).await
         {
             Ok(spec) => prepared.push(Prepared {
                 subscriber,
@@ -675,7 +685,7 @@ async fn write_terminal_files(
     kernel: &mut NetlinkKernel,
     subscriber: &Subscriber,
     visited: &str,
-    dhcp_client: &str,
+    setup: &TerminalSetup,
 ) -> std::io::Result<AgentSpec> {
     let terminal = &subscriber.name;
     let namespace = topology.namespace(terminal);
@@ -688,14 +698,14 @@ async fn write_terminal_files(
         imsi: subscriber.imsi.clone(),
         k: hex(&subscriber.k),
         opc: hex(&subscriber.opc),
-        claim_host_name: None,
+        claim_host_name: setup.host_name.clone(),
         cell_socket: dir.cell_socket(visited),
         state_file: dir.terminal_state(terminal),
         // Its own log: the lab's is not the device's to write (see `events::Tail`).
         events_file: dir.terminal_events(terminal),
         interface: "eth0".into(),
-        dhcp: dhcp_client != "none",
-        dhcp_client: dhcp_client.to_string(),
+        dhcp: setup.dhcp_client != "none",
+        dhcp_client: setup.dhcp_client.clone(),
         http_port: subscriber.http_port,
     };
     let config_path = dir.terminal_config(terminal);
@@ -761,7 +771,7 @@ async fn run_attach(
         Err(cause) => {
             progress.finished(false);
             let e = match terminal_state.refusal() {
-                Some(why) => refused(with_dhcp_reason(&dir, &p.subscriber.imsi, why)),
+                Some(why) => refused(with_network_reason(&dir, &p.subscriber.imsi, why)),
                 None => TerminalError::Agent {
                     terminal: terminal.clone(),
                     cause,
@@ -798,19 +808,30 @@ async fn run_attach(
     (terminal, Some(agent), result)
 }
 
-/// A terminal's refusal for want of an address, with what the visited DHCP server said of
-/// it (its last `no lease` event: the pool it ran out of, say), which the terminal cannot
-/// know: a DHCP server does not answer a DISCOVER it cannot serve.
-fn with_dhcp_reason(dir: &LabDir, imsi: &str, why: String) -> String {
-    if !why.contains("no address") {
+/// Reads the reason out of an event's fields.
+type EventReason = fn(&serde_json::Map<String, serde_json::Value>) -> Option<String>;
+
+/// A terminal's refusal with what the visited network said of it, which the terminal cannot
+/// know: for want of an address, the DHCP server's last `no lease` event (the pool it ran
+/// out of, say: a DHCP server does not answer a DISCOVER it cannot serve); for an illegal
+/// MS, the VLR's `host name refused` (the name claimed, and the one its home holds).
+fn with_network_reason(dir: &LabDir, imsi: &str, why: String) -> String {
+    let (event, said): (&str, EventReason) = if why.contains("no address") {
+        ("no lease", |f| Some(f.get("why")?.as_str()?.to_string()))
+    } else if why.contains("illegal MS") {
+        ("host name refused", |f| {
+            let (claimed, own) = (f.get("claimed")?.as_str()?, f.get("own")?.as_str()?);
+            Some(format!("it claimed {claimed}, and its home holds {own}"))
+        })
+    } else {
         return why;
-    }
+    };
     let events = crate::events::read_all(dir).unwrap_or_default();
     let said = events
         .iter()
         .rev()
-        .find(|e| e.event == "no lease" && e.terminal.as_deref() == Some(imsi))
-        .and_then(|e| Some((e.agent.clone(), e.fields.get("why")?.as_str()?.to_string())));
+        .find(|e| e.event == event && e.terminal.as_deref() == Some(imsi))
+        .and_then(|e| Some((e.agent.clone(), said(&e.fields)?)));
     match said {
         Some((agent, reason)) => format!("{why} ({agent}: {reason})"),
         None => why,
