@@ -399,8 +399,11 @@ async fn serve_terminal(vlr: Arc<Vlr>, stream: UnixStream) {
                     // up elsewhere) ends the wait: nothing is left to detach.
                     tokio::select! {
                         _ = tokio::time::sleep(after) => {
-                            detach(&vlr, home, &imsi, since, "implicit detach").await;
-                            vlr.emit("implicit detach", &imsi, json!({"after_s": after.as_secs()}));
+                            // Not when the terminal came back meanwhile: that is a new
+                            // registration.
+                            if detach(&vlr, home, &imsi, since, "implicit detach").await {
+                                vlr.emit("implicit detach", &imsi, json!({"after_s": after.as_secs()}));
+                            }
                         }
                         _ = cancelled.recv() => {}
                     }
@@ -583,16 +586,18 @@ async fn serve_local(vlr: Arc<Vlr>, stream: UnixStream) {
 
 /// Ends a registration (`since`: only that one, not a later one of the same IMSI) and
 /// purges it at home.
-async fn detach(vlr: &Arc<Vlr>, home: &str, imsi: &str, since: Option<f64>, why: &str) {
+/// Ends the registration of `imsi` that began at `since` (any, if none) and purges it at
+/// home; whether there was one.
+async fn detach(vlr: &Arc<Vlr>, home: &str, imsi: &str, since: Option<f64>, why: &str) -> bool {
     let removed = vlr.registry.lock().expect("lock").remove(imsi, since);
     if removed.is_none() {
-        return;
+        return false;
     }
     vlr.cancels.lock().expect("lock").remove(imsi);
     vlr.save_attached();
     tracing::info!(imsi, "detached: {why}");
     let Some(link) = vlr.link_to(home) else {
-        return;
+        return true;
     };
     if let Err(c) = vlr
         .request(&link, Message::new(msg::PURGE_MS_REQUEST, imsi))
@@ -600,6 +605,7 @@ async fn detach(vlr: &Arc<Vlr>, home: &str, imsi: &str, since: Option<f64>, why:
     {
         tracing::warn!(imsi, "purge failed: {}", cause::name(c));
     }
+    true
 }
 
 /// Runs the VLR until SIGTERM.
