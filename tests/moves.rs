@@ -273,23 +273,7 @@ fn a_subscriber_without_packet_data_is_registered_without_an_address() {
         said.contains("voice1 has no address: its profile has no packet-data service"),
         "{said}"
     );
-    let client = lab.exec(
-        "voice1",
-        &[
-            "udhcpc",
-            "-i",
-            "eth0",
-            "-f",
-            "-n",
-            "-q",
-            "-t",
-            "2",
-            "-T",
-            "1",
-            "-s",
-            "/bin/true",
-        ],
-    );
+    let client = lab.exec("voice1", &common::UDHCPC_ONCE);
     assert!(
         !client.status.success(),
         "udhcpc got a lease without packet data: {}",

@@ -639,22 +639,9 @@ fn a_stock_client_claiming_another_subscribers_name_gets_no_lease_and_no_record(
     let Some(lab) = up("roamclaim") else { return };
     let phone = attach(&lab, "phone1");
     // udhcpc in phone1's node (an authorised MAC) claims phone2's name, by option 81 and
-    // then by option 12; `-s /bin/true` keeps it from touching the interface.
+    // then by option 12.
     for claim in [["-F", "phone2.home.example"], ["-x", "hostname:phone2"]] {
-        let mut args = vec![
-            "udhcpc",
-            "-i",
-            "eth0",
-            "-f",
-            "-n",
-            "-q",
-            "-t",
-            "2",
-            "-T",
-            "1",
-            "-s",
-            "/bin/true",
-        ];
+        let mut args = common::UDHCPC_ONCE.to_vec();
         args.extend(claim);
         let out = lab.exec("phone1", &args);
         assert!(

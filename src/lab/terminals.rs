@@ -26,7 +26,7 @@ use crate::plan::{Plan, Step, Sysctl, LOOPBACK_INDEX};
 use crate::supervisor::enter::View;
 use crate::supervisor::AgentRecord;
 use crate::supervisor::{self, AgentSpec, SupervisorError};
-use crate::topology::{Role, Subscriber, Topology};
+use crate::topology::{Role, Service, Subscriber, Topology};
 
 /// How long a terminal's agent has to complete its attach.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -312,7 +312,9 @@ fn visited_of(lab: &str, topology: &Topology, at: Option<&str>) -> Result<String
     let visited_nodes: Vec<&str> = topology
         .nodes
         .iter()
-        .filter(|n| n.role == Role::Visited && n.services.iter().any(|s| s.kind() == "vlr"))
+        .filter(|n| {
+            n.role == Role::Visited && n.services.iter().any(|s| matches!(s, Service::Vlr { .. }))
+        })
         .map(|n| n.name.as_str())
         .collect();
     let why = match (at, visited_nodes.as_slice()) {

@@ -197,6 +197,23 @@ pub fn kill_agent(status: &serde_json::Value, name: &str) {
     .unwrap();
 }
 
+/// udhcpc asking once for a lease on eth0 (two tries, a second each) and leaving the
+/// interface alone (`-s /bin/true`): it exits non-zero when no lease came.
+pub const UDHCPC_ONCE: [&str; 12] = [
+    "udhcpc",
+    "-i",
+    "eth0",
+    "-f",
+    "-n",
+    "-q",
+    "-t",
+    "2",
+    "-T",
+    "1",
+    "-s",
+    "/bin/true",
+];
+
 /// Polls `check` every 100 ms until it holds or `limit` passes; how long it took.
 pub fn within(
     limit: std::time::Duration,
