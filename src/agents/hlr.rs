@@ -89,8 +89,8 @@ const DNS_LANES: usize = 32;
 /// How many sweeps (one a second) a moving terminal's old address stays at home while the
 /// new network has not reported one: past that the name is cleared. Longer than a DHCP
 /// client's first exchange takes, even with retries.
-const MOVE_GRACE_SWEEPS: u32 = super::MOVE_GRACE_SECS as u32;
-/// How often [`HlrCore::sweep`] runs (one sweep a second, as the grace counts them).
+const MOVE_GRACE_SWEEPS: u32 = 10;
+/// How often [`HlrCore::sweep`] runs.
 const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The outcome of one message: what to send, and whether the state must be saved.

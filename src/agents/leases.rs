@@ -10,9 +10,6 @@ use serde::{Deserialize, Serialize};
 
 /// How long a declined address stays out of the pool.
 pub const PROBATION_SECS: u64 = 600;
-/// How long the address of a terminal that detached stays out of the pool: its home may
-/// still name it while the terminal moves (twice the grace, for the home DNS's queue).
-pub const DETACHED_HOLD_SECS: u64 = 2 * super::MOVE_GRACE_SECS;
 /// How long an offer is held for the client that was offered it.
 pub const OFFER_HOLD_SECS: u64 = 30;
 
@@ -478,11 +475,6 @@ impl LeaseBook {
             let why = if l.expires <= now {
                 "lease expired"
             } else {
-                // A move, maybe: its home may go on naming this address for a while, and
-                // no other terminal gets it meanwhile.
-                if !l.offered {
-                    self.probation.insert(ip, now + DETACHED_HOLD_SECS);
-                }
                 "detached"
             };
             changes.extend(l.ended(why));
@@ -518,30 +510,6 @@ mod tests {
             host_name: format!("phone{n}.home.example"),
             packet_data: true,
         }
-    }
-
-    /// Found in review of make-before-break: the HLR keeps a moving terminal's old address
-    /// at home until the new one comes, and the old network handed that address to the next
-    /// client at once, so the name could point at another terminal.
-    #[test]
-    fn a_detached_terminals_address_goes_to_no_other_terminal_while_its_home_may_name_it() {
-        let mut b = book();
-        let ip = Ipv4Addr::new(198, 51, 100, 100);
-        b.handle(&req(Kind::Request, 1, Some(ip)), Some(&who(1)), ME, 600, 0);
-        b.sweep(1, &|imsi, _| imsi != who(1).imsi);
-        let (offer, _) = b.handle(&req(Kind::Discover, 2, None), Some(&who(2)), ME, 600, 2);
-        assert_eq!(offer, Answer::Offer(Ipv4Addr::new(198, 51, 100, 101)));
-        let asked = b.handle(&req(Kind::Request, 3, Some(ip)), Some(&who(3)), ME, 600, 2);
-        assert!(!matches!(asked.0, Answer::Ack(_)), "{asked:?}");
-        b.sweep(1 + DETACHED_HOLD_SECS, &|_, _| true);
-        let (offer, _) = b.handle(
-            &req(Kind::Discover, 3, None),
-            Some(&who(3)),
-            ME,
-            600,
-            1 + DETACHED_HOLD_SECS,
-        );
-        assert_eq!(offer, Answer::Offer(ip));
     }
 
     /// Claim 13: a subscriber registered without packet-data service gets no lease.
@@ -842,16 +810,8 @@ mod tests {
         let gone = b.sweep(1, &|imsi, _| imsi != who(1).imsi);
         assert!(matches!(&gone[..], [Binding::Unbound { why, .. }] if why == "detached"));
         let expired = {
-            // Once the detached terminal's address is out of its hold.
-            let after = 1 + DETACHED_HOLD_SECS;
-            b.handle(
-                &req(Kind::Request, 2, Some(ip)),
-                Some(&who(2)),
-                ME,
-                600,
-                after,
-            );
-            b.sweep(after + 601, &|_, _| true)
+            b.handle(&req(Kind::Request, 2, Some(ip)), Some(&who(2)), ME, 600, 0);
+            b.sweep(601, &|_, _| true)
         };
         assert!(matches!(&expired[..], [Binding::Unbound { why, .. }] if why == "lease expired"));
     }
