@@ -296,3 +296,76 @@ fn a_subscriber_without_packet_data_is_registered_without_an_address() {
     attach_at("mvvoice", "phone1", "visited");
     drop(lab);
 }
+
+/// Found in review of make-before-break: while a moved terminal's new network had reported
+/// no address, its home went on naming the old one (for the HLR's grace), and the old
+/// network leased that address to the next terminal at once, so the name pointed at another
+/// terminal. The old network now holds the address for its subscriber alone, and gives it
+/// back to it when it returns.
+#[test]
+fn a_moved_terminals_old_address_goes_to_no_other_terminal_while_its_home_names_it() {
+    let Some(lab) = up("mvhold") else { return };
+    let fixed = "mvhold-fixed1";
+    let old = attach_at("mvhold", "phone1", "visited");
+    let args = [
+        "attach",
+        "phone1",
+        "--at",
+        "visited2",
+        "--dhcp-client",
+        "none",
+    ];
+    let out = roamlab(&[&args[..], &["--lab", "mvhold"]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let ended = common::within(Duration::from_secs(10), || {
+        leases("mvhold").values().all(|l| l["host_name"] != PHONE)
+    });
+    assert!(ended.is_some(), "the old network kept the lease");
+    assert_eq!(
+        ask(fixed, HOME_DNS, PHONE, false),
+        Answer::Addresses(vec![old]),
+        "the home no longer names the old address: nothing to hold"
+    );
+    let second = attach_at("mvhold", "phone2", "visited");
+    assert_ne!(second, old, "phone2 got the address phone1's home names");
+    if let Answer::Addresses(named) = ask(fixed, HOME_DNS, PHONE, false) {
+        assert!(!named.contains(&second), "{PHONE} names phone2's address");
+    }
+    let back = attach_at("mvhold", "phone1", "visited");
+    assert_eq!(
+        back, old,
+        "phone1 came back and did not get its address again"
+    );
+    drop(lab);
+}
+
+/// The TTL of mobile names is set per zone or per subscriber (issue 10, deliverable 4):
+/// phone2 has its own 5 s, phone1 its zone's 0.
+#[test]
+fn a_subscribers_own_ttl_overrides_its_zones() {
+    let Some(lab) = up("mvttl") else { return };
+    attach_at("mvttl", "phone1", "visited");
+    attach_at("mvttl", "phone2", "visited");
+    let ttl = |name: &str| {
+        let out = lab.exec(
+            "fixed1",
+            &[
+                "dig",
+                "+norec",
+                "+noall",
+                "+answer",
+                "@192.0.2.53",
+                name,
+                "A",
+            ],
+        );
+        let said = String::from_utf8_lossy(&out.stdout).to_string();
+        said.split_whitespace()
+            .nth(1)
+            .and_then(|t| t.parse::<u32>().ok())
+            .unwrap_or_else(|| panic!("no record of {name}: {said}"))
+    };
+    assert_eq!(ttl(PHONE), 0);
+    assert_eq!(ttl("phone2.home.example"), 5);
+    drop(lab);
+}

@@ -20,7 +20,7 @@ use serde_json::json;
 use super::leases::{Answer, Authorised, Binding, Kind, LeaseBook, Pool, Request};
 use super::queue::{dns_failure, DurableQueue, Failure, MAX_BACKLOG};
 use super::signaling;
-use crate::contract::configs::{DhcpConfig, DnsTarget, RelayConfig};
+use crate::contract::configs::{DhcpConfig, DnsTarget, Mode, NameSource, RelayConfig};
 use crate::contract::published::{format_mac, AttachedFollower};
 use crate::dns::update::UpdateTarget;
 use crate::events::EventLog;
@@ -128,6 +128,10 @@ enum DdnsOp {
         imsi: String,
         host_name: String,
         ip: Ipv4Addr,
+        /// The name is the terminal's claim, for its home to verify before anything is
+        /// written (a network whose names come from terminals).
+        #[serde(default)]
+        claimed: bool,
     },
     Unbind {
         imsi: String,
@@ -144,10 +148,12 @@ impl DdnsOp {
     }
 }
 
-/// The lease book on disk: its leases and its declined addresses, a journal each.
+/// The lease book on disk: its leases, its declined addresses and the addresses it holds
+/// for subscribers, a journal each.
 struct BookFiles {
     leases: Journal<Ipv4Addr, super::leases::Lease>,
     probation: Journal<Ipv4Addr, u64>,
+    held: Journal<Ipv4Addr, super::leases::Hold>,
 }
 
 impl BookFiles {
@@ -155,6 +161,7 @@ impl BookFiles {
         Ok(BookFiles {
             leases: Journal::open(&config.leases_file)?,
             probation: Journal::open(&config.probation_file)?,
+            held: Journal::open(&config.held_file)?,
         })
     }
 
@@ -164,6 +171,7 @@ impl BookFiles {
             config.pool_end,
             self.leases.records().clone(),
             self.probation.records().clone(),
+            self.held.records().clone(),
         )
     }
 }
@@ -180,14 +188,16 @@ struct Server {
 }
 
 impl Server {
-    /// Writes what changed in the book: a line per address whose lease or probation changed.
+    /// Writes what changed in the book: a line per address whose lease, probation or hold
+    /// changed.
     fn save(&self, book: &mut LeaseBook) {
         let mut files = self.files.lock().expect("lock");
         for ip in book.take_dirty() {
             let saved = files
                 .leases
                 .put(&ip, book.leases.get(&ip))
-                .and_then(|_| files.probation.put(&ip, book.probation.get(&ip)));
+                .and_then(|_| files.probation.put(&ip, book.probation.get(&ip)))
+                .and_then(|_| files.held.put(&ip, book.held.get(&ip)));
             if let Err(e) = saved {
                 tracing::error!("cannot save leases: {e}");
             }
@@ -207,10 +217,22 @@ impl Server {
                         Some(&imsi),
                         json!({"address": ip, "host_name": host_name}),
                     );
+                    let claimed = self.config.name_source == NameSource::Terminal;
+                    if claimed && host_name.is_empty() {
+                        // Nothing to verify, and the home's own word is not this
+                        // network's source: the terminal has an address and no name.
+                        self.events.emit(
+                            "no host name",
+                            Some(&imsi),
+                            json!({"address": ip, "why": "the terminal said none, and this network learns names from its terminals"}),
+                        );
+                        continue;
+                    }
                     self.queue.push(DdnsOp::Bind {
                         imsi,
                         host_name,
                         ip,
+                        claimed,
                     });
                 }
                 Binding::Unbound {
@@ -278,12 +300,21 @@ impl Server {
                 imsi,
                 host_name,
                 ip,
+                claimed,
             } => {
-                let mut report = Message::new(msg::SESSION_ADDRESS_REQUEST, imsi);
-                report.session_address = Some((*ip).into());
-                let answer = self.tell_home(report).await?;
-                // The host name is the home network's word for it (claim 24).
-                let name = answer.host_name.unwrap_or_else(|| host_name.clone());
+                let name = if self.config.mode == Mode::NoUpdate {
+                    // The background art ([0011]): the home network is not told.
+                    host_name.clone()
+                } else {
+                    let mut report = Message::new(msg::SESSION_ADDRESS_REQUEST, imsi);
+                    report.session_address = Some((*ip).into());
+                    // Claim 23: the home verifies the terminal's word before it writes
+                    // anything, and nothing is written here unless it did.
+                    report.host_name = claimed.then(|| host_name.clone());
+                    let answer = self.tell_home(report).await?;
+                    // The host name is the home network's word for it (claim 24).
+                    answer.host_name.unwrap_or_else(|| host_name.clone())
+                };
                 if let Some(zone) = self.reverse_target(*ip) {
                     let target = UpdateTarget::load(zone).map_err(|e| e.to_string())?;
                     let change = Change::Replace {
@@ -313,6 +344,9 @@ impl Server {
                     Some(imsi),
                     json!({"address": ip}),
                 );
+                if self.config.mode == Mode::NoUpdate {
+                    return Ok(());
+                }
                 match self
                     .tell_home(Message::new(msg::SESSION_WITHDRAW_REQUEST, imsi))
                     .await
@@ -784,7 +818,8 @@ async fn serve_relays(
 pub async fn run(config: DhcpConfig) -> std::io::Result<()> {
     let events = EventLog::open(&config.events_file, &format!("{}/dhcp", config.name))?;
     let files = BookFiles::open(&config)?;
-    let book = files.book(&config);
+    let mut book = files.book(&config);
+    book.name_source = config.name_source;
     let socket = wire::bind_socket(&config.interface, 67).map_err(|e| {
         std::io::Error::new(
             e.kind(),

@@ -69,8 +69,14 @@ pub struct Outgoing {
 /// A change to the home DNS that follows a terminal's session address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DnsOp {
-    /// host name → address (replacing any other address of the name).
-    Set { host_name: String, address: IpAddr },
+    /// host name → address (replacing any other address of the name), with the
+    /// subscriber's own TTL if it has one (else the zone's).
+    Set {
+        host_name: String,
+        address: IpAddr,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl: Option<u32>,
+    },
     /// The name has no address any more.
     Clear { host_name: String },
 }
@@ -89,9 +95,18 @@ const DNS_LANES: usize = 32;
 /// How many sweeps (one a second) a moving terminal's old address stays at home while the
 /// new network has not reported one: past that the name is cleared. Longer than a DHCP
 /// client's first exchange takes, even with retries.
-const MOVE_GRACE_SWEEPS: u32 = 10;
-/// How often [`HlrCore::sweep`] runs.
+const MOVE_GRACE_SWEEPS: u32 = super::MOVE_GRACE_SECS as u32;
+/// How often [`HlrCore::sweep`] runs (one sweep a second, as the grace counts them).
 const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether a host name a terminal claims is `own`: the whole name, or its first label (a
+/// DHCP client's option 12), in any case, with or without the root's dot.
+fn names_the_same(claim: &str, own: &str) -> bool {
+    let claim = claim.trim_end_matches('.');
+    let own = own.trim_end_matches('.');
+    let first = own.split('.').next().unwrap_or_default();
+    claim.eq_ignore_ascii_case(own) || claim.eq_ignore_ascii_case(first)
+}
 
 /// The outcome of one message: what to send, and whether the state must be saved.
 #[derive(Debug, Default, PartialEq)]
@@ -363,6 +378,20 @@ impl HlrCore {
                             "no session address".to_string(),
                         );
                     };
+                    // Claim 23: a network that learned the name from the terminal asks
+                    // whether it is the subscriber's; nothing is written if it is not.
+                    if let Some(claim) = &m.host_name {
+                        if !names_the_same(claim, &host_name) {
+                            return refuse(
+                                cause::ILLEGAL_MS,
+                                format!(
+                                    "{}: the terminal claims host name {claim}, and its home \
+                                     holds {host_name}",
+                                    sub.record.name
+                                ),
+                            );
+                        }
+                    }
                     if !self.pools.iter().any(|p| p.network == from)
                         || !self.in_pools_of(from, address)
                     {
@@ -381,6 +410,7 @@ impl HlrCore {
                         dns.push(DnsOp::Set {
                             host_name: host_name.clone(),
                             address,
+                            ttl: sub.record.ttl,
                         });
                     }
                     state.address = Some(address);
@@ -608,9 +638,14 @@ async fn update_home_dns(
     events: std::sync::Arc<EventLog>,
 ) -> Result<(), Failure> {
     use crate::dns::update::{self, Change, RecordData, RecordKind};
-    let t = crate::dns::update::UpdateTarget::load(&target).map_err(|e| e.to_string())?;
+    let mut t = crate::dns::update::UpdateTarget::load(&target).map_err(|e| e.to_string())?;
+    if let DnsOp::Set { ttl: Some(ttl), .. } = op {
+        t.ttl = ttl;
+    }
     let (change, what) = match &op {
-        DnsOp::Set { host_name, address } => (
+        DnsOp::Set {
+            host_name, address, ..
+        } => (
             Change::Replace {
                 name: host_name.clone(),
                 data: RecordData::Address(*address),
@@ -819,6 +854,7 @@ mod tests {
             opc: "cd63cb71954a9f4e48a5994e37a02baf".into(),
             roaming,
             packet_data: true,
+            ttl: None,
         };
         let mut n = 0u8;
         HlrCore::new(
@@ -828,6 +864,10 @@ mod tests {
                 SubscriberRecord {
                     packet_data: false,
                     ..sub("voice1", "001010000000004", true)
+                },
+                SubscriberRecord {
+                    ttl: Some(0),
+                    ..sub("fast1", "001010000000005", true)
                 },
             ],
             state,
@@ -889,7 +929,8 @@ mod tests {
             new.dns,
             [DnsOp::Set {
                 host_name: "phone1.home.example".into(),
-                address: "203.0.113.100".parse().unwrap()
+                address: "203.0.113.100".parse().unwrap(),
+                ttl: None,
             }]
         );
         for _ in 0..MOVE_GRACE_SWEEPS * 2 {
@@ -1146,7 +1187,8 @@ mod tests {
             out.dns,
             [DnsOp::Set {
                 host_name: "phone1.home.example".into(),
-                address: report.session_address.unwrap()
+                address: report.session_address.unwrap(),
+                ttl: None,
             }]
         );
         assert!(
@@ -1164,6 +1206,64 @@ mod tests {
             }]
         );
         assert_eq!(hlr.state["001010000000001"].address, None);
+    }
+
+    /// A subscriber's own TTL goes with its record; the others take their zone's.
+    #[test]
+    fn a_subscribers_own_ttl_goes_with_its_home_record() {
+        let mut hlr = core();
+        for (imsi, address, ttl) in [
+            ("001010000000005", "198.51.100.100", Some(0)),
+            ("001010000000001", "198.51.100.101", None),
+        ] {
+            register(&mut hlr, "visited", imsi);
+            let out = report(&mut hlr, "visited", imsi, address);
+            assert!(
+                matches!(&out.dns[..], [DnsOp::Set { ttl: t, .. }] if *t == ttl),
+                "{imsi}: {:?}",
+                out.dns
+            );
+        }
+    }
+
+    /// Claim 23: a network that learned the name from the terminal reports it with the
+    /// address; the home writes the record only if it is the subscriber's own name.
+    #[test]
+    fn a_claimed_host_name_is_verified_before_anything_is_written() {
+        let mut hlr = core();
+        let imsi = "001010000000001";
+        register(&mut hlr, "visited", imsi);
+        let claiming = |claim: &str| {
+            let mut report = req(msg::SESSION_ADDRESS_REQUEST, imsi);
+            report.session_address = Some("198.51.100.100".parse().unwrap());
+            report.host_name = Some(claim.into());
+            report
+        };
+        let refused = hlr.handle("visited", &claiming("homebound1.home.example"));
+        assert_eq!(refused.send[0].message.cause, Some(cause::ILLEGAL_MS));
+        assert_eq!(
+            refused.refusal.as_deref(),
+            Some("phone1: the terminal claims host name homebound1.home.example, and its home holds phone1.home.example")
+        );
+        assert!(refused.dns.is_empty());
+        assert_eq!(hlr.state[imsi].address, None);
+        for own in ["PHONE1.home.example.", "phone1"] {
+            let out = hlr.handle("visited", &claiming(own));
+            assert_eq!(
+                out.send[0].message.msg_type,
+                msg::SESSION_ADDRESS_RESULT,
+                "{own}"
+            );
+            assert_eq!(
+                out.send[0].message.host_name.as_deref(),
+                Some("phone1.home.example"),
+                "the home's answer is the whole name"
+            );
+        }
+        assert_eq!(
+            hlr.state[imsi].address,
+            Some("198.51.100.100".parse().unwrap())
+        );
     }
 
     #[test]

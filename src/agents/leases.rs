@@ -1,17 +1,31 @@
 //! The DHCP server's lease book (RFC 2131), pure: DISCOVER/OFFER/REQUEST/ACK/NAK, RELEASE,
 //! DECLINE (the address goes on probation), INFORM, expiry. It hands out addresses only
 //! to terminals the VLR has authorised, and reports every binding that starts or ends so
-//! that DNS follows the leases.
+//! that DNS follows the leases. A bound address that ends is held for its subscriber a
+//! while, since its home may still name it (make before break): nobody else gets it then.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::contract::configs::NameSource;
+
 /// How long a declined address stays out of the pool.
 pub const PROBATION_SECS: u64 = 600;
 /// How long an offer is held for the client that was offered it.
 pub const OFFER_HOLD_SECS: u64 = 30;
+/// How long a subscriber's address stays its own after its lease ended: its home goes on
+/// naming that address while the subscriber moves, for the HLR's grace at the most, and
+/// its DNS queue may retry a while past that.
+pub const HOLD_SECS: u64 = 3 * super::MOVE_GRACE_SECS;
+
+/// An address that only one subscriber may be given, until `until` (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub imsi: String,
+    pub until: u64,
+}
 
 /// A terminal the VLR lists as attached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +135,12 @@ pub struct LeaseBook {
     pub leases: BTreeMap<Ipv4Addr, Lease>,
     /// Declined addresses and when they come back.
     pub probation: BTreeMap<Ipv4Addr, u64>,
-    /// The addresses whose lease or probation changed since [`LeaseBook::take_dirty`]: what
+    /// Where the network takes a terminal's host name from: with `Terminal`, a client the
+    /// VLR knows no name for is bound under the name it claims (its home verifies it).
+    pub name_source: NameSource,
+    /// Addresses whose lease ended, kept for their subscriber (see [`HOLD_SECS`]).
+    pub held: BTreeMap<Ipv4Addr, Hold>,
+    /// The addresses whose lease, probation or hold changed since [`LeaseBook::take_dirty`]: what
     /// the server writes down, instead of comparing every lease after every packet.
     #[serde(skip)]
     dirty: BTreeSet<Ipv4Addr>,
@@ -131,6 +150,9 @@ pub struct LeaseBook {
     by_link: HashMap<[u8; 6], Ipv4Addr>,
     #[serde(skip)]
     by_subscriber: HashMap<String, Ipv4Addr>,
+    /// Which address is held for each subscriber (the newest, if several).
+    #[serde(skip)]
+    held_for: HashMap<String, Ipv4Addr>,
 }
 
 /// What a client asked, reduced to what the lease book needs.
@@ -166,18 +188,22 @@ impl LeaseBook {
         }
     }
 
-    /// A book holding `leases` and `probation` (as read back from disk).
+    /// A book holding `leases`, `probation` and `held` (as read back from disk).
     pub fn restored(
         start: Ipv4Addr,
         end: Ipv4Addr,
         leases: BTreeMap<Ipv4Addr, Lease>,
         probation: BTreeMap<Ipv4Addr, u64>,
+        held: BTreeMap<Ipv4Addr, Hold>,
     ) -> Self {
         let mut book = LeaseBook::new(start, end);
         for (ip, lease) in leases {
             book.put(ip, lease);
         }
         book.probation = probation;
+        for (ip, hold) in held {
+            book.hold(ip, hold);
+        }
         book.dirty.clear();
         book
     }
@@ -189,6 +215,7 @@ impl LeaseBook {
         candidates: &[Option<Ipv4Addr>],
         ends: impl Fn(&Lease) -> bool,
         why: &str,
+        now: u64,
     ) -> Vec<Binding> {
         let mut picked: Vec<Ipv4Addr> = candidates
             .iter()
@@ -199,8 +226,59 @@ impl LeaseBook {
         picked.dedup();
         picked
             .into_iter()
-            .filter_map(|ip| self.take(ip)?.ended(why))
+            .filter_map(|ip| self.end(ip, why, now))
             .collect()
+    }
+
+    /// Ends the lease on `ip`: a bound one is held for its subscriber, who may still be
+    /// named by it at home.
+    fn end(&mut self, ip: Ipv4Addr, why: &str, now: u64) -> Option<Binding> {
+        let lease = self.take(ip)?;
+        if !lease.offered {
+            let hold = Hold {
+                imsi: lease.imsi.clone(),
+                until: now + HOLD_SECS,
+            };
+            self.hold(ip, hold);
+        }
+        lease.ended(why)
+    }
+
+    /// Holds `ip` for one subscriber, and only it: a subscriber's home names one address at
+    /// a time, so its older hold ends (a terminal cycling through addresses holds no more).
+    fn hold(&mut self, ip: Ipv4Addr, hold: Hold) {
+        if let Some(older) = self.held_for.get(&hold.imsi).copied() {
+            self.unhold(older);
+        }
+        self.unhold(ip);
+        self.dirty.insert(ip);
+        self.held_for.insert(hold.imsi.clone(), ip);
+        self.held.insert(ip, hold);
+    }
+
+    fn unhold(&mut self, ip: Ipv4Addr) {
+        if let Some(old) = self.held.remove(&ip) {
+            self.dirty.insert(ip);
+            if self.held_for.get(&old.imsi) == Some(&ip) {
+                self.held_for.remove(&old.imsi);
+            }
+        }
+    }
+
+    /// Whether `ip` may be given to subscriber `imsi`: it is held for nobody else.
+    fn open_to(&self, ip: &Ipv4Addr, imsi: &str, now: u64) -> bool {
+        self.held
+            .get(ip)
+            .is_none_or(|h| h.until <= now || h.imsi == imsi)
+    }
+
+    /// The address held for `imsi` in `pool`, if one is.
+    fn held_in(&self, pool: Option<Pool>, imsi: &str, now: u64) -> Option<Ipv4Addr> {
+        let ip = *self.held_for.get(imsi)?;
+        (pool?.contains(ip)
+            && !self.leases.contains_key(&ip)
+            && self.held.get(&ip).is_some_and(|h| h.until > now))
+        .then_some(ip)
     }
 
     /// The lease on link `mac`, and the lease of subscriber `imsi` (one each at most).
@@ -249,7 +327,10 @@ impl LeaseBook {
             .values()
             .map(|l| (l.imsi.clone(), l.ip))
             .collect();
-        links == self.by_link && subscribers == self.by_subscriber
+        links == self.by_link
+            && subscribers == self.by_subscriber
+            && (self.held_for.iter())
+                .all(|(imsi, ip)| self.held.get(ip).is_some_and(|h| &h.imsi == imsi))
     }
 
     /// Whether `r`'s client holds a lease (offered or bound).
@@ -263,12 +344,21 @@ impl LeaseBook {
             .filter(|l| l.is_of(r))
     }
 
-    fn free_address(&self, pool: Pool, now: u64) -> Option<Ipv4Addr> {
+    fn free_address(&self, pool: Pool, imsi: &str, now: u64) -> Option<Ipv4Addr> {
         let (start, end) = (u32::from(pool.start), u32::from(pool.end));
         (start..=end).map(Ipv4Addr::from).find(|ip| {
             !self.leases.contains_key(ip)
                 && self.probation.get(ip).is_none_or(|until| *until <= now)
+                && self.open_to(ip, imsi, now)
         })
+    }
+
+    /// How many addresses of `pool` are held for subscribers whose leases ended.
+    fn held_count(&self, pool: Pool, now: u64) -> usize {
+        self.held
+            .range(pool.start..=pool.end)
+            .filter(|(ip, h)| h.until > now && !self.leases.contains_key(ip))
+            .count()
     }
 
     /// The cell's pool.
@@ -310,8 +400,7 @@ impl LeaseBook {
         match r.kind {
             Kind::Release => {
                 if let Some(ip) = self.lease_of(r).map(|l| l.ip) {
-                    let l = self.take(ip).expect("present");
-                    changes.extend(l.ended("released"));
+                    changes.extend(self.end(ip, "released", now));
                 }
                 return (Answer::Silent("released".into()), changes);
             }
@@ -338,24 +427,48 @@ impl LeaseBook {
             let why = "no packet-data service in the subscriber's profile";
             return (Answer::Silent(why.into()), changes);
         }
-        if let Some(claim) = &r.claimed_name {
-            let claim = claim.trim_end_matches('.').to_ascii_lowercase();
-            let own = who.host_name.to_ascii_lowercase();
-            let short = own.split('.').next().unwrap_or_default();
-            if claim != own && claim != short {
-                return (
-                    Answer::Silent(format!(
-                        "the client claims `{claim}`, not its own host name {own}"
-                    )),
-                    changes,
-                );
+        let claim = (r.claimed_name.as_deref())
+            .map(|c| c.trim_end_matches('.').to_ascii_lowercase())
+            .filter(|c| !c.is_empty());
+        let learned;
+        let learns = who.host_name.is_empty() && self.name_source == NameSource::Terminal;
+        let who = match claim {
+            // Claim 23: the name is the terminal's word, for its home to verify; a client
+            // that says nothing this time keeps the name its lease has.
+            claim if learns => {
+                let kept = || {
+                    let ip = self.lease_of(r).map(|l| l.ip)?;
+                    Some(self.leases[&ip].host_name.clone())
+                };
+                learned = Authorised {
+                    host_name: claim.or_else(kept).unwrap_or_default(),
+                    ..who.clone()
+                };
+                &learned
             }
-        }
+            // A name the home gave (or the terminal said at attach): the client says the
+            // same, or gets nothing.
+            Some(claim) if !who.host_name.is_empty() => {
+                let own = who.host_name.to_ascii_lowercase();
+                let short = own.split('.').next().unwrap_or_default();
+                if claim != own && claim != short {
+                    return (
+                        Answer::Silent(format!(
+                            "the client claims `{claim}`, not its own host name {own}"
+                        )),
+                        changes,
+                    );
+                }
+                who
+            }
+            _ => who,
+        };
         // A link the VLR now lists for another subscriber: what it held was the other's.
         changes.extend(self.end_where(
             &[self.on_link(&r.mac)],
             |l| l.mac == r.mac && l.imsi != who.imsi,
             "the link is another subscriber's",
+            now,
         ));
         match r.kind {
             Kind::Inform => (Answer::InformAck, changes),
@@ -374,13 +487,24 @@ impl LeaseBook {
                         &[Some(old)],
                         |_| true,
                         "moved to another network segment",
+                        now,
                     ));
                     current = None;
                 }
-                let ip = current.or_else(|| self.free_address(pool?, now));
+                // Its own address back, if it is held for it; else the lowest free one.
+                let ip = current
+                    .or_else(|| self.held_in(pool, &who.imsi, now))
+                    .or_else(|| self.free_address(pool?, &who.imsi, now));
                 let Some(ip) = ip else {
                     let why = match pool {
-                        Some(p) => format!("pool {}-{} exhausted", p.start, p.end),
+                        Some(p) => match self.held_count(p, now) {
+                            0 => format!("pool {}-{} exhausted", p.start, p.end),
+                            held => format!(
+                                "pool {}-{} exhausted ({held} held for terminals that left, \
+                                 for {HOLD_SECS} s at the most)",
+                                p.start, p.end
+                            ),
+                        },
                         None => "no pool on this segment".to_string(),
                     };
                     return (Answer::Silent(why), changes);
@@ -422,6 +546,12 @@ impl LeaseBook {
                             changes,
                         )
                     }
+                    None if !self.open_to(&ip, &who.imsi, now) => {
+                        return (
+                            Answer::Nak(format!("{ip} is held for the terminal that had it")),
+                            changes,
+                        )
+                    }
                     None if in_pool(ip) && self.probation.get(&ip).is_none_or(|u| *u <= now) => {}
                     None => return (Answer::Nak(format!("{ip} is not ours to give")), changes),
                 }
@@ -431,6 +561,7 @@ impl LeaseBook {
                     &[self.on_link(&r.mac), self.of_subscriber(&who.imsi)],
                     |l| l.ip != ip && (l.is_of(r) || l.imsi == who.imsi),
                     "replaced",
+                    now,
                 ));
                 let previous = self.leases.get(&ip).cloned();
                 // A lease taken over from the subscriber's earlier link is bound afresh: its
@@ -442,6 +573,8 @@ impl LeaseBook {
                         || p.mac != r.mac
                 });
                 self.put(ip, Lease::new(r, who, ip, now + lease_secs, false));
+                // Bound again by its own subscriber: nothing is held for it now.
+                self.unhold(ip);
                 // A renewal with nothing changed writes nothing new.
                 if fresh {
                     changes.push(Binding::Bound {
@@ -471,13 +604,12 @@ impl LeaseBook {
             .collect();
         let mut changes = Vec::new();
         for ip in ended {
-            let l = self.take(ip).expect("present");
-            let why = if l.expires <= now {
+            let why = if self.leases[&ip].expires <= now {
                 "lease expired"
             } else {
                 "detached"
             };
-            changes.extend(l.ended(why));
+            changes.extend(self.end(ip, why, now));
         }
         let dirty = &mut self.dirty;
         self.probation.retain(|ip, until| {
@@ -487,6 +619,13 @@ impl LeaseBook {
             }
             keep
         });
+        let over: Vec<Ipv4Addr> = (self.held.iter())
+            .filter(|(_, h)| h.until <= now)
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in over {
+            self.unhold(ip);
+        }
         changes
     }
 }
@@ -510,6 +649,112 @@ mod tests {
             host_name: format!("phone{n}.home.example"),
             packet_data: true,
         }
+    }
+
+    /// Found in review of make-before-break: the HLR keeps a moving terminal's old address at
+    /// home until its new network reports one (up to its grace), and the old network handed
+    /// that address to the next client at once, so the name could point at another terminal.
+    /// The address is held for its subscriber alone: a terminal that comes back gets it
+    /// again (holding it from everyone kept udhcpc from getting its address back).
+    #[test]
+    fn an_ended_lease_is_held_for_its_subscriber_and_nobody_else() {
+        let mut b = book();
+        let ip = Ipv4Addr::new(198, 51, 100, 100);
+        let other = Ipv4Addr::new(198, 51, 100, 101);
+        b.handle(&req(Kind::Request, 1, Some(ip)), Some(&who(1)), ME, 600, 0);
+        b.sweep(1, &|imsi, _| imsi != who(1).imsi);
+        assert_eq!(b.held[&ip].imsi, who(1).imsi);
+        let discover = |b: &mut LeaseBook, mac: u8, n: u8, now| {
+            b.handle(&req(Kind::Discover, mac, None), Some(&who(n)), ME, 600, now)
+                .0
+        };
+        assert_eq!(discover(&mut b, 2, 2, 2), Answer::Offer(other));
+        let asked = b.handle(&req(Kind::Request, 3, Some(ip)), Some(&who(3)), ME, 600, 2);
+        assert_eq!(
+            asked.0,
+            Answer::Nak(format!("{ip} is held for the terminal that had it"))
+        );
+        // Its subscriber, back on another link: offered it, and granted it.
+        assert_eq!(discover(&mut b, 4, 1, 3), Answer::Offer(ip));
+        let again = b.handle(&req(Kind::Request, 4, Some(ip)), Some(&who(1)), ME, 600, 3);
+        assert_eq!(again.0, Answer::Ack(ip));
+        assert!(b.held.is_empty(), "bound again, nothing is held");
+        assert!(b.indices_agree());
+        // Once the hold is over, the address is anyone's.
+        b.sweep(4, &|imsi, _| imsi != who(1).imsi);
+        b.sweep(4 + HOLD_SECS, &|_, _| true);
+        assert!(b.held.is_empty());
+        assert_eq!(discover(&mut b, 3, 3, 4 + HOLD_SECS), Answer::Offer(ip));
+    }
+
+    /// Claim 23: where names come from terminals, a client the VLR knows no name for is
+    /// bound under the name it says (option 81 or 12), kept while it renews without saying
+    /// it again; a name the VLR knows is checked as always. Where names come from the HLR,
+    /// a claim the home gave no name to check against is not taken.
+    #[test]
+    fn a_network_that_learns_names_from_terminals_binds_the_claimed_name() {
+        let ip = Ipv4Addr::new(198, 51, 100, 100);
+        let nameless = Authorised {
+            host_name: String::new(),
+            ..who(1)
+        };
+        let claiming = |kind, claim: Option<&str>| Request {
+            claimed_name: claim.map(String::from),
+            ..req(kind, 1, Some(ip))
+        };
+        for (source, bound_as) in [
+            (NameSource::Terminal, "phone1.home.example"),
+            (NameSource::Hlr, ""),
+        ] {
+            let mut b = book();
+            b.name_source = source;
+            let (ack, bound) = b.handle(
+                &claiming(Kind::Request, Some("Phone1.home.example.")),
+                Some(&nameless),
+                ME,
+                600,
+                0,
+            );
+            assert_eq!(ack, Answer::Ack(ip), "{source:?}");
+            assert!(
+                matches!(&bound[..], [Binding::Bound { host_name, .. }] if host_name == bound_as),
+                "{source:?}: {bound:?}"
+            );
+            let (_, renewed) =
+                b.handle(&claiming(Kind::Request, None), Some(&nameless), ME, 600, 1);
+            assert!(renewed.is_empty(), "{source:?}: {renewed:?}");
+            assert_eq!(b.leases[&ip].host_name, bound_as);
+        }
+        let mut b = book();
+        b.name_source = NameSource::Terminal;
+        let (answer, _) = b.handle(
+            &claiming(Kind::Request, Some("server1")),
+            Some(&who(1)),
+            ME,
+            600,
+            0,
+        );
+        assert!(matches!(answer, Answer::Silent(_)), "{answer:?}");
+    }
+
+    /// A terminal that releases and takes another address again and again holds one address
+    /// at a time, not the pool.
+    #[test]
+    fn a_subscriber_holds_one_address_at_the_most() {
+        let mut b = LeaseBook::new(
+            Ipv4Addr::new(198, 51, 100, 100),
+            Ipv4Addr::new(198, 51, 100, 109),
+        );
+        for n in 100..110 {
+            let ip = Ipv4Addr::new(198, 51, 100, n);
+            let (ack, _) = b.handle(&req(Kind::Request, 1, Some(ip)), Some(&who(1)), ME, 600, 0);
+            assert_eq!(ack, Answer::Ack(ip));
+            b.handle(&req(Kind::Release, 1, None), Some(&who(1)), ME, 600, 0);
+        }
+        assert_eq!(b.held.len(), 1, "{:?}", b.held);
+        assert!(b.indices_agree());
+        let (offer, _) = b.handle(&req(Kind::Discover, 2, None), Some(&who(2)), ME, 600, 1);
+        assert_eq!(offer, Answer::Offer(Ipv4Addr::new(198, 51, 100, 100)));
     }
 
     /// Claim 13: a subscriber registered without packet-data service gets no lease.
@@ -649,9 +894,14 @@ mod tests {
         );
         let (_, released) = b.handle(&req(Kind::Release, 2, None), Some(&who(2)), ME, 600, 30);
         assert_eq!(released.len(), 1);
+        assert!(
+            matches!(b.handle(&req(Kind::Discover, 3, None), Some(&who(3)), ME, 600, 31).0, Answer::Silent(why) if why.ends_with("exhausted (1 held for terminals that left, for 30 s at the most)")),
+            "the released address is held for its subscriber"
+        );
         let gone = b.sweep(10_000, &|_, _| true);
         assert!(gone.is_empty());
         assert!(b.probation.is_empty(), "probation ends");
+        assert!(b.held.is_empty(), "holds end");
     }
 
     /// A relay's segment leases from its own pool; a terminal that turns up there loses the
@@ -778,11 +1028,12 @@ mod tests {
             Answer::Offer(Ipv4Addr::new(198, 51, 100, 100))
         );
         // Same hardware address, another identifier, and the VLR now lists the link for
-        // another subscriber: the old binding ends before the new client is offered one.
+        // another subscriber: the old binding ends before the new client is offered one
+        // (not the old subscriber's address, which is held for it).
         let mut other = req(Kind::Discover, 1, None);
         other.client_id = Some(vec![9]);
         let (offer, ended) = b.handle(&other, Some(&who(2)), ME, 600, 2);
-        assert_eq!(offer, Answer::Offer(Ipv4Addr::new(198, 51, 100, 100)));
+        assert_eq!(offer, Answer::Offer(Ipv4Addr::new(198, 51, 100, 101)));
         assert!(matches!(&ended[..], [Binding::Unbound { imsi, .. }] if *imsi == who(1).imsi));
     }
 
@@ -810,8 +1061,17 @@ mod tests {
         let gone = b.sweep(1, &|imsi, _| imsi != who(1).imsi);
         assert!(matches!(&gone[..], [Binding::Unbound { why, .. }] if why == "detached"));
         let expired = {
-            b.handle(&req(Kind::Request, 2, Some(ip)), Some(&who(2)), ME, 600, 0);
-            b.sweep(601, &|_, _| true)
+            // Once the detached terminal's address is no longer held for it.
+            let after = 1 + HOLD_SECS;
+            b.sweep(after, &|_, _| true);
+            b.handle(
+                &req(Kind::Request, 2, Some(ip)),
+                Some(&who(2)),
+                ME,
+                600,
+                after,
+            );
+            b.sweep(after + 601, &|_, _| true)
         };
         assert!(matches!(&expired[..], [Binding::Unbound { why, .. }] if why == "lease expired"));
     }

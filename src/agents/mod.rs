@@ -20,6 +20,11 @@ use std::os::fd::FromRawFd;
 
 use crate::contract::published::READY_FD_ENV;
 
+/// How long a home network goes on naming a moved terminal's old address while its new
+/// network has reported none (make before break, at the HLR). The old network keeps that
+/// address out of its pool for longer, so the name never points at another terminal.
+pub const MOVE_GRACE_SECS: u64 = 10;
+
 /// Gives up every capability, for good, once the agent's sockets are bound (call it before
 /// anything runs on another thread): what is left is root's ownership of the lab's files,
 /// within the agent's view. Peers check for this (see [`signaling::peer_agent`]).

@@ -512,7 +512,7 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
     if let Err(e) = state.write(&config.state_file) {
         tracing::warn!("cannot keep SQN_MS: {e}");
     }
-    let granted = match outcome {
+    let mut granted = match outcome {
         Ok((g, _)) => g,
         Err(e) => {
             events.emit(
@@ -530,6 +530,11 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
         Some(&config.name),
         json!({"host_name": granted.host_name, "msisdn": granted.msisdn, "packet_data": granted.packet_data}),
     );
+    // A network that learns names from its terminals told it none: its DHCP client says
+    // its own (option 81), for the network to verify with its home.
+    if granted.host_name.is_none() {
+        granted.host_name = config.host_name.clone();
+    }
     let dhcp = config.dhcp && granted.packet_data;
     if config.dhcp && !dhcp {
         tracing::info!("no packet-data service in the profile: no address asked for");

@@ -132,7 +132,10 @@ fn summarise<T>(verb: &str, done: &str, outcomes: &Outcomes<T>, took: Duration) 
 
 fn print_attached(a: &Attached) {
     let entry = a.registration.as_ref();
-    let host = entry.and_then(|e| e.host_name.as_deref()).unwrap_or("?");
+    // A network that learns names from its terminals registers none until one says it.
+    let host = entry
+        .and_then(|e| e.host_name.as_deref())
+        .unwrap_or(&a.host_name);
     let msisdn = entry.and_then(|e| e.msisdn.as_deref()).unwrap_or("?");
     println!(
         "{} attached at {} as {host} (IMSI {}, MSISDN {msisdn}); namespace {}, agent pid {}",
@@ -144,6 +147,11 @@ fn print_attached(a: &Attached) {
                 "{} has address {address}; {host} resolves to it from {from} ({} ms after the attach)",
                 a.terminal,
                 took.as_millis()
+            ),
+            None if a.mode == crate::topology::Mode::NoUpdate => println!(
+                "{} has address {address}; {} runs mode no-update: its home DNS is not told, so \
+                 forward lookups of {host} fail",
+                a.terminal, a.visited
             ),
             None => println!("{} has address {address}", a.terminal),
         }

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+pub use crate::topology::{Mode, NameSource};
+
 /// Reads an agent's configuration; errors name the file.
 pub fn load<T: for<'de> Deserialize<'de>>(path: &Path) -> io::Result<T> {
     crate::json_file::read_json(path)
@@ -66,6 +68,9 @@ pub struct SubscriberRecord {
     pub opc: String,
     pub roaming: bool,
     pub packet_data: bool,
+    /// The TTL of its home record, when not the zone's (0: never cached).
+    #[serde(default)]
+    pub ttl: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,6 +87,9 @@ pub struct VlrConfig {
     pub partners: Vec<PartnerHlr>,
     /// How long a terminal whose radio link is lost stays registered (seconds).
     pub implicit_detach_s: u64,
+    /// Where it takes a terminal's host name from.
+    #[serde(default)]
+    pub name_source: NameSource,
 }
 
 /// A home network this VLR has an agreement with, and how to reach its HLR.
@@ -115,6 +123,8 @@ pub struct DhcpConfig {
     pub vlr_local_socket: PathBuf,
     pub leases_file: PathBuf,
     pub probation_file: PathBuf,
+    /// Addresses held for the subscribers whose leases ended.
+    pub held_file: PathBuf,
     pub queue_file: PathBuf,
     /// Reverse zones of the pool, served by the visited DNS.
     pub reverse_zones: Vec<DnsTarget>,
@@ -122,6 +132,14 @@ pub struct DhcpConfig {
     /// The relay agents it answers (RFC 2131 §4.1).
     #[serde(default)]
     pub relays: Vec<RelayConfig>,
+    /// Where its network takes a terminal's host name from: with `terminal`, from the
+    /// client's option 81 or 12 when the VLR has none, and the home network verifies it.
+    #[serde(default)]
+    pub name_source: NameSource,
+    /// With `no-update`, nothing is reported to the home network: only the reverse record
+    /// is written, in the visited DNS.
+    #[serde(default)]
+    pub mode: Mode,
 }
 
 /// A relay agent the DHCP server answers, and the segment it relays.
@@ -148,8 +166,12 @@ pub struct TerminalConfig {
     pub imsi: String,
     pub k: String,
     pub opc: String,
-    /// The host name the terminal says is its own (claim 23), if it says one.
+    /// The host name the terminal says is its own at attach (claim 23), if it says one.
     pub claim_host_name: Option<String>,
+    /// Its own host name, as its user set it up: what its DHCP client says in option 81
+    /// when the network told it none (a network that learns names from terminals).
+    #[serde(default)]
+    pub host_name: Option<String>,
     pub cell_socket: PathBuf,
     /// The highest sequence number the terminal has accepted (its SQN_MS), kept across
     /// attaches as a USIM keeps it.

@@ -170,6 +170,11 @@ impl LabDir {
             .join("probation.jsonl")
     }
 
+    /// Addresses held for subscribers whose leases ended: a journal keyed by address.
+    pub fn dhcp_held(&self, visited: &str) -> PathBuf {
+        self.agent_dir(AgentKind::Dhcp, visited).join("held.jsonl")
+    }
+
     /// The DHCP agent's durable queue of DNS changes.
     pub fn dhcp_queue(&self, visited: &str) -> PathBuf {
         self.agent_dir(AgentKind::Dhcp, visited).join("queue.jsonl")

@@ -16,7 +16,7 @@ use crate::dns::keys::{key_name, TsigKey};
 use crate::dns::zonefile;
 use crate::json_file::private_dir;
 use crate::json_file::write_private_json;
-use crate::topology::{Node, Relay, Role, Service, Topology, DEFAULT_LEASE_SECS};
+use crate::topology::{NameSource, Node, Relay, Role, Service, Topology, DEFAULT_LEASE_SECS};
 
 /// The target for `zone` if `node` serves it in `topology`.
 fn dns_target(topology: &Topology, lab: &LabDir, node: &str, zone: &str) -> Option<DnsTarget> {
@@ -52,15 +52,18 @@ pub fn write_agent_configs(topology: &Topology, lab: &LabDir) -> io::Result<()> 
             write_private_json(&lab.agent_config(AgentKind::Hlr, &node.name), &config)?;
         }
         let vlr = node.services.iter().find_map(|s| match s {
-            Service::Vlr { implicit_detach_s } => Some(*implicit_detach_s),
+            Service::Vlr {
+                implicit_detach_s,
+                name_source,
+            } => Some((*implicit_detach_s, *name_source)),
             _ => None,
         });
-        if let (Role::Visited, Some(implicit_detach_s)) = (node.role, vlr) {
+        if let (Role::Visited, Some((implicit_detach_s, name_source))) = (node.role, vlr) {
             private_dir(&lab.agent_dir(AgentKind::Vlr, &node.name))?;
             private_dir(&lab.vlr_published(&node.name))?;
             socket_dir(lab.cell_socket(&node.name))?;
             socket_dir(lab.vlr_local_socket(&node.name))?;
-            let config = vlr_config(topology, lab, node, implicit_detach_s);
+            let config = vlr_config(topology, lab, node, implicit_detach_s, name_source);
             write_private_json(&lab.agent_config(AgentKind::Vlr, &node.name), &config)?;
         }
         let serves_dhcp = node
@@ -108,6 +111,7 @@ fn hlr_config(topology: &Topology, lab: &LabDir, node: &Node) -> HlrConfig {
             opc: hex(&s.opc),
             roaming: s.roaming,
             packet_data: s.packet_data,
+            ttl: s.ttl,
         })
         .collect();
     HlrConfig {
@@ -125,7 +129,13 @@ fn hlr_config(topology: &Topology, lab: &LabDir, node: &Node) -> HlrConfig {
     }
 }
 
-fn vlr_config(topology: &Topology, lab: &LabDir, node: &Node, implicit_detach_s: u64) -> VlrConfig {
+fn vlr_config(
+    topology: &Topology,
+    lab: &LabDir,
+    node: &Node,
+    implicit_detach_s: u64,
+    name_source: NameSource,
+) -> VlrConfig {
     let partners = node
         .partners
         .iter()
@@ -148,6 +158,7 @@ fn vlr_config(topology: &Topology, lab: &LabDir, node: &Node, implicit_detach_s:
         events_file: lab.events(),
         partners,
         implicit_detach_s,
+        name_source,
     }
 }
 
@@ -197,10 +208,20 @@ fn dhcp_config(topology: &Topology, lab: &LabDir, node: &Node) -> Option<DhcpCon
         vlr_local_socket: lab.vlr_local_socket(&node.name),
         leases_file: lab.dhcp_leases(&node.name),
         probation_file: lab.dhcp_probation(&node.name),
+        held_file: lab.dhcp_held(&node.name),
         queue_file: lab.dhcp_queue(&node.name),
         reverse_zones,
         events_file: lab.events(),
         relays,
+        name_source: node
+            .services
+            .iter()
+            .find_map(|s| match s {
+                Service::Vlr { name_source, .. } => Some(*name_source),
+                _ => None,
+            })
+            .unwrap_or_default(),
+        mode: node.mode,
     })
 }
 

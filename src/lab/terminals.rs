@@ -84,6 +84,10 @@ pub struct Attached {
     pub address: Option<std::net::Ipv4Addr>,
     /// The fixed host the name was checked from, and how long it took to resolve.
     pub resolvable: Option<(String, Duration)>,
+    /// Its own host name (the subscriber's): the one checked.
+    pub host_name: String,
+    /// How the visited network serves it (with `no-update`, its home DNS is not told).
+    pub mode: crate::topology::Mode,
     pub imsi: String,
     /// The VLR's registration of it (host name and MSISDN from its home).
     pub registration: Option<crate::contract::published::AttachedTerminal>,
@@ -117,6 +121,7 @@ fn poll(
 fn wait_resolvable(
     topology: &Topology,
     name: &str,
+    ttl: Option<u32>,
     address: std::net::Ipv4Addr,
 ) -> Result<Option<(String, Duration)>, String> {
     let (Some(host), Some(resolver)) = (
@@ -141,8 +146,12 @@ fn wait_resolvable(
             ));
         }
     }
-    let cache_bound =
-        Duration::from_secs(zone.map(|z| z.ttl.max(z.negative_ttl)).unwrap_or(10) as u64 + 2);
+    // The subscriber's own TTL, when it has one, is what the resolver may cache.
+    let cache_bound = Duration::from_secs(
+        zone.map(|z| ttl.unwrap_or(z.ttl).max(z.negative_ttl))
+            .unwrap_or(10) as u64
+            + 2,
+    );
     if !poll(cache_bound, address, || {
         crate::dns::lookup::query_a(&namespace, resolver, name, true)
     }) {
@@ -701,6 +710,7 @@ async fn write_terminal_files(
         k: hex(&subscriber.k),
         opc: hex(&subscriber.opc),
         claim_host_name: setup.host_name.clone(),
+        host_name: Some(subscriber.hostname.clone()),
         cell_socket: dir.cell_socket(visited),
         state_file: dir.terminal_state(terminal),
         // Its own log: the lab's is not the device's to write (see `events::Tail`).
@@ -782,17 +792,23 @@ async fn run_attach(
             return (terminal, None, Err(e));
         }
     };
-    // An HLR that is not roamlab's (osmo-hlr) keeps no DNS: nothing to wait for.
+    // An HLR that is not roamlab's (osmo-hlr) keeps no DNS, and a network that does not
+    // update the home DNS tells it nothing: nothing to wait for.
+    let mode = topology.node(visited).map(|v| v.mode).unwrap_or_default();
     let home_keeps_dns = topology
         .node(&p.subscriber.home)
-        .is_some_and(|h| h.external_hlr.is_none());
+        .is_some_and(|h| h.external_hlr.is_none())
+        && mode != crate::topology::Mode::NoUpdate;
     let resolvable = match terminal_state.address {
         Some(address) if home_keeps_dns => {
             let (topology, host_name) = (topology.clone(), p.subscriber.hostname.clone());
-            tokio::task::spawn_blocking(move || wait_resolvable(&topology, &host_name, address))
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()))
-                .map_err(&refused)
+            let ttl = p.subscriber.ttl;
+            tokio::task::spawn_blocking(move || {
+                wait_resolvable(&topology, &host_name, ttl, address)
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+            .map_err(&refused)
         }
         _ => Ok(None),
     };
@@ -806,6 +822,8 @@ async fn run_attach(
         agent: agent.clone(),
         address: terminal_state.address,
         resolvable,
+        host_name: p.subscriber.hostname.clone(),
+        mode,
     });
     (terminal, Some(agent), result)
 }

@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use ipnet::IpNet;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use validate::{TopologyError, DEFAULT_LEASE_SECS, MAX_IFNAME};
 
@@ -184,6 +184,8 @@ pub struct Node {
     pub external_hlr: Option<std::net::SocketAddr>,
     /// Explicit routes; `None` means computed.
     pub routes: Option<Vec<StaticRoute>>,
+    /// A visited network's way of serving roaming terminals.
+    pub mode: Mode,
 }
 
 impl Node {
@@ -231,6 +233,31 @@ pub struct StaticRoute {
     pub via: IpAddr,
 }
 
+/// Where a visited network learns a terminal's host name (claims 24 and 23): from its home
+/// network's HLR, or from the terminal itself (at attach, or in its DHCP option 81 or 12),
+/// verified by the home network before anything is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NameSource {
+    #[default]
+    Hlr,
+    Terminal,
+}
+
+/// How a visited network serves its roaming terminals: the patent's method, or the
+/// background art the patent argues against.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// The method: a local address, named in the home DNS (by the HLR) and in the visited
+    /// DNS (the reverse record).
+    #[default]
+    Method,
+    /// [0011]–[0012]: a local address that only the visited DNS associates with the host
+    /// name; the home DNS, which owns the name, is not told, so forward lookups fail.
+    NoUpdate,
+}
+
 /// A service a node runs. Agents for each kind are started by the supervisor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -243,9 +270,11 @@ pub enum Service {
     },
     Hlr,
     /// The visited network's VLR; a terminal whose radio link is lost stays registered
-    /// for `implicit_detach_s`, then both its records go.
+    /// for `implicit_detach_s`, then both its records go. Its network learns host names
+    /// from `name_source`.
     Vlr {
         implicit_detach_s: u64,
+        name_source: NameSource,
     },
     /// The visited network's DHCP server, granting leases of `lease_secs` on its cell
     /// and to the clients of its relays.
@@ -327,6 +356,8 @@ pub struct Subscriber {
     pub roaming: bool,
     pub packet_data: bool,
     pub http_port: Option<u16>,
+    /// The TTL of its home record, when not its home zone's.
+    pub ttl: Option<u32>,
 }
 
 impl Topology {

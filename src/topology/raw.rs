@@ -77,6 +77,10 @@ pub struct RawNode {
     /// When given, replaces the computed routes of this node.
     #[serde(default)]
     pub routes: Option<Vec<RawRoute>>,
+    /// A visited network's way of serving roaming terminals: `method` (default) or
+    /// `no-update` (the background art of [0011]–[0012]).
+    #[serde(default)]
+    pub mode: Option<super::Mode>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,6 +150,9 @@ pub enum RawService {
         /// (default 10).
         #[serde(default)]
         implicit_detach_s: Option<u64>,
+        /// Where this network learns a terminal's host name: `hlr` (default) or `terminal`.
+        #[serde(default)]
+        name_source: super::NameSource,
     },
     Dhcp {
         /// Lease time granted, in seconds (default 600).
@@ -215,7 +222,7 @@ pub struct RawImpairment {
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a subscriber: a mapping with imsi, msisdn, hostname, home, k, opc, roaming, packet_data and http_port"
+    expecting = "a subscriber: a mapping with imsi, msisdn, hostname, home, k, opc, roaming, packet_data, http_port and ttl"
 )]
 pub struct RawSubscriber {
     pub imsi: String,
@@ -232,6 +239,9 @@ pub struct RawSubscriber {
     /// The terminal serves HTTP on this port once it has an address (a mobile server).
     #[serde(default)]
     pub http_port: Option<u16>,
+    /// The TTL of its home record, in seconds, when not its home zone's (0: never cached).
+    #[serde(default)]
+    pub ttl: Option<u32>,
 }
 
 fn yes() -> bool {

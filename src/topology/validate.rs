@@ -13,8 +13,8 @@ use super::raw::{
 };
 use super::units::{parse_duration_us, parse_percent, parse_rate_bps};
 use super::{
-    Bridge, Endpoint, Impairment, Link, Node, Pool, Relay, Role, Service, StaticRecord,
-    StaticRoute, Subscriber, Topology, Zone, DEFAULT_IMPLICIT_DETACH_S,
+    Bridge, Endpoint, Impairment, Link, Mode, NameSource, Node, Pool, Relay, Role, Service,
+    StaticRecord, StaticRoute, Subscriber, Topology, Zone, DEFAULT_IMPLICIT_DETACH_S,
 };
 
 /// Lease time of a dhcp service that does not say (seconds).
@@ -133,6 +133,23 @@ impl Validator<'_> {
             let path = root.key("nodes").key(&node.name).key("services");
             node.services =
                 self.services(&raw.nodes[&node.name].services, node.role, &own, &path)?;
+            // A terminal's word is verified by its home, which no-update never asks.
+            let from_terminals = node.services.iter().position(|s| {
+                matches!(
+                    s,
+                    Service::Vlr {
+                        name_source: NameSource::Terminal,
+                        ..
+                    }
+                )
+            });
+            if let (Mode::NoUpdate, Some(i)) = (node.mode, from_terminals) {
+                return self.fail(
+                    &path.index(i).key("name_source"),
+                    "a terminal's host name must be verified by its home, \
+                     and mode no-update never asks it",
+                );
+            }
         }
         for node in &nodes {
             self.node_references(node, &nodes, &links)?;
@@ -241,6 +258,12 @@ impl Validator<'_> {
                 "only visited networks have roaming partners",
             );
         }
+        if raw.mode.is_some() && role != Role::Visited {
+            return self.fail(
+                &path.key("mode"),
+                "only visited networks have a roaming mode",
+            );
+        }
         let routes = raw.routes.as_ref().map(|routes| {
             routes
                 .iter()
@@ -260,6 +283,7 @@ impl Validator<'_> {
             services: Vec::new(),
             partners: raw.partners.clone(),
             routes,
+            mode: raw.mode.unwrap_or_default(),
         })
     }
 
@@ -336,7 +360,10 @@ impl Validator<'_> {
                     self.dns_service(*address, *resolver, role, own, &spath)?
                 }
                 RawService::Hlr {} => Service::Hlr,
-                RawService::Vlr { implicit_detach_s } => {
+                RawService::Vlr {
+                    implicit_detach_s,
+                    name_source,
+                } => {
                     let implicit_detach_s = implicit_detach_s.unwrap_or(DEFAULT_IMPLICIT_DETACH_S);
                     if implicit_detach_s > MAX_IMPLICIT_DETACH_S {
                         return self.fail(
@@ -347,7 +374,10 @@ impl Validator<'_> {
                             ),
                         );
                     }
-                    Service::Vlr { implicit_detach_s }
+                    Service::Vlr {
+                        implicit_detach_s,
+                        name_source: *name_source,
+                    }
                 }
                 RawService::Dhcp { lease_secs, relays } => Service::Dhcp {
                     lease_secs: lease_secs.unwrap_or(DEFAULT_LEASE_SECS).max(4),
@@ -1179,6 +1209,13 @@ impl Validator<'_> {
             }
             let k = self.key128(&sub.k, &path.key("k"))?;
             let opc = self.key128(&sub.opc, &path.key("opc"))?;
+            // RFC 2181 §8: a TTL is at most 2^31 - 1.
+            if let Some(ttl) = sub.ttl.filter(|t| *t > i32::MAX as u32) {
+                return self.fail(
+                    &path.key("ttl"),
+                    format!("a TTL of {ttl} s is more than DNS allows (2147483647 s)"),
+                );
+            }
             out.push(Subscriber {
                 name: name.clone(),
                 imsi: sub.imsi.clone(),
@@ -1190,6 +1227,7 @@ impl Validator<'_> {
                 roaming: sub.roaming,
                 packet_data: sub.packet_data,
                 http_port: sub.http_port,
+                ttl: sub.ttl,
             });
         }
         Ok(out)

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Value};
 
-use crate::contract::configs::PartnerHlr;
+use crate::contract::configs::{NameSource, PartnerHlr};
 use crate::contract::published::{format_mac, AttachedTerminal};
 use crate::protocols::gsup::{cause, msg, Message, UmtsTuple};
 
@@ -53,6 +53,7 @@ pub struct Attach {
     imsi: String,
     home: String,
     claim: Option<String>,
+    names_from: NameSource,
     mac: Option<[u8; 6]>,
     phase: Phase,
     resynchronised: bool,
@@ -106,12 +107,19 @@ impl Attach {
             imsi,
             home: home.network.clone(),
             claim: request.host_name.clone(),
+            names_from: NameSource::Hlr,
             // The lab's record, whether the terminal reported it or not.
             mac: link,
             phase: Phase::Vector,
             resynchronised: false,
         };
         (Some(attach), actions)
+    }
+
+    /// Where the registration's host name comes from (the HLR's, unless told otherwise).
+    pub fn names_from(mut self, source: NameSource) -> Self {
+        self.names_from = source;
+        self
     }
 
     pub fn imsi(&self) -> &str {
@@ -181,24 +189,30 @@ impl Attach {
                 // The subscriber data grants a PDP context or none (claim 13): osmo-hlr, like
                 // our HLR, sends PDP info for packet-data subscribers only.
                 let packet_data = !data.pdp_infos.is_empty();
+                // Claim 23: the terminal's own word (checked against its home's above), or
+                // none yet, to be learned from its DHCP client and verified at home then.
+                let host_name = match self.names_from {
+                    NameSource::Hlr => data.host_name.clone(),
+                    NameSource::Terminal => self.claim.clone(),
+                };
                 let registration = AttachedTerminal {
                     imsi: self.imsi.clone(),
                     mac: self.mac.map(|m| format_mac(&m)),
-                    host_name: data.host_name.clone(),
+                    host_name: host_name.clone(),
                     msisdn: data.msisdn(),
                     home: self.home.clone(),
                     since,
                     packet_data,
                 };
                 let mut accept = Message::new(msg::ATTACH_ACCEPT, &self.imsi);
-                accept.host_name = data.host_name.clone();
+                accept.host_name = host_name.clone();
                 accept.msisdn = data.msisdn.clone();
                 accept.pdp_infos = data.pdp_infos.clone();
                 accept.pdp_info_complete = data.pdp_info_complete;
                 vec![
                     Action::Emit(
                         "Attach accept",
-                        json!({"host_name": data.host_name, "msisdn": data.msisdn()}),
+                        json!({"host_name": host_name, "msisdn": data.msisdn(), "name_source": self.names_from}),
                     ),
                     Action::Accept {
                         registration,
@@ -445,6 +459,7 @@ mod tests {
             opc: hex(&OPC),
             roaming: true,
             packet_data: true,
+            ttl: None,
         };
         let mut n = 0u8;
         HlrCore::new(
@@ -471,11 +486,20 @@ mod tests {
         run_with(&attach_request(claim), home, sqn_ms)
     }
 
-    fn run_with(request: &Message, home: &mut HlrCore, mut sqn_ms: u64) -> (Action, Registry) {
+    fn run_with(request: &Message, home: &mut HlrCore, sqn_ms: u64) -> (Action, Registry) {
+        run_names_from(NameSource::Hlr, request, home, sqn_ms)
+    }
+
+    fn run_names_from(
+        source: NameSource,
+        request: &Message,
+        home: &mut HlrCore,
+        mut sqn_ms: u64,
+    ) -> (Action, Registry) {
         let usim = Milenage::new(&K, &OPC);
         let mut registry = Registry::default();
         let (attach, mut actions) = Attach::start(request, &partners(), LINK);
-        let Some(mut attach) = attach else {
+        let Some(mut attach) = attach.map(|a| a.names_from(source)) else {
             return (actions.pop().unwrap(), registry);
         };
         loop {
@@ -555,6 +579,32 @@ mod tests {
         assert_eq!(registration.mac.as_deref(), Some("02:00:00:00:00:01"));
         assert_eq!(registration.home, "home");
         assert_eq!(registry.list(), vec![registration]);
+    }
+
+    /// Claim 23: a network that learns names from its terminals registers the name the
+    /// terminal said (once its home's data agrees), or none, never the home's own word.
+    #[test]
+    fn a_network_that_learns_names_from_terminals_registers_the_terminals_word() {
+        for (claim, registered) in [(Some("PHONE1"), Some("PHONE1")), (None, None)] {
+            let request = attach_request(claim);
+            let (end, _) = run_names_from(NameSource::Terminal, &request, &mut hlr("phone1"), 0);
+            let Action::Accept { registration, .. } = end else {
+                panic!("{end:?}");
+            };
+            assert_eq!(registration.host_name.as_deref(), registered);
+        }
+        let request = attach_request(Some("server1"));
+        let (end, _) = run_names_from(NameSource::Terminal, &request, &mut hlr("phone1"), 0);
+        assert!(
+            matches!(
+                end,
+                Action::Reject {
+                    cause: cause::ILLEGAL_MS,
+                    ..
+                }
+            ),
+            "{end:?}"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::core::{route_local, Action, Attach, LocalRoute, Registry};
 use super::signaling::{self, Sender, REQUEST_TIMEOUT};
-use crate::contract::configs::{PartnerHlr, VlrConfig};
+use crate::contract::configs::{NameSource, PartnerHlr, VlrConfig};
 use crate::contract::published::{
     read_cell_link, write_attached, AttachedJournal, AttachedTerminal,
 };
@@ -67,6 +67,8 @@ struct Vlr {
     /// How long a terminal whose radio link is lost stays registered: if it shows up at
     /// another network meanwhile, its home cancels it here.
     implicit_detach: std::time::Duration,
+    /// Where a registration's host name comes from.
+    name_source: NameSource,
     links: Vec<Arc<HlrLink>>,
     registry: Mutex<Registry>,
     /// Tells an attached terminal's task that its home cancelled it.
@@ -431,7 +433,7 @@ async fn attach<R: tokio::io::AsyncRead + Unpin>(
         &vlr.partners,
         read_cell_link(&vlr.cell_links, imsi),
     );
-    let mut attach = attach;
+    let mut attach = attach.map(|a| a.names_from(vlr.name_source));
     let mut queue: VecDeque<Action> = actions.into();
     while let Some(action) = queue.pop_front() {
         match action {
@@ -620,6 +622,7 @@ pub async fn run(config: VlrConfig) -> std::io::Result<()> {
         cell_links: config.cell_links.clone(),
         partners: config.partners.clone(),
         implicit_detach: std::time::Duration::from_secs(config.implicit_detach_s),
+        name_source: config.name_source,
         links: config
             .partners
             .iter()

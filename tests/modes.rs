@@ -1,0 +1,100 @@
+//! The background art beside the method (issue 10), on real labs:
+//! tests/labs/no-update.yaml is the default lab whose visited network runs `mode: no-update`
+//! ([0011]–[0012]: a local address named only in the visited DNS).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{roamlab, root_or_skip, text, LabGuard};
+
+/// The status `dig` reports for `name` asked from fixed1 (`NOERROR`, `NXDOMAIN`…), and its
+/// short answer.
+fn dig(lab: &LabGuard, args: &[&str]) -> (String, String) {
+    let out = lab.exec("fixed1", &[&["dig", "+tries=1", "+time=2"], args].concat());
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    let status = said
+        .split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("no answer")
+        .to_string();
+    let answer = said
+        .lines()
+        .skip_while(|l| !l.starts_with(";; ANSWER SECTION:"))
+        .nth(1)
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap_or_default()
+        .to_string();
+    (status, answer)
+}
+
+/// The address `roamlab attach` reports ("… has address A; …").
+fn address_in(said: &str) -> String {
+    said.split(" has address ")
+        .nth(1)
+        .and_then(|s| s.split(';').next())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| panic!("no address in: {said}"))
+}
+
+fn reverse(address: &str) -> String {
+    let o: Vec<&str> = address.split('.').collect();
+    format!("{}.{}.{}.{}.in-addr.arpa", o[3], o[2], o[1], o[0])
+}
+
+/// [0011]–[0012]: without the home update the terminal is reachable by its local address and
+/// its reverse lookup works, but the forward lookup fails (the home DNS owns the name and
+/// knows nothing), so it cannot be reached by name; the home's HLR still registers it.
+#[test]
+fn without_a_home_update_the_reverse_lookup_works_and_the_forward_lookup_fails() {
+    if !root_or_skip("mdnoup") {
+        return;
+    }
+    let lab = LabGuard::new("mdnoup");
+    let out = lab.up(Some("tests/labs/no-update.yaml"), &[]);
+    assert!(out.status.success(), "up failed: {}", text(&out));
+    let out = roamlab(&["attach", "phone1", "--lab", "mdnoup"]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("visited runs mode no-update: its home DNS is not told"),
+        "{said}"
+    );
+    let address = address_in(&said);
+    let ptr = || {
+        dig(
+            &lab,
+            &["+norec", "@198.51.100.53", &reverse(&address), "PTR"],
+        )
+    };
+    let named = common::within(Duration::from_secs(10), || {
+        ptr() == ("NOERROR".into(), "phone1.home.example.".into())
+    });
+    assert!(named.is_some(), "no reverse record: {:?}", ptr());
+    assert_eq!(
+        dig(&lab, &["+norec", "@192.0.2.53", "phone1.home.example", "A"]).0,
+        "NXDOMAIN",
+        "the home DNS was told"
+    );
+    assert_eq!(
+        dig(&lab, &["phone1.home.example", "A"]).0,
+        "NXDOMAIN",
+        "the resolver found the name"
+    );
+    let by_name = lab.exec("fixed1", &["ping", "-c1", "-W1", "phone1.home.example"]);
+    assert!(!by_name.status.success(), "{}", text(&by_name));
+    let by_address = lab.exec("fixed1", &["ping", "-c1", "-W2", &address]);
+    assert!(by_address.status.success(), "{}", text(&by_address));
+    let hlr = roamlab::contract::LabDir::of("mdnoup").hlr_state("home");
+    let state: std::collections::BTreeMap<String, serde_json::Value> =
+        roamlab::journal::read(&hlr).unwrap();
+    assert_eq!(state["001010000000001"]["vlr"], "visited");
+    assert_eq!(state["001010000000001"]["address"], serde_json::Value::Null);
+
+    let out = roamlab(&["detach", "phone1", "--lab", "mdnoup"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let gone = common::within(Duration::from_secs(10), || ptr().0 == "NXDOMAIN");
+    assert!(gone.is_some(), "the reverse record stayed: {:?}", ptr());
+    drop(lab);
+}
