@@ -59,7 +59,15 @@ fn graph_draws_the_default_lab() {
 #[test]
 fn every_verb_has_help_with_an_example() {
     for verb in [
-        "up", "down", "status", "exec", "validate", "graph", "cleanup",
+        "up",
+        "down",
+        "status",
+        "exec",
+        "validate",
+        "graph",
+        "cleanup",
+        "completions",
+        "man",
     ] {
         let out = roamlab(&[verb, "--help"]);
         assert!(out.status.success(), "{verb} --help");
@@ -97,6 +105,102 @@ fn non_utf8_and_oversized_topologies_exit_2_everywhere() {
             let err = String::from_utf8_lossy(&out.stderr);
             assert_eq!(err.lines().count(), 1, "{err}");
             assert!(err.contains(cause), "{verb:?}: {err}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The verbs `roamlab --help` lists (its "Commands:" section), but `help`.
+fn verbs() -> Vec<String> {
+    let help = text(&roamlab(&["--help"]));
+    let verbs: Vec<String> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|v| *v != "help")
+        .map(String::from)
+        .collect();
+    assert!(
+        verbs.iter().any(|v| v == "attach") && verbs.len() > 10,
+        "{verbs:?}"
+    );
+    verbs
+}
+
+/// Issue 11, deliverable 6: bash completes roamlab's verbs and their options from the
+/// generated script.
+#[test]
+fn bash_completes_the_verbs_and_their_options() {
+    let script = roamlab(&["completions", "bash"]);
+    assert!(script.status.success(), "{}", text(&script));
+    let path = std::env::temp_dir().join(format!("roamlab-completion-{}", std::process::id()));
+    std::fs::write(&path, &script.stdout).unwrap();
+    let complete = |words: &str| {
+        let program = format!(
+            "source {}; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+             _roamlab roamlab \"${{COMP_WORDS[-1]}}\" \"${{COMP_WORDS[-2]}}\"; \
+             printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            path.display()
+        );
+        let out = std::process::Command::new("bash")
+            .args(["-c", &program])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let all = complete("roamlab ''");
+    for verb in verbs() {
+        assert!(all.lines().any(|l| l == verb), "{verb} not offered: {all}");
+    }
+    assert_eq!(complete("roamlab att").trim(), "attach");
+    assert!(
+        complete("roamlab attach --dh")
+            .lines()
+            .any(|l| l == "--dhcp-client"),
+        "{}",
+        complete("roamlab attach --dh")
+    );
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// Issue 11, deliverable 6: a man page for roamlab and one for every verb, each with every
+/// long option its --help gives.
+#[test]
+fn man_pages_cover_every_verb_and_option() {
+    let dir = std::env::temp_dir().join(format!("roamlab-man-{}", std::process::id()));
+    let out = roamlab(&["man", "--out", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let top = std::fs::read_to_string(dir.join("roamlab.1")).unwrap();
+    assert!(top.contains(".TH roamlab 1"), "{top}");
+    for verb in verbs() {
+        let page = std::fs::read_to_string(dir.join(format!("roamlab-{verb}.1")))
+            .unwrap_or_else(|e| panic!("no page for {verb}: {e}"));
+        assert!(
+            page.contains(&format!(".TH roamlab-{verb} 1")),
+            "{verb}: {page}"
+        );
+        assert!(
+            top.contains(&format!("roamlab\\-{verb}(1)")),
+            "{verb} not listed"
+        );
+        let help = text(&roamlab(&[&verb, "--help"]));
+        for option in help
+            .split_whitespace()
+            .filter(|w| w.starts_with("--") && w.len() > 2)
+            .map(|w| w.trim_end_matches([',', '.', ')', ':']))
+            .filter(|w| {
+                w.chars()
+                    .skip(2)
+                    .all(|c| c.is_ascii_lowercase() || c == '-')
+            })
+        {
+            let roff = option.replace('-', "\\-");
+            assert!(
+                page.contains(&roff),
+                "{verb}: {option} missing from its page"
+            );
         }
     }
     std::fs::remove_dir_all(&dir).unwrap();

@@ -3,6 +3,7 @@
 
 mod bench;
 mod demo;
+mod docs;
 mod exec;
 mod graph;
 mod table;
@@ -193,6 +194,22 @@ enum Command {
         /// Print the raw JSON lines.
         #[arg(long)]
         json: bool,
+    },
+    /// Print a shell completion script.
+    ///
+    /// Example: roamlab completions bash > /etc/bash_completion.d/roamlab
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), made from the same definitions as --help; with --out,
+    /// write it and one page per verb (roamlab-attach.1, …) into a folder.
+    ///
+    /// Example: roamlab man --out /usr/local/share/man/man1
+    Man {
+        /// Folder to write roamlab.1 and roamlab-VERB.1 into.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// DNS of a running lab.
     Dns {
@@ -475,6 +492,8 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { out } => docs::man(out.as_deref()),
         Command::Cleanup { lab, all } => {
             require_root("cleanup")?;
             let report = lab::cleanup(lab.as_deref(), all);
