@@ -98,3 +98,60 @@ fn without_a_home_update_the_reverse_lookup_works_and_the_forward_lookup_fails()
     assert!(gone.is_some(), "the reverse record stayed: {:?}", ptr());
     drop(lab);
 }
+
+/// Issue 11, deliverable 6: `up`, `attach` and `detach` speak `--json` as `status` does:
+/// one document, each terminal's outcome with its reason, the exit status unchanged.
+#[test]
+fn up_attach_and_detach_speak_json() {
+    if !root_or_skip("mdjson") {
+        return;
+    }
+    let lab = LabGuard::new("mdjson");
+    let out = lab.up(Some("tests/labs/no-update.yaml"), &["--json"]);
+    assert!(out.status.success(), "up failed: {}", text(&out));
+    let up: serde_json::Value = serde_json::from_slice(&out.stdout).expect("up --json is JSON");
+    assert_eq!(up, lab.status_json());
+    let json = |args: &[&str]| {
+        let out = roamlab(&[args, &["--lab", "mdjson", "--json"]].concat());
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?} --json: {e}: {}", text(&out)));
+        (out.status.success(), doc)
+    };
+    let (ok, attached) = json(&["attach", "phone1", "homebound1"]);
+    assert!(!ok, "a refused terminal must fail the verb: {attached}");
+    assert_eq!(
+        (attached["succeeded"].as_u64(), attached["failed"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let of = |doc: &serde_json::Value, t: &str| {
+        doc["terminals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["terminal"] == t)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {t} in {doc}"))
+    };
+    let phone1 = of(&attached, "phone1");
+    assert_eq!(phone1["ok"], true, "{phone1}");
+    assert_eq!(phone1["mode"], "no-update");
+    assert_eq!(phone1["host_name"], "phone1.home.example");
+    assert!(
+        phone1["address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("198.51.100.")),
+        "{phone1}"
+    );
+    let homebound = of(&attached, "homebound1");
+    assert_eq!(homebound["ok"], false);
+    assert!(
+        homebound["why"]
+            .as_str()
+            .is_some_and(|w| w.contains("roaming")),
+        "{homebound}"
+    );
+    let (ok, detached) = json(&["detach", "--all"]);
+    assert!(ok, "{detached}");
+    assert_eq!(of(&detached, "phone1")["visited"], "visited");
+    drop(lab);
+}

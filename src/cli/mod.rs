@@ -69,6 +69,9 @@ enum Command {
         /// Seconds each agent has to report ready.
         #[arg(long, default_value_t = 10.0)]
         ready_timeout: f64,
+        /// Print the lab's status as JSON (as `status --json`) instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Remove a lab: its agents, processes, namespaces, /etc/netns files and state.
     ///
@@ -167,6 +170,9 @@ enum Command {
         /// Lab name (default: the only lab there is).
         #[arg(long)]
         lab: Option<String>,
+        /// Print one JSON document (each terminal's outcome) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Detach a terminal (it sends a detach, its VLR purges it at home) and remove it.
     /// Many at once: several names, globs, or --all (every attached terminal).
@@ -181,6 +187,9 @@ enum Command {
         /// Lab name (default: the only lab there is).
         #[arg(long)]
         lab: Option<String>,
+        /// Print one JSON document (each terminal's outcome) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the lab's agent events (JSON lines from every agent) in time order.
     ///
@@ -400,6 +409,7 @@ pub fn run(cli: Cli) -> Result<()> {
             name,
             no_agents,
             ready_timeout,
+            json,
         } => {
             let (topology, source_text, origin) =
                 load_topology(topology.as_ref(), name.as_deref())?;
@@ -418,6 +428,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 cancel_on_signals(cancel.clone());
                 lab::up(&opts, cancel).await
             })?;
+            if json {
+                let status = rt.block_on(lab::status(&opts.topology.name))?;
+                println!("{}", serde_json::to_string_pretty(&status)?);
+                return Ok(());
+            }
             print!(
                 "{}",
                 table::up_table(&opts.topology, &report.plan, &report.agents)
@@ -555,6 +570,7 @@ pub fn run(cli: Cli) -> Result<()> {
             lab,
             dhcp_client,
             host_name,
+            json,
         } => {
             require_root("attach")?;
             let lab = lab::resolve(lab.as_deref())?;
@@ -563,16 +579,17 @@ pub fn run(cli: Cli) -> Result<()> {
                 dhcp_client,
                 host_name,
             };
-            terminals::attach(&lab, &terminals, all, at.as_deref(), &setup, parallel)
+            terminals::attach(&lab, &terminals, all, at.as_deref(), &setup, parallel, json)
         }
         Command::Detach {
             terminals,
             all,
             lab,
+            json,
         } => {
             require_root("detach")?;
             let lab = lab::resolve(lab.as_deref())?;
-            terminals::detach(&lab, &terminals, all)
+            terminals::detach(&lab, &terminals, all, json)
         }
         Command::Events { lab, follow, json } => {
             require_root("events")?;

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use serde_json::json;
 
 use crate::lab::terminals::{self, Attached, Outcomes, Progress, TerminalError};
 
@@ -95,6 +96,41 @@ fn reason(e: &TerminalError) -> String {
     }
 }
 
+/// Prints the outcomes as one JSON document (`{verb, took_ms, attached|detached, failed,
+/// terminals: [{terminal, ok, …|why}]}`); errors if any terminal failed, as the text does.
+fn print_json<T>(
+    verb: &str,
+    outcomes: &Outcomes<T>,
+    took: Duration,
+    done: impl Fn(&T) -> serde_json::Value,
+) -> Result<()> {
+    let terminals: Vec<serde_json::Value> = outcomes
+        .iter()
+        .map(|(terminal, result)| {
+            let mut entry = match result {
+                Ok(t) => done(t),
+                Err(e) => json!({ "why": reason(e) }),
+            };
+            entry["terminal"] = json!(terminal);
+            entry["ok"] = json!(result.is_ok());
+            entry
+        })
+        .collect();
+    let failed = outcomes.iter().filter(|(_, r)| r.is_err()).count();
+    let summary = json!({
+        "verb": verb,
+        "took_ms": took.as_secs_f64() * 1000.0,
+        "succeeded": outcomes.len() - failed,
+        "failed": failed,
+        "terminals": terminals,
+    });
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    if failed > 0 {
+        bail!("{failed} of {} terminals failed to {verb}", outcomes.len());
+    }
+    Ok(())
+}
+
 /// Prints one summary; errors if any terminal failed.
 fn summarise<T>(verb: &str, done: &str, outcomes: &Outcomes<T>, took: Duration) -> Result<()> {
     let mut by_reason: BTreeMap<String, Vec<&str>> = BTreeMap::new();
@@ -170,6 +206,7 @@ pub fn attach(
     at: Option<&str>,
     setup: &terminals::TerminalSetup,
     parallel: usize,
+    json: bool,
 ) -> Result<()> {
     let names = chosen(
         lab,
@@ -193,6 +230,21 @@ pub fn attach(
             ))
             .map_err(anyhow::Error::from)
     })?;
+    if json {
+        return print_json("attach", &outcomes, started.elapsed(), |a| {
+            json!({
+                "visited": a.visited,
+                "imsi": a.imsi,
+                "host_name": a.registration.as_ref().and_then(|r| r.host_name.clone()).unwrap_or(a.host_name.clone()),
+                "namespace": a.namespace,
+                "pid": a.agent.pid,
+                "address": a.address,
+                "resolvable_from": a.resolvable.as_ref().map(|(from, _)| from),
+                "resolvable_ms": a.resolvable.as_ref().map(|(_, took)| took.as_secs_f64() * 1000.0),
+                "mode": a.mode,
+            })
+        });
+    }
     if single(patterns, all) {
         let (_, result) = outcomes.pop().expect("one outcome");
         print_attached(&result?);
@@ -201,7 +253,7 @@ pub fn attach(
     summarise("attach", "attached", &outcomes, started.elapsed())
 }
 
-pub fn detach(lab: &str, patterns: &[String], all: bool) -> Result<()> {
+pub fn detach(lab: &str, patterns: &[String], all: bool, json: bool) -> Result<()> {
     let names = chosen(
         lab,
         &terminals::attached(lab)?,
@@ -216,6 +268,14 @@ pub fn detach(lab: &str, patterns: &[String], all: bool) -> Result<()> {
             .block_on(terminals::detach_many(lab, &names, &progress))
             .map_err(anyhow::Error::from)
     })?;
+    if json {
+        return print_json(
+            "detach",
+            &outcomes,
+            started.elapsed(),
+            |visited| json!({ "visited": visited }),
+        );
+    }
     if single(patterns, all) {
         let (terminal, result) = outcomes.pop().expect("one outcome");
         println!("{terminal} detached from {} and removed", result?);
