@@ -11,13 +11,7 @@ use common::{normalise_dig as normalise, roamlab, root_or_skip, text, within, La
 const TTL_BOUND: Duration = Duration::from_secs(2);
 
 fn up(name: &str) -> Option<LabGuard> {
-    if !root_or_skip(name) {
-        return None;
-    }
-    let lab = LabGuard::new(name);
-    let out = lab.up(Some("tests/labs/dns.yaml"), &[]);
-    assert!(out.status.success(), "up failed: {}", text(&out));
-    Some(lab)
+    common::up_lab(name, "tests/labs/dns.yaml", &[]).map(|(lab, _)| lab)
 }
 
 fn dig(lab: &LabGuard, node: &str, args: &[&str]) -> String {

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{roamlab, root_or_skip, text, LabGuard};
+use common::{roamlab, text, LabGuard};
 
 /// The status `dig` reports for `name` asked from fixed1 (`NOERROR`, `NXDOMAIN`…), and its
 /// short answer.
@@ -48,12 +48,9 @@ fn reverse(address: &str) -> String {
 /// knows nothing), so it cannot be reached by name; the home's HLR still registers it.
 #[test]
 fn without_a_home_update_the_reverse_lookup_works_and_the_forward_lookup_fails() {
-    if !root_or_skip("mdnoup") {
+    let Some((lab, _)) = common::up_lab("mdnoup", "tests/labs/no-update.yaml", &[]) else {
         return;
-    }
-    let lab = LabGuard::new("mdnoup");
-    let out = lab.up(Some("tests/labs/no-update.yaml"), &[]);
-    assert!(out.status.success(), "up failed: {}", text(&out));
+    };
     let out = roamlab(&["attach", "phone1", "--lab", "mdnoup"]);
     let said = text(&out);
     assert!(out.status.success(), "{said}");
@@ -103,12 +100,10 @@ fn without_a_home_update_the_reverse_lookup_works_and_the_forward_lookup_fails()
 /// one document, each terminal's outcome with its reason, the exit status unchanged.
 #[test]
 fn up_attach_and_detach_speak_json() {
-    if !root_or_skip("mdjson") {
+    let Some((lab, out)) = common::up_lab("mdjson", "tests/labs/no-update.yaml", &["--json"])
+    else {
         return;
-    }
-    let lab = LabGuard::new("mdjson");
-    let out = lab.up(Some("tests/labs/no-update.yaml"), &["--json"]);
-    assert!(out.status.success(), "up failed: {}", text(&out));
+    };
     let up: serde_json::Value = serde_json::from_slice(&out.stdout).expect("up --json is JSON");
     assert_eq!(up, lab.status_json());
     let json = |args: &[&str]| {

@@ -9,20 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{roamlab, root_or_skip, text, LabGuard};
+use common::{roamlab, text, LabGuard};
 
 const HOME_DNS: &str = "192.0.2.53";
 const RESOLVER: &str = "203.0.113.53";
 const PHONE: &str = "phone1.home.example";
 
 fn up(name: &str) -> Option<LabGuard> {
-    if !root_or_skip(name) {
-        return None;
-    }
-    let lab = LabGuard::new(name);
-    let out = lab.up(Some("tests/labs/moves.yaml"), &[]);
-    assert!(out.status.success(), "up failed: {}", text(&out));
-    Some(lab)
+    common::up_lab(name, "tests/labs/moves.yaml", &[]).map(|(lab, _)| lab)
 }
 
 fn attach_at(lab: &str, terminal: &str, visited: &str) -> Ipv4Addr {

@@ -9,7 +9,7 @@ mod common;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use common::{roamlab, root_or_skip, text, LabGuard, UDHCPC_ONCE};
+use common::{roamlab, text, LabGuard, UDHCPC_ONCE};
 use roamlab::contract::published::read_attached;
 use roamlab::contract::LabDir;
 
@@ -52,12 +52,9 @@ fn udhcpc(lab: &LabGuard, extra: &[&str]) {
 
 #[test]
 fn a_network_that_learns_names_from_terminals_writes_one_only_once_its_home_verified_it() {
-    if !root_or_skip("nmterm") {
+    let Some((lab, _)) = common::up_lab("nmterm", "tests/labs/names.yaml", &[]) else {
         return;
-    }
-    let lab = LabGuard::new("nmterm");
-    let out = lab.up(Some("tests/labs/names.yaml"), &[]);
-    assert!(out.status.success(), "up failed: {}", text(&out));
+    };
 
     // phone1's network told it no name: its own DHCP client says it, and its home agrees.
     let out = roamlab(&["attach", "phone1", "--lab", "nmterm"]);

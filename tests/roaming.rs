@@ -17,13 +17,7 @@ fn within(limit: Duration, check: impl FnMut() -> bool) -> bool {
 const TTL_BOUND: Duration = Duration::from_secs(2);
 
 fn up(name: &str) -> Option<LabGuard> {
-    if !root_or_skip(name) {
-        return None;
-    }
-    let lab = LabGuard::new(name);
-    let out = lab.up(Some("tests/labs/roaming-fast.yaml"), &[]);
-    assert!(out.status.success(), "up failed: {}", text(&out));
-    Some(lab)
+    common::up_lab(name, "tests/labs/roaming-fast.yaml", &[]).map(|(lab, _)| lab)
 }
 
 fn attach(lab: &LabGuard, terminal: &str) -> String {

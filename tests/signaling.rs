@@ -8,7 +8,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{roamlab, root_or_skip, text, LabGuard};
+use common::{roamlab, text, LabGuard};
 use roamlab::agents::terminal::{AttachError, Terminal};
 use roamlab::contract::published::read_attached;
 use roamlab::contract::LabDir;
@@ -24,13 +24,7 @@ const PHONE1: (&str, &str, &str) = (
 const SERVER1_K: &str = "0396eb317b6d1c36f19c1c84cd6ffd16";
 
 fn up(name: &str, topology: &str) -> Option<LabGuard> {
-    if !root_or_skip(name) {
-        return None;
-    }
-    let lab = LabGuard::new(name);
-    let out = lab.up(Some(topology), &[]);
-    assert!(out.status.success(), "up failed: {}", text(&out));
-    Some(lab)
+    common::up_lab(name, topology, &[]).map(|(lab, _)| lab)
 }
 
 fn rt() -> tokio::runtime::Runtime {

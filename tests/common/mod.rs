@@ -102,6 +102,18 @@ impl Drop for LabGuard {
     }
 }
 
+/// Brings up lab `name` from `topology` with `extra` arguments, when the test may touch the
+/// kernel (see [`root_or_skip`]); the guard, and what `up` printed.
+pub fn up_lab(name: &str, topology: &str, extra: &[&str]) -> Option<(LabGuard, Output)> {
+    if !root_or_skip(name) {
+        return None;
+    }
+    let lab = LabGuard::new(name);
+    let out = lab.up(Some(topology), extra);
+    assert!(out.status.success(), "up failed: {}", text(&out));
+    Some((lab, out))
+}
+
 /// Asserts that nothing of `lab` is left: namespaces, mounts, state, /etc/netns files,
 /// and none of `pids` still running.
 pub fn assert_nothing_left(lab: &str, pids: &[i32]) {
