@@ -1,6 +1,7 @@
 //! The background art beside the method (issue 10), on real labs:
 //! tests/labs/no-update.yaml is the default lab whose visited network runs `mode: no-update`
-//! ([0011]–[0012]: a local address named only in the visited DNS).
+//! ([0011]–[0012]: a local address named only in the visited DNS), and
+//! tests/labs/home-cell.yaml has a cell in the home network (Fig. 2).
 
 mod common;
 
@@ -148,5 +149,48 @@ fn up_attach_and_detach_speak_json() {
     let (ok, detached) = json(&["detach", "--all"]);
     assert!(ok, "{detached}");
     assert_eq!(of(&detached, "phone1")["visited"], "visited");
+    drop(lab);
+}
+
+/// Fig. 2, the background art at home: a cell in the home network, whose own VLR and DHCP
+/// serve its terminals through the HLR directly. The terminal gets a home address, both its
+/// records are in the home DNS, and every packet to it goes through the home router; a
+/// subscriber whose profile forbids roaming attaches there, and only there.
+#[test]
+fn at_home_the_terminal_has_a_home_address_named_in_the_home_dns_both_ways() {
+    let Some((lab, _)) = common::up_lab("mdhome", "tests/labs/home-cell.yaml", &[]) else {
+        return;
+    };
+    let out = roamlab(&["attach", "homebound1", "--at", "visited", "--lab", "mdhome"]);
+    assert!(!out.status.success(), "a non-roaming subscriber roamed");
+    assert!(text(&out).contains("roaming not allowed"), "{}", text(&out));
+    let out = roamlab(&["attach", "homebound1", "--at", "home", "--lab", "mdhome"]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("resolves to it from fixed1"), "{said}");
+    let address = address_in(&said);
+    assert!(
+        address.starts_with("198.18.48."),
+        "not a home address: {address}"
+    );
+    let name = "homebound1.home.example";
+    assert_eq!(
+        dig(&lab, &["+norec", "@192.0.2.53", name, "A"]),
+        ("NOERROR".into(), address.clone())
+    );
+    let ptr = || dig(&lab, &["+norec", "@192.0.2.53", &reverse(&address), "PTR"]);
+    let named = common::within(Duration::from_secs(10), || {
+        ptr() == ("NOERROR".into(), format!("{name}."))
+    });
+    assert!(named.is_some(), "no reverse record at home: {:?}", ptr());
+    let route = lab.exec("fixed1", &["traceroute", "-n", "-q1", "-w1", &address]);
+    let hops = text(&route);
+    assert!(
+        hops.lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("198.18.0.2")),
+        "the path does not cross the home router: {hops}"
+    );
+    let by_name = lab.exec("fixed1", &["ping", "-c1", "-W2", name]);
+    assert!(by_name.status.success(), "{}", text(&by_name));
     drop(lab);
 }

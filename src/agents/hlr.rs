@@ -135,6 +135,8 @@ pub struct HlrCore {
     /// Subscribers that moved and whose home record still holds the old network's address,
     /// with the sweeps since: make-before-break, the new address replaces it in one update.
     moving: HashMap<String, u32>,
+    /// This home network's own name: a terminal on its own cell (Fig. 2) is not roaming.
+    network: Option<String>,
 }
 
 impl HlrCore {
@@ -168,6 +170,7 @@ impl HlrCore {
             random,
             pools: Vec::new(),
             moving,
+            network: None,
         })
     }
 
@@ -175,6 +178,13 @@ impl HlrCore {
     /// pools is refused.
     pub fn with_pools(mut self, pools: Vec<PartnerPool>) -> Self {
         self.pools = pools;
+        self
+    }
+
+    /// Names this home network, whose own VLR (a cell at home, Fig. 2) serves subscribers
+    /// whose profile forbids roaming.
+    pub fn at(mut self, network: &str) -> Self {
+        self.network = Some(network.to_string());
         self
     }
 
@@ -246,7 +256,7 @@ impl HlrCore {
                 }
             }
             msg::UPDATE_LOCATION_REQUEST => {
-                if !sub.record.roaming {
+                if !sub.record.roaming && self.network.as_deref() != Some(from) {
                     return refuse(
                         cause::ROAMING_NOT_ALLOWED,
                         format!("{}: roaming is not in the profile", sub.record.name),
@@ -483,8 +493,9 @@ pub async fn run(config: HlrConfig) -> std::io::Result<()> {
     });
     let mut state_journal = StateJournal::open(&config.state_file)?;
     let state = state_journal.records().clone().into_iter().collect();
-    let core =
-        HlrCore::new(&config.subscribers, state, random)?.with_pools(config.partner_pools.clone());
+    let core = HlrCore::new(&config.subscribers, state, random)?
+        .with_pools(config.partner_pools.clone())
+        .at(&config.name);
     let dns_queue = std::sync::Arc::new(DurableQueue::<DnsOp>::open(
         config.state_file.with_extension("dnsqueue.jsonl"),
         |op| op.host_name().to_string(),

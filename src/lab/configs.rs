@@ -58,7 +58,9 @@ pub fn write_agent_configs(topology: &Topology, lab: &LabDir) -> io::Result<()> 
             } => Some((*implicit_detach_s, *name_source)),
             _ => None,
         });
-        if let (Role::Visited, Some((implicit_detach_s, name_source))) = (node.role, vlr) {
+        if let (Role::Visited | Role::Home, Some((implicit_detach_s, name_source))) =
+            (node.role, vlr)
+        {
             private_dir(&lab.agent_dir(AgentKind::Vlr, &node.name))?;
             private_dir(&lab.vlr_published(&node.name))?;
             socket_dir(lab.cell_socket(&node.name))?;
@@ -70,7 +72,7 @@ pub fn write_agent_configs(topology: &Topology, lab: &LabDir) -> io::Result<()> 
             .services
             .iter()
             .any(|s| matches!(s, Service::Dhcp { .. }));
-        if node.role == Role::Visited && serves_dhcp {
+        if matches!(node.role, Role::Visited | Role::Home) && serves_dhcp {
             if let Some(config) = dhcp_config(topology, lab, node) {
                 private_dir(&lab.agent_dir(AgentKind::Dhcp, &node.name))?;
                 write_private_json(&lab.agent_config(AgentKind::Dhcp, &node.name), &config)?;
@@ -84,7 +86,10 @@ fn hlr_config(topology: &Topology, lab: &LabDir, node: &Node) -> HlrConfig {
     let visited: Vec<&Node> = topology
         .nodes
         .iter()
-        .filter(|v| v.role == Role::Visited && v.partners.contains(&node.name))
+        .filter(|v| {
+            (v.role == Role::Visited && v.partners.contains(&node.name))
+                || (v.name == node.name && has_vlr(v))
+        })
         .collect();
     // A partner's cell pools and its relays' pools: the only session addresses it may
     // report.
@@ -129,6 +134,12 @@ fn hlr_config(topology: &Topology, lab: &LabDir, node: &Node) -> HlrConfig {
     }
 }
 
+fn has_vlr(node: &Node) -> bool {
+    node.services
+        .iter()
+        .any(|s| matches!(s, Service::Vlr { .. }))
+}
+
 fn vlr_config(
     topology: &Topology,
     lab: &LabDir,
@@ -136,9 +147,7 @@ fn vlr_config(
     implicit_detach_s: u64,
     name_source: NameSource,
 ) -> VlrConfig {
-    let partners = node
-        .partners
-        .iter()
+    let partners = (node.hlr_partners().into_iter())
         .filter_map(|p| topology.node(p))
         .filter_map(|home| {
             Some(PartnerHlr {

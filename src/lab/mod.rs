@@ -182,8 +182,7 @@ fn agent_view(
                 events,
             ];
             g.extend(
-                node.partners
-                    .iter()
+                (node.hlr_partners().into_iter())
                     .filter(|p| topology.node(p).is_some())
                     .map(|p| socket_dir(dir.hlr_socket(p))),
             );

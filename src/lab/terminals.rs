@@ -318,16 +318,21 @@ fn some_of<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
 
 /// The visited network terminals attach at: `at`, or the lab's only one.
 fn visited_of(lab: &str, topology: &Topology, at: Option<&str>) -> Result<String, TerminalError> {
-    let visited_nodes: Vec<&str> = topology
-        .nodes
-        .iter()
-        .filter(|n| {
-            n.role == Role::Visited && n.services.iter().any(|s| matches!(s, Service::Vlr { .. }))
-        })
-        .map(|n| n.name.as_str())
-        .collect();
+    let with_cell = |role: Role| -> Vec<&str> {
+        (topology.nodes.iter())
+            .filter(|n| {
+                n.role == role && n.services.iter().any(|s| matches!(s, Service::Vlr { .. }))
+            })
+            .map(|n| n.name.as_str())
+            .collect()
+    };
+    let visited_nodes = with_cell(Role::Visited);
+    // A home network's own cell (Fig. 2) is attached at only when named.
+    let home_cells = with_cell(Role::Home);
     let why = match (at, visited_nodes.as_slice()) {
-        (Some(v), _) if visited_nodes.contains(&v) => return Ok(v.to_string()),
+        (Some(v), _) if visited_nodes.contains(&v) || home_cells.contains(&v) => {
+            return Ok(v.to_string())
+        }
         (None, [one]) => return Ok(one.to_string()),
         (Some(v), _) => format!(
             "{v} is not a visited network with a VLR (those are: {})",

@@ -189,6 +189,15 @@ pub struct Node {
 }
 
 impl Node {
+    /// The home networks whose HLRs this node's VLR registers terminals at: a visited
+    /// network's partners, or a home network itself (its own cell, Fig. 2).
+    pub fn hlr_partners(&self) -> Vec<&str> {
+        match self.role {
+            Role::Home => vec![self.name.as_str()],
+            _ => self.partners.iter().map(String::as_str).collect(),
+        }
+    }
+
     /// Every pool the node leases from: its bridges' (the cell's) and its DHCP relays'.
     pub fn pools(&self) -> Vec<Pool> {
         let relayed = self.services.iter().flat_map(|s| match s {

@@ -404,14 +404,18 @@ impl Validator<'_> {
             };
             let allowed = match service {
                 Service::Hlr => role == Role::Home,
-                Service::Vlr { .. } | Service::Dhcp { .. } => role == Role::Visited,
+                // A home network may have a cell of its own (Fig. 2): its terminals attach
+                // there through their HLR directly.
+                Service::Vlr { .. } | Service::Dhcp { .. } => {
+                    matches!(role, Role::Visited | Role::Home)
+                }
                 Service::Dns { .. } | Service::Echo { .. } => true,
             };
             if !allowed {
                 let wants = if service == Service::Hlr {
                     "home"
                 } else {
-                    "visited"
+                    "visited or home"
                 };
                 return self.fail(
                     &spath.key("kind"),
@@ -673,7 +677,7 @@ impl Validator<'_> {
                 Role::Home | Role::Visited => names.extend(node.domain.clone()),
                 Role::Host => {}
             }
-            if node.role == Role::Visited {
+            if matches!(node.role, Role::Visited | Role::Home) {
                 for pool in node.pools() {
                     for name in reverse_zones(pool) {
                         if !names.contains(&name) {
