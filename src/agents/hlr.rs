@@ -1076,6 +1076,21 @@ mod tests {
         assert_eq!(moved.send[1].to, "visited2");
     }
 
+    /// Fig. 2: the home network's own VLR (its own cell) serves a subscriber whose profile
+    /// forbids roaming; a visited network still may not.
+    #[test]
+    fn a_non_roaming_subscriber_registers_at_its_own_networks_cell_only() {
+        let mut hlr = core().at("home");
+        let imsi = "001010000000003";
+        let abroad = hlr.handle("visited", &req(msg::UPDATE_LOCATION_REQUEST, imsi));
+        assert_eq!(
+            abroad.send[0].message.cause,
+            Some(cause::ROAMING_NOT_ALLOWED)
+        );
+        register(&mut hlr, "home", imsi);
+        assert_eq!(hlr.state[imsi].vlr.as_deref(), Some("home"));
+    }
+
     #[test]
     fn refusals_carry_their_causes() {
         let mut hlr = core();
