@@ -474,6 +474,39 @@ fn the_demo_passes() {
     common::assert_nothing_left("demo", &[]);
 }
 
+/// Issue 11: the demo always replaced a lab of its own name, running or not. It now takes
+/// `--name`, refuses a running lab of that name as `up` does (and leaves it be), and
+/// refuses a name that is not a lab name before anything is built.
+#[test]
+fn the_demo_takes_a_name_and_never_replaces_a_running_lab() {
+    let bad = roamlab(&["demo", "--name", "Not-A-Lab"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(
+        text(&bad).contains("lab name `Not-A-Lab`"),
+        "{}",
+        text(&bad)
+    );
+    if !root_or_skip("dmbusy") {
+        return;
+    }
+    let lab = LabGuard::new("dmbusy");
+    assert!(lab.up(None, &["--no-agents"]).status.success());
+    let before = lab.status_json();
+    let demo = roamlab(&["demo", "--name", "dmbusy"]);
+    assert_eq!(demo.status.code(), Some(1), "{}", text(&demo));
+    assert!(
+        text(&demo).contains("lab dmbusy is already running"),
+        "{}",
+        text(&demo)
+    );
+    assert_eq!(
+        lab.status_json(),
+        before,
+        "the demo touched the running lab"
+    );
+    drop(lab);
+}
+
 #[test]
 fn stock_dhcp_clients_get_leases_and_their_names_are_understood() {
     let Some(lab) = up("roamstock") else { return };

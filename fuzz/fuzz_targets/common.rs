@@ -56,6 +56,8 @@ pub fn subscribers() -> Vec<SubscriberRecord> {
             // The last one may not roam.
             roaming: i < 2,
             packet_data: true,
+            // The second has a TTL of its own.
+            ttl: (i == 1).then_some(0),
         })
         .collect()
 }
@@ -66,7 +68,8 @@ pub const POOL: (Ipv4Addr, Ipv4Addr) = (
     Ipv4Addr::new(198, 51, 100, 199),
 );
 
-/// The home network's HLR core, with the visited network's pool and RANDs that count up.
+/// The home network's HLR core, with the visited network's pool and RANDs that count up
+/// (a message "from home" comes from its own cell's VLR).
 pub fn hlr_core() -> HlrCore {
     let mut n = 0u8;
     HlrCore::new(
@@ -83,4 +86,5 @@ pub fn hlr_core() -> HlrCore {
         start: POOL.0.into(),
         end: POOL.1.into(),
     }])
+    .at("home")
 }

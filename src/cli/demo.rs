@@ -15,17 +15,20 @@ use crate::lab::{self, UpOptions};
 use crate::supervisor::enter::NodeEntry;
 use crate::topology::{Topology, DEFAULT_SOURCE, DEFAULT_TOPOLOGY};
 
-const LAB: &str = "demo";
+/// The demo's lab name, unless `--name` says another.
+pub const LAB: &str = "demo";
 
 struct Demo {
+    /// The lab's name.
+    lab: String,
     passed: usize,
     failed: Vec<String>,
     started: Instant,
 }
 
-/// Runs a command inside a node of the demo lab; returns its exit success and output.
-fn run(node: &str, argv: &[&str]) -> (bool, String) {
-    let namespace = crate::topology::namespace_name(LAB, node);
+/// Runs a command inside a node of the demo's lab; returns its exit success and output.
+fn run(lab: &str, node: &str, argv: &[&str]) -> (bool, String) {
+    let namespace = crate::topology::namespace_name(lab, node);
     let mut cmd = Command::new(argv[0]);
     cmd.args(&argv[1..]);
     match NodeEntry::prepare(&namespace) {
@@ -73,7 +76,7 @@ impl Demo {
         what: &str,
         holds: impl Fn(bool, &str) -> bool,
     ) -> String {
-        let (ok, out) = run(node, argv);
+        let (ok, out) = run(&self.lab, node, argv);
         self.show(node, argv, &out);
         self.check(holds(ok, &out), what);
         out
@@ -99,8 +102,12 @@ fn answer_of(dig: &str) -> Vec<String> {
         .collect()
 }
 
-pub fn run_demo(keep: bool) -> Result<()> {
+/// Runs the demo in lab `name` (already validated as a lab name); a lab of that name that
+/// is in use is refused, as `up` refuses it, and one a crash left behind is removed first.
+pub fn run_demo(keep: bool, topology: Topology) -> Result<()> {
+    let name = topology.name.clone();
     let mut d = Demo {
+        lab: name.clone(),
         passed: 0,
         failed: Vec::new(),
         started: Instant::now(),
@@ -113,11 +120,9 @@ pub fn run_demo(keep: bool) -> Result<()> {
     );
 
     d.step("Bring up the built-in lab: core, home, visited, fixed1, fixed2");
-    if crate::contract::LabDir::of(LAB).path().exists() {
-        lab::cleanup(Some(LAB), true);
+    if crate::contract::LabDir::of(&name).path().exists() && !lab::in_use(&name) {
+        lab::cleanup(Some(&name), true);
     }
-    let mut topology = Topology::parse(DEFAULT_TOPOLOGY, DEFAULT_SOURCE)?;
-    topology.name = LAB.to_string();
     let opts = UpOptions {
         topology: topology.clone(),
         source_text: DEFAULT_TOPOLOGY.to_string(),
@@ -132,7 +137,7 @@ pub fn run_demo(keep: bool) -> Result<()> {
     d.check(
         true,
         &format!(
-            "lab {LAB} up in {} ms with {} agents (DNS, HLR, VLR, DHCP)",
+            "lab {name} up in {} ms with {} agents (DNS, HLR, VLR, DHCP)",
             t.elapsed().as_millis(),
             report.agents.len()
         ),
@@ -140,10 +145,10 @@ pub fn run_demo(keep: bool) -> Result<()> {
 
     let result = steps(&mut d, &rt);
     if keep {
-        println!("\nThe lab stays up (--keep): try `sudo roamlab exec fixed1 -- dig phone1.home.example` … `sudo roamlab down {LAB}`.");
+        println!("\nThe lab stays up (--keep): try `sudo roamlab exec fixed1 -- dig phone1.home.example` … `sudo roamlab down {name}`.");
     } else {
         d.step("Tear the lab down");
-        let removed = lab::down(LAB);
+        let removed = lab::down(&name);
         d.check(removed.is_ok(), "everything the lab made is removed");
     }
     result?;
@@ -170,7 +175,7 @@ fn attach(
 ) -> Result<std::net::Ipv4Addr> {
     println!("  $ roamlab attach {terminal} --at visited");
     let a = rt.block_on(crate::lab::terminals::attach(
-        LAB,
+        &d.lab,
         terminal,
         Some("visited"),
         &Default::default(),
@@ -304,7 +309,7 @@ fn steps(d: &mut Demo, rt: &tokio::runtime::Runtime) -> Result<()> {
 
     d.step("phone1 detaches: its lease, both DNS records and its registration at home go");
     println!("  $ roamlab detach phone1");
-    rt.block_on(crate::lab::terminals::detach(LAB, "phone1"))?;
+    rt.block_on(crate::lab::terminals::detach(&d.lab, "phone1"))?;
     d.check(
         true,
         "phone1 detached (DHCP release, PurgeMS, records withdrawn)",
@@ -315,6 +320,7 @@ fn steps(d: &mut Demo, rt: &tokio::runtime::Runtime) -> Result<()> {
     while started.elapsed() < Duration::from_secs(3) {
         if gone(
             &run(
+                &d.lab,
                 "fixed1",
                 &["dig", "+norec", "@192.0.2.53", "phone1.home.example"],
             )
@@ -357,13 +363,14 @@ fn steps(d: &mut Demo, rt: &tokio::runtime::Runtime) -> Result<()> {
     let bound = Duration::from_secs(12);
     let mut forgot = None;
     while started.elapsed() < bound {
-        if gone(&run("fixed1", &["dig", "+time=1", "phone1.home.example"]).1) {
+        if gone(&run(&d.lab, "fixed1", &["dig", "+time=1", "phone1.home.example"]).1) {
             forgot = Some(started.elapsed());
             break;
         }
         std::thread::sleep(Duration::from_millis(250));
     }
     let out = run(
+        &d.lab,
         "fixed1",
         &["dig", "+noall", "+comments", "phone1.home.example"],
     )

@@ -51,6 +51,9 @@ enum Command {
         /// Leave the lab up afterwards, to poke at it.
         #[arg(long)]
         keep: bool,
+        /// The lab's name (default: demo); a running lab of that name is refused.
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Build a lab: namespaces, links, bridges, addresses, routes, then its agents.
     ///
@@ -445,9 +448,10 @@ pub fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Demo { keep } => {
+        Command::Demo { keep, name } => {
+            let (topology, _, _) = load_topology(None, Some(name.as_deref().unwrap_or(demo::LAB)))?;
             require_root("demo")?;
-            demo::run_demo(keep)
+            demo::run_demo(keep, topology)
         }
         Command::Down { lab } => {
             require_root("down")?;

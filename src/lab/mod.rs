@@ -602,7 +602,7 @@ pub fn resolve(name: Option<&str>) -> Result<String, LabError> {
 
 /// Whether a lab is in use: up and whole (running, every namespace mounted), or still
 /// being built by a live `up`.
-fn in_use(lab: &str) -> bool {
+pub fn in_use(lab: &str) -> bool {
     match LabState::load(lab) {
         Ok(Some(s)) => match s.phase {
             Phase::Running => s.namespaces.iter().all(|n| netns::is_mounted(n)),
