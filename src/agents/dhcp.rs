@@ -166,13 +166,15 @@ impl BookFiles {
     }
 
     fn book(&self, config: &DhcpConfig) -> LeaseBook {
-        LeaseBook::restored(
+        let mut book = LeaseBook::restored(
             config.pool_start,
             config.pool_end,
             self.leases.records().clone(),
             self.probation.records().clone(),
             self.held.records().clone(),
-        )
+        );
+        book.name_source = config.name_source;
+        book
     }
 }
 
@@ -818,8 +820,7 @@ async fn serve_relays(
 pub async fn run(config: DhcpConfig) -> std::io::Result<()> {
     let events = EventLog::open(&config.events_file, &format!("{}/dhcp", config.name))?;
     let files = BookFiles::open(&config)?;
-    let mut book = files.book(&config);
-    book.name_source = config.name_source;
+    let book = files.book(&config);
     let socket = wire::bind_socket(&config.interface, 67).map_err(|e| {
         std::io::Error::new(
             e.kind(),

@@ -99,15 +99,6 @@ const MOVE_GRACE_SWEEPS: u32 = super::MOVE_GRACE_SECS as u32;
 /// How often [`HlrCore::sweep`] runs (one sweep a second, as the grace counts them).
 const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Whether a host name a terminal claims is `own`: the whole name, or its first label (a
-/// DHCP client's option 12), in any case, with or without the root's dot.
-fn names_the_same(claim: &str, own: &str) -> bool {
-    let claim = claim.trim_end_matches('.');
-    let own = own.trim_end_matches('.');
-    let first = own.split('.').next().unwrap_or_default();
-    claim.eq_ignore_ascii_case(own) || claim.eq_ignore_ascii_case(first)
-}
-
 /// The outcome of one message: what to send, and whether the state must be saved.
 #[derive(Debug, Default, PartialEq)]
 pub struct Outcome {
@@ -391,7 +382,7 @@ impl HlrCore {
                     // Claim 23: a network that learned the name from the terminal asks
                     // whether it is the subscriber's; nothing is written if it is not.
                     if let Some(claim) = &m.host_name {
-                        if !names_the_same(claim, &host_name) {
+                        if !super::names_the_same(claim, &host_name) {
                             return refuse(
                                 cause::ILLEGAL_MS,
                                 format!(

@@ -449,9 +449,8 @@ impl LeaseBook {
             // A name the home gave (or the terminal said at attach): the client says the
             // same, or gets nothing.
             Some(claim) if !who.host_name.is_empty() => {
-                let own = who.host_name.to_ascii_lowercase();
-                let short = own.split('.').next().unwrap_or_default();
-                if claim != own && claim != short {
+                if !super::names_the_same(&claim, &who.host_name) {
+                    let own = who.host_name.to_ascii_lowercase();
                     return (
                         Answer::Silent(format!(
                             "the client claims `{claim}`, not its own host name {own}"

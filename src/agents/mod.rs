@@ -20,6 +20,16 @@ use std::os::fd::FromRawFd;
 
 use crate::contract::published::READY_FD_ENV;
 
+/// Whether a host name a terminal claims is `own`: the whole name, or its first label (a
+/// DHCP client's option 12), in any case, with or without the root's dot. The DHCP server
+/// checks a claim by it against the name it was given, and the HLR one it was asked about.
+pub fn names_the_same(claim: &str, own: &str) -> bool {
+    let claim = claim.trim_end_matches('.');
+    let own = own.trim_end_matches('.');
+    let first = own.split('.').next().unwrap_or_default();
+    claim.eq_ignore_ascii_case(own) || claim.eq_ignore_ascii_case(first)
+}
+
 /// How long a home network goes on naming a moved terminal's old address while its new
 /// network has reported none (make before break, at the HLR). The old network keeps that
 /// address out of its pool for longer, so the name never points at another terminal.

@@ -51,13 +51,7 @@ pub fn write_agent_configs(topology: &Topology, lab: &LabDir) -> io::Result<()> 
             let config = hlr_config(topology, lab, node);
             write_private_json(&lab.agent_config(AgentKind::Hlr, &node.name), &config)?;
         }
-        let vlr = node.services.iter().find_map(|s| match s {
-            Service::Vlr {
-                implicit_detach_s,
-                name_source,
-            } => Some((*implicit_detach_s, *name_source)),
-            _ => None,
-        });
+        let vlr = node.vlr();
         if let (Role::Visited | Role::Home, Some((implicit_detach_s, name_source))) =
             (node.role, vlr)
         {
@@ -88,7 +82,7 @@ fn hlr_config(topology: &Topology, lab: &LabDir, node: &Node) -> HlrConfig {
         .iter()
         .filter(|v| {
             (v.role == Role::Visited && v.partners.contains(&node.name))
-                || (v.name == node.name && has_vlr(v))
+                || (v.name == node.name && v.vlr().is_some())
         })
         .collect();
     // A partner's cell pools and its relays' pools: the only session addresses it may
@@ -132,12 +126,6 @@ fn hlr_config(topology: &Topology, lab: &LabDir, node: &Node) -> HlrConfig {
             .as_deref()
             .and_then(|d| dns_target(topology, lab, &node.name, d)),
     }
-}
-
-fn has_vlr(node: &Node) -> bool {
-    node.services
-        .iter()
-        .any(|s| matches!(s, Service::Vlr { .. }))
 }
 
 fn vlr_config(
@@ -222,14 +210,7 @@ fn dhcp_config(topology: &Topology, lab: &LabDir, node: &Node) -> Option<DhcpCon
         reverse_zones,
         events_file: lab.events(),
         relays,
-        name_source: node
-            .services
-            .iter()
-            .find_map(|s| match s {
-                Service::Vlr { name_source, .. } => Some(*name_source),
-                _ => None,
-            })
-            .unwrap_or_default(),
+        name_source: node.vlr().map(|(_, source)| source).unwrap_or_default(),
         mode: node.mode,
     })
 }

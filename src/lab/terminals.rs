@@ -26,7 +26,7 @@ use crate::plan::{Plan, Step, Sysctl, LOOPBACK_INDEX};
 use crate::supervisor::enter::View;
 use crate::supervisor::AgentRecord;
 use crate::supervisor::{self, AgentSpec, SupervisorError};
-use crate::topology::{Role, Service, Subscriber, Topology};
+use crate::topology::{Role, Subscriber, Topology};
 
 /// How long a terminal's agent has to complete its attach.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -320,9 +320,7 @@ fn some_of<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
 fn visited_of(lab: &str, topology: &Topology, at: Option<&str>) -> Result<String, TerminalError> {
     let with_cell = |role: Role| -> Vec<&str> {
         (topology.nodes.iter())
-            .filter(|n| {
-                n.role == role && n.services.iter().any(|s| matches!(s, Service::Vlr { .. }))
-            })
+            .filter(|n| n.role == role && n.vlr().is_some())
             .map(|n| n.name.as_str())
             .collect()
     };

@@ -189,6 +189,17 @@ pub struct Node {
 }
 
 impl Node {
+    /// Its VLR's settings, if it runs one: the implicit-detach time and the name source.
+    pub fn vlr(&self) -> Option<(u64, NameSource)> {
+        self.services.iter().find_map(|s| match s {
+            Service::Vlr {
+                implicit_detach_s,
+                name_source,
+            } => Some((*implicit_detach_s, *name_source)),
+            _ => None,
+        })
+    }
+
     /// The home networks whose HLRs this node's VLR registers terminals at: a visited
     /// network's partners, or a home network itself (its own cell, Fig. 2).
     pub fn hlr_partners(&self) -> Vec<&str> {
