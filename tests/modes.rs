@@ -192,5 +192,23 @@ fn at_home_the_terminal_has_a_home_address_named_in_the_home_dns_both_ways() {
     );
     let by_name = lab.exec("fixed1", &["ping", "-c1", "-W2", name]);
     assert!(by_name.status.success(), "{}", text(&by_name));
+    // The home cell is a cell like any other: a process in homebound1's node that asks
+    // for a lease under phone1's name gets none, and phone1's name stays unwritten.
+    let posing = lab.exec(
+        "homebound1",
+        &[&common::UDHCPC_ONCE[..], &["-F", "phone1.home.example"]].concat(),
+    );
+    assert!(!posing.status.success(), "{}", text(&posing));
+    assert_eq!(
+        dig(&lab, &["+norec", "@192.0.2.53", "phone1.home.example", "A"]).0,
+        "NXDOMAIN"
+    );
+    let refused = text(&roamlab(&["events", "mdhome"]));
+    assert!(
+        refused
+            .lines()
+            .any(|l| l.contains("home/dhcp") && l.contains("claims `phone1.home.example`")),
+        "{refused}"
+    );
     drop(lab);
 }
