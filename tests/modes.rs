@@ -1,7 +1,8 @@
 //! The background art beside the method (issue 10), on real labs:
 //! tests/labs/no-update.yaml is the default lab whose visited network runs `mode: no-update`
 //! ([0011]–[0012]: a local address named only in the visited DNS), and
-//! tests/labs/home-cell.yaml has a cell in the home network (Fig. 2).
+//! tests/labs/home-cell.yaml has a cell in the home network (Fig. 2), and
+//! tests/labs/tunnel.yaml a visited network in tunnel mode beside the method's (Fig. 3).
 
 mod common;
 
@@ -210,5 +211,172 @@ fn at_home_the_terminal_has_a_home_address_named_in_the_home_dns_both_ways() {
             .any(|l| l.contains("home/dhcp") && l.contains("claims `phone1.home.example`")),
         "{refused}"
     );
+    drop(lab);
+}
+
+/// Bytes the home router has received on its link to the core (from /proc/net/dev, which
+/// shows the namespace of the process that reads it).
+fn home_rx_bytes(lab: &LabGuard) -> u64 {
+    let dev = text(&lab.exec("home", &["cat", "/proc/net/dev"]));
+    dev.lines()
+        .find_map(|l| {
+            let (name, counters) = l.split_once(':')?;
+            (name.trim() == "eth-core").then(|| counters.split_whitespace().next()?.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no eth-core in {dev}"))
+}
+
+/// Whether a traceroute's hops include `hop`.
+fn crosses(hops: &str, hop: &str) -> bool {
+    hops.lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(hop))
+}
+
+/// Fig. 3 / [0010], the background art through a tunnel: in the tunnel-mode network the
+/// terminal gets a home address, named at home forward and reverse, and reachable by name;
+/// but every packet to and from it goes through the home router, where the method's
+/// terminal (in the other visited network) sends nothing through home.
+#[test]
+fn through_the_tunnel_lookups_work_and_every_packet_detours_through_home() {
+    let Some((lab, up)) = common::up_lab("mdtun", "tests/labs/tunnel.yaml", &[]) else {
+        return;
+    };
+    // Which tunnel this kernel could make is said, never assumed.
+    let said = text(&up);
+    assert!(
+        said.contains("tnl-home (vxlan)") || said.contains("tnl-home (ipip)"),
+        "{said}"
+    );
+    let out = roamlab(&["attach", "phone1", "--at", "tunnelled", "--lab", "mdtun"]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    let address = address_in(&said);
+    assert!(
+        address.starts_with("198.18.64."),
+        "not a home address: {address}"
+    );
+    let name = "phone1.home.example";
+    assert_eq!(
+        dig(&lab, &["+norec", "@192.0.2.53", name, "A"]),
+        ("NOERROR".into(), address.clone())
+    );
+    let ptr = || dig(&lab, &[&reverse(&address), "PTR"]);
+    let named = common::within(Duration::from_secs(10), || {
+        ptr() == ("NOERROR".into(), format!("{name}."))
+    });
+    assert!(named.is_some(), "no reverse record: {:?}", ptr());
+    let by_name = lab.exec("fixed1", &["ping", "-c1", "-W2", name]);
+    assert!(by_name.status.success(), "{}", text(&by_name));
+
+    // Both ways through home: in through the home router, out through its tunnel end.
+    let inbound = text(&lab.exec("fixed1", &["traceroute", "-n", "-q1", "-w1", &address]));
+    assert!(crosses(&inbound, "198.18.0.2"), "{inbound}");
+    let outbound = text(&lab.exec(
+        "phone1",
+        &["traceroute", "-n", "-q1", "-w1", "203.0.113.10"],
+    ));
+    assert!(crosses(&outbound, "198.19.255.253"), "{outbound}");
+
+    // Bytes through home: 20 exchanges of 1,000-byte pings cross its link four times each
+    // in the tunnel (request in, and out again encapsulated; the reply likewise).
+    let ping = |to: &str| {
+        let out = lab.exec(
+            "fixed1",
+            &["ping", "-q", "-c20", "-i0.01", "-s1000", "-W2", to],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    let before = home_rx_bytes(&lab);
+    ping(&address);
+    let tunnelled = home_rx_bytes(&lab) - before;
+    assert!(
+        tunnelled >= 2 * 20 * 1000,
+        "only {tunnelled} bytes reached home"
+    );
+
+    let out = roamlab(&["attach", "server1", "--at", "visited", "--lab", "mdtun"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let direct = address_in(&text(&out));
+    let before = home_rx_bytes(&lab);
+    ping(&direct);
+    let method = home_rx_bytes(&lab) - before;
+    assert!(
+        method < 20 * 1000,
+        "{method} bytes reached home for a terminal the method serves"
+    );
+    drop(lab);
+}
+
+/// The tunnel is a door into the home network: a VXLAN device takes frames from anyone who
+/// sends to its port. Only the visited router's address may: frames a fixed host sends
+/// there never reach the tunnel. And the key the tunnel-mode network names its terminals'
+/// home addresses with opens its home's reverse zone only, never the home zone.
+#[test]
+fn only_the_tunnels_peer_gets_into_it_and_its_key_opens_the_reverse_zone_only() {
+    let Some((lab, _)) = common::up_lab("mdtunx", "tests/labs/tunnel.yaml", &[]) else {
+        return;
+    };
+    let tunnel_rx = || {
+        let dev = text(&lab.exec("home", &["cat", "/proc/net/dev"]));
+        dev.lines()
+            .find_map(|l| {
+                let (name, counters) = l.split_once(':')?;
+                (name.trim() == "tnl-tunnelled")
+                    .then(|| counters.split_whitespace().nth(1)?.parse::<u64>().ok())?
+            })
+            .unwrap_or_else(|| panic!("no tunnel in {dev}"))
+    };
+    // A VXLAN header (VNI 100, the lab's first tunnel) and an ARP request inside it.
+    let frame = "\\x08\\x00\\x00\\x00\\x00\\x00\\x64\\x00\\xff\\xff\\xff\\xff\\xff\\xff\\x02\\x00\\x00\\x00\\x00\\x01\\x08\\x06\\x00\\x01\\x08\\x00\\x06\\x04\\x00\\x01\\x02\\x00\\x00\\x00\\x00\\x01\\xc6\\x13\\xff\\xfe\\x00\\x00\\x00\\x00\\x00\\x00\\xc6\\x13\\xff\\xfd";
+    let before = tunnel_rx();
+    let sent = lab.exec(
+        "fixed1",
+        &[
+            "bash",
+            "-c",
+            &format!("for i in $(seq 10); do printf '{frame}' > /dev/udp/198.18.0.2/4789; done"),
+        ],
+    );
+    assert!(sent.status.success(), "{}", text(&sent));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        tunnel_rx(),
+        before,
+        "a fixed host's frames got into the tunnel"
+    );
+
+    // The tunnel still carries what its peer sends.
+    let out = roamlab(&["attach", "phone1", "--at", "tunnelled", "--lab", "mdtunx"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let ping = lab.exec("fixed1", &["ping", "-c1", "-W2", &address_in(&text(&out))]);
+    assert!(ping.status.success(), "{}", text(&ping));
+    assert!(tunnel_rx() > before, "the tunnel carried nothing");
+
+    // With the tunnel-mode network's own key: the home zone refuses, the reverse zone takes it.
+    let raw = std::fs::read(roamlab::contract::LabDir::of("mdtunx").key_file("tunnelled"))
+        .expect("the tunnelled network's key");
+    let key = format!(
+        "hmac-sha256:roamlab-tunnelled:{}",
+        data_encoding::BASE64.encode(&raw)
+    );
+    let nsupdate = |script: &str| {
+        let path = format!("/tmp/roamlab-nsupdate-mdtunx-{}.txt", std::process::id());
+        std::fs::write(&path, script).unwrap();
+        let out = lab.exec("fixed1", &["nsupdate", "-t", "3", "-y", &key, &path]);
+        let _ = std::fs::remove_file(&path);
+        out
+    };
+    let home = nsupdate(
+        "server 192.0.2.53\nzone home.example\nupdate add evil.home.example 5 A 198.18.64.150\nsend\n",
+    );
+    assert!(!home.status.success(), "the home zone took the update");
+    assert_eq!(
+        dig(&lab, &["+norec", "@192.0.2.53", "evil.home.example", "A"]).0,
+        "NXDOMAIN"
+    );
+    let reverse_zone = nsupdate(
+        "server 192.0.2.53\nzone 64.18.198.in-addr.arpa\nupdate add 150.64.18.198.in-addr.arpa 5 PTR evil.home.example.\nsend\n",
+    );
+    assert!(reverse_zone.status.success(), "{}", text(&reverse_zone));
     drop(lab);
 }

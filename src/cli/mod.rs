@@ -438,7 +438,12 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             print!(
                 "{}",
-                table::up_table(&opts.topology, &report.plan, &report.agents)
+                table::up_table(
+                    &opts.topology,
+                    &report.plan,
+                    &report.agents,
+                    &report.tunnels
+                )
             );
             println!(
                 "lab {} is up in {} ms; `roamlab exec NODE -- CMD` runs a command in a node, `roamlab down {}` removes it",

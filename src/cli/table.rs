@@ -28,7 +28,13 @@ fn render(rows: &[[String; 5]]) -> String {
 }
 
 /// The table `up` prints, from the plan it applied and the agents it started.
-pub fn up_table(topology: &Topology, plan: &Plan, agents: &[AgentRecord]) -> String {
+/// `tunnels` names the kind of each tunnel made: (namespace, interface, kind).
+pub fn up_table(
+    topology: &Topology,
+    plan: &Plan,
+    agents: &[AgentRecord],
+    tunnels: &[(String, String, &'static str)],
+) -> String {
     let mut rows = Vec::new();
     for node in &topology.nodes {
         let ns = topology.namespace(&node.name);
@@ -46,6 +52,9 @@ pub fn up_table(topology: &Topology, plan: &Plan, agents: &[AgentRecord]) -> Str
                     peer_name,
                     ..
                 } if *peer_namespace == ns => ifaces.push((peer_name.clone(), vec![])),
+                Step::CreateTunnel {
+                    namespace, name, ..
+                } if *namespace == ns => ifaces.push((name.clone(), vec![])),
                 Step::AddAddress {
                     namespace,
                     interface,
@@ -74,7 +83,10 @@ pub fn up_table(topology: &Topology, plan: &Plan, agents: &[AgentRecord]) -> Str
             .collect();
         let lines = ifaces.len().max(agent_cells.len()).max(1);
         for i in 0..lines {
-            let (iface, addrs) = ifaces.get(i).cloned().unwrap_or_default();
+            let (mut iface, addrs) = ifaces.get(i).cloned().unwrap_or_default();
+            if let Some((_, _, kind)) = tunnels.iter().find(|(n, i, _)| *n == ns && *i == iface) {
+                iface = format!("{iface} ({kind})");
+            }
             rows.push([
                 if i == 0 {
                     node.name.clone()
@@ -112,7 +124,15 @@ pub fn status_table(status: &LabStatus) -> String {
         for i in 0..lines {
             let (iface, addrs) = match ifaces.get(i) {
                 Some(x) => (
-                    format!("{}{}", x.name, if x.up { "" } else { " (down)" }),
+                    format!(
+                        "{}{}{}",
+                        x.name,
+                        x.tunnel
+                            .as_ref()
+                            .map(|kind| format!(" ({kind})"))
+                            .unwrap_or_default(),
+                        if x.up { "" } else { " (down)" }
+                    ),
                     x.addresses
                         .iter()
                         .filter(|a| !is_link_local(a))

@@ -9,6 +9,7 @@ pub mod netem;
 pub mod netlink;
 pub mod netns;
 pub mod privileges;
+pub mod tbf;
 
 use crate::plan::Step;
 

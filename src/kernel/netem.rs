@@ -47,7 +47,7 @@ pub fn encode_options(imp: &Impairment) -> Vec<u8> {
     out
 }
 
-fn attr(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
+pub(super) fn attr(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
     let len = 4 + value.len();
     out.extend_from_slice(&(len as u16).to_ne_bytes());
     out.extend_from_slice(&kind.to_ne_bytes());

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 
 use futures::{StreamExt, TryStreamExt};
@@ -13,16 +13,25 @@ use rtnetlink::packet_core::{
     DefaultNla, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
+};
 use rtnetlink::packet_route::tc::{TcAttribute, TcHandle, TcMessage};
 use rtnetlink::packet_route::RouteNetlinkMessage;
-use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkIpIp, LinkMessageBuilder, LinkUnspec, LinkVxlan, RouteMessageBuilder,
+};
 
-use super::{netem, netns, Kernel, KernelError};
+use super::{netem, netns, tbf, Kernel, KernelError};
 use crate::plan::Step;
-use crate::topology::Impairment;
 
 const TCA_OPTIONS: u16 = 2;
+/// The IANA port of VXLAN (Linux's own default is 8472).
+const VXLAN_PORT: u16 = 4789;
+/// Before the main table's rule (32766): a tunnel-mode cell's packets take the tunnel.
+const SOURCE_RULE_PRIORITY: u32 = 1000;
+/// The kernel's local table (linux/rtnetlink.h RT_TABLE_LOCAL).
+const RT_TABLE_LOCAL: u8 = 255;
 
 /// Netlink connections to the lab's namespaces, opened as namespaces are created.
 #[derive(Default)]
@@ -30,6 +39,8 @@ pub struct NetlinkKernel {
     handles: HashMap<String, Handle>,
     files: HashMap<String, File>,
     ledger: Option<netns::Ledger>,
+    /// The tunnels made, by (namespace, interface), and which kind each is.
+    pub tunnels: Vec<(String, String, &'static str)>,
 }
 
 impl NetlinkKernel {
@@ -246,6 +257,246 @@ impl NetlinkKernel {
             .await
     }
 
+    /// An IPIP tunnel, or a VXLAN one where the kernel has no IPIP (it answers an unknown
+    /// link kind with EOPNOTSUPP).
+    async fn create_tunnel(
+        &self,
+        namespace: &str,
+        name: &str,
+        index: u32,
+        local: Ipv4Addr,
+        remote: Ipv4Addr,
+        id: u32,
+    ) -> Result<&'static str, rtnetlink::Error> {
+        let handle = self.handle(namespace).map_err(ns_error)?;
+        let ipip = LinkIpIp::new(name)
+            .index(index)
+            .local(local)
+            .remote(remote)
+            .up()
+            .build();
+        match handle.link().add(ipip).execute().await {
+            Ok(()) => return Ok("ipip"),
+            Err(e) if errno(&e) == Some(libc::EOPNOTSUPP) => {}
+            Err(e) => return Err(e),
+        }
+        let vxlan = LinkVxlan::new(name, id)
+            .index(index)
+            .local(local)
+            .remote(remote)
+            .port(VXLAN_PORT)
+            .up()
+            .build();
+        handle.link().add(vxlan).execute().await?;
+        Ok("vxlan")
+    }
+
+    /// The rules of [`Step::GuardTunnel`], in priority order: (priority, message).
+    fn guard_rules(
+        handle: &Handle,
+        local: Ipv4Addr,
+        peer: Ipv4Addr,
+    ) -> Vec<(u32, rtnetlink::packet_route::rule::RuleMessage)> {
+        use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RulePortRange};
+        use rtnetlink::packet_route::IpProtocol;
+        let rule = |priority: u32, from: Option<Ipv4Addr>, action: RuleAction| {
+            let mut add = handle.rule().add().v4().priority(priority).action(action);
+            if let Some(from) = from {
+                add = add.source_prefix(from, 32);
+            }
+            let mut message = add.destination_prefix(local, 32).message_mut().clone();
+            if action == RuleAction::ToTable {
+                message.header.table = RT_TABLE_LOCAL;
+            }
+            message
+        };
+        let mut out = Vec::new();
+        let mut priority = 1;
+        for (protocol, port) in [
+            (IpProtocol::Udp, Some(VXLAN_PORT)),
+            (IpProtocol::Ipip, None),
+        ] {
+            for (from, action) in [
+                (Some(peer), RuleAction::ToTable),
+                (None, RuleAction::Blackhole),
+            ] {
+                let mut message = rule(priority, from, action);
+                message.attributes.push(RuleAttribute::IpProtocol(protocol));
+                if let Some(port) = port {
+                    message
+                        .attributes
+                        .push(RuleAttribute::DestinationPortRange(RulePortRange {
+                            start: port,
+                            end: port,
+                        }));
+                }
+                out.push((priority, message));
+                priority += 1;
+            }
+        }
+        out
+    }
+
+    /// The rule that sends everything to the local table first, at `priority`.
+    fn local_rule(handle: &Handle, priority: u32) -> rtnetlink::packet_route::rule::RuleMessage {
+        use rtnetlink::packet_route::rule::RuleAction;
+        let mut message = handle
+            .rule()
+            .add()
+            .v4()
+            .priority(priority)
+            .action(RuleAction::ToTable)
+            .message_mut()
+            .clone();
+        message.header.table = RT_TABLE_LOCAL;
+        message
+    }
+
+    async fn add_rule(
+        &self,
+        namespace: &str,
+        rule: rtnetlink::packet_route::rule::RuleMessage,
+    ) -> Result<(), rtnetlink::Error> {
+        let mut request = NetlinkMessage::from(RouteNetlinkMessage::NewRule(rule));
+        request.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+        self.send_acked(namespace, request).await
+    }
+
+    async fn guard_tunnel(
+        &self,
+        namespace: &str,
+        local: Ipv4Addr,
+        peer: Ipv4Addr,
+    ) -> Result<(), rtnetlink::Error> {
+        let handle = self.handle(namespace).map_err(ns_error)?;
+        let rules = Self::guard_rules(&handle, local, peer);
+        let after = rules.len() as u32 + 1;
+        for (_, rule) in rules {
+            self.add_rule(namespace, rule).await?;
+        }
+        // The local table moves behind the guard (a namespace may already have done so).
+        match self
+            .add_rule(namespace, Self::local_rule(&handle, after))
+            .await
+        {
+            Err(e) if errno(&e) == Some(libc::EEXIST) => {}
+            other => other?,
+        }
+        gone_is_ok(
+            handle
+                .rule()
+                .del(Self::local_rule(&handle, 0))
+                .execute()
+                .await,
+        )
+    }
+
+    async fn unguard_tunnel(
+        &self,
+        namespace: &str,
+        local: Ipv4Addr,
+        peer: Ipv4Addr,
+    ) -> Result<(), rtnetlink::Error> {
+        let handle = self.handle(namespace).map_err(ns_error)?;
+        let rules = Self::guard_rules(&handle, local, peer);
+        let after = rules.len() as u32 + 1;
+        match self.add_rule(namespace, Self::local_rule(&handle, 0)).await {
+            Err(e) if errno(&e) == Some(libc::EEXIST) => {}
+            other => other?,
+        }
+        let mut result = gone_is_ok(
+            handle
+                .rule()
+                .del(Self::local_rule(&handle, after))
+                .execute()
+                .await,
+        );
+        for (_, rule) in rules {
+            result = result.and(gone_is_ok(handle.rule().del(rule).execute().await));
+        }
+        result
+    }
+
+    /// `ip rule add from FROM iif IN lookup TABLE`, as a message (adding and deleting
+    /// send the same one).
+    fn source_rule(
+        handle: &Handle,
+        from: IpNet,
+        in_interface: &str,
+        table: u32,
+    ) -> Result<rtnetlink::packet_route::rule::RuleMessage, rtnetlink::Error> {
+        let IpNet::V4(from) = from else {
+            return Err(invalid("a tunnel carries IPv4 only"));
+        };
+        let mut rule = handle
+            .rule()
+            .add()
+            .v4()
+            .source_prefix(from.addr(), from.prefix_len())
+            .input_interface(in_interface)
+            .table_id(table)
+            .action(rtnetlink::packet_route::rule::RuleAction::ToTable)
+            .priority(SOURCE_RULE_PRIORITY);
+        Ok(rule.message_mut().clone())
+    }
+
+    fn table_route(
+        table: u32,
+        via: IpAddr,
+        index: u32,
+    ) -> Result<rtnetlink::packet_route::route::RouteMessage, rtnetlink::Error> {
+        let IpAddr::V4(via) = via else {
+            return Err(invalid("a tunnel carries IPv4 only"));
+        };
+        Ok(RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(via)
+            .output_interface(index)
+            .table_id(table)
+            .build())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn add_source_route(
+        &self,
+        namespace: &str,
+        from: IpNet,
+        in_interface: &str,
+        table: u32,
+        via: IpAddr,
+        index: u32,
+    ) -> Result<(), rtnetlink::Error> {
+        let handle = self.handle(namespace).map_err(ns_error)?;
+        handle
+            .route()
+            .add(Self::table_route(table, via, index)?)
+            .execute()
+            .await?;
+        let rule = Self::source_rule(&handle, from, in_interface, table)?;
+        self.add_rule(namespace, rule).await
+    }
+
+    async fn delete_source_route(
+        &self,
+        namespace: &str,
+        from: IpNet,
+        in_interface: &str,
+        table: u32,
+        via: IpAddr,
+        index: u32,
+    ) -> Result<(), rtnetlink::Error> {
+        let handle = self.handle(namespace).map_err(ns_error)?;
+        let rule = Self::source_rule(&handle, from, in_interface, table)?;
+        let rule_gone = gone_is_ok(handle.rule().del(rule).execute().await);
+        let route_gone = gone_is_ok(
+            handle
+                .route()
+                .del(Self::table_route(table, via, index)?)
+                .execute()
+                .await,
+        );
+        rule_gone.and(route_gone)
+    }
+
     async fn delete_link(&self, namespace: &str, index: u32) -> Result<(), rtnetlink::Error> {
         let handle = self.handle(namespace).map_err(ns_error)?;
         handle.link().del(index).execute().await
@@ -333,27 +584,26 @@ impl NetlinkKernel {
             .await
     }
 
-    async fn add_netem(
+    /// A root qdisc of `kind` with these raw options.
+    async fn add_qdisc(
         &self,
         namespace: &str,
         index: u32,
-        impairment: &Impairment,
+        kind: &str,
+        options: Vec<u8>,
     ) -> Result<(), rtnetlink::Error> {
         let mut message = TcMessage::with_index(index as i32);
         message.header.parent = TcHandle::ROOT;
+        message.attributes.push(TcAttribute::Kind(kind.to_string()));
         message
             .attributes
-            .push(TcAttribute::Kind("netem".to_string()));
-        message.attributes.push(TcAttribute::Other(DefaultNla::new(
-            TCA_OPTIONS,
-            netem::encode_options(impairment),
-        )));
+            .push(TcAttribute::Other(DefaultNla::new(TCA_OPTIONS, options)));
         let mut request = NetlinkMessage::from(RouteNetlinkMessage::NewQueueDiscipline(message));
         request.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
         self.send_acked(namespace, request).await
     }
 
-    async fn delete_netem(&self, namespace: &str, index: u32) -> Result<(), rtnetlink::Error> {
+    async fn delete_qdisc(&self, namespace: &str, index: u32) -> Result<(), rtnetlink::Error> {
         let mut message = TcMessage::with_index(index as i32);
         message.header.parent = TcHandle::ROOT;
         let mut request = NetlinkMessage::from(RouteNetlinkMessage::DelQueueDiscipline(message));
@@ -419,9 +669,19 @@ impl NetlinkKernel {
                 LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
                 _ => None,
             });
+            let tunnel = link.attributes.iter().find_map(|a| match a {
+                LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+                    LinkInfo::Kind(kind @ (InfoKind::IpIp | InfoKind::Vxlan)) => {
+                        Some(kind.to_string())
+                    }
+                    _ => None,
+                }),
+                _ => None,
+            });
             out.push(InterfaceInfo {
                 index: link.header.index,
                 name: name.unwrap_or_default(),
+                tunnel,
                 up,
                 addresses: addrs,
                 mac,
@@ -435,6 +695,9 @@ impl NetlinkKernel {
 pub struct InterfaceInfo {
     pub index: u32,
     pub name: String,
+    /// The kind of a tunnel (`ipip`, or `vxlan` where the kernel has no IPIP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<String>,
     pub up: bool,
     pub addresses: Vec<IpNet>,
     /// The link-layer address, for an Ethernet-like link.
@@ -557,20 +820,69 @@ impl Kernel for NetlinkKernel {
                 impairment,
                 ..
             } => {
-                self.add_netem(namespace, *index, impairment)
-                    .await
-                    .map_err(|e| match errno(&e) {
-                        // The kernel answers an unknown qdisc kind with ENOENT.
-                        Some(libc::ENOENT | libc::EOPNOTSUPP) => KernelError::step(
-                            step,
-                            format!(
-                                "this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM is off): {}",
-                                cause(&e)
-                            ),
+                self.add_qdisc(
+                    namespace,
+                    *index,
+                    "netem",
+                    netem::encode_options(impairment),
+                )
+                .await
+                .map_err(|e| match errno(&e) {
+                    // The kernel answers an unknown qdisc kind with ENOENT.
+                    Some(libc::ENOENT | libc::EOPNOTSUPP) => KernelError::step(
+                        step,
+                        format!(
+                            "this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM is off): {}",
+                            cause(&e)
                         ),
-                        _ => fail(&e),
-                    })
+                    ),
+                    _ => fail(&e),
+                })
             }
+            Step::AddRateLimit {
+                namespace,
+                index,
+                rate_bps,
+                ..
+            } => self
+                .add_qdisc(namespace, *index, "tbf", tbf::encode_options(*rate_bps))
+                .await
+                .map_err(|e| fail(&e)),
+            Step::CreateTunnel {
+                namespace,
+                name,
+                index,
+                local,
+                remote,
+                id,
+            } => {
+                let kind = self
+                    .create_tunnel(namespace, name, *index, *local, *remote, *id)
+                    .await
+                    .map_err(|e| fail(&e))?;
+                self.tunnels.push((namespace.clone(), name.clone(), kind));
+                Ok(())
+            }
+            Step::GuardTunnel {
+                namespace,
+                local,
+                peer,
+            } => self
+                .guard_tunnel(namespace, *local, *peer)
+                .await
+                .map_err(|e| fail(&e)),
+            Step::AddSourceRoute {
+                namespace,
+                from,
+                in_interface,
+                table,
+                via,
+                index,
+                ..
+            } => self
+                .add_source_route(namespace, *from, in_interface, *table, *via, *index)
+                .await
+                .map_err(|e| fail(&e)),
             Step::LockPort {
                 namespace,
                 index,
@@ -601,7 +913,27 @@ impl Kernel for NetlinkKernel {
             }
             | Step::CreateVeth {
                 namespace, index, ..
+            }
+            | Step::CreateTunnel {
+                namespace, index, ..
             } => self.delete_link(namespace, *index).await,
+            Step::GuardTunnel {
+                namespace,
+                local,
+                peer,
+            } => self.unguard_tunnel(namespace, *local, *peer).await,
+            Step::AddSourceRoute {
+                namespace,
+                from,
+                in_interface,
+                table,
+                via,
+                index,
+                ..
+            } => {
+                self.delete_source_route(namespace, *from, in_interface, *table, *via, *index)
+                    .await
+            }
             Step::AddAddress {
                 namespace,
                 index,
@@ -617,7 +949,10 @@ impl Kernel for NetlinkKernel {
             } => self.delete_route(namespace, *to, *via, *index).await,
             Step::AddNetem {
                 namespace, index, ..
-            } => self.delete_netem(namespace, *index).await,
+            }
+            | Step::AddRateLimit {
+                namespace, index, ..
+            } => self.delete_qdisc(namespace, *index).await,
         };
         match gone_is_ok(result) {
             Err(rtnetlink::Error::NamespaceError(_)) => Ok(()), // its namespace is gone: so is it

@@ -16,21 +16,27 @@ use crate::dns::keys::{key_name, TsigKey};
 use crate::dns::zonefile;
 use crate::json_file::private_dir;
 use crate::json_file::write_private_json;
-use crate::topology::{NameSource, Node, Relay, Role, Service, Topology, DEFAULT_LEASE_SECS};
+use crate::topology::{NameSource, Node, Relay, Role, Service, Topology, Zone, DEFAULT_LEASE_SECS};
 
 /// The target for `zone` if `node` serves it in `topology`.
 fn dns_target(topology: &Topology, lab: &LabDir, node: &str, zone: &str) -> Option<DnsTarget> {
-    let (address, _) = topology.dns_of(node)?;
     let z = topology
         .zones
         .iter()
         .find(|z| z.server == node && z.name == zone)?;
+    zone_target(topology, lab, z)
+}
+
+/// Where updates of `zone` go, signed with the key of the node that may make them.
+fn zone_target(topology: &Topology, lab: &LabDir, zone: &Zone) -> Option<DnsTarget> {
+    let (address, _) = topology.dns_of(&zone.server)?;
+    let signer = zone.signer();
     Some(DnsTarget {
         server: SocketAddr::new(address, 53),
-        zone: z.fqdn(),
-        key_name: key_name(node),
-        key_file: lab.key_file(node),
-        ttl: z.ttl,
+        zone: zone.fqdn(),
+        key_name: key_name(signer),
+        key_file: lab.key_file(signer),
+        ttl: zone.ttl,
     })
 }
 
@@ -173,11 +179,12 @@ fn dhcp_config(topology: &Topology, lab: &LabDir, node: &Node) -> Option<DhcpCon
         Some(IpAddr::V4(r)) => vec![r],
         _ => Vec::new(),
     };
+    // Its own reverse zones, or (in tunnel mode) its home's for the cell's home addresses.
     let reverse_zones = topology
         .zones
         .iter()
-        .filter(|z| z.server == node.name && z.name.ends_with("in-addr.arpa"))
-        .filter_map(|z| dns_target(topology, lab, &node.name, &z.name))
+        .filter(|z| z.signer() == node.name && z.name.ends_with("in-addr.arpa"))
+        .filter_map(|z| zone_target(topology, lab, z))
         .collect();
     let (lease_secs, relays) = node
         .services
@@ -270,13 +277,22 @@ pub fn write_dns_configs(topology: &Topology, lab: &LabDir) -> io::Result<()> {
         nets.dedup();
         nets
     };
+    // A key for every DNS server, and for every other node a zone names as its updater.
+    let signers: std::collections::BTreeSet<&str> = topology
+        .nodes
+        .iter()
+        .filter(|n| topology.dns_of(&n.name).is_some())
+        .map(|n| n.name.as_str())
+        .chain(topology.zones.iter().map(Zone::signer))
+        .collect();
+    for signer in signers {
+        TsigKey::generate(signer)?.write(lab, signer)?;
+    }
     for node in &topology.nodes {
         let Some((listen, resolver)) = topology.dns_of(&node.name) else {
             continue;
         };
         private_dir(&lab.agent_dir(AgentKind::Dns, &node.name))?;
-        let key = TsigKey::generate(&node.name)?;
-        key.write(lab, &node.name)?;
         let mut zones = Vec::new();
         for zone in zonefile::zones_of(topology, &node.name) {
             let file_stem = if zone.name == "." {
@@ -293,8 +309,8 @@ pub fn write_dns_configs(topology: &Topology, lab: &LabDir) -> io::Result<()> {
             }
             // The root is the lab's fixed frame; the networks' own zones take updates.
             let update_key = (zone.name != ".").then(|| KeyRef {
-                name: key.name.clone(),
-                file: lab.key_file(&node.name),
+                name: key_name(zone.signer()),
+                file: lab.key_file(zone.signer()),
             });
             zones.push(ZoneConfig {
                 origin: zone.fqdn(),

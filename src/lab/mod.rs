@@ -91,6 +91,9 @@ pub struct UpOptions {
 pub struct UpReport {
     pub plan: Plan,
     pub agents: Vec<AgentRecord>,
+    /// The kind of each tunnel made, by (namespace, interface): `ipip`, or `vxlan` where
+    /// the kernel has no IPIP.
+    pub tunnels: Vec<(String, String, &'static str)>,
 }
 
 /// Agents the supervisor starts for a topology, in node order (a VLR retries until its HLR
@@ -167,7 +170,18 @@ fn agent_view(
     let key = dir.key_file(name);
     let events = dir.events();
     let mut grants = match service {
-        Service::Dns { .. } => vec![dir.agent_dir(AgentKind::Dns, name), key],
+        // Its own key, and the key of any other node one of its zones takes updates from.
+        Service::Dns { .. } => {
+            let mut g = vec![dir.agent_dir(AgentKind::Dns, name), key];
+            let signers: std::collections::BTreeSet<&str> = topology
+                .zones
+                .iter()
+                .filter(|z| z.server == name && z.signer() != name)
+                .map(|z| z.signer())
+                .collect();
+            g.extend(signers.into_iter().map(|s| dir.key_file(s)));
+            g
+        }
         Service::Hlr => vec![
             dir.agent_dir(AgentKind::Hlr, name),
             socket_dir(dir.hlr_socket(name)),
@@ -222,9 +236,10 @@ pub async fn up(opts: &UpOptions, cancel: Arc<AtomicBool>) -> Result<UpReport, L
     };
     let built = build(opts, &plan, &mut state, cancel).await;
     match built {
-        Ok(()) => Ok(UpReport {
+        Ok(tunnels) => Ok(UpReport {
             plan,
             agents: state.agents,
+            tunnels,
         }),
         Err(e) => {
             // Agents, namespaces, /etc/netns files and the state directory all go.
@@ -239,7 +254,7 @@ async fn build(
     plan: &Plan,
     state: &mut LabState,
     cancel: Arc<AtomicBool>,
-) -> Result<(), LabError> {
+) -> Result<Vec<(String, String, &'static str)>, LabError> {
     let lab = state.lab.clone();
     state.save().map_err(io_err(&lab, "write state file"))?;
     // Files take as long as the kernel work on a slow disk, and nothing in the kernel
@@ -317,7 +332,8 @@ async fn build(
         return Err(LabError::Interrupted { lab });
     }
     state.phase = Phase::Running;
-    state.save().map_err(io_err(&lab, "write state file"))
+    state.save().map_err(io_err(&lab, "write state file"))?;
+    Ok(kernel.tunnels)
 }
 
 /// Takes the lab's name: its state directory is the lock. Leftovers of a crashed `up` of

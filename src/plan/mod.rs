@@ -7,12 +7,12 @@
 mod routes;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::topology::{Impairment, Topology};
+use crate::topology::{Impairment, Role, Topology};
 
 /// Index the kernel gives `lo` in every new namespace.
 pub const LOOPBACK_INDEX: u32 = 1;
@@ -70,12 +70,50 @@ pub enum Step {
         interface: String,
         index: u32,
     },
+    /// A tbf root qdisc on an interface: a link that only limits the rate needs no netem.
+    AddRateLimit {
+        namespace: String,
+        interface: String,
+        index: u32,
+        rate_bps: u64,
+    },
     /// A netem root qdisc on an interface.
     AddNetem {
         namespace: String,
         interface: String,
         index: u32,
         impairment: Impairment,
+    },
+    /// A tunnel between two routers (Fig. 3), up at creation: IPIP where the kernel has
+    /// it, else VXLAN over UDP 4789 (this plan's addresses and routes suit both).
+    CreateTunnel {
+        namespace: String,
+        name: String,
+        index: u32,
+        local: Ipv4Addr,
+        remote: Ipv4Addr,
+        id: u32,
+    },
+    /// Only the tunnel's peer may send into it: packets for `local`'s tunnel (VXLAN's UDP
+    /// port, or IPIP) from any other source are dropped before the tunnel sees them (a
+    /// VXLAN device takes frames from anyone who knows its port). The rules must come
+    /// before the local table's, which moves from priority 0 to just after them.
+    GuardTunnel {
+        namespace: String,
+        local: Ipv4Addr,
+        peer: Ipv4Addr,
+    },
+    /// Policy routing of a tunnel-mode visited router: packets from `from` that arrive on
+    /// `in_interface` (the cell) look up `table`, whose one route sends everything back
+    /// through the tunnel.
+    AddSourceRoute {
+        namespace: String,
+        from: IpNet,
+        in_interface: String,
+        table: u32,
+        via: IpAddr,
+        interface: String,
+        index: u32,
     },
     /// Binds a bridge port to the link-layer address of the one device behind it, as an
     /// air interface binds a radio link to the subscriber it authenticated: a static FDB
@@ -102,6 +140,10 @@ impl Step {
             | Step::AddAddress { namespace, .. }
             | Step::AddRoute { namespace, .. }
             | Step::AddNetem { namespace, .. }
+            | Step::AddRateLimit { namespace, .. }
+            | Step::CreateTunnel { namespace, .. }
+            | Step::GuardTunnel { namespace, .. }
+            | Step::AddSourceRoute { namespace, .. }
             | Step::LockPort { namespace, .. } => namespace,
         }
     }
@@ -157,6 +199,34 @@ impl Step {
                 interface,
                 ..
             } => format!("add netem to {namespace}/{interface}"),
+            Step::AddRateLimit {
+                namespace,
+                interface,
+                rate_bps,
+                ..
+            } => format!("limit {namespace}/{interface} to {rate_bps} bit/s"),
+            Step::CreateTunnel {
+                namespace,
+                name,
+                local,
+                remote,
+                ..
+            } => format!("create tunnel {namespace}/{name} from {local} to {remote}"),
+            Step::GuardTunnel {
+                namespace,
+                local,
+                peer,
+            } => format!("let only {peer} into the tunnel at {local} in {namespace}"),
+            Step::AddSourceRoute {
+                namespace,
+                from,
+                in_interface,
+                via,
+                interface,
+                ..
+            } => format!(
+                "route packets from {from} on {in_interface} via {via} dev {interface} in {namespace}"
+            ),
             Step::LockPort {
                 namespace,
                 interface,
@@ -221,6 +291,11 @@ pub fn build(topology: &Topology) -> Plan {
         let mut sysctls = Vec::new();
         if node.role.forwards() {
             sysctls.push(sysctl("net/ipv4/ip_forward", "1"));
+        }
+        if node.role == Role::Core && !topology.tunnels().is_empty() {
+            // Strict reverse-path filtering: nobody behind one port of the core sends with
+            // an address that lives behind another, so none can forge a tunnel's source.
+            sysctls.push(sysctl("net/ipv4/conf/all/rp_filter", "1"));
         }
         if !uses_v6 {
             // No IPv6 in this lab: no link-local addresses, router solicitations or MLD.
@@ -368,14 +443,104 @@ pub fn build(topology: &Topology) -> Plan {
         });
     }
 
+    // Tunnels last: an IPIP module loaded by the first one adds a fallback device to
+    // every namespace, which must not take an index planned for anything else.
+    for tunnel in topology.tunnels() {
+        let home_index = alloc(&tunnel.home);
+        let visited_index = alloc(&tunnel.visited);
+        let ends = [
+            (
+                &tunnel.home,
+                &tunnel.home_interface,
+                home_index,
+                tunnel.home_local,
+                tunnel.visited_local,
+                tunnel.home_inner,
+            ),
+            (
+                &tunnel.visited,
+                &tunnel.visited_interface,
+                visited_index,
+                tunnel.visited_local,
+                tunnel.home_local,
+                tunnel.visited_inner,
+            ),
+        ];
+        for (node, name, index, local, remote, inner) in ends {
+            steps.push(Step::CreateTunnel {
+                namespace: ns(node),
+                name: name.clone(),
+                index,
+                local,
+                remote,
+                id: tunnel.id,
+            });
+            steps.push(Step::AddAddress {
+                namespace: ns(node),
+                interface: name.clone(),
+                index,
+                address: IpNet::V4(inner),
+            });
+            steps.push(Step::GuardTunnel {
+                namespace: ns(node),
+                local,
+                peer: remote,
+            });
+        }
+        for net in &tunnel.cell_nets {
+            steps.push(Step::AddRoute {
+                namespace: ns(&tunnel.home),
+                to: IpNet::V4(*net),
+                via: IpAddr::V4(tunnel.visited_inner.addr()),
+                interface: tunnel.home_interface.clone(),
+                index: home_index,
+            });
+        }
+        let visited = topology.node(&tunnel.visited).expect("a validated tunnel");
+        for bridge in visited.bridges.iter().filter(|b| b.pool.is_some()) {
+            let nets: std::collections::BTreeSet<IpNet> = bridge
+                .addresses
+                .iter()
+                .filter(|a| a.addr().is_ipv4())
+                .map(IpNet::trunc)
+                .collect();
+            for from in nets {
+                steps.push(Step::AddSourceRoute {
+                    namespace: ns(&tunnel.visited),
+                    from,
+                    in_interface: bridge.name.clone(),
+                    table: crate::topology::TUNNEL_TABLE,
+                    via: IpAddr::V4(tunnel.home_inner.addr()),
+                    interface: tunnel.visited_interface.clone(),
+                    index: visited_index,
+                });
+            }
+        }
+    }
+
     for (link, (main, peer)) in topology.links.iter().zip(&link_ifaces) {
         if let Some(impairment) = link.impairment {
+            let rate_only = Impairment {
+                rate_bps: 0,
+                ..impairment
+            } == Impairment::default();
             for iface in [main, peer] {
-                steps.push(Step::AddNetem {
-                    namespace: ns(&iface.node),
-                    interface: iface.name.clone(),
-                    index: iface.index,
-                    impairment,
+                let (namespace, interface, index) =
+                    (ns(&iface.node), iface.name.clone(), iface.index);
+                steps.push(if rate_only && impairment.rate_bps > 0 {
+                    Step::AddRateLimit {
+                        namespace,
+                        interface,
+                        index,
+                        rate_bps: impairment.rate_bps,
+                    }
+                } else {
+                    Step::AddNetem {
+                        namespace,
+                        interface,
+                        index,
+                        impairment,
+                    }
                 });
             }
         }
@@ -447,5 +612,123 @@ mod tests {
                 _ => {}
             }
         }
+    }
+
+    /// Fig. 3: every node reaches the tunnel-mode cell through home, home through the
+    /// tunnel, and the cell's own packets go back through it; the tunnels come last.
+    #[test]
+    fn a_tunnel_mode_cell_is_reached_through_home_and_answers_through_the_tunnel() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/labs/tunnel.yaml");
+        let plan = build(&Topology::load(std::path::Path::new(path)).unwrap());
+        let route = |ns: &str| {
+            plan.steps.iter().find_map(|s| match s {
+                Step::AddRoute {
+                    namespace,
+                    to,
+                    via,
+                    interface,
+                    ..
+                } if namespace == ns && to.to_string() == "198.18.64.0/24" => {
+                    Some(format!("{via} {interface}"))
+                }
+                _ => None,
+            })
+        };
+        assert_eq!(route("tunnel-core").as_deref(), Some("198.18.0.2 eth-home"));
+        assert_eq!(route("tunnel-fixed1").as_deref(), Some("203.0.113.1 eth0"));
+        assert_eq!(
+            route("tunnel-visited").as_deref(),
+            Some("198.18.0.5 eth-core")
+        );
+        assert_eq!(
+            route("tunnel-home").as_deref(),
+            Some("198.19.255.254 tnl-tunnelled")
+        );
+        assert_eq!(route("tunnel-tunnelled"), None, "its own cell is connected");
+        let source_routes: Vec<String> = plan
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::AddSourceRoute { .. }))
+            .map(Step::describe)
+            .collect();
+        assert_eq!(
+            source_routes,
+            ["route packets from 198.18.64.0/24 on cell via 198.19.255.253 dev tnl-home in tunnel-tunnelled"]
+        );
+        let guards: Vec<String> = plan
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::GuardTunnel { .. }))
+            .map(Step::describe)
+            .collect();
+        assert_eq!(
+            guards,
+            [
+                "let only 198.18.0.10 into the tunnel at 198.18.0.2 in tunnel-home",
+                "let only 198.18.0.2 into the tunnel at 198.18.0.10 in tunnel-tunnelled"
+            ]
+        );
+        // The highest index of its namespace: made after every other link.
+        for step in &plan.steps {
+            if let Step::CreateTunnel {
+                namespace, index, ..
+            } = step
+            {
+                let others = plan.steps.iter().filter_map(|s| match s {
+                    Step::CreateBridge {
+                        namespace: n,
+                        index: i,
+                        ..
+                    }
+                    | Step::CreateVeth {
+                        namespace: n,
+                        index: i,
+                        ..
+                    } if n == namespace => Some(*i),
+                    Step::CreateVeth {
+                        peer_namespace: n,
+                        peer_index: i,
+                        ..
+                    } if n == namespace => Some(*i),
+                    _ => None,
+                });
+                assert!(
+                    others.into_iter().all(|i| i < *index),
+                    "{}",
+                    step.describe()
+                );
+            }
+        }
+        let core = plan.steps.iter().find_map(|s| match s {
+            Step::CreateNamespace { namespace, sysctls } if namespace == "tunnel-core" => {
+                Some(sysctls.clone())
+            }
+            _ => None,
+        });
+        assert!(core
+            .unwrap()
+            .contains(&sysctl("net/ipv4/conf/all/rp_filter", "1")));
+    }
+
+    /// A link that only limits the rate gets tbf (which kernels without netem have); one
+    /// that delays or loses gets netem.
+    #[test]
+    fn a_rate_alone_is_a_tbf_limit_and_anything_more_is_netem() {
+        let lab = |impairment: &str| {
+            let text = format!(
+                "name: rl\nnodes:\n  a: {{}}\n  b: {{}}\nlinks:\n  - endpoints:\n      - {{ node: a, addresses: [198.18.0.1/30] }}\n      - {{ node: b, addresses: [198.18.0.2/30] }}\n    impairment: {impairment}\n"
+            );
+            build(&Topology::parse(&text, "rl.yaml").unwrap())
+                .steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::AddRateLimit { .. } => Some("tbf"),
+                    Step::AddNetem { .. } => Some("netem"),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(lab("{ rate: 2mbit }"), ["tbf", "tbf"]);
+        assert_eq!(lab("{ rate: 2mbit, delay: 5ms }"), ["netem", "netem"]);
     }
 }

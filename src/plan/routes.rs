@@ -1,6 +1,8 @@
 //! Routes of each node: by default every subnet of the lab is reachable from every node,
 //! along the shortest path of routers (what a routing protocol would converge to); a node
-//! with explicit `routes` gets exactly those.
+//! with explicit `routes` gets exactly those. A tunnel-mode cell's subnets are home
+//! addresses: every node reaches them through the home router, which reaches them through
+//! the tunnel (a route the plan adds with the tunnel).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
@@ -40,6 +42,18 @@ pub(crate) fn compute(topology: &Topology, ifaces: &[Iface]) -> Vec<Route> {
         .flat_map(|m| m.addresses.iter().map(|a| a.trunc()))
         .collect();
 
+    // Tunnel-mode cells: subnet → the home network that owns it.
+    let owners: HashMap<IpNet, String> = topology
+        .tunnels()
+        .into_iter()
+        .flat_map(|t| {
+            let home = t.home.clone();
+            t.cell_nets
+                .into_iter()
+                .map(move |n| (IpNet::V4(n), home.clone()))
+        })
+        .collect();
+
     let mut routes = Vec::new();
     for node in &topology.nodes {
         if let Some(explicit) = &node.routes {
@@ -61,7 +75,11 @@ pub(crate) fn compute(topology: &Topology, ifaces: &[Iface]) -> Vec<Route> {
         }
         let mine = connected(&node.name);
         for dest in all_nets.difference(&mine) {
-            if let Some((via, iface)) = first_hop(topology, &segments, &node.name, dest) {
+            let owner = owners.get(dest).map(String::as_str);
+            if owner == Some(node.name.as_str()) {
+                continue;
+            }
+            if let Some((via, iface)) = first_hop(topology, &segments, &node.name, dest, owner) {
                 routes.push(Route {
                     node: node.name.clone(),
                     to: *dest,
@@ -75,12 +93,14 @@ pub(crate) fn compute(topology: &Topology, ifaces: &[Iface]) -> Vec<Route> {
 }
 
 /// Breadth-first search from `from` to the nearest node connected to `dest`, passing only
-/// through forwarding nodes; returns the gateway and interface of the first hop.
+/// through forwarding nodes (or to `owner`, the home network of a tunnel-mode cell);
+/// returns the gateway and interface of the first hop.
 fn first_hop(
     topology: &Topology,
     segments: &[Vec<Member>],
     from: &str,
     dest: &IpNet,
+    owner: Option<&str>,
 ) -> Option<(IpAddr, Iface)> {
     let v4 = dest.addr().is_ipv4();
     let mut first: HashMap<String, (IpAddr, Iface)> = HashMap::new();
@@ -88,10 +108,13 @@ fn first_hop(
     let mut seen = BTreeSet::from([from.to_string()]);
     while let Some(current) = queue.pop_front() {
         if current != from {
-            let reaches = segments
-                .iter()
-                .flatten()
-                .any(|m| m.node == current && m.addresses.iter().any(|a| a.trunc() == *dest));
+            let reaches = match owner {
+                Some(home) => current == home,
+                None => segments
+                    .iter()
+                    .flatten()
+                    .any(|m| m.node == current && m.addresses.iter().any(|a| a.trunc() == *dest)),
+            };
             if reaches {
                 return first.remove(&current);
             }

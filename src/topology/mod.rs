@@ -12,10 +12,10 @@ mod validate;
 
 pub(crate) use validate::node_addresses;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 
 pub use validate::{TopologyError, DEFAULT_LEASE_SECS, MAX_IFNAME};
@@ -54,6 +54,11 @@ pub struct Zone {
     pub records: Vec<StaticRecord>,
     pub ttl: u32,
     pub negative_ttl: u32,
+    /// The node whose key signs updates of the zone, when not its server's: a tunnel-mode
+    /// visited network names its terminals' home addresses in its home's reverse zone,
+    /// with a key that opens that zone only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<String>,
 }
 
 impl Zone {
@@ -61,10 +66,16 @@ impl Zone {
         Zone {
             name,
             server: server.to_string(),
+            updated_by: None,
             records: Vec::new(),
             ttl: DEFAULT_DYNAMIC_TTL,
             negative_ttl: DEFAULT_NEGATIVE_TTL,
         }
+    }
+
+    /// The node whose key opens the zone to updates: its server's, unless it names another.
+    pub fn signer(&self) -> &str {
+        self.updated_by.as_deref().unwrap_or(&self.server)
     }
 
     /// The zone's name as a fully qualified domain name: `home.example.`, `.`.
@@ -276,7 +287,38 @@ pub enum Mode {
     /// [0011]–[0012]: a local address that only the visited DNS associates with the host
     /// name; the home DNS, which owns the name, is not told, so forward lookups fail.
     NoUpdate,
+    /// Fig. 3 / [0010]: the terminal gets a home address (the cell's subnets belong to the
+    /// one partner home network), named at home forward and reverse; a kernel tunnel
+    /// between the home and visited routers carries its traffic, so every packet to or
+    /// from it detours through home.
+    Tunnel,
 }
+
+/// The tunnel of a visited network in tunnel mode (Fig. 3): between its router and its
+/// home partner's, carrying the cell's home addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tunnel {
+    pub visited: String,
+    pub home: String,
+    /// The interface's name at each end: `tnl-<the other end>`.
+    pub home_interface: String,
+    pub visited_interface: String,
+    /// The outer addresses: each router's first address on a point-to-point link.
+    pub home_local: Ipv4Addr,
+    pub visited_local: Ipv4Addr,
+    /// The tunnel's own /30, one end each (198.19.255.252/30 for the first tunnel, the
+    /// next /30 down for each further one).
+    pub home_inner: Ipv4Net,
+    pub visited_inner: Ipv4Net,
+    /// The cell's subnets: home addresses, reached through home and the tunnel.
+    pub cell_nets: Vec<Ipv4Net>,
+    /// The tunnel's key (the VXLAN network identifier where VXLAN carries it).
+    pub id: u32,
+}
+
+/// Routing table of a tunnel-mode visited router for the traffic its cell sends: every
+/// packet from a home address goes back through the tunnel.
+pub const TUNNEL_TABLE: u32 = 100;
 
 /// A service a node runs. Agents for each kind are started by the supervisor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -350,7 +392,8 @@ pub struct Endpoint {
     pub addresses: Vec<IpNet>,
 }
 
-/// Link impairment, applied with netem on both ends at `up`.
+/// Link impairment, applied with netem on both ends at `up`; a rate limit alone is applied
+/// with tbf, which kernels without netem may still have.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Impairment {
     pub delay_us: u64,
@@ -445,6 +488,86 @@ impl Topology {
     pub fn namespace(&self, node: &str) -> String {
         namespace_name(&self.name, node)
     }
+
+    /// The tunnels of the visited networks in tunnel mode. Validation made sure each has
+    /// one home partner, both routers an outer address, and a /30 nothing else uses.
+    pub fn tunnels(&self) -> Vec<Tunnel> {
+        tunnels_of(&self.nodes, &self.links)
+    }
+}
+
+/// The inner /30 of the `i`th tunnel: counted down from the top of 198.18.0.0/15.
+fn tunnel_inner(i: usize) -> Option<(Ipv4Net, Ipv4Net)> {
+    let base = u32::from(Ipv4Addr::new(198, 19, 255, 252)).checked_sub(4 * i as u32)?;
+    if base < u32::from(Ipv4Addr::new(198, 18, 0, 0)) {
+        return None;
+    }
+    let end = |offset| Ipv4Net::new(Ipv4Addr::from(base + offset), 30).expect("a /30");
+    Some((end(1), end(2)))
+}
+
+/// A node's first IPv4 address on a point-to-point link: where its tunnel starts.
+pub(crate) fn outer_address(node: &str, links: &[Link]) -> Option<Ipv4Addr> {
+    links
+        .iter()
+        .flat_map(|l| [&l.a, &l.b])
+        .filter(|e| e.node == node && e.bridge.is_none())
+        .flat_map(|e| &e.addresses)
+        .find_map(|a| match a {
+            IpNet::V4(v4) => Some(v4.addr()),
+            IpNet::V6(_) => None,
+        })
+}
+
+pub(crate) fn tunnels_of(nodes: &[Node], links: &[Link]) -> Vec<Tunnel> {
+    let tunnelled = nodes
+        .iter()
+        .filter(|n| n.role == Role::Visited && n.mode == Mode::Tunnel);
+    let mut out = Vec::new();
+    for (i, visited) in tunnelled.enumerate() {
+        let Some(home) = visited.partners.first() else {
+            continue;
+        };
+        let (Some(home_local), Some(visited_local), Some((home_inner, visited_inner))) = (
+            outer_address(home, links),
+            outer_address(&visited.name, links),
+            tunnel_inner(i),
+        ) else {
+            continue;
+        };
+        let cell_nets = visited
+            .bridges
+            .iter()
+            .filter(|b| b.pool.is_some())
+            .flat_map(|b| &b.addresses)
+            .filter_map(|a| match a {
+                IpNet::V4(v4) => Some(v4.trunc()),
+                IpNet::V6(_) => None,
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        out.push(Tunnel {
+            visited: visited.name.clone(),
+            home: home.clone(),
+            home_interface: tunnel_interface(&visited.name),
+            visited_interface: tunnel_interface(home),
+            home_local,
+            visited_local,
+            home_inner,
+            visited_inner,
+            cell_nets,
+            id: 100 + i as u32,
+        });
+    }
+    out
+}
+
+/// `tnl-<peer>`, cut to the kernel's 15 characters.
+fn tunnel_interface(peer: &str) -> String {
+    let mut name = format!("tnl-{peer}");
+    name.truncate(15);
+    name
 }
 
 /// The naming rule for namespaces: `<lab>-<node>`. Lab names hold no `-`, so the prefix

@@ -78,7 +78,7 @@ pub struct RawNode {
     #[serde(default)]
     pub routes: Option<Vec<RawRoute>>,
     /// A visited network's way of serving roaming terminals: `method` (default) or
-    /// `no-update` (the background art of [0011]–[0012]).
+    /// `no-update` (the background art of [0011]–[0012]) or `tunnel` (Fig. 3).
     #[serde(default)]
     pub mode: Option<super::Mode>,
 }

@@ -154,6 +154,7 @@ impl Validator<'_> {
         for node in &nodes {
             self.node_references(node, &nodes, &links)?;
         }
+        self.tunnels(&nodes, &links)?;
         let zones = self.zones(&raw.zones, &nodes)?;
         let subscribers = self.subscribers(&raw.subscribers, &nodes)?;
         self.plmns(&raw, &mut nodes, &subscribers)?;
@@ -677,7 +678,9 @@ impl Validator<'_> {
                 Role::Home | Role::Visited => names.extend(node.domain.clone()),
                 Role::Host => {}
             }
-            if matches!(node.role, Role::Visited | Role::Home) {
+            // A tunnel-mode network's cell holds home addresses: their reverse zones are
+            // its home's (below).
+            if matches!(node.role, Role::Visited | Role::Home) && node.mode != Mode::Tunnel {
                 for pool in node.pools() {
                     for name in reverse_zones(pool) {
                         if !names.contains(&name) {
@@ -688,6 +691,20 @@ impl Validator<'_> {
             }
             for name in names {
                 zones.push(Zone::derived(name, &node.name));
+            }
+            let tunnelled = nodes
+                .iter()
+                .filter(|v| v.mode == Mode::Tunnel && v.partners.first() == Some(&node.name));
+            for visited in tunnelled {
+                for pool in visited.pools() {
+                    for name in reverse_zones(pool) {
+                        if !zones.iter().any(|z| z.name == name) {
+                            let mut zone = Zone::derived(name, &node.name);
+                            zone.updated_by = Some(visited.name.clone());
+                            zones.push(zone);
+                        }
+                    }
+                }
             }
         }
         let mut written = BTreeSet::new();
@@ -1133,6 +1150,97 @@ impl Validator<'_> {
                     return self.fail(
                         &path.key("services").index(i).key("address"),
                         format!("{addr} is not an address of node `{}`", node.name),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A tunnel-mode visited network carries home addresses of one partner, on a cell, over
+    /// a tunnel both routers can start, in a /30 and under names nothing else uses.
+    fn tunnels(&self, nodes: &[Node], links: &[Link]) -> Result<()> {
+        let tunnelled: Vec<&Node> = nodes.iter().filter(|n| n.mode == Mode::Tunnel).collect();
+        for node in &tunnelled {
+            let path = node_path(&node.name).key("mode");
+            if node.partners.len() != 1 {
+                return self.fail(
+                    &path,
+                    format!(
+                        "mode tunnel gives terminals home addresses of one home network, \
+                         and `{}` has {} partners",
+                        node.name,
+                        node.partners.len()
+                    ),
+                );
+            }
+            if !node.pools().iter().any(|p| p.start.is_ipv4()) {
+                return self.fail(
+                    &path,
+                    "mode tunnel needs a cell: a bridge with an IPv4 pool of home addresses",
+                );
+            }
+            for end in [node.name.as_str(), node.partners[0].as_str()] {
+                if super::outer_address(end, links).is_none() {
+                    return self.fail(
+                        &path,
+                        format!(
+                            "node `{end}` has no IPv4 address on a point-to-point link \
+                             to carry the tunnel from"
+                        ),
+                    );
+                }
+            }
+        }
+        let tunnels = super::tunnels_of(nodes, links);
+        if tunnels.len() < tunnelled.len() {
+            return self.fail(
+                &node_path(&tunnelled[tunnels.len()].name).key("mode"),
+                "too many tunnels: no /30 is left for this one",
+            );
+        }
+        let in_use: Vec<IpNet> = nodes
+            .iter()
+            .flat_map(|n| node_addresses(n, links))
+            .collect();
+        let mut names: BTreeSet<(String, String)> = BTreeSet::new();
+        for node in nodes {
+            names.insert((node.name.clone(), "lo".to_string()));
+            for bridge in &node.bridges {
+                names.insert((node.name.clone(), bridge.name.clone()));
+            }
+        }
+        for link in links {
+            for end in [&link.a, &link.b] {
+                names.insert((end.node.clone(), end.interface.clone()));
+            }
+        }
+        for tunnel in &tunnels {
+            let path = node_path(&tunnel.visited).key("mode");
+            let inner = IpNet::V4(tunnel.home_inner.trunc());
+            if let Some(used) = in_use
+                .iter()
+                .find(|a| a.contains(&inner.addr()) || inner.contains(&a.addr()))
+            {
+                return self.fail(
+                    &path,
+                    format!(
+                        "the tunnel's subnet {inner} overlaps {}, already in the lab",
+                        used.trunc()
+                    ),
+                );
+            }
+            for (node, interface) in [
+                (&tunnel.home, &tunnel.home_interface),
+                (&tunnel.visited, &tunnel.visited_interface),
+            ] {
+                if !names.insert((node.clone(), interface.clone())) {
+                    return self.fail(
+                        &path,
+                        format!(
+                            "node `{node}` already has an interface `{interface}`, \
+                             the tunnel's name there"
+                        ),
                     );
                 }
             }
