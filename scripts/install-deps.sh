@@ -20,6 +20,7 @@ packages=(
   dhcpcd-base
   osmo-hlr        # Osmocom's HLR: the real GSUP peer of the interop test
   kea-admin       # perfdhcp: the DHCP relay and load generator of the relay test and bench-dhcp.sh
+  baresip-core    # a real SIP user agent at both ends of `roamlab call` (audio from a tone)
   ca-certificates
   curl
   build-essential

@@ -380,3 +380,51 @@ fn only_the_tunnels_peer_gets_into_it_and_its_key_opens_the_reverse_zone_only() 
     assert!(reverse_zone.status.success(), "{}", text(&reverse_zone));
     drop(lab);
 }
+
+/// A voice call by host name ([0030]) with baresip at both ends: in the method's network the
+/// media goes straight to the terminal; in the tunnel's, through home.
+#[test]
+fn a_call_by_host_name_goes_direct_in_the_method_and_through_home_in_the_tunnel() {
+    let Some((lab, _)) = common::up_lab("mdcall", "tests/labs/tunnel.yaml", &[]) else {
+        return;
+    };
+    for (terminal, at) in [("phone1", "tunnelled"), ("server1", "visited")] {
+        let out = roamlab(&["attach", terminal, "--at", at, "--lab", "mdcall"]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let call = |to: &str| {
+        let out = roamlab(&["call", "fixed1", to, "--lab", "mdcall", "--json"]);
+        let report: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+        (out.status.success(), report)
+    };
+    let (ok, direct) = call("server1");
+    assert!(ok, "{direct}");
+    assert_eq!(direct["uri"], "sip:server1@server1.home.example");
+    assert_eq!(direct["established"], true, "{direct}");
+    assert!(direct["setup_ms"].as_f64().is_some(), "{direct}");
+    assert!(direct["rtp_sent"].as_u64() > Some(0), "{direct}");
+    assert!(direct["rtp_received"].as_u64() > Some(0), "{direct}");
+    assert_eq!(direct["media_path"], "direct", "{direct}");
+    assert_eq!(direct["rtp_through_home"], 0, "{direct}");
+
+    let (ok, tunnelled) = call("phone1");
+    assert!(ok, "{tunnelled}");
+    assert_eq!(tunnelled["media_path"], "through home", "{tunnelled}");
+    assert!(
+        tunnelled["rtp_through_home"].as_u64() > Some(0),
+        "{tunnelled}"
+    );
+
+    // A terminal that has left is refused by name.
+    let out = roamlab(&["detach", "server1", "--lab", "mdcall"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = roamlab(&["call", "fixed1", "server1", "--lab", "mdcall"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("not an attached terminal"),
+        "{}",
+        text(&out)
+    );
+    drop(lab);
+}

@@ -307,6 +307,26 @@ fn steps(d: &mut Demo, rt: &tokio::runtime::Runtime) -> Result<()> {
     );
     let _ = server;
 
+    d.step("A voice call by host name ([0030]): fixed1 calls sip:phone1@phone1.home.example");
+    println!("  $ roamlab call fixed1 phone1");
+    match crate::lab::call::call(&d.lab, "fixed1", "phone1", Duration::from_secs(1)) {
+        Ok(report) => {
+            println!("    {}", super::call::describe(&report));
+            d.check(
+                report.succeeded(),
+                "baresip at both ends: the call is set up, and media flows both ways",
+            );
+            d.check(
+                report.media_path == "direct",
+                "the media goes straight to phone1, never through home",
+            );
+        }
+        Err(e) => {
+            println!("    {e}");
+            d.check(false, "the call is set up");
+        }
+    }
+
     d.step("phone1 detaches: its lease, both DNS records and its registration at home go");
     println!("  $ roamlab detach phone1");
     rt.block_on(crate::lab::terminals::detach(&d.lab, "phone1"))?;

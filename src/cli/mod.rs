@@ -2,6 +2,7 @@
 //! line. Library modules return typed errors; context is added only here.
 
 mod bench;
+mod call;
 mod demo;
 mod docs;
 mod exec;
@@ -191,6 +192,26 @@ enum Command {
         #[arg(long)]
         lab: Option<String>,
         /// Print one JSON document (each terminal's outcome) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Call a terminal by its host name with SIP ([0030]): a real user agent (baresip) at
+    /// both ends, a tone each way. Reports the set-up time (INVITE → 200 OK on the caller's
+    /// wire), the RTP packets each way, and whether the media went through home.
+    ///
+    /// Example: sudo roamlab call fixed1 phone1
+    Call {
+        /// The calling node (a fixed host) or attached terminal.
+        from: String,
+        /// The attached terminal called, at sip:NAME@ITS-HOST-NAME.
+        to: String,
+        /// Seconds of media after the answer.
+        #[arg(long, default_value_t = 1.0, value_parser = media_secs)]
+        media_secs: f64,
+        /// Lab name (default: the only lab there is).
+        #[arg(long)]
+        lab: Option<String>,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -600,6 +621,17 @@ pub fn run(cli: Cli) -> Result<()> {
             let lab = lab::resolve(lab.as_deref())?;
             terminals::detach(&lab, &terminals, all, json)
         }
+        Command::Call {
+            from,
+            to,
+            media_secs,
+            lab,
+            json,
+        } => {
+            require_root("call")?;
+            let lab = lab::resolve(lab.as_deref())?;
+            call::run(&lab, &from, &to, media_secs, json)
+        }
         Command::Events { lab, follow, json } => {
             require_root("events")?;
             let lab = lab::resolve(lab.as_deref())?;
@@ -731,4 +763,15 @@ pub fn exit_code(error: &anyhow::Error) -> i32 {
     } else {
         1
     }
+}
+
+/// Seconds of media a call carries: a tenth of a second up to a minute.
+fn media_secs(text: &str) -> Result<f64, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !(0.1..=60.0).contains(&secs) {
+        return Err(format!("{secs} s: a call carries 0.1 to 60 s of media"));
+    }
+    Ok(secs)
 }

@@ -80,6 +80,12 @@ impl LabDir {
         self.0.join("agents")
     }
 
+    /// One end of a `roamlab call`: its user agent's configuration and log. The only lab
+    /// state that user agent sees.
+    pub fn call_end(&self, call: u32, end: &str) -> PathBuf {
+        self.0.join("calls").join(format!("{call}-{end}"))
+    }
+
     pub fn agent_log(&self, node: &str, name: &str) -> PathBuf {
         self.logs().join(format!("{node}.{name}.log"))
     }

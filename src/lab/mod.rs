@@ -2,6 +2,7 @@
 //! `down` and `cleanup` (one teardown that keeps going past errors and treats "not found"
 //! as done), and `status`.
 
+pub mod call;
 mod configs;
 pub mod etc;
 pub mod state;

@@ -163,7 +163,7 @@ fn wait_resolvable(
     Ok(Some((host.name.clone(), started.elapsed())))
 }
 
-fn load(lab: &str) -> Result<(LabState, Topology), LabError> {
+pub(crate) fn load(lab: &str) -> Result<(LabState, Topology), LabError> {
     let state = LabState::load(lab)
         .map_err(io_err(lab, "read state file"))?
         .filter(|s| s.phase == Phase::Running)
