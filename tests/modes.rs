@@ -428,3 +428,70 @@ fn a_call_by_host_name_goes_direct_in_the_method_and_through_home_in_the_tunnel(
     );
     drop(lab);
 }
+
+/// `roamlab compare` runs one scenario in every mode on its own lab and tears it down:
+/// the method names and reaches the terminal without home; no-update fails forward and
+/// by name; the tunnel and the home cell work by name but through home, which carries
+/// every exchange. Behaviour only: the figures are the benchmark's.
+#[test]
+fn compare_shows_each_mode_working_or_failing_as_the_patent_says() {
+    if !common::root_or_skip("mdcmp") {
+        return;
+    }
+    let guard = LabGuard::new("mdcmp");
+    let out = roamlab(&["compare", "--name", "mdcmp", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let c: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let row = |mode: &str| {
+        c["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["mode"] == mode)
+            .unwrap_or_else(|| panic!("no {mode} row in {c}"))
+            .clone()
+    };
+    let pings_bytes = 1000;
+    let method = row("method");
+    assert_eq!(method["forward_ok"], true, "{method}");
+    assert_eq!(method["reverse_ok"], true, "{method}");
+    assert_eq!(method["ping_by_name"], true, "{method}");
+    assert_eq!(method["via_home"], false, "{method}");
+    assert!(
+        method["home_bytes_per_exchange"].as_u64() < Some(100),
+        "{method}"
+    );
+    assert_eq!(method["media_path"], "direct", "{method}");
+
+    let no_update = row("no-update");
+    assert_eq!(no_update["forward"], "NXDOMAIN", "{no_update}");
+    assert_eq!(no_update["reverse_ok"], true, "{no_update}");
+    assert_eq!(no_update["ping_by_name"], false, "{no_update}");
+    assert!(no_update["call_setup_ms"].is_null(), "{no_update}");
+
+    for mode in ["tunnel", "home"] {
+        let r = row(mode);
+        assert_eq!(r["forward_ok"], true, "{r}");
+        assert_eq!(r["reverse_ok"], true, "{r}");
+        assert_eq!(r["ping_by_name"], true, "{r}");
+        assert_eq!(r["via_home"], true, "{r}");
+        assert!(
+            r["home_bytes_per_exchange"].as_u64() >= Some(2 * pings_bytes),
+            "{r}"
+        );
+        assert_eq!(r["media_path"], "through home", "{r}");
+    }
+    // The tunnel crosses the home router's link four times an exchange, the home cell twice.
+    assert!(
+        row("tunnel")["home_bytes_per_exchange"].as_u64()
+            > row("home")["home_bytes_per_exchange"].as_u64(),
+        "{c}"
+    );
+    assert!(
+        c["tunnel"].as_str().unwrap().starts_with("vxlan") || c["tunnel"] == "ipip",
+        "{c}"
+    );
+    // Torn down: nothing of the lab is left.
+    common::assert_nothing_left("mdcmp", &[]);
+    drop(guard);
+}

@@ -440,7 +440,11 @@ async fn address_of(
     )))
 }
 
-/// A mobile server's service: a small HTTP responder that says who it is.
+/// The most `GET /bytes/N` sends: enough to time a transfer, not to fill a link for long.
+const MAX_HTTP_BYTES: usize = 16 << 20;
+
+/// A mobile server's service: a small HTTP responder that says who it is, or, for
+/// `GET /bytes/N`, sends N bytes (at most 16 MiB) to time a transfer by name.
 async fn serve_http(port: u16, host_name: String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = match tokio::net::TcpListener::bind(("0.0.0.0", port)).await {
@@ -455,18 +459,53 @@ async fn serve_http(port: u16, host_name: String) {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
         };
-        let body = format!("hello from {host_name}\n");
+        let hello = format!("hello from {host_name}\n");
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut buf))
-                .await;
-            let reply = format!(
-                "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
+            let read =
+                tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut buf))
+                    .await;
+            let request = match read {
+                Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).to_string(),
+                _ => String::new(),
+            };
+            let size = requested_bytes(&request);
+            let length = size.unwrap_or(hello.len());
+            let head = format!(
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {length}\r\n\r\n"
             );
-            let _ = stream.write_all(reply.as_bytes()).await;
+            if stream.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            match size {
+                None => {
+                    let _ = stream.write_all(hello.as_bytes()).await;
+                }
+                Some(mut left) => {
+                    let chunk = [b'x'; 16 * 1024];
+                    while left > 0 {
+                        let n = left.min(chunk.len());
+                        if stream.write_all(&chunk[..n]).await.is_err() {
+                            return;
+                        }
+                        left -= n;
+                    }
+                }
+            }
         });
     }
+}
+
+/// N of a `GET /bytes/N` request line, if that is what it asks (and N is not too large).
+fn requested_bytes(request: &str) -> Option<usize> {
+    let path = request
+        .lines()
+        .next()?
+        .strip_prefix("GET ")?
+        .split(' ')
+        .next()?;
+    let n: usize = path.strip_prefix("/bytes/")?.parse().ok()?;
+    (n <= MAX_HTTP_BYTES).then_some(n)
 }
 
 /// Records why the attach failed, for `roamlab attach` to say, and gives the error the
@@ -754,5 +793,22 @@ impl Terminal {
                 Err(e) => return Indication::LinkLost(e.to_string()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::requested_bytes;
+
+    #[test]
+    fn a_transfer_asks_for_its_size_and_no_more_than_the_limit() {
+        assert_eq!(
+            requested_bytes("GET /bytes/262144 HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Some(262144)
+        );
+        assert_eq!(requested_bytes("GET / HTTP/1.1\r\n\r\n"), None);
+        assert_eq!(requested_bytes("GET /bytes/99999999999 HTTP/1.1\r\n"), None);
+        assert_eq!(requested_bytes("POST /bytes/10 HTTP/1.1\r\n"), None);
+        assert_eq!(requested_bytes(""), None);
     }
 }

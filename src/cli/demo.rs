@@ -27,7 +27,7 @@ struct Demo {
 }
 
 /// Runs a command inside a node of the demo's lab; returns its exit success and output.
-fn run(lab: &str, node: &str, argv: &[&str]) -> (bool, String) {
+pub(super) fn run(lab: &str, node: &str, argv: &[&str]) -> (bool, String) {
     let namespace = crate::topology::namespace_name(lab, node);
     let mut cmd = Command::new(argv[0]);
     cmd.args(&argv[1..]);

@@ -3,6 +3,7 @@
 
 mod bench;
 mod call;
+mod compare;
 mod demo;
 mod docs;
 mod exec;
@@ -55,6 +56,23 @@ enum Command {
         /// The lab's name (default: demo); a running lab of that name is refused.
         #[arg(long)]
         name: Option<String>,
+    },
+    /// The patent's argument, measured: a terminal in every mode (the method, no home
+    /// update, a tunnel through home, at home) on one lab, and from a fixed host the same
+    /// scenario for each: lookups, ping by name, the path, bytes through the home router,
+    /// RTT and a transfer by name, a SIP call. Prints one row per mode; tears down after.
+    ///
+    /// Example: sudo roamlab compare --json
+    Compare {
+        /// The lab's name (default: compare); a running lab of that name is refused.
+        #[arg(long)]
+        name: Option<String>,
+        /// Leave the lab up afterwards.
+        #[arg(long)]
+        keep: bool,
+        /// Print the comparison as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Build a lab: namespaces, links, bridges, addresses, routes, then its agents.
     ///
@@ -473,6 +491,13 @@ pub fn run(cli: Cli) -> Result<()> {
                 opts.topology.name
             );
             Ok(())
+        }
+        Command::Compare { name, keep, json } => {
+            if let Some(name) = &name {
+                load_topology(None, Some(name))?;
+            }
+            require_root("compare")?;
+            compare::run_compare(name.as_deref(), keep, json)
         }
         Command::Demo { keep, name } => {
             let (topology, _, _) = load_topology(None, Some(name.as_deref().unwrap_or(demo::LAB)))?;

@@ -7,8 +7,17 @@ use crate::topology::Topology;
 
 /// Rows of (node, namespace, interface, addresses, agents), aligned in columns.
 fn render(rows: &[[String; 5]]) -> String {
-    let header = ["NODE", "NAMESPACE", "INTERFACE", "ADDRESSES", "AGENTS"].map(String::from);
-    let mut widths = [0usize; 5];
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| r.to_vec()).collect();
+    grid(
+        &["NODE", "NAMESPACE", "INTERFACE", "ADDRESSES", "AGENTS"],
+        &rows,
+    )
+}
+
+/// Columns padded to their widest cell, two spaces apart, under a header.
+pub fn grid(header: &[&str], rows: &[Vec<String>]) -> String {
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    let mut widths = vec![0usize; header.len()];
     for row in std::iter::once(&header).chain(rows) {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -18,7 +27,7 @@ fn render(rows: &[[String; 5]]) -> String {
     for row in std::iter::once(&header).chain(rows) {
         let line: Vec<String> = row
             .iter()
-            .zip(widths)
+            .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
         out.push_str(line.join("  ").trim_end());

@@ -10,6 +10,20 @@ const TCA_NETEM_RATE64: u16 = 14;
 /// Packets netem may queue (tc's default).
 const DEFAULT_LIMIT: u32 = 1000;
 
+/// Whether this kernel has the netem qdisc: built in or loaded (its code is in
+/// /proc/kallsyms), or a module it can load (listed in /lib/modules/<release>/modules.dep).
+pub fn available() -> bool {
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+    if kallsyms.lines().any(|l| l.ends_with(" netem_enqueue")) {
+        return true;
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let dep = format!("/lib/modules/{}/modules.dep", release.trim());
+    std::fs::read_to_string(dep)
+        .map(|d| d.lines().any(|l| l.contains("/sch_netem.ko")))
+        .unwrap_or(false)
+}
+
 /// Encodes the options of `tc qdisc add … netem delay D J loss L rate R`.
 pub fn encode_options(imp: &Impairment) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);

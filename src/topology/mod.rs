@@ -24,6 +24,9 @@ pub use validate::{TopologyError, DEFAULT_LEASE_SECS, MAX_IFNAME};
 pub const DEFAULT_TOPOLOGY: &str = include_str!("../../topologies/roaming.yaml");
 /// How the embedded default lab is named in messages.
 pub const DEFAULT_SOURCE: &str = "<built-in roaming.yaml>";
+/// The lab `roamlab compare` runs: a terminal in every mode, side by side.
+pub const COMPARE_TOPOLOGY: &str = include_str!("../../topologies/compare.yaml");
+pub const COMPARE_SOURCE: &str = "<built-in compare.yaml>";
 
 /// A validated lab.
 #[derive(Debug, Clone, Serialize)]
