@@ -8,7 +8,7 @@
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -221,7 +221,7 @@ fn measure(
     let after = core_link_bytes(&home_ns);
     let home_bytes_per_exchange = after.saturating_sub(before) / EXCHANGES as u64;
     let url = format!("http://{name}/bytes/{TRANSFER_BYTES}");
-    let started = Instant::now();
+    // curl's own clock: from its start (the lookup included) to the last byte.
     let (transfer_ok, got) = exec(&[
         "curl",
         "-s",
@@ -231,11 +231,10 @@ fn measure(
         "-o",
         "/dev/null",
         "-w",
-        "%{size_download}",
+        "%{size_download} %{time_total}",
         &url,
     ]);
-    let transfer_ms = (transfer_ok && got.trim() == TRANSFER_BYTES.to_string())
-        .then(|| started.elapsed().as_secs_f64() * 1000.0);
+    let transfer_ms = transfer(transfer_ok, &got);
     let call = lab::call::call(lab_name, FROM, terminal, Duration::from_secs(1));
     let (call_setup_ms, media_path, call_why) = match call {
         Ok(r) if r.succeeded() => (r.setup_ms, r.media_path, None),
@@ -282,6 +281,15 @@ fn lookup(dig: &str, expected: &str) -> (bool, String) {
             (false, status.to_string())
         }
     }
+}
+
+/// The time of a whole transfer (ms) from curl's `SIZE TIME_TOTAL`, or `None` when it
+/// failed or fell short.
+fn transfer(ok: bool, said: &str) -> Option<f64> {
+    let mut fields = said.split_whitespace();
+    let size: usize = fields.next()?.parse().ok()?;
+    let secs: f64 = fields.next()?.parse().ok()?;
+    (ok && size == TRANSFER_BYTES).then_some(secs * 1000.0)
 }
 
 /// The mean of `rtt min/avg/max/mdev = a/b/c/d ms`.
@@ -332,9 +340,9 @@ fn link_bytes(dev: &str, interface: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn ms(value: Option<f64>) -> String {
+fn ms(value: Option<f64>, decimals: usize) -> String {
     value
-        .map(|v| format!("{v:.1} ms"))
+        .map(|v| format!("{v:.decimals$} ms"))
         .unwrap_or_else(|| "—".to_string())
 }
 
@@ -360,8 +368,8 @@ pub fn table(c: &Comparison) -> String {
                 r.hops.join(" → "),
                 if r.via_home { "yes" } else { "no" }.to_string(),
                 r.home_bytes_per_exchange.to_string(),
-                ms(r.rtt_ms),
-                ms(r.transfer_ms),
+                ms(r.rtt_ms, 2),
+                ms(r.transfer_ms, 1),
                 match (r.call_setup_ms, &r.call_why) {
                     (Some(t), _) => format!("{t:.1} ms, media {}", r.media_path),
                     (None, Some(why)) => format!("no call: {why}"),
@@ -417,5 +425,8 @@ mod tests {
         let dev = "Inter-|   Receive\n face |bytes packets errs drop fifo frame compressed multicast|bytes\n  eth-core: 1000 10 0 0 0 0 0 0 2000 20 0 0 0 0 0 0\n    lo: 5 1 0 0 0 0 0 0 5 1 0 0 0 0 0 0\n";
         assert_eq!(link_bytes(dev, "eth-core"), 3000);
         assert_eq!(link_bytes(dev, "eth-lan"), 0);
+        assert_eq!(transfer(true, "262144 0.251"), Some(251.0));
+        assert_eq!(transfer(true, "1000 0.251"), None);
+        assert_eq!(transfer(false, "262144 0.251"), None);
     }
 }
