@@ -135,7 +135,7 @@ pub fn run_compare(name: Option<&str>, keep: bool, json: bool) -> Result<()> {
         lab: lab_name,
         links,
         tunnel: if tunnel == "vxlan" {
-            "vxlan (this kernel has no ipip)".to_string()
+            "vxlan (this kernel has no ipip loaded)".to_string()
         } else {
             tunnel
         },

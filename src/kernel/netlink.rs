@@ -257,8 +257,9 @@ impl NetlinkKernel {
             .await
     }
 
-    /// An IPIP tunnel, or a VXLAN one where the kernel has no IPIP (it answers an unknown
-    /// link kind with EOPNOTSUPP).
+    /// An IPIP tunnel where the kernel has IPIP loaded, else a VXLAN one. An IPIP module
+    /// loaded by this request would add a fallback device (tunl0) to every namespace of the
+    /// host, other labs' included, so it is never loaded for a lab.
     async fn create_tunnel(
         &self,
         namespace: &str,
@@ -269,16 +270,18 @@ impl NetlinkKernel {
         id: u32,
     ) -> Result<&'static str, rtnetlink::Error> {
         let handle = self.handle(namespace).map_err(ns_error)?;
-        let ipip = LinkIpIp::new(name)
-            .index(index)
-            .local(local)
-            .remote(remote)
-            .up()
-            .build();
-        match handle.link().add(ipip).execute().await {
-            Ok(()) => return Ok("ipip"),
-            Err(e) if errno(&e) == Some(libc::EOPNOTSUPP) => {}
-            Err(e) => return Err(e),
+        if std::path::Path::new("/sys/module/ipip").exists() {
+            let ipip = LinkIpIp::new(name)
+                .index(index)
+                .local(local)
+                .remote(remote)
+                .up()
+                .build();
+            match handle.link().add(ipip).execute().await {
+                Ok(()) => return Ok("ipip"),
+                Err(e) if errno(&e) == Some(libc::EOPNOTSUPP) => {}
+                Err(e) => return Err(e),
+            }
         }
         let vxlan = LinkVxlan::new(name, id)
             .index(index)

@@ -84,8 +84,8 @@ pub enum Step {
         index: u32,
         impairment: Impairment,
     },
-    /// A tunnel between two routers (Fig. 3), up at creation: IPIP where the kernel has
-    /// it, else VXLAN over UDP 4789 (this plan's addresses and routes suit both).
+    /// A tunnel between two routers (Fig. 3), up at creation: IPIP where the kernel has it
+    /// loaded, else VXLAN over UDP 4789 (this plan's addresses and routes suit both).
     CreateTunnel {
         namespace: String,
         name: String,
@@ -443,8 +443,7 @@ pub fn build(topology: &Topology) -> Plan {
         });
     }
 
-    // Tunnels last: an IPIP module loaded by the first one adds a fallback device to
-    // every namespace, which must not take an index planned for anything else.
+    // Tunnels last, after every other link of their namespaces.
     for tunnel in topology.tunnels() {
         let home_index = alloc(&tunnel.home);
         let visited_index = alloc(&tunnel.visited);
