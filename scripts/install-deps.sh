@@ -20,6 +20,7 @@ packages=(
   dhcpcd-base
   osmo-hlr        # Osmocom's HLR: the real GSUP peer of the interop test
   kea-admin       # perfdhcp: the DHCP relay and load generator of the relay test and bench-dhcp.sh
+  bind9           # named: BIND as a lab's DNS server (`{ kind: dns, server: bind }`)
   baresip-core    # a real SIP user agent at both ends of `roamlab call` (audio from a tone)
   ca-certificates
   curl
@@ -34,8 +35,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "install-deps: installing ${missing[*]}"
+  # The lab runs named, osmo-hlr and the rest in its own namespaces: their packages must not
+  # start system-wide daemons on this machine (policy-rc.d says no to every service start,
+  # for the length of the install only, and only when no policy is in place already).
+  policy=/usr/sbin/policy-rc.d
+  made_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod 755 "$policy"
+    made_policy=1
+    trap '$sudo rm -f "$policy"' EXIT
+  fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ -n "$made_policy" ]; then $sudo rm -f "$policy"; trap - EXIT; fi
 fi
 
 # Rust 1.88 or newer builds roamlab; Debian 12's own rustc is too old, so rustup is used.

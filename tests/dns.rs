@@ -493,3 +493,71 @@ fn a_new_lab_of_the_same_name_starts_from_its_zone_files_not_an_old_journal() {
     );
     assert_eq!(serial(&lab, "192.0.2.53", "home.example"), 1);
 }
+
+/// BIND 9 swapped in as the home and the visited DNS (`{ kind: dns, server: bind }`): the
+/// HLR's and the visited DHCP server's signed updates reach it unchanged, both lookups work
+/// through the lab's resolver and by name, and detach removes both records. BIND opens each
+/// zone to its own key only: an unsigned update, and one signed with the visited network's
+/// key, are refused at home.
+#[test]
+fn bind_as_home_and_visited_dns_takes_the_labs_updates_and_no_others() {
+    let Some((lab, _)) = common::up_lab("dnsbind", "tests/labs/bind.yaml", &[]) else {
+        return;
+    };
+    let named =
+        std::fs::read_to_string(roamlab::contract::LabDir::of("dnsbind").agent_log("home", "dns"))
+            .unwrap_or_default();
+    assert!(
+        named.contains("named ready"),
+        "home/dns is not BIND: {named}"
+    );
+    let out = roamlab(&["attach", "phone1", "--lab", "dnsbind"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let address = "198.51.100.100";
+    assert!(text(&out).contains(address), "{}", text(&out));
+    assert_eq!(short(&lab, "fixed1", &["phone1.home.example"]), address);
+    let reverse = within(Duration::from_secs(5), || {
+        short(&lab, "fixed2", &["-x", address]) == "phone1.home.example."
+    });
+    assert!(
+        reverse.is_some(),
+        "{}",
+        dig(&lab, "fixed2", &["-x", address])
+    );
+    let ping = lab.exec("fixed1", &["ping", "-c1", "-W2", "phone1.home.example"]);
+    assert!(ping.status.success(), "{}", text(&ping));
+
+    let add = "server 192.0.2.53\nzone home.example\nupdate add evil.home.example 5 A 198.51.100.150\nsend\n";
+    let unsigned = nsupdate(&lab, None, add);
+    assert!(!unsigned.status.success(), "BIND took an unsigned update");
+    let visited_key = format!(
+        "hmac-sha256:roamlab-visited:{}",
+        secret("dnsbind", "visited")
+    );
+    let wrong_key = nsupdate(&lab, Some(&visited_key), add);
+    assert!(
+        !wrong_key.status.success(),
+        "BIND took the visited network's key at home"
+    );
+    assert!(short(
+        &lab,
+        "fixed1",
+        &["+norec", "@192.0.2.53", "evil.home.example"]
+    )
+    .is_empty());
+
+    let out = roamlab(&["detach", "phone1", "--lab", "dnsbind"]);
+    assert!(out.status.success(), "{}", text(&out));
+    for (server, query) in [
+        ("@192.0.2.53", vec!["phone1.home.example"]),
+        ("@198.51.100.53", vec!["-x", address]),
+    ] {
+        let gone = within(Duration::from_secs(5), || {
+            let mut args = vec!["+norec", server];
+            args.extend(&query);
+            dig(&lab, "fixed1", &args).contains("status: NXDOMAIN")
+        });
+        assert!(gone.is_some(), "{server} still answers {query:?}");
+    }
+    drop(lab);
+}

@@ -50,6 +50,8 @@ pub enum DnsAgentError {
     Resolver(String),
     #[error("server: {0}")]
     Serve(String),
+    #[error("named: {0}")]
+    Named(String),
 }
 
 /// Binds UDP and TCP on `addr`, naming the address in any failure.
@@ -191,6 +193,9 @@ fn update_signers(config: &DnsAgentConfig) -> Result<Vec<TSigner>, DnsAgentError
 
 /// Runs until SIGTERM: loads the zones, binds, reports ready, serves.
 pub async fn run(config: DnsAgentConfig) -> Result<(), DnsAgentError> {
+    if config.server == crate::topology::DnsServer::Bind {
+        return super::bind::run(&config).await;
+    }
     let catalog = authoritative_catalog(&config).await?;
     let guarded = Guarded::new(catalog, update_signers(&config)?);
     let (udp, tcp) = bind(SocketAddr::new(config.listen, 53)).await?;

@@ -2,6 +2,7 @@
 //! DNS servers, and terminals). Each is `roamlab agent KIND`,
 //! binds its sockets, then calls [`notify_ready`], and exits cleanly on SIGTERM.
 
+pub mod bind;
 pub mod cell_tap;
 pub mod dhcp;
 pub mod dhcp_client;

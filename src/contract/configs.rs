@@ -195,6 +195,9 @@ fn builtin_client() -> String {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DnsAgentConfig {
+    /// The software that serves: roamlab's hickory server, or BIND 9's named.
+    #[serde(default)]
+    pub server: crate::topology::DnsServer,
     /// Where the authoritative server answers (UDP and TCP port 53).
     pub listen: IpAddr,
     pub zones: Vec<ZoneConfig>,

@@ -458,7 +458,6 @@ impl NetlinkKernel {
             .build())
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn add_source_route(
         &self,
         namespace: &str,

@@ -109,12 +109,16 @@ pub fn call(lab: &str, from: &str, to: &str, media: Duration) -> Result<CallRepo
         let listening = wait_until(START_TIMEOUT, || listens_on(callee_ua.id(), SIP_PORT));
         if !listening {
             stop(&mut callee_ua);
+            // Its directory goes with the call: what it said goes in the message.
+            let said = std::fs::read_to_string(ends[0].0.join("log")).unwrap_or_default();
+            let last = said
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
             return Err(fail(
                 lab,
-                format!(
-                    "{to}'s user agent did not open SIP port {SIP_PORT} (log {})",
-                    ends[0].0.join("log").display()
-                ),
+                format!("{to}'s user agent did not open SIP port {SIP_PORT}: {last}"),
             ));
         }
         let mut caller_ua = match start_ua(&baresip, &caller_ns, &ends[1].0, Some(&uri)) {

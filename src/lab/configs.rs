@@ -332,7 +332,16 @@ pub fn write_dns_configs(topology: &Topology, lab: &LabDir) -> io::Result<()> {
             }
             _ => None,
         };
+        let server = node
+            .services
+            .iter()
+            .find_map(|s| match s {
+                Service::Dns { server, .. } => Some(*server),
+                _ => None,
+            })
+            .unwrap_or_default();
         let config = DnsAgentConfig {
+            server,
             listen,
             zones,
             resolver,

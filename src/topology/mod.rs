@@ -323,6 +323,16 @@ pub struct Tunnel {
 /// packet from a home address goes back through the tunnel.
 pub const TUNNEL_TABLE: u32 = 100;
 
+/// The software behind a dns service: roamlab's hickory server, or BIND 9's named run in
+/// the node with the same zones, keys and TTLs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsServer {
+    #[default]
+    Hickory,
+    Bind,
+}
+
 /// A service a node runs. Agents for each kind are started by the supervisor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -332,6 +342,7 @@ pub enum Service {
     Dns {
         address: IpAddr,
         resolver: Option<IpAddr>,
+        server: DnsServer,
     },
     Hlr,
     /// The visited network's VLR; a terminal whose radio link is lost stays registered
@@ -475,7 +486,9 @@ impl Topology {
     /// The dns service of a node, if it runs one: (server address, resolver address).
     pub fn dns_of(&self, node: &str) -> Option<(IpAddr, Option<IpAddr>)> {
         self.node(node)?.services.iter().find_map(|s| match s {
-            Service::Dns { address, resolver } => Some((*address, *resolver)),
+            Service::Dns {
+                address, resolver, ..
+            } => Some((*address, *resolver)),
             _ => None,
         })
     }

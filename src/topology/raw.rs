@@ -143,6 +143,9 @@ pub enum RawService {
         /// Also run the lab's recursive resolver here (core only).
         #[serde(default)]
         resolver: Option<std::net::IpAddr>,
+        /// The server software: `hickory` (default) or `bind` (BIND 9's named).
+        #[serde(default)]
+        server: super::DnsServer,
     },
     Hlr {},
     Vlr {

@@ -13,8 +13,8 @@ use super::raw::{
 };
 use super::units::{parse_duration_us, parse_percent, parse_rate_bps};
 use super::{
-    Bridge, Endpoint, Impairment, Link, Mode, NameSource, Node, Pool, Relay, Role, Service,
-    StaticRecord, StaticRoute, Subscriber, Topology, Zone, DEFAULT_IMPLICIT_DETACH_S,
+    Bridge, DnsServer, Endpoint, Impairment, Link, Mode, NameSource, Node, Pool, Relay, Role,
+    Service, StaticRecord, StaticRoute, Subscriber, Topology, Zone, DEFAULT_IMPLICIT_DETACH_S,
 };
 
 /// Lease time of a dhcp service that does not say (seconds).
@@ -357,9 +357,11 @@ impl Validator<'_> {
         for (i, service) in raw.iter().enumerate() {
             let spath = path.index(i);
             let service = match service {
-                RawService::Dns { address, resolver } => {
-                    self.dns_service(*address, *resolver, role, own, &spath)?
-                }
+                RawService::Dns {
+                    address,
+                    resolver,
+                    server,
+                } => self.dns_service(*address, *resolver, *server, role, own, &spath)?,
                 RawService::Hlr {} => Service::Hlr,
                 RawService::Vlr {
                     implicit_detach_s,
@@ -613,6 +615,7 @@ impl Validator<'_> {
         &self,
         address: Option<IpAddr>,
         resolver: Option<IpAddr>,
+        server: DnsServer,
         role: Role,
         own: &[IpNet],
         path: &FieldPath,
@@ -653,10 +656,20 @@ impl Validator<'_> {
                     format!("the resolver needs an address of its own, not the server's {ip}"),
                 )
             }
+            Some(_) if server == DnsServer::Bind => {
+                return self.fail(
+                    &path.key("resolver"),
+                    "the lab's resolver is hickory's: a bind server serves zones only",
+                )
+            }
             Some(ip) => Some(owned(ip, "resolver")?),
             None => None,
         };
-        Ok(Service::Dns { address, resolver })
+        Ok(Service::Dns {
+            address,
+            resolver,
+            server,
+        })
     }
 
     /// The lab's zones: derived from the topology (a home or visited network's domain, the
