@@ -408,3 +408,42 @@ fn link_impairment_is_applied_with_netem_or_refused_clearly() {
         assert_nothing_left("e2enetem", &[]);
     }
 }
+
+/// `roamlab capture NODE/INTERFACE -w FILE` writes a pcap that tcpdump reads: a ping from
+/// fixed1 shows its echo requests going out and the replies coming in. A node or interface
+/// that is not there is refused by name.
+#[test]
+fn capture_writes_a_pcap_of_a_nodes_traffic_that_tcpdump_reads() {
+    let Some((lab, _)) = common::up_lab("labcap", "topologies/roaming.yaml", &[]) else {
+        return;
+    };
+    let file = format!("/tmp/roamlab-capture-{}.pcap", std::process::id());
+    let mut capture = std::process::Command::new(common::bin())
+        .args(["capture", "--lab", "labcap", "fixed1/eth0", "-w", &file, "--seconds", "3"])
+        .spawn()
+        .expect("roamlab capture");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let ping = lab.exec("fixed1", &["ping", "-c", "2", "-i", "0.2", "203.0.113.1"]);
+    assert!(ping.status.success(), "{}", text(&ping));
+    assert!(capture.wait().unwrap().success());
+    let read = std::process::Command::new("tcpdump")
+        .args(["-n", "-r", &file])
+        .output()
+        .expect("tcpdump");
+    let _ = std::fs::remove_file(&file);
+    let shown = text(&read);
+    assert!(read.status.success(), "{shown}");
+    let count = |what: &str| shown.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(count("203.0.113.10 > 203.0.113.1: ICMP echo request"), 2, "{shown}");
+    assert_eq!(count("203.0.113.1 > 203.0.113.10: ICMP echo reply"), 2, "{shown}");
+
+    for (target, says) in [
+        ("nosuch", "no node or attached terminal `nosuch`"),
+        ("fixed1/nosuch", "no interface nosuch"),
+    ] {
+        let out = roamlab(&["capture", "--lab", "labcap", target, "--count", "1"]);
+        assert!(!out.status.success(), "{target}");
+        assert!(text(&out).contains(says), "{target}: {}", text(&out));
+    }
+    drop(lab);
+}

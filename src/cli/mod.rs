@@ -3,6 +3,7 @@
 
 mod bench;
 mod call;
+mod capture;
 mod compare;
 mod demo;
 mod docs;
@@ -232,6 +233,27 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Capture a node's or terminal's traffic (all its interfaces, or NODE/INTERFACE) as a
+    /// pcap file for tcpdump, tshark or Wireshark, or a line per packet. Until Ctrl-C,
+    /// --seconds or --count.
+    ///
+    /// Example: sudo roamlab capture visited/cell -w cell.pcap --seconds 10
+    Capture {
+        /// NODE or NODE/INTERFACE (a node of the lab, or an attached terminal).
+        target: String,
+        /// Write a pcap file (`-` for standard output) instead of a line per packet.
+        #[arg(short = 'w', long = "write")]
+        write: Option<PathBuf>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// Stop after this many packets.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Lab name (default: the only lab there is).
+        #[arg(long)]
+        lab: Option<String>,
     },
     /// Print the lab's agent events (JSON lines from every agent) in time order.
     ///
@@ -656,6 +678,17 @@ pub fn run(cli: Cli) -> Result<()> {
             require_root("call")?;
             let lab = lab::resolve(lab.as_deref())?;
             call::run(&lab, &from, &to, media_secs, json)
+        }
+        Command::Capture {
+            target,
+            write,
+            seconds,
+            count,
+            lab,
+        } => {
+            require_root("capture")?;
+            let lab = lab::resolve(lab.as_deref())?;
+            capture::run(&lab, &target, write.as_deref(), seconds, count)
         }
         Command::Events { lab, follow, json } => {
             require_root("events")?;

@@ -8,6 +8,7 @@ pub mod fake;
 pub mod netem;
 pub mod netlink;
 pub mod netns;
+pub mod packets;
 pub mod privileges;
 pub mod tbf;
 

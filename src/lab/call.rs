@@ -8,7 +8,6 @@
 //! runs: each sees its own configuration directory and nothing else of the lab.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +18,7 @@ use serde::Serialize;
 
 use super::{io_err, terminals, LabError};
 use crate::contract::LabDir;
-use crate::kernel::netns;
+use crate::kernel::packets::PacketSocket;
 use crate::protocols::{sip, udp};
 use crate::supervisor::enter::{self, NodeEntry, View};
 
@@ -367,7 +366,7 @@ struct Watcher {
 
 impl Watcher {
     fn start(namespace: &str) -> std::io::Result<Self> {
-        let socket = netns::run_in(namespace, packet_socket)?;
+        let socket = PacketSocket::open_in(namespace, None)?;
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let thread = {
@@ -390,87 +389,22 @@ impl Watcher {
     }
 }
 
-/// SIOCGSTAMPNS (asm-generic/sockios.h, 64-bit time): the time the kernel stamped on the
-/// last packet read from a socket.
-const SIOCGSTAMPNS: libc::c_ulong = 0x8907;
-
-fn stamp_of_last(socket: &OwnedFd) -> Option<Duration> {
-    let mut stamp = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: the ioctl writes one timespec into `stamp`, owned here.
-    let got = unsafe { libc::ioctl(socket.as_raw_fd(), SIOCGSTAMPNS, &mut stamp) };
-    (got == 0).then(|| Duration::new(stamp.tv_sec as u64, stamp.tv_nsec as u32))
-}
-
-/// An AF_PACKET socket on every interface of the namespace it is opened in, that wakes
-/// every 50 ms to see whether it should stop. For every protocol: only such a socket sees
-/// what the namespace sends too.
-fn packet_socket() -> std::io::Result<OwnedFd> {
-    let protocol = (libc::ETH_P_ALL as u16).to_be() as i32;
-    // SAFETY: plain socket(2) and setsockopt(2) calls on a descriptor owned here.
-    unsafe {
-        let fd = libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            protocol,
-        );
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let socket = OwnedFd::from_raw_fd(fd);
-        let timeout = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 50_000,
-        };
-        let set = libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &timeout as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        );
-        if set < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // The first SIOCGSTAMPNS turns stamping on (it fails: nothing was read yet).
-        let _ = stamp_of_last(&socket);
-        Ok(socket)
-    }
-}
-
-fn read_packets(socket: &OwnedFd, stop: &AtomicBool, seen: &std::sync::Mutex<Vec<Seen>>) {
-    let mut buf = [0u8; 2048];
+fn read_packets(socket: &PacketSocket, stop: &AtomicBool, seen: &std::sync::Mutex<Vec<Seen>>) {
     while !stop.load(Ordering::SeqCst) {
-        // SAFETY: recvfrom(2) into a buffer and an address structure owned here.
-        let (len, from) = unsafe {
-            let mut from: libc::sockaddr_ll = std::mem::zeroed();
-            let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-            let len = libc::recvfrom(
-                socket.as_raw_fd(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-                0,
-                &mut from as *mut _ as *mut libc::sockaddr,
-                &mut from_len,
-            );
-            (len, from)
+        let Some(packet) = socket.recv() else {
+            continue;
         };
-        if len <= 0 || from.sll_protocol != (libc::ETH_P_IP as u16).to_be() {
+        if packet.protocol != libc::ETH_P_IP as u16 {
             continue;
         }
-        let Some(at) = stamp_of_last(socket) else {
-            continue;
-        };
-        let Some(datagram) = udp::parse(&buf[..len as usize]) else {
+        let Some(datagram) = udp::parse(&packet.data) else {
             continue;
         };
         let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
         if seen.len() < MAX_SEEN {
             seen.push(Seen {
-                at,
-                incoming: from.sll_pkttype != libc::PACKET_OUTGOING,
+                at: packet.at,
+                incoming: !packet.outgoing(),
                 src: datagram.src,
                 dst: datagram.dst,
                 head: datagram.payload[..datagram.payload.len().min(512)].to_vec(),
