@@ -22,6 +22,7 @@ packages=(
   kea-admin       # perfdhcp: the DHCP relay and load generator of the relay test and bench-dhcp.sh
   bind9           # named: BIND as a lab's DNS server (`{ kind: dns, server: bind }`)
   baresip-core    # a real SIP user agent at both ends of `roamlab call` (audio from a tone)
+  tshark          # reads `roamlab capture signaling` back as GSUP (the capture test)
   ca-certificates
   curl
   build-essential

@@ -419,7 +419,16 @@ fn capture_writes_a_pcap_of_a_nodes_traffic_that_tcpdump_reads() {
     };
     let file = format!("/tmp/roamlab-capture-{}.pcap", std::process::id());
     let mut capture = std::process::Command::new(common::bin())
-        .args(["capture", "--lab", "labcap", "fixed1/eth0", "-w", &file, "--seconds", "3"])
+        .args([
+            "capture",
+            "--lab",
+            "labcap",
+            "fixed1/eth0",
+            "-w",
+            &file,
+            "--seconds",
+            "3",
+        ])
         .spawn()
         .expect("roamlab capture");
     std::thread::sleep(std::time::Duration::from_millis(500));
@@ -434,8 +443,16 @@ fn capture_writes_a_pcap_of_a_nodes_traffic_that_tcpdump_reads() {
     let shown = text(&read);
     assert!(read.status.success(), "{shown}");
     let count = |what: &str| shown.lines().filter(|l| l.contains(what)).count();
-    assert_eq!(count("203.0.113.10 > 203.0.113.1: ICMP echo request"), 2, "{shown}");
-    assert_eq!(count("203.0.113.1 > 203.0.113.10: ICMP echo reply"), 2, "{shown}");
+    assert_eq!(
+        count("203.0.113.10 > 203.0.113.1: ICMP echo request"),
+        2,
+        "{shown}"
+    );
+    assert_eq!(
+        count("203.0.113.1 > 203.0.113.10: ICMP echo reply"),
+        2,
+        "{shown}"
+    );
 
     for (target, says) in [
         ("nosuch", "no node or attached terminal `nosuch`"),

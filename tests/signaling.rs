@@ -569,3 +569,60 @@ fn a_terminal_claims_its_own_host_name_at_attach_and_no_other() {
         Some("visited")
     );
 }
+
+/// `roamlab capture signaling` records the private network, which no packet socket sees:
+/// tshark decodes the pcap as GSUP over IPA and names every message of an attach and a
+/// detach. The tap goes when the capture ends.
+#[test]
+fn capture_signaling_writes_gsup_that_tshark_decodes_by_name() {
+    let Some((lab, _)) = common::up_lab("sigcap", "topologies/roaming.yaml", &[]) else {
+        return;
+    };
+    let file = format!("/tmp/roamlab-gsup-{}.pcap", std::process::id());
+    let mut capture = std::process::Command::new(common::bin())
+        .args([
+            "capture",
+            "--lab",
+            "sigcap",
+            "signaling",
+            "-w",
+            &file,
+            "--seconds",
+            "4",
+        ])
+        .spawn()
+        .expect("roamlab capture");
+    let tap = roamlab::contract::LabDir::of("sigcap").gsup_tap("visited");
+    let listening = common::within(std::time::Duration::from_secs(3), || tap.exists());
+    assert!(listening.is_some(), "no tap at {}", tap.display());
+    for verb in ["attach", "detach"] {
+        let out = common::roamlab(&[verb, "phone1", "--lab", "sigcap"]);
+        assert!(out.status.success(), "{}", common::text(&out));
+    }
+    assert!(capture.wait().unwrap().success());
+    assert!(!tap.exists(), "the tap outlived the capture");
+    let read = std::process::Command::new("tshark")
+        .args(["-r", &file, "-d", "tcp.port==4222,gsm_ipa"])
+        .output()
+        .expect("tshark (Debian package tshark)");
+    let _ = std::fs::remove_file(&file);
+    let shown = common::text(&read);
+    assert!(read.status.success(), "{shown}");
+    for message in [
+        "SendAuthInfo Request",
+        "SendAuthInfo Result",
+        "UpdateLocation Request",
+        "InsertSubscriberData Request",
+        "UpdateLocation Result",
+        "PurgeMS Request",
+        "PurgeMS Result",
+    ] {
+        assert!(
+            shown
+                .lines()
+                .any(|l| l.contains("GSUP") && l.contains(message)),
+            "no {message} in:\n{shown}"
+        );
+    }
+    drop(lab);
+}

@@ -11,8 +11,12 @@ use std::time::Duration;
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 
-use super::dns::DnsAgentError;
 use crate::contract::configs::DnsAgentConfig;
+
+/// Why named could not serve: in words, for the agent's log and `up`'s error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NamedError(String);
 
 /// How long named has to answer its first query.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,8 +69,8 @@ fn agent_dir(config: &DnsAgentConfig) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
-pub async fn run(config: &DnsAgentConfig) -> Result<(), DnsAgentError> {
-    let named = |cause: String| DnsAgentError::Named(cause);
+pub async fn run(config: &DnsAgentConfig) -> Result<(), NamedError> {
+    let named = NamedError;
     if config.resolver.is_some() {
         return Err(named(
             "the lab's resolver is hickory's: named serves zones only".into(),

@@ -194,7 +194,9 @@ fn update_signers(config: &DnsAgentConfig) -> Result<Vec<TSigner>, DnsAgentError
 /// Runs until SIGTERM: loads the zones, binds, reports ready, serves.
 pub async fn run(config: DnsAgentConfig) -> Result<(), DnsAgentError> {
     if config.server == crate::topology::DnsServer::Bind {
-        return super::bind::run(&config).await;
+        return super::bind::run(&config)
+            .await
+            .map_err(|e| DnsAgentError::Named(e.to_string()));
     }
     let catalog = authoritative_catalog(&config).await?;
     let guarded = Guarded::new(catalog, update_signers(&config)?);

@@ -291,6 +291,57 @@ pub async fn identify<R: tokio::io::AsyncRead + Unpin>(
         .unwrap_or(Ok(()))
 }
 
+/// The VLR's end of the private network's tap ([`crate::contract::tap`]): each message is
+/// one datagram to the capture's socket, if one is listening; never waits, never fails.
+pub struct Tap {
+    path: Option<std::path::PathBuf>,
+    socket: Option<std::os::unix::net::UnixDatagram>,
+}
+
+impl Tap {
+    pub fn new(path: Option<std::path::PathBuf>) -> Self {
+        let socket = std::os::unix::net::UnixDatagram::unbound()
+            .and_then(|s| s.set_nonblocking(true).map(|_| s))
+            .ok();
+        Tap { path, socket }
+    }
+
+    pub fn message(&self, to_hlr: bool, home: &str, message: &Message) {
+        // No capture, no copy: the common case costs one stat.
+        if !self.listened() {
+            return;
+        }
+        let Ok(gsup) = message.try_encode() else {
+            return;
+        };
+        self.bytes(to_hlr, home, &gsup);
+    }
+
+    fn listened(&self) -> bool {
+        self.socket.is_some() && self.path.as_ref().is_some_and(|p| p.exists())
+    }
+
+    pub fn bytes(&self, to_hlr: bool, home: &str, gsup: &[u8]) {
+        let (Some(path), Some(socket)) = (&self.path, &self.socket) else {
+            return;
+        };
+        if !path.exists() {
+            return;
+        }
+        let at_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let record = crate::contract::tap::TapRecord {
+            to_hlr,
+            at_ns,
+            home: home.to_string(),
+            gsup: gsup.to_vec(),
+        };
+        let _ = socket.send_to(&record.encode(), path);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

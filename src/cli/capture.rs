@@ -2,6 +2,11 @@
 //! socket inside its namespace, as a pcap file (`-w FILE`, `-w -` for standard output: pipe
 //! it to `tcpdump -r -` or `tshark -r -`) or a line per packet. Stops on Ctrl-C, after
 //! `--seconds` or after `--count` packets.
+//!
+//! `roamlab capture signaling` records the private network, which no packet socket sees (its
+//! links are Unix sockets): each VLR copies its GSUP messages to the capture (see
+//! [`crate::contract::tap`]), written as IPA over TCP port 4222, as osmo-hlr serves GSUP, so
+//! that `tshark -d tcp.port==4222,gsm_ipa` shows SendAuthInfo, UpdateLocation and the rest.
 
 use std::io::Write;
 use std::path::Path;
@@ -27,6 +32,9 @@ pub fn run(
         None => (target, None),
     };
     let (state, topology) = crate::lab::terminals::load(lab)?;
+    if node == SIGNALING && interface.is_none() && topology.node(node).is_none() {
+        return capture_signaling(lab, &topology, write, seconds, count);
+    }
     let namespace = match state.terminals.iter().find(|t| t.name == node) {
         Some(t) => t.namespace.clone(),
         None if topology.node(node).is_some() => topology.namespace(node),
@@ -38,24 +46,11 @@ pub fn run(
             interface.map(|i| format!("/{i}")).unwrap_or_default()
         )
     })?;
-    let mut out: Option<Box<dyn Write>> = match write {
-        None => None,
-        Some(p) if p == Path::new("-") => Some(Box::new(std::io::stdout().lock())),
-        Some(p) => Some(Box::new(
-            std::fs::File::create(p).with_context(|| format!("create {}", p.display()))?,
-        )),
-    };
-    if let Some(out) = out.as_mut() {
-        out.write_all(&pcap::file_header(SNAPLEN as u32))?;
-        out.flush()?;
-    }
+    let mut out = pcap_out(write)?;
     let stop = stop_on_signal();
-    let deadline = seconds.map(|s| Instant::now() + Duration::from_secs_f64(s));
+    let until = Until::new(seconds, count);
     let mut seen = 0usize;
-    while !stop.load(Ordering::SeqCst)
-        && deadline.is_none_or(|d| Instant::now() < d)
-        && count.is_none_or(|c| seen < c)
-    {
+    while !stop.load(Ordering::SeqCst) && until.goes_on(seen) {
         let Some(packet) = socket.recv() else {
             continue;
         };
@@ -82,6 +77,172 @@ pub fn run(
         eprintln!("capture: {seen} packets from {node}");
     }
     Ok(())
+}
+
+/// The target that names the private network.
+const SIGNALING: &str = "signaling";
+/// The port osmo-hlr serves GSUP on: the HLR's end of each written stream.
+const GSUP_PORT: u16 = 4222;
+
+/// The pcap file (or standard output) to write, its header written; none for lines.
+fn pcap_out(write: Option<&Path>) -> Result<Option<Box<dyn Write>>> {
+    let mut out: Option<Box<dyn Write>> = match write {
+        None => None,
+        Some(p) if p == Path::new("-") => Some(Box::new(std::io::stdout().lock())),
+        Some(p) => Some(Box::new(
+            std::fs::File::create(p).with_context(|| format!("create {}", p.display()))?,
+        )),
+    };
+    if let Some(out) = out.as_mut() {
+        out.write_all(&pcap::file_header(SNAPLEN as u32))?;
+        out.flush()?;
+    }
+    Ok(out)
+}
+
+/// When a capture ends: after a time, or a number of packets.
+struct Until {
+    deadline: Option<Instant>,
+    count: Option<usize>,
+}
+
+impl Until {
+    fn new(seconds: Option<f64>, count: Option<usize>) -> Self {
+        Until {
+            deadline: seconds.map(|s| Instant::now() + Duration::from_secs_f64(s)),
+            count,
+        }
+    }
+
+    fn goes_on(&self, seen: usize) -> bool {
+        self.deadline.is_none_or(|d| Instant::now() < d) && self.count.is_none_or(|c| seen < c)
+    }
+}
+
+/// One VLR's tap: the socket it copies to, and the stream each of its HLR links is written as.
+struct VlrTap {
+    vlr: String,
+    path: std::path::PathBuf,
+    socket: std::os::unix::net::UnixDatagram,
+    address: std::net::Ipv4Addr,
+}
+
+fn capture_signaling(
+    lab: &str,
+    topology: &crate::topology::Topology,
+    write: Option<&Path>,
+    seconds: Option<f64>,
+    count: Option<usize>,
+) -> Result<()> {
+    let dir = crate::contract::LabDir::of(lab);
+    let address_of = |node: &str| {
+        crate::topology::outer_address(node, &topology.links)
+            .unwrap_or(std::net::Ipv4Addr::new(198, 18, 255, 254))
+    };
+    let mut taps = Vec::new();
+    for node in topology.nodes.iter().filter(|n| n.vlr().is_some()) {
+        let path = dir.gsup_tap(&node.name);
+        // A tap a killed capture left is not listened on: this one takes its place.
+        let _ = std::fs::remove_file(&path);
+        let socket = std::os::unix::net::UnixDatagram::bind(&path)
+            .with_context(|| format!("listen for {}'s GSUP at {}", node.name, path.display()))?;
+        socket.set_nonblocking(true)?;
+        taps.push(VlrTap {
+            vlr: node.name.clone(),
+            path,
+            socket,
+            address: address_of(&node.name),
+        });
+    }
+    if taps.is_empty() {
+        bail!("lab {lab} has no VLR: its private network carries nothing");
+    }
+    let result = (|| -> Result<usize> {
+        let mut out = pcap_out(write)?;
+        let stop = stop_on_signal();
+        let until = Until::new(seconds, count);
+        // TCP sequence numbers per (VLR, home) and direction, so tools reassemble the streams.
+        let mut streams: std::collections::HashMap<(String, String), (u32, u32)> =
+            Default::default();
+        let mut seen = 0usize;
+        let mut buf = vec![0u8; 65536];
+        while !stop.load(Ordering::SeqCst) && until.goes_on(seen) {
+            let mut idle = true;
+            for (i, tap) in taps.iter().enumerate() {
+                let Ok(n) = tap.socket.recv(&mut buf) else {
+                    continue;
+                };
+                idle = false;
+                let Some(record) = crate::contract::tap::TapRecord::decode(&buf[..n]) else {
+                    continue;
+                };
+                seen += 1;
+                let frame = crate::protocols::ipa::encode(&crate::protocols::ipa::Frame::Gsup(
+                    record.gsup.clone(),
+                ));
+                let vlr_end = std::net::SocketAddrV4::new(tap.address, 40000 + i as u16);
+                let hlr_end = std::net::SocketAddrV4::new(address_of(&record.home), GSUP_PORT);
+                let (up, down) = streams
+                    .entry((tap.vlr.clone(), record.home.clone()))
+                    .or_insert((1, 1));
+                let (src, dst, seq, ack) = if record.to_hlr {
+                    (vlr_end, hlr_end, *up, *down)
+                } else {
+                    (hlr_end, vlr_end, *down, *up)
+                };
+                if record.to_hlr {
+                    *up = up.wrapping_add(frame.len() as u32);
+                } else {
+                    *down = down.wrapping_add(frame.len() as u32);
+                }
+                let packet = pcap::tcp_segment(src, dst, seq, ack, &frame);
+                match out.as_mut() {
+                    Some(out) => {
+                        out.write_all(&pcap::record(&pcap::Record {
+                            secs: (record.at_ns / 1_000_000_000) as u32,
+                            micros: ((record.at_ns % 1_000_000_000) / 1000) as u32,
+                            kind: if record.to_hlr { 4 } else { 0 },
+                            hardware: 1,
+                            source: &[],
+                            protocol: 0x0800,
+                            data: &packet,
+                            length: packet.len(),
+                        }))?;
+                        out.flush()?;
+                    }
+                    None => println!(
+                        "{}.{:06} {} {} {} GSUP {}",
+                        record.at_ns / 1_000_000_000,
+                        (record.at_ns % 1_000_000_000) / 1000,
+                        tap.vlr,
+                        if record.to_hlr { "->" } else { "<-" },
+                        record.home,
+                        gsup_name(&record.gsup)
+                    ),
+                }
+            }
+            if idle {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        Ok(seen)
+    })();
+    for tap in &taps {
+        let _ = std::fs::remove_file(&tap.path);
+    }
+    let seen = result?;
+    if write.is_some_and(|p| p != Path::new("-")) {
+        eprintln!("capture: {seen} GSUP messages on the private network");
+    }
+    Ok(())
+}
+
+/// A GSUP message's name from its first byte (its type).
+fn gsup_name(gsup: &[u8]) -> String {
+    match gsup.first() {
+        Some(&t) => crate::protocols::gsup::msg::name(t).to_string(),
+        None => "(empty)".to_string(),
+    }
 }
 
 /// One line: time, direction, interface index, and what it is.

@@ -90,6 +90,9 @@ pub struct VlrConfig {
     /// Where it takes a terminal's host name from.
     #[serde(default)]
     pub name_source: NameSource,
+    /// Where a running `roamlab capture signaling` takes copies of its GSUP messages.
+    #[serde(default)]
+    pub gsup_tap: Option<PathBuf>,
 }
 
 /// A home network this VLR has an agreement with, and how to reach its HLR.

@@ -80,6 +80,12 @@ impl LabDir {
         self.0.join("agents")
     }
 
+    /// Where `roamlab capture signaling` listens for a VLR's copies of its GSUP messages
+    /// (in the VLR's own directory: the one place both can reach).
+    pub fn gsup_tap(&self, vlr: &str) -> PathBuf {
+        self.agent_dir(AgentKind::Vlr, vlr).join("gsup.tap")
+    }
+
     /// One end of a `roamlab call`: its user agent's configuration and log. The only lab
     /// state that user agent sees.
     pub fn call_end(&self, call: u32, end: &str) -> PathBuf {

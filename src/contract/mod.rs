@@ -7,5 +7,6 @@
 pub mod configs;
 pub mod lab_dir;
 pub mod published;
+pub mod tap;
 
 pub use lab_dir::{AgentKind, LabDir, RUN_DIR};

@@ -162,6 +162,7 @@ fn vlr_config(
         partners,
         implicit_detach_s,
         name_source,
+        gsup_tap: Some(lab.gsup_tap(&node.name)),
     }
 }
 

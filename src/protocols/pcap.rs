@@ -58,9 +58,76 @@ pub fn record(r: &Record) -> Vec<u8> {
     out
 }
 
+/// An IPv4 packet holding one TCP segment (PSH, ACK) of `payload`: how a stream seen as
+/// messages (the private network's Unix sockets) is written for tools that read TCP.
+pub fn tcp_segment(
+    src: std::net::SocketAddrV4,
+    dst: std::net::SocketAddrV4,
+    seq: u32,
+    ack: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    let total = (40 + payload.len()).min(u16::MAX as usize) as u16;
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
+    ip.extend_from_slice(&src.ip().octets());
+    ip.extend_from_slice(&dst.ip().octets());
+    let sum = checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    let mut tcp = Vec::with_capacity(20 + payload.len());
+    tcp.extend_from_slice(&src.port().to_be_bytes());
+    tcp.extend_from_slice(&dst.port().to_be_bytes());
+    tcp.extend_from_slice(&seq.to_be_bytes());
+    tcp.extend_from_slice(&ack.to_be_bytes());
+    // Data offset 5 words; flags PSH|ACK; window; checksum; urgent pointer.
+    tcp.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+    tcp.extend_from_slice(payload);
+    let mut pseudo = Vec::with_capacity(12 + tcp.len());
+    pseudo.extend_from_slice(&src.ip().octets());
+    pseudo.extend_from_slice(&dst.ip().octets());
+    pseudo.extend_from_slice(&[0, 6]);
+    pseudo.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
+    pseudo.extend_from_slice(&tcp);
+    let sum = checksum(&pseudo);
+    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+    ip.extend_from_slice(&tcp);
+    ip
+}
+
+/// The Internet checksum (RFC 1071).
+fn checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tcp_segment_checks_out() {
+        let segment = tcp_segment(
+            "198.18.0.6:40000".parse().unwrap(),
+            "198.18.0.2:4222".parse().unwrap(),
+            1,
+            1,
+            b"\x00\x03\xee\x05\x08",
+        );
+        assert_eq!(segment.len(), 45);
+        assert_eq!(checksum(&segment[..20]), 0, "IPv4 header checksum");
+        let mut pseudo = segment[12..20].to_vec();
+        pseudo.extend_from_slice(&[0, 6, 0, 25]);
+        pseudo.extend_from_slice(&segment[20..]);
+        assert_eq!(checksum(&pseudo), 0, "TCP checksum");
+        assert_eq!(&segment[22..24], &4222u16.to_be_bytes());
+    }
 
     #[test]
     fn golden_header_and_record() {

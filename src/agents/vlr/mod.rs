@@ -78,6 +78,8 @@ struct Vlr {
     procedures: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Refused peers of the local socket, logged once per peer per interval.
     local_refusals: Mutex<super::ratelimit::RateLimited<i32>>,
+    /// Copies of the messages on its links to HLRs, for `roamlab capture signaling`.
+    tap: signaling::Tap,
 }
 
 fn now() -> f64 {
@@ -157,7 +159,10 @@ impl Vlr {
             sender = link.sender.lock().await.clone();
         }
         let sent = match sender {
-            Some(s) => s.gsup(&m).await.is_ok(),
+            Some(s) => {
+                self.tap.message(true, &link.partner.network, &m);
+                s.gsup(&m).await.is_ok()
+            }
             None => false,
         };
         if !sent {
@@ -289,6 +294,7 @@ async fn hold_link(vlr: Arc<Vlr>, link: Arc<HlrLink>) {
                     break;
                 }
             };
+            vlr.tap.bytes(false, &link.partner.network, &bytes);
             let m = match Message::decode(&bytes) {
                 Ok(m) => m,
                 Err(e) => {
@@ -303,6 +309,7 @@ async fn hold_link(vlr: Arc<Vlr>, link: Arc<HlrLink>) {
                         &answer.imsi,
                         json!({"to": link.partner.network}),
                     );
+                    vlr.tap.message(true, &link.partner.network, &answer);
                     let _ = sender.gsup(&answer).await;
                 }
                 continue;
@@ -641,6 +648,7 @@ pub async fn run(config: VlrConfig) -> std::io::Result<()> {
         local_refusals: Mutex::new(super::ratelimit::RateLimited::new(
             std::time::Duration::from_secs(10),
         )),
+        tap: signaling::Tap::new(config.gsup_tap.clone()),
     });
     vlr.resume_registrations(kept);
     let listener = signaling::bind_private(&config.cell_socket)?;
