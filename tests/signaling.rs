@@ -572,7 +572,8 @@ fn a_terminal_claims_its_own_host_name_at_attach_and_no_other() {
 
 /// `roamlab capture signaling` records the private network, which no packet socket sees:
 /// tshark decodes the pcap as GSUP over IPA and names every message of an attach and a
-/// detach. The tap goes when the capture ends.
+/// detach. The tap goes when the capture ends. `events --format mermaid|svg` draws the
+/// same flow, a lane per agent and terminal.
 #[test]
 fn capture_signaling_writes_gsup_that_tshark_decodes_by_name() {
     let Some((lab, _)) = common::up_lab("sigcap", "topologies/roaming.yaml", &[]) else {
@@ -601,6 +602,26 @@ fn capture_signaling_writes_gsup_that_tshark_decodes_by_name() {
     }
     assert!(capture.wait().unwrap().success());
     assert!(!tap.exists(), "the tap outlived the capture");
+    // The same flow as the events draw it: a lane each, a message an arrow.
+    let drawn = common::text(&common::roamlab(&[
+        "events", "sigcap", "--format", "mermaid",
+    ]));
+    for arrow in [
+        "phone1->>visited_vlr: Attach request",
+        "visited_vlr->>home_hlr: SendAuthInfo request (phone1)",
+        "visited_vlr->>phone1: Authentication request",
+        "visited_dhcp->>phone1: DHCPACK 198.51.100.100",
+        "home_hlr->>home_dns: UPDATE A phone1.home.example 198.51.100.100",
+        "visited_dhcp->>visited_dns: UPDATE PTR 198.51.100.100 phone1.home.example",
+        "visited_vlr->>home_hlr: PurgeMS request (phone1)",
+    ] {
+        assert!(drawn.contains(arrow), "no `{arrow}` in:\n{drawn}");
+    }
+    let picture = common::text(&common::roamlab(&["events", "sigcap", "--format", "svg"]));
+    assert!(
+        picture.starts_with("<svg") && picture.contains("class=\"message\""),
+        "{picture}"
+    );
     let read = std::process::Command::new("tshark")
         .args(["-r", &file, "-d", "tcp.port==4222,gsm_ipa"])
         .output()

@@ -9,6 +9,7 @@ mod demo;
 mod docs;
 mod exec;
 mod graph;
+mod sequence;
 mod table;
 mod terminals;
 
@@ -262,11 +263,15 @@ enum Command {
         /// Lab name (default: the only lab there is).
         lab: Option<String>,
         /// Keep printing events as they happen, until Ctrl-C.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "format")]
         follow: bool,
-        /// Print the raw JSON lines.
-        #[arg(long)]
+        /// Print the raw JSON lines (as --format json).
+        #[arg(long, conflicts_with = "format")]
         json: bool,
+        /// text (a line each), json, or the flow as a sequence diagram: mermaid (text for
+        /// Mermaid) or svg (a self-contained picture).
+        #[arg(long, value_parser = ["text", "json", "mermaid", "svg"])]
+        format: Option<String>,
     },
     /// Print a shell completion script.
     ///
@@ -690,10 +695,19 @@ pub fn run(cli: Cli) -> Result<()> {
             let lab = lab::resolve(lab.as_deref())?;
             capture::run(&lab, &target, write.as_deref(), seconds, count)
         }
-        Command::Events { lab, follow, json } => {
+        Command::Events {
+            lab,
+            follow,
+            json,
+            format,
+        } => {
             require_root("events")?;
             let lab = lab::resolve(lab.as_deref())?;
-            print_events(&lab, follow, json)
+            match format.as_deref() {
+                Some(picture @ ("mermaid" | "svg")) => print_sequence(&lab, picture),
+                Some("json") => print_events(&lab, false, true),
+                _ => print_events(&lab, follow, json),
+            }
         }
         Command::DhcpProbe { interface, timeout } => {
             let mac = std::fs::read_to_string(format!("/sys/class/net/{interface}/address"))
@@ -809,6 +823,28 @@ fn print_events(lab: &str, follow: bool, json: bool) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The lab's events as a sequence diagram, its terminals named as the topology names them.
+fn print_sequence(lab: &str, format: &str) -> Result<()> {
+    let dir = LabDir::of(lab);
+    let events = crate::events::read_all(&dir).with_context(|| format!("lab {lab}"))?;
+    let names = std::fs::read_to_string(dir.topology())
+        .ok()
+        .and_then(|text| Topology::parse(&text, "the lab's topology").ok())
+        .map(|t| {
+            t.subscribers
+                .iter()
+                .map(|s| (s.imsi.clone(), s.name.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (lanes, rows) = sequence::rows(&events, &names);
+    match format {
+        "svg" => print!("{}", sequence::svg(&lanes, &rows)),
+        _ => print!("{}", sequence::mermaid(&lanes, &rows)),
+    }
+    Ok(())
 }
 
 /// Exit status for an error: 2 for bad input (a topology problem), 1 otherwise.
