@@ -111,7 +111,10 @@ pub async fn run(config: &DnsAgentConfig) -> Result<(), NamedError> {
     let started = tokio::time::Instant::now();
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(named(format!("exited before it answered ({status})")));
+            return Err(named(format!(
+                "exited before it answered ({status}){}",
+                apparmor_hint()
+            )));
         }
         if answers(server, &first).await {
             break;
@@ -143,6 +146,20 @@ pub async fn run(config: &DnsAgentConfig) -> Result<(), NamedError> {
                 }
             }
         }
+    }
+}
+
+/// Debian's named runs under an AppArmor profile that confines it to /etc/bind,
+/// /var/cache/bind and /var/lib/bind: where AppArmor is on, that is the likely cause of a
+/// named that cannot read the lab's files.
+fn apparmor_hint() -> &'static str {
+    let enabled = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|v| v.trim() == "Y");
+    if enabled {
+        "; AppArmor is on, and Debian's profile for named forbids it the lab's files in \
+         /run/roamlab: `aa-complain /usr/sbin/named` lets it run (see its log above)"
+    } else {
+        ""
     }
 }
 
