@@ -273,7 +273,7 @@ fn describe(p: &Packet) -> String {
 }
 
 /// A flag set on SIGINT or SIGTERM.
-fn stop_on_signal() -> Arc<AtomicBool> {
+pub(super) fn stop_on_signal() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     std::thread::spawn(move || {

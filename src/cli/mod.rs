@@ -9,6 +9,7 @@ mod demo;
 mod docs;
 mod exec;
 mod graph;
+mod scenario;
 mod sequence;
 mod table;
 mod terminals;
@@ -232,6 +233,34 @@ enum Command {
         #[arg(long)]
         lab: Option<String>,
         /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a scenario file: bring its lab up (or use a running one with --lab), run its
+    /// steps and checks (✓/✗ and why), tear down; non-zero if any check failed. What each
+    /// check saw goes in a transcript beside it (NAME.transcript): --check compares with
+    /// it, --bless replaces it.
+    ///
+    /// Example: sudo roamlab run scenarios/roaming.yaml --check
+    Run {
+        /// The scenario file (YAML).
+        scenario: PathBuf,
+        /// Use this running lab instead of bringing one up (it stays up).
+        #[arg(long)]
+        lab: Option<String>,
+        /// The lab's name (default: its topology's).
+        #[arg(long, conflicts_with = "lab")]
+        name: Option<String>,
+        /// Fail if the transcript differs from the stored one, and print the difference.
+        #[arg(long, conflicts_with = "bless")]
+        check: bool,
+        /// Replace the stored transcript with this run's.
+        #[arg(long)]
+        bless: bool,
+        /// Write a JUnit XML report here.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Print the outcome as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -683,6 +712,36 @@ pub fn run(cli: Cli) -> Result<()> {
             require_root("call")?;
             let lab = lab::resolve(lab.as_deref())?;
             call::run(&lab, &from, &to, media_secs, json)
+        }
+        Command::Run {
+            scenario: file,
+            lab,
+            name,
+            check,
+            bless,
+            junit,
+            json,
+        } => {
+            let loaded = scenario::load(&file)?;
+            if let Some(name) = &name {
+                load_topology(None, Some(name))?;
+            }
+            require_root("run")?;
+            let transcript = match (check, bless) {
+                (true, _) => scenario::Transcript::Check,
+                (_, true) => scenario::Transcript::Bless,
+                _ => scenario::Transcript::Write,
+            };
+            scenario::run(
+                loaded,
+                &scenario::RunOptions {
+                    lab: lab.as_deref(),
+                    name: name.as_deref(),
+                    transcript,
+                    json,
+                    junit: junit.as_deref(),
+                },
+            )
         }
         Command::Capture {
             target,

@@ -5,7 +5,7 @@
 //! whole by [`validate`] before anything touches the kernel.
 
 pub mod limits;
-mod locate;
+pub(crate) mod locate;
 pub mod raw;
 mod units;
 mod validate;
