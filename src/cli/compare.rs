@@ -264,23 +264,29 @@ fn measure(
 
 /// A dig answer checked against what it should be: (right, the answer or the status).
 fn lookup(dig: &str, expected: &str) -> (bool, String) {
+    let got = answer_or_status(dig);
+    (
+        got.eq_ignore_ascii_case(expected.trim_end_matches('.')),
+        got,
+    )
+}
+
+/// The first answer of a dig (without a name's final dot), or its status when it has none
+/// (`NXDOMAIN`, or `no answer` when nothing came back).
+pub(super) fn answer_or_status(dig: &str) -> String {
     let answer = dig
         .lines()
         .skip_while(|l| !l.starts_with(";; ANSWER SECTION"))
         .nth(1)
         .and_then(|l| l.split_whitespace().last())
-        .map(str::to_string);
-    match answer {
-        Some(a) => (a == expected, a),
-        None => {
-            let status = dig
-                .split("status: ")
-                .nth(1)
-                .and_then(|s| s.split(',').next())
-                .unwrap_or("no answer");
-            (false, status.to_string())
-        }
-    }
+        .map(|a| a.trim_end_matches('.').to_string());
+    answer.unwrap_or_else(|| {
+        dig.split("status: ")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .unwrap_or("no answer")
+            .to_string()
+    })
 }
 
 /// The time of a whole transfer (ms) from curl's `SIZE TIME_TOTAL`, or `None` when it
@@ -363,7 +369,7 @@ pub fn table(c: &Comparison) -> String {
                 r.mode.clone(),
                 format!("{} at {}", r.terminal, r.network),
                 yes(r.forward_ok, &r.forward),
-                yes(r.reverse_ok, r.reverse.trim_end_matches('.')),
+                yes(r.reverse_ok, &r.reverse),
                 yes(r.ping_by_name, if r.ping_by_name { "ok" } else { "fails" }),
                 r.hops.join(" → "),
                 if r.via_home { "yes" } else { "no" }.to_string(),

@@ -469,17 +469,10 @@ fn diff(old: &str, new: &str) -> Vec<String> {
     out
 }
 
-fn xml(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 /// JUnit XML: a test case per step.
 fn junit(file: &Path, outcomes: &[Outcome]) -> String {
     let failures = outcomes.iter().filter(|o| !o.ok).count();
-    let name = xml(&file.display().to_string());
+    let name = super::sequence::xml(&file.display().to_string());
     let mut out = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"{name}\" tests=\"{}\" failures=\"{failures}\">\n",
         outcomes.len()
@@ -487,14 +480,14 @@ fn junit(file: &Path, outcomes: &[Outcome]) -> String {
     for o in outcomes {
         out.push_str(&format!(
             "  <testcase classname=\"{name}\" name=\"{}\"",
-            xml(&o.saw)
+            super::sequence::xml(&o.saw)
         ));
         if o.ok {
             out.push_str("/>\n");
         } else {
             out.push_str(&format!(
                 "><failure message=\"{}\"/></testcase>\n",
-                xml(o.why.as_deref().unwrap_or("failed"))
+                super::sequence::xml(o.why.as_deref().unwrap_or("failed"))
             ));
         }
     }
@@ -509,23 +502,6 @@ fn outcome(step: &str, ok: bool, saw: String, why: Option<String>) -> Outcome {
         saw,
         why: if ok { None } else { why },
     }
-}
-
-/// The answer of a dig, or its status when there is none.
-fn answer(dig: &str) -> String {
-    let answer = dig
-        .lines()
-        .skip_while(|l| !l.starts_with(";; ANSWER SECTION"))
-        .nth(1)
-        .and_then(|l| l.split_whitespace().last())
-        .map(|a| a.trim_end_matches('.').to_string());
-    answer.unwrap_or_else(|| {
-        dig.split("status: ")
-            .nth(1)
-            .and_then(|s| s.split(',').next())
-            .unwrap_or("no answer")
-            .to_string()
-    })
 }
 
 fn perform(rt: &tokio::runtime::Runtime, lab_name: &str, step: &Step) -> Outcome {
@@ -595,7 +571,7 @@ fn perform(rt: &tokio::runtime::Runtime, lab_name: &str, step: &Step) -> Outcome
             };
             let args: Vec<&str> = argv.iter().map(String::as_str).collect();
             let (_, said) = run_in(lab_name, &l.from, &args);
-            let got = answer(&said);
+            let got = super::compare::answer_or_status(&said);
             let expected = l.expect.trim_end_matches('.');
             let at = server.map(|s| format!(" {s}")).unwrap_or_default();
             outcome(

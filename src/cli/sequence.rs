@@ -186,7 +186,8 @@ pub fn mermaid(lanes: &[String], rows: &[Row]) -> String {
     out
 }
 
-fn xml(text: &str) -> String {
+/// Text made safe inside XML (an attribute or an element).
+pub(super) fn xml(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
