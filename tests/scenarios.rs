@@ -6,6 +6,23 @@ mod common;
 
 use common::{roamlab, root_or_skip, text, LabGuard};
 
+/// A temporary folder, removed when the test ends, pass or fail.
+struct Folder(std::path::PathBuf);
+
+impl Folder {
+    fn new(test: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("roamlab-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Folder(dir)
+    }
+}
+
+impl Drop for Folder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn scenarios() -> Vec<std::path::PathBuf> {
     let dir = common::repo("scenarios");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
@@ -45,8 +62,8 @@ fn a_differing_transcript_fails_check_with_the_difference_and_bless_accepts_it()
     if !root_or_skip("scendiff") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("roamlab-scen-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let folder = Folder::new("scendiff");
+    let dir = &folder.0;
     let file = dir.join("s.yaml");
     std::fs::write(
         &file,
@@ -102,14 +119,12 @@ fn a_differing_transcript_fails_check_with_the_difference_and_bless_accepts_it()
     assert_eq!(doc["passed"], 2, "{doc}");
     assert_eq!(doc["transcript_differs"], false, "{doc}");
     drop(guard);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_bad_scenario_is_refused_with_its_place_and_exit_2() {
-    let dir = std::env::temp_dir().join(format!("roamlab-scenbad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("bad.yaml");
+    let folder = Folder::new("scenbad");
+    let file = folder.0.join("bad.yaml");
     std::fs::write(
         &file,
         "steps:\n  - attach: phone1\n  - ping: { from: nowhere, name: x }\n",
@@ -123,5 +138,4 @@ fn a_bad_scenario_is_refused_with_its_place_and_exit_2() {
         "{}",
         text(&out)
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

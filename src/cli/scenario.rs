@@ -670,16 +670,34 @@ impl StatusIn for std::process::Command {
 mod tests {
     use super::*;
 
-    fn write(name: &str, text: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("roamlab-scenario-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
+    /// A folder of scenario files for one test, removed when the test ends, pass or fail.
+    struct Folder(PathBuf);
+
+    impl Folder {
+        fn new(test: &str) -> Self {
+            let dir = std::env::temp_dir()
+                .join(format!("roamlab-scenario-{test}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Folder(dir)
+        }
+
+        fn write(&self, name: &str, text: &str) -> PathBuf {
+            let path = self.0.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        }
+    }
+
+    impl Drop for Folder {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     #[test]
     fn a_scenario_is_validated_before_anything_is_built() {
+        let folder = Folder::new("validate");
+        let write = |name: &str, text: &str| folder.write(name, text);
         let ok = write("ok.yaml", "steps:\n  - attach: phone1\n  - lookup: { from: fixed1, name: phone1.home.example, expect: 198.51.100.100 }\n  - detach: phone1\n");
         assert_eq!(load(&ok).unwrap().steps.len(), 3);
         for (file, text, says) in [
