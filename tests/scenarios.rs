@@ -23,23 +23,12 @@ impl Drop for Folder {
     }
 }
 
-fn scenarios() -> Vec<std::path::PathBuf> {
-    let dir = common::repo("scenarios");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    files.sort();
-    files
-}
-
 #[test]
 fn every_example_scenario_passes_and_matches_its_transcript() {
     if !root_or_skip("scenarios") {
         return;
     }
-    let files = scenarios();
+    let files = common::yaml_files("scenarios");
     assert!(files.len() >= 2, "expected example scenarios");
     for (i, file) in files.iter().enumerate() {
         let name = format!("scen{i}");

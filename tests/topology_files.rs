@@ -1,21 +1,13 @@
 //! Walks every topology file: each under topologies/ and tests/labs/ must validate and plan; each under
 //! tests/fixtures/bad/ must fail with the message its first line expects.
 
+mod common;
+
 use std::fs;
 use std::path::Path;
 
+use common::yaml_files;
 use roamlab::topology::Topology;
-
-fn yaml_files(dir: &str) -> Vec<std::path::PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
-    let mut files: Vec<_> = fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    files.sort();
-    files
-}
 
 #[test]
 fn every_shipped_and_test_topology_validates_and_plans() {

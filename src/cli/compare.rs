@@ -93,12 +93,6 @@ pub fn run_compare(name: Option<&str>, keep: bool, json: bool) -> Result<()> {
         topology.name = name.to_string();
     }
     let lab_name = topology.name.clone();
-    if lab::in_use(&lab_name) {
-        anyhow::bail!("lab {lab_name} is already running; stop it with `roamlab down {lab_name}` or pick another name with --name");
-    }
-    if crate::contract::LabDir::of(&lab_name).path().exists() {
-        lab::cleanup(Some(&lab_name), true);
-    }
     let links = if netem {
         "netem: 20 ms and 10 Mbit/s on the home network's link, 2 ms and 100 Mbit/s on each visited network's".to_string()
     } else {
@@ -120,7 +114,10 @@ pub fn run_compare(name: Option<&str>, keep: bool, json: bool) -> Result<()> {
         );
     }
     let report = rt
-        .block_on(lab::up(&opts, Arc::new(AtomicBool::new(false))))
+        .block_on(lab::up_over_leftovers(
+            &opts,
+            Arc::new(AtomicBool::new(false)),
+        ))
         .context("up")?;
     let tunnel = report
         .tunnels

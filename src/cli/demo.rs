@@ -120,9 +120,6 @@ pub fn run_demo(keep: bool, topology: Topology) -> Result<()> {
     );
 
     d.step("Bring up the built-in lab: core, home, visited, fixed1, fixed2");
-    if crate::contract::LabDir::of(&name).path().exists() && !lab::in_use(&name) {
-        lab::cleanup(Some(&name), true);
-    }
     let opts = UpOptions {
         topology: topology.clone(),
         source_text: DEFAULT_TOPOLOGY.to_string(),
@@ -132,7 +129,10 @@ pub fn run_demo(keep: bool, topology: Topology) -> Result<()> {
     };
     let t = Instant::now();
     let report = rt
-        .block_on(lab::up(&opts, Arc::new(AtomicBool::new(false))))
+        .block_on(lab::up_over_leftovers(
+            &opts,
+            Arc::new(AtomicBool::new(false)),
+        ))
         .context("up")?;
     d.check(
         true,

@@ -327,12 +327,6 @@ pub fn run(scenario: Scenario, opts: &RunOptions) -> Result<()> {
         .enable_all()
         .build()?;
     if own_lab {
-        if lab::in_use(&lab_name) {
-            bail!("lab {lab_name} is already running; use it with --lab {lab_name}, or pick another name with --name");
-        }
-        if crate::contract::LabDir::of(&lab_name).path().exists() {
-            lab::cleanup(Some(&lab_name), true);
-        }
         let opts = UpOptions {
             topology: topology.clone(),
             source_text: scenario.source_text.clone(),
@@ -340,7 +334,7 @@ pub fn run(scenario: Scenario, opts: &RunOptions) -> Result<()> {
             start_agents: true,
             ready_timeout: Duration::from_secs(10),
         };
-        rt.block_on(lab::up(&opts, interrupted.clone()))
+        rt.block_on(lab::up_over_leftovers(&opts, interrupted.clone()))
             .with_context(|| format!("up lab {lab_name}"))?;
     }
     let mut outcomes = Vec::new();
@@ -636,12 +630,7 @@ fn perform(rt: &tokio::runtime::Runtime, lab_name: &str, step: &Step) -> Outcome
         Step::Exec(e) => {
             let args: Vec<&str> = e.command.iter().map(String::as_str).collect();
             let namespace = crate::topology::namespace_name(lab_name, &e.node);
-            let status = std::process::Command::new(args[0])
-                .args(&args[1..])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status_in(&namespace);
-            let code = status.unwrap_or(-1);
+            let code = exit_code_in(&namespace, &args).unwrap_or(-1);
             outcome(
                 "exec",
                 code == e.exit,
@@ -652,18 +641,15 @@ fn perform(rt: &tokio::runtime::Runtime, lab_name: &str, step: &Step) -> Outcome
     }
 }
 
-/// Runs a command in a namespace (the node's view, as `roamlab exec --privileged`) and
-/// returns its exit code.
-trait StatusIn {
-    fn status_in(&mut self, namespace: &str) -> std::io::Result<i32>;
-}
-
-impl StatusIn for std::process::Command {
-    fn status_in(&mut self, namespace: &str) -> std::io::Result<i32> {
-        let entry = crate::supervisor::enter::NodeEntry::prepare(namespace)?;
-        entry.apply_to(self);
-        Ok(self.status()?.code().unwrap_or(-1))
-    }
+/// Runs a command in a namespace with the node's view (as `roamlab exec --privileged`)
+/// and returns its exit code.
+fn exit_code_in(namespace: &str, argv: &[&str]) -> std::io::Result<i32> {
+    let mut cmd = std::process::Command::new(argv[0]);
+    cmd.args(&argv[1..])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    crate::supervisor::enter::NodeEntry::prepare(namespace)?.apply_to(&mut cmd);
+    Ok(cmd.status()?.code().unwrap_or(-1))
 }
 
 #[cfg(test)]

@@ -377,21 +377,8 @@ impl NetlinkKernel {
         for (_, rule) in rules {
             self.add_rule(namespace, rule).await?;
         }
-        // The local table moves behind the guard (a namespace may already have done so).
-        match self
-            .add_rule(namespace, Self::local_rule(&handle, after))
-            .await
-        {
-            Err(e) if errno(&e) == Some(libc::EEXIST) => {}
-            other => other?,
-        }
-        gone_is_ok(
-            handle
-                .rule()
-                .del(Self::local_rule(&handle, 0))
-                .execute()
-                .await,
-        )
+        // The local table moves behind the guard.
+        self.move_local_rule(namespace, &handle, 0, after).await
     }
 
     async fn unguard_tunnel(
@@ -403,21 +390,33 @@ impl NetlinkKernel {
         let handle = self.handle(namespace).map_err(ns_error)?;
         let rules = Self::guard_rules(&handle, local, peer);
         let after = rules.len() as u32 + 1;
-        match self.add_rule(namespace, Self::local_rule(&handle, 0)).await {
-            Err(e) if errno(&e) == Some(libc::EEXIST) => {}
-            other => other?,
-        }
-        let mut result = gone_is_ok(
-            handle
-                .rule()
-                .del(Self::local_rule(&handle, after))
-                .execute()
-                .await,
-        );
+        let mut result = self.move_local_rule(namespace, &handle, after, 0).await;
         for (_, rule) in rules {
             result = result.and(gone_is_ok(handle.rule().del(rule).execute().await));
         }
         result
+    }
+
+    /// The local table's rule from priority `from` to `to`: added there first (one that is
+    /// there already counts), then removed here (one that is gone already counts).
+    async fn move_local_rule(
+        &self,
+        namespace: &str,
+        handle: &Handle,
+        from: u32,
+        to: u32,
+    ) -> Result<(), rtnetlink::Error> {
+        match self.add_rule(namespace, Self::local_rule(handle, to)).await {
+            Err(e) if errno(&e) == Some(libc::EEXIST) => {}
+            other => other?,
+        }
+        gone_is_ok(
+            handle
+                .rule()
+                .del(Self::local_rule(handle, from))
+                .execute()
+                .await,
+        )
     }
 
     /// `ip rule add from FROM iif IN lookup TABLE`, as a message (adding and deleting

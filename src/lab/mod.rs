@@ -250,6 +250,19 @@ pub async fn up(opts: &UpOptions, cancel: Arc<AtomicBool>) -> Result<UpReport, L
     }
 }
 
+/// [`up`], after removing what a dead lab of the same name left behind (a live one is
+/// refused by `up`): for verbs that bring up a lab of their own (demo, compare, run).
+pub async fn up_over_leftovers(
+    opts: &UpOptions,
+    cancel: Arc<AtomicBool>,
+) -> Result<UpReport, LabError> {
+    let name = &opts.topology.name;
+    if LabDir::of(name).path().exists() && !in_use(name) {
+        cleanup(Some(name), true);
+    }
+    up(opts, cancel).await
+}
+
 async fn build(
     opts: &UpOptions,
     plan: &Plan,

@@ -288,3 +288,15 @@ impl XorShift {
         self.0
     }
 }
+
+/// The `.yaml` files of a folder of the repository, sorted.
+pub fn yaml_files(dir: &str) -> Vec<PathBuf> {
+    let root = repo(dir);
+    let mut files: Vec<_> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
