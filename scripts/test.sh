@@ -11,7 +11,7 @@ if [ "$(id -u)" -ne 0 ]; then
   host=$(rustc -vV | sed -n 's/^host: //p' | tr 'a-z-' 'A-Z_')
   export "CARGO_TARGET_${host}_RUNNER=sudo -E"
 fi
-cargo test --locked "$@"
+cargo test --locked --no-fail-fast "$@"
 # The short fuzz run: every decoder's target for 20 s from the committed seeds (the known
 # inputs are regression tests above either way). CI runs it; elsewhere it is opt-in, as
 # its build takes minutes.

@@ -156,6 +156,13 @@ pub fn agent_specs(topology: &Topology) -> Vec<AgentSpec> {
     specs
 }
 
+/// The order `up` starts agents in: a host's plain services (echo), ready before the lab's
+/// own agents start side by side.
+fn start_waves(specs: Vec<AgentSpec>) -> [Vec<AgentSpec>; 2] {
+    let (plain, agents) = specs.into_iter().partition(|spec| spec.kind == "echo");
+    [plain, agents]
+}
+
 /// What one of the lab's agents is granted of the lab's state: its own directory, the
 /// sockets it serves and reaches, the key it signs updates with, the event log. Nothing of
 /// other agents (the HLR's subscriber keys stay the HLR's) or of other labs.
@@ -305,34 +312,42 @@ async fn build(
     })?;
     written.map_err(|(what, cause)| io_err(&lab, what)(cause))?;
     if opts.start_agents {
-        // All side by side: an agent that needs another (a VLR its HLR, a DHCP server its
+        // Two waves. First a host's own plain services (echo): they stand for what already
+        // runs on a host, so a lab that says one holds a port finds it held. Then the lab's
+        // agents, all side by side: one that needs another (a VLR its HLR, a DHCP server its
         // VLR) reconnects until it is there, so none waits for another to be ready.
         let log_dir = LabDir::of(&lab).logs();
-        let starts = agent_specs(&opts.topology).into_iter().map(|spec| {
-            let (timeout, cancel, log_dir) = (opts.ready_timeout, cancel.clone(), log_dir.clone());
-            tokio::task::spawn_blocking(move || {
-                supervisor::start(&spec, &log_dir, timeout, &cancel)
-            })
-        });
         let mut failure = None;
-        for started in futures::future::join_all(starts).await {
-            let started =
-                started.map_err(|e| io_err(&lab, "agent supervisor")(std::io::Error::other(e)));
-            match started {
-                Ok(Ok(record)) => state.agents.push(record),
-                Ok(Err(cause)) => {
-                    failure.get_or_insert(match cause {
-                        SupervisorError::Cancelled { .. } => {
-                            LabError::Interrupted { lab: lab.clone() }
-                        }
-                        cause => LabError::Agent {
-                            lab: lab.clone(),
-                            cause,
-                        },
-                    });
-                }
-                Err(e) => {
-                    failure.get_or_insert(e);
+        for wave in start_waves(agent_specs(&opts.topology)) {
+            if failure.is_some() {
+                break;
+            }
+            let starts = wave.into_iter().map(|spec| {
+                let (timeout, cancel, log_dir) =
+                    (opts.ready_timeout, cancel.clone(), log_dir.clone());
+                tokio::task::spawn_blocking(move || {
+                    supervisor::start(&spec, &log_dir, timeout, &cancel)
+                })
+            });
+            for started in futures::future::join_all(starts).await {
+                let started =
+                    started.map_err(|e| io_err(&lab, "agent supervisor")(std::io::Error::other(e)));
+                match started {
+                    Ok(Ok(record)) => state.agents.push(record),
+                    Ok(Err(cause)) => {
+                        failure.get_or_insert(match cause {
+                            SupervisorError::Cancelled { .. } => {
+                                LabError::Interrupted { lab: lab.clone() }
+                            }
+                            cause => LabError::Agent {
+                                lab: lab.clone(),
+                                cause,
+                            },
+                        });
+                    }
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                    }
                 }
             }
         }
@@ -801,4 +816,27 @@ pub async fn status(lab: &str) -> Result<LabStatus, LabError> {
         nodes,
         agents,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lab that says a host's service holds a port finds it held: the DNS agent that
+    /// would take the same port starts only once the squatter is ready (else `up` races).
+    #[test]
+    fn a_hosts_plain_services_start_before_the_labs_agents() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/labs/dns-clash.yaml");
+        let topology = Topology::load(&path).unwrap();
+        let [plain, agents] = start_waves(agent_specs(&topology));
+        let names = |wave: &[AgentSpec]| -> Vec<String> {
+            wave.iter()
+                .map(|s| format!("{}/{}", s.node, s.name))
+                .collect()
+        };
+        assert_eq!(names(&plain), ["home/squatter"]);
+        assert!(names(&agents).contains(&"home/dns".to_string()));
+        assert!(agents.iter().all(|s| s.kind != "echo"));
+    }
 }
