@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, idempotently, what roamlab's lab and tests need on Debian (12 or later):
 # kernel tools for checking the lab, the real clients the tests drive, and the benchmark's
-# timers. Re-running it installs nothing that is already there. Needs root for apt-get.
+# timers; with --tests, also what only the tests need (Chromium, for the report test).
+# Re-running it installs nothing that is already there. Needs root for apt-get.
 set -euo pipefail
 
 packages=(
@@ -27,6 +28,12 @@ packages=(
   curl
   build-essential
 )
+if [ "${1:-}" = --tests ]; then
+  packages+=(
+    chromium          # headless, opens `roamlab run --report`'s page in the report test
+    fonts-dejavu-core # text for it to lay out
+  )
+fi
 
 missing=()
 for p in "${packages[@]}"; do

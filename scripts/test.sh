@@ -5,7 +5,7 @@
 # With ROAMLAB_E2E=required (as in CI) a root test that cannot run fails instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh >/dev/null
+scripts/install-deps.sh --tests >/dev/null
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 if [ "$(id -u)" -ne 0 ]; then
   host=$(rustc -vV | sed -n 's/^host: //p' | tr 'a-z-' 'A-Z_')

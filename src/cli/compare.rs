@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::demo::run;
+use super::exec::output_in as run;
 use crate::lab::{self, UpOptions};
 use crate::topology::{Topology, COMPARE_SOURCE, COMPARE_TOPOLOGY};
 

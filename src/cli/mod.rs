@@ -263,6 +263,20 @@ enum Command {
         /// Print the outcome as JSON.
         #[arg(long)]
         json: bool,
+        /// Run on this topology file instead of the lab the scenario names (e.g. the same
+        /// steps with BIND as the DNS servers).
+        #[arg(long, conflicts_with = "lab")]
+        topology: Option<PathBuf>,
+        /// Show each command the steps run in the lab and what it printed.
+        #[arg(short, long)]
+        verbose: bool,
+        /// Write an HTML report here (DIR/index.html): the topology, the checks, the
+        /// sequence diagram of the run's events and the transcript.
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
+        /// Leave the lab up afterwards.
+        #[arg(long, conflicts_with = "lab")]
+        keep: bool,
     },
     /// Capture a node's or terminal's traffic (all its interfaces, or NODE/INTERFACE) as a
     /// pcap file for tcpdump, tshark or Wireshark, or a line per packet. Until Ctrl-C,
@@ -721,8 +735,12 @@ pub fn run(cli: Cli) -> Result<()> {
             bless,
             junit,
             json,
+            topology,
+            verbose,
+            report,
+            keep,
         } => {
-            let loaded = scenario::load(&file)?;
+            let loaded = scenario::load(&file, topology.as_deref())?;
             if let Some(name) = &name {
                 load_topology(None, Some(name))?;
             }
@@ -740,6 +758,9 @@ pub fn run(cli: Cli) -> Result<()> {
                     transcript,
                     json,
                     junit: junit.as_deref(),
+                    verbose,
+                    keep,
+                    report: report.as_deref(),
                 },
             )
         }

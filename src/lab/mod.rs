@@ -567,22 +567,7 @@ pub fn restart_agent(lab: &str, agent: &str) -> Result<AgentRecord, LabError> {
             lab: lab.to_string(),
             running: running_list(),
         })?;
-    let Some(slot) = state
-        .agents
-        .iter()
-        .position(|a| format!("{}/{}", a.node, a.name) == agent)
-    else {
-        let known: Vec<String> = state
-            .agents
-            .iter()
-            .map(|a| format!("{}/{}", a.node, a.name))
-            .collect();
-        return Err(LabError::NoAgent {
-            lab: lab.to_string(),
-            agent: agent.to_string(),
-            known: known.join(", "),
-        });
-    };
+    let slot = agent_slot(&state, lab, agent)?;
     let old = state.agents[slot].clone();
     let failed = |cause| LabError::Restart {
         lab: lab.to_string(),
@@ -600,6 +585,44 @@ pub fn restart_agent(lab: &str, agent: &str) -> Result<AgentRecord, LabError> {
     state.agents[slot] = record.clone();
     state.save().map_err(io_err(lab, "write state file"))?;
     Ok(record)
+}
+
+/// Kills one agent of a running lab with SIGKILL, as a crash would, and waits until it is
+/// gone; the state file keeps its record, so `restart` or `down` find it.
+pub fn kill_agent(lab: &str, agent: &str) -> Result<(), LabError> {
+    let state = LabState::load(lab)
+        .map_err(io_err(lab, "read state file"))?
+        .ok_or_else(|| LabError::NotFound {
+            lab: lab.to_string(),
+            running: running_list(),
+        })?;
+    let record = &state.agents[agent_slot(&state, lab, agent)?];
+    supervisor::kill_now(record);
+    let deadline = std::time::Instant::now() + STOP_GRACE;
+    while supervisor::is_alive(record) {
+        if std::time::Instant::now() > deadline {
+            return Err(io_err(lab, "kill agent")(std::io::Error::other(format!(
+                "{agent} (pid {}) lives on after SIGKILL",
+                record.pid
+            ))));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// Where agent `node/name` is in the lab's state.
+fn agent_slot(state: &LabState, lab: &str, agent: &str) -> Result<usize, LabError> {
+    let name = |a: &AgentRecord| format!("{}/{}", a.node, a.name);
+    state
+        .agents
+        .iter()
+        .position(|a| name(a) == agent)
+        .ok_or_else(|| LabError::NoAgent {
+            lab: lab.to_string(),
+            agent: agent.to_string(),
+            known: state.agents.iter().map(name).collect::<Vec<_>>().join(", "),
+        })
 }
 
 /// Stops a lab. Everything that can be removed is, even when some parts fail.
