@@ -55,105 +55,18 @@ fn leases(lab: &str) -> Vec<serde_json::Value> {
     leases.into_values().collect()
 }
 
+/// The roaming flow's lookups, pings, path, HTTP and call are the demo's scenario
+/// (scenarios/roaming.yaml, run with --check by tests/scenarios.rs and as `roamlab demo`
+/// below); what a scenario does not see is here: the core's route, and the lease.
 #[test]
-fn a_roaming_phone_is_reached_by_name_directly_and_forgotten_after_detach() {
+fn a_roaming_phone_is_routed_through_visited_and_its_lease_ends_with_detach() {
     let Some(lab) = up("roamflow") else { return };
     let phone = attach(&lab, "phone1");
     assert_eq!(phone, "198.51.100.100");
-
-    // Forward: through the resolver from fixed1, and with authority at the home DNS.
-    assert_eq!(short(&lab, "fixed1", &["phone1.home.example"]), phone);
-    let home = out(&lab.exec(
-        "fixed1",
-        &["dig", "+norec", "@192.0.2.53", "phone1.home.example"],
-    ));
-    assert!(
-        home.contains("flags: qr aa;") && home.contains(&phone),
-        "{home}"
-    );
-    // Reverse: through the resolver from fixed2, and with authority at the visited DNS.
-    assert_eq!(
-        short(&lab, "fixed2", &["-x", &phone]),
-        "phone1.home.example."
-    );
-    let visited = out(&lab.exec("fixed2", &["dig", "+norec", "@198.51.100.53", "-x", &phone]));
-    assert!(
-        visited.contains("flags: qr aa;") && visited.contains("phone1.home.example."),
-        "{visited}"
-    );
-
-    // Ping by name; the path is core → visited → phone1, never home.
-    let ping = lab.exec(
-        "fixed1",
-        &[
-            "ping",
-            "-c",
-            "2",
-            "-i",
-            "0.2",
-            "-W",
-            "2",
-            "phone1.home.example",
-        ],
-    );
-    assert!(out(&ping).contains(" 0% packet loss"), "{}", text(&ping));
-    let trace = out(&lab.exec(
-        "fixed1",
-        &[
-            "traceroute",
-            "-n",
-            "-q",
-            "1",
-            "-w",
-            "1",
-            "phone1.home.example",
-        ],
-    ));
-    let hops: Vec<&str> = trace
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .collect();
-    assert_eq!(
-        hops,
-        ["203.0.113.1", "198.18.0.6", phone.as_str()],
-        "{trace}"
-    );
     let route = out(&lab.exec("core", &["ip", "route", "get", &phone]));
     assert!(route.contains("via 198.18.0.6 dev eth-visited"), "{route}");
-
-    // The mobile server answers by name, from a fixed host and from phone1 (peer to peer).
-    attach(&lab, "server1");
-    for node in ["fixed1", "phone1"] {
-        let http = lab.exec(
-            node,
-            &["curl", "-s", "-m", "3", "http://server1.home.example/"],
-        );
-        assert_eq!(
-            out(&http).trim(),
-            "hello from server1.home.example",
-            "from {node}: {}",
-            text(&http)
-        );
-    }
-
     let detach = roamlab(&["detach", "phone1", "--lab", "roamflow"]);
     assert!(detach.status.success(), "{}", text(&detach));
-    let forward_gone = within(TTL_BOUND + Duration::from_millis(1500), || {
-        out(&lab.exec("fixed1", &["dig", "+time=1", "phone1.home.example"]))
-            .contains("status: NXDOMAIN")
-    });
-    assert!(
-        forward_gone,
-        "the forward lookup still answers after the TTL bound"
-    );
-    let reverse_gone = within(TTL_BOUND + Duration::from_millis(1500), || {
-        out(&lab.exec("fixed2", &["dig", "+time=1", "-x", &phone])).contains("status: NXDOMAIN")
-    });
-    assert!(
-        reverse_gone,
-        "the reverse lookup still answers after the TTL bound"
-    );
     assert!(
         leases("roamflow")
             .iter()
