@@ -32,6 +32,9 @@ if [ "${1:-}" = --tests ]; then
   packages+=(
     chromium          # headless, opens `roamlab run --report`'s page in the report test
     fonts-dejavu-core # text for it to lay out
+    podman            # builds the Dockerfile and runs the demo in it (the container test)
+    runc              # podman's runtime there (crun refuses a hybrid cgroup layout)
+    debootstrap       # the Debian 12 base image, from Debian's packages (no registry here)
   )
 fi
 

@@ -149,7 +149,11 @@ fn the_roaming_scenario_with_bind_as_both_dns_servers_matches_its_transcript() {
         "scenbind",
     ]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("16 of 16 checks passed"), "{}", text(&out));
+    assert!(
+        text(&out).contains("16 of 16 checks passed"),
+        "{}",
+        text(&out)
+    );
     common::assert_nothing_left("scenbind", &[]);
     drop(guard);
 }
@@ -287,10 +291,7 @@ fn the_report_renders_in_headless_chromium_with_lanes_and_messages() {
             .output()
             .expect("run chromium")
     };
-    let dom = browse(&[
-        "--dump-dom".into(),
-        format!("file://{}", probe.display()),
-    ]);
+    let dom = browse(&["--dump-dom".into(), format!("file://{}", probe.display())]);
     let dom = String::from_utf8_lossy(&dom.stdout).to_string();
     let measured = dom
         .split("<pre id=\"measured\">")
@@ -308,7 +309,13 @@ fn the_report_renders_in_headless_chromium_with_lanes_and_messages() {
     assert_eq!(count("nodes"), 5, "{measured}");
     assert!(count("lanes") >= 5, "{measured}");
     assert!(count("messages") >= 10, "{measured}");
-    for lane in ["phone1", "visited/vlr", "home/hlr", "visited/dhcp", "home/dns"] {
+    for lane in [
+        "phone1",
+        "visited/vlr",
+        "home/hlr",
+        "visited/dhcp",
+        "home/dns",
+    ] {
         assert!(measured.contains(lane), "no lane {lane}: {measured}");
     }
     for message in [
@@ -319,9 +326,15 @@ fn the_report_renders_in_headless_chromium_with_lanes_and_messages() {
         "UPDATE A phone1.home.example 198.51.100.100",
         "PurgeMS request",
     ] {
-        assert!(measured.contains(message), "no message {message}: {measured}");
+        assert!(
+            measured.contains(message),
+            "no message {message}: {measured}"
+        );
     }
-    assert!(dom.contains("✓ </span>") || dom.contains("✓"), "no checks in the page");
+    assert!(
+        dom.contains("✓ </span>") || dom.contains("✓"),
+        "no checks in the page"
+    );
     assert!(dom.contains("lookup fixed1 phone1.home.example → 198.51.100.100"));
     let shot = folder.0.join("report.png");
     browse(&[
@@ -329,5 +342,53 @@ fn the_report_renders_in_headless_chromium_with_lanes_and_messages() {
         format!("file://{}", report.join("index.html").display()),
     ]);
     let png = std::fs::read(&shot).expect("a screenshot");
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "{} bytes", png.len());
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "{} bytes",
+        png.len()
+    );
+}
+
+/// Ctrl-C in the middle of a scenario (here a long wait) ends the run at once and tears its
+/// lab down; the exit status says it did not pass.
+#[test]
+fn a_scenario_interrupted_by_ctrl_c_tears_its_lab_down() {
+    if !root_or_skip("scenint") {
+        return;
+    }
+    let folder = Folder::new("scenint");
+    let file = folder.0.join("long.yaml");
+    std::fs::write(&file, "steps:\n  - attach: phone1\n  - wait: 300\n").unwrap();
+    let guard = LabGuard::new("scenint");
+    let child = std::process::Command::new(common::bin())
+        .args(["run", &file.display().to_string(), "--name", "scenint"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Until phone1 is attached: its namespace is there.
+    assert!(
+        common::within(std::time::Duration::from_secs(30), || {
+            std::path::Path::new("/run/netns/scenint-phone1").exists()
+        })
+        .is_some(),
+        "phone1 never attached"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = text(&out);
+    // Cut short, not waited out.
+    assert!(said.contains("✗ wait 300 s — interrupted"), "{said}");
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("interrupted; lab scenint was removed"),
+        "{said}"
+    );
+    common::assert_nothing_left("scenint", &[]);
+    drop(guard);
 }

@@ -153,8 +153,12 @@ pub fn svg(topology: &Topology) -> String {
             let (dx, dy) = (to.0 as f64 - from.0 as f64, to.1 as f64 - from.1 as f64);
             let length = dx.hypot(dy).max(1.0);
             let (ux, uy) = (dx / length, dy / length);
-            let exit = ((W as f64 / 2.0) / ux.abs().max(1e-9)).min((H as f64 / 2.0) / uy.abs().max(1e-9));
-            let (px, py) = (from.0 as f64 + ux * (exit + 6.0), from.1 as f64 + uy * (exit + 12.0));
+            let exit =
+                ((W as f64 / 2.0) / ux.abs().max(1e-9)).min((H as f64 / 2.0) / uy.abs().max(1e-9));
+            let (px, py) = (
+                from.0 as f64 + ux * (exit + 6.0),
+                from.1 as f64 + uy * (exit + 12.0),
+            );
             let anchor = match ux {
                 u if u > 0.3 => "start",
                 u if u < -0.3 => "end",
@@ -189,7 +193,11 @@ pub fn svg(topology: &Topology) -> String {
             // Wrapped to fit the box: a bridge's addresses two to a line.
             let addrs: Vec<String> = bridge.addresses.iter().map(|a| a.to_string()).collect();
             for (i, pair) in addrs.chunks(2).enumerate() {
-                let lead = if i == 0 { format!("{}:", bridge.name) } else { String::new() };
+                let lead = if i == 0 {
+                    format!("{}:", bridge.name)
+                } else {
+                    String::new()
+                };
                 lines.push(format!("{lead} {}", pair.join(" ")).trim().to_string());
             }
         }

@@ -561,12 +561,7 @@ pub fn teardown(lab: &str) -> TeardownReport {
 /// it is ready; the state file records the new process.
 pub fn restart_agent(lab: &str, agent: &str) -> Result<AgentRecord, LabError> {
     let _lock = state::LabLock::take(lab).map_err(io_err(lab, "lock the lab"))?;
-    let mut state = LabState::load(lab)
-        .map_err(io_err(lab, "read state file"))?
-        .ok_or_else(|| LabError::NotFound {
-            lab: lab.to_string(),
-            running: running_list(),
-        })?;
+    let mut state = lab_state(lab)?;
     let slot = agent_slot(&state, lab, agent)?;
     let old = state.agents[slot].clone();
     let failed = |cause| LabError::Restart {
@@ -590,12 +585,7 @@ pub fn restart_agent(lab: &str, agent: &str) -> Result<AgentRecord, LabError> {
 /// Kills one agent of a running lab with SIGKILL, as a crash would, and waits until it is
 /// gone; the state file keeps its record, so `restart` or `down` find it.
 pub fn kill_agent(lab: &str, agent: &str) -> Result<(), LabError> {
-    let state = LabState::load(lab)
-        .map_err(io_err(lab, "read state file"))?
-        .ok_or_else(|| LabError::NotFound {
-            lab: lab.to_string(),
-            running: running_list(),
-        })?;
+    let state = lab_state(lab)?;
     let record = &state.agents[agent_slot(&state, lab, agent)?];
     supervisor::kill_now(record);
     let deadline = std::time::Instant::now() + STOP_GRACE;
@@ -609,6 +599,16 @@ pub fn kill_agent(lab: &str, agent: &str) -> Result<(), LabError> {
         std::thread::sleep(Duration::from_millis(5));
     }
     Ok(())
+}
+
+/// The state of lab `lab`, or that there is no such lab (and which ones there are).
+fn lab_state(lab: &str) -> Result<LabState, LabError> {
+    LabState::load(lab)
+        .map_err(io_err(lab, "read state file"))?
+        .ok_or_else(|| LabError::NotFound {
+            lab: lab.to_string(),
+            running: running_list(),
+        })
 }
 
 /// Where agent `node/name` is in the lab's state.
@@ -747,12 +747,7 @@ pub struct AgentStatus {
 
 /// What exists of a lab right now, read from the kernel and /proc.
 pub async fn status(lab: &str) -> Result<LabStatus, LabError> {
-    let state = LabState::load(lab)
-        .map_err(io_err(lab, "read state file"))?
-        .ok_or_else(|| LabError::NotFound {
-            lab: lab.to_string(),
-            running: running_list(),
-        })?;
+    let state = lab_state(lab)?;
     let mut kernel = NetlinkKernel::default();
     let mut nodes = Vec::new();
     for ns in &state.namespaces {

@@ -215,18 +215,19 @@ fn parse(
         TopologyError::Syntax { at, message }
     })?;
     let named = raw.lab.as_ref().map(|p| base.join(p));
-    let (topology, source_text, topology_origin) = match topology_file.map(Path::to_path_buf).or(named) {
-        None => (
-            Topology::builtin(),
-            DEFAULT_TOPOLOGY.to_string(),
-            DEFAULT_SOURCE.to_string(),
-        ),
-        Some(path) => {
-            let text = Topology::read_source(&path)?;
-            let origin = path.display().to_string();
-            (Topology::parse(&text, &origin)?, text, origin)
-        }
-    };
+    let (topology, source_text, topology_origin) =
+        match topology_file.map(Path::to_path_buf).or(named) {
+            None => (
+                Topology::builtin(),
+                DEFAULT_TOPOLOGY.to_string(),
+                DEFAULT_SOURCE.to_string(),
+            ),
+            Some(path) => {
+                let text = Topology::read_source(&path)?;
+                let origin = path.display().to_string();
+                (Topology::parse(&text, &origin)?, text, origin)
+            }
+        };
     validate(&raw.steps, &topology, origin, source)?;
     Ok(Scenario {
         file: None,
@@ -301,7 +302,10 @@ fn validate(
         let somewhere = |path: FieldPath| -> Result<(), TopologyError> {
             match networks.len() {
                 1 => Ok(()),
-                0 => Err(fail(path, "the lab has no visited network; say `at`".into())),
+                0 => Err(fail(
+                    path,
+                    "the lab has no visited network; say `at`".into(),
+                )),
                 _ => Err(fail(
                     path,
                     format!(
@@ -458,7 +462,9 @@ mod tests {
                 _ => "other",
             })
             .collect();
-        for kind in ["attach", "lookup", "ping", "trace", "http", "call", "detach"] {
+        for kind in [
+            "attach", "lookup", "ping", "trace", "http", "call", "detach",
+        ] {
             assert!(kinds.contains(&kind), "the demo has no {kind}");
         }
         assert!(demo.checks() >= 15);

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-pub use file::{demo, load, Scenario};
 use file::Step;
+pub use file::{demo, load, Scenario};
 use steps::Outcome;
 
 use crate::lab::{self, UpOptions};
@@ -101,7 +101,10 @@ pub fn run(scenario: Scenario, opts: &RunOptions) -> Result<()> {
             .block_on(lab::up_over_leftovers(&up, interrupted.clone()))
             .with_context(|| format!("up lab {lab_name}"))?;
         if opts.verbose {
-            say(&paint("1", &format!("▶ Bring up lab {lab_name} ({})", scenario.topology_origin)));
+            say(&paint(
+                "1",
+                &format!("▶ Bring up lab {lab_name} ({})", scenario.topology_origin),
+            ));
             say(&format!(
                 "  lab {lab_name} up in {} ms: {} nodes, {} agents",
                 t.elapsed().as_millis(),
@@ -121,31 +124,46 @@ pub fn run(scenario: Scenario, opts: &RunOptions) -> Result<()> {
             }
             continue;
         }
-        let outcome = steps::perform(&rt, &lab_name, step);
+        let outcome = steps::perform(&rt, &lab_name, step, &interrupted);
         if opts.verbose {
             for line in &outcome.shown {
                 say(&format!("  {line}"));
             }
         }
-        let (mark, colour) = if outcome.ok { ("✓", "32") } else { ("✗", "31") };
+        let (mark, colour) = if outcome.ok {
+            ("✓", "32")
+        } else {
+            ("✗", "31")
+        };
         let why = outcome
             .why
             .as_ref()
             .map(|w| format!(" — {w}"))
             .unwrap_or_default();
         let indent = if opts.verbose { "  " } else { "" };
-        say(&format!("{indent}{} {}{why}", paint(colour, mark), outcome.saw));
+        say(&format!(
+            "{indent}{} {}{why}",
+            paint(colour, mark),
+            outcome.saw
+        ));
         outcomes.push(outcome);
     }
     let events = match opts.report {
-        Some(_) => crate::events::read_all(&crate::contract::LabDir::of(&lab_name)).unwrap_or_default(),
+        Some(_) => {
+            crate::events::read_all(&crate::contract::LabDir::of(&lab_name)).unwrap_or_default()
+        }
         None => Vec::new(),
     };
-    if own_lab && !(opts.keep && !interrupted.load(Ordering::SeqCst)) {
+    // --keep leaves the lab up, unless the run was interrupted.
+    let stays = opts.keep && !interrupted.load(Ordering::SeqCst);
+    if own_lab && !stays {
         lab::down(&lab_name).with_context(|| format!("down lab {lab_name}"))?;
         if opts.verbose {
             say(&format!("\n{}", paint("1", "▶ Tear the lab down")));
-            say(&format!("  {} everything the lab made is removed", paint("32", "✓")));
+            say(&format!(
+                "  {} everything the lab made is removed",
+                paint("32", "✓")
+            ));
         }
     } else if own_lab {
         say(&format!(
@@ -153,7 +171,10 @@ pub fn run(scenario: Scenario, opts: &RunOptions) -> Result<()> {
         ));
     }
     if interrupted.load(Ordering::SeqCst) {
-        bail!("interrupted; lab {lab_name} was removed");
+        match own_lab {
+            true => bail!("interrupted; lab {lab_name} was removed"),
+            false => bail!("interrupted; lab {lab_name} stays up, as it was before the run"),
+        }
     }
     let text: String = outcomes.iter().map(|o| format!("{}\n", o.saw)).collect();
     let (stored, differences) = match &scenario.file {
@@ -369,7 +390,18 @@ mod tests {
         let new = "one\n2\n3\n4\n5\n6\n7\n8\nnine\n";
         assert_eq!(
             diff(old, new),
-            ["@@ -1,3 +1,3 @@", "-1", "+one", " 2", " 3", "@@ -7,3 +7,3 @@", " 7", " 8", "-9", "+nine"]
+            [
+                "@@ -1,3 +1,3 @@",
+                "-1",
+                "+one",
+                " 2",
+                " 3",
+                "@@ -7,3 +7,3 @@",
+                " 7",
+                " 8",
+                "-9",
+                "+nine"
+            ]
         );
         assert_eq!(diff("", "a\n"), ["@@ -0,0 +1,1 @@", "+a"]);
         let xml = junit(

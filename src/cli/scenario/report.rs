@@ -33,7 +33,11 @@ pub(super) fn page(
     let checks: String = outcomes
         .iter()
         .map(|o| {
-            let (class, mark) = if o.ok { ("ok", "✓") } else { ("failed", "✗") };
+            let (class, mark) = if o.ok {
+                ("ok", "✓")
+            } else {
+                ("failed", "✗")
+            };
             let why = o
                 .why
                 .as_ref()
@@ -94,7 +98,12 @@ mod tests {
             event("home/hlr", "home DNS record set"),
         ];
         let outcomes = [
-            outcome("attach", true, "attach phone1 → 198.51.100.100".into(), None),
+            outcome(
+                "attach",
+                true,
+                "attach phone1 → 198.51.100.100".into(),
+                None,
+            ),
             outcome(
                 "lookup",
                 false,
@@ -114,7 +123,12 @@ mod tests {
         assert!(html.contains("<figure id=\"topology\"><svg"));
         assert!(html.contains("<figure id=\"sequence\"><svg"));
         assert!(html.contains("class=\"node\""));
-        assert!(html.contains(&format!("<text x=\"115\" y=\"28\" text-anchor=\"middle\">{name}</text>")), "{html}");
+        assert!(
+            html.contains(&format!(
+                "<text x=\"115\" y=\"28\" text-anchor=\"middle\">{name}</text>"
+            )),
+            "{html}"
+        );
         assert!(html.contains("UPDATE A phone1.home.example 198.51.100.100"));
         assert!(html.contains("<pre id=\"transcript\">attach phone1"));
         // Self-contained: nothing is fetched from anywhere.

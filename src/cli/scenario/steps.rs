@@ -3,6 +3,7 @@
 //! restart). A step gives its outcome: the transcript's line (normalised: no ids, TTLs,
 //! timings or pids), whether it held and why not, and the commands it ran with their output.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -35,6 +36,24 @@ pub(super) fn outcome(step: &str, ok: bool, saw: String, why: Option<String>) ->
     }
 }
 
+/// A verb's outcome: `VERB WHAT → DONE`, or `→ failed` with the error.
+fn verb_outcome<T, E: std::fmt::Display>(
+    verb: &str,
+    what: &str,
+    done: &str,
+    result: Result<T, E>,
+) -> Outcome {
+    match result {
+        Ok(_) => outcome(verb, true, format!("{verb} {what} → {done}"), None),
+        Err(e) => outcome(
+            verb,
+            false,
+            format!("{verb} {what} → failed"),
+            Some(e.to_string()),
+        ),
+    }
+}
+
 /// Runs a command in a node and keeps it and its output for the outcome.
 fn shown_run(lab: &str, node: &str, argv: &[&str], shown: &mut Vec<String>) -> (bool, String) {
     let (ok, out) = run_in(lab, node, argv);
@@ -42,7 +61,26 @@ fn shown_run(lab: &str, node: &str, argv: &[&str], shown: &mut Vec<String>) -> (
     (ok, out)
 }
 
-pub(super) fn perform(rt: &tokio::runtime::Runtime, lab_name: &str, step: &Step) -> Outcome {
+/// Sleeps for `length`, or less when `stop` is set (Ctrl-C): true if it slept it all.
+fn pause(length: Duration, stop: &AtomicBool) -> bool {
+    let until = Instant::now() + length;
+    while !stop.load(Ordering::SeqCst) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+    false
+}
+
+/// Does one step on lab `lab_name`; `stop` (Ctrl-C) cuts waits short.
+pub(super) fn perform(
+    rt: &tokio::runtime::Runtime,
+    lab_name: &str,
+    step: &Step,
+    stop: &AtomicBool,
+) -> Outcome {
     let mut shown = Vec::new();
     let mut done = match step {
         Step::Say(_) => unreachable!("headings are not performed"),
@@ -51,50 +89,53 @@ pub(super) fn perform(rt: &tokio::runtime::Runtime, lab_name: &str, step: &Step)
                 Attach::Terminal(t) => (t.clone(), None, None),
                 Attach::At(a) => (a.terminal.clone(), a.at.clone(), a.refused.clone()),
             };
-            attach(rt, lab_name, "attach", &terminal, at.as_deref(), refused.as_deref(), &mut shown)
+            attach(
+                rt,
+                lab_name,
+                "attach",
+                &terminal,
+                at.as_deref(),
+                refused.as_deref(),
+                &mut shown,
+            )
         }
-        Step::Move(m) => attach(rt, lab_name, "move", &m.terminal, Some(&m.to), None, &mut shown),
+        Step::Move(m) => attach(
+            rt,
+            lab_name,
+            "move",
+            &m.terminal,
+            Some(&m.to),
+            None,
+            &mut shown,
+        ),
         Step::Detach(t) => {
             shown.push(format!("$ roamlab detach {t}"));
-            match rt.block_on(lab::terminals::detach(lab_name, t)) {
-                Ok(_) => outcome("detach", true, format!("detach {t} → gone"), None),
-                Err(e) => outcome(
-                    "detach",
-                    false,
-                    format!("detach {t} → failed"),
-                    Some(e.to_string()),
-                ),
-            }
+            let done = rt.block_on(lab::terminals::detach(lab_name, t));
+            verb_outcome("detach", t, "gone", done)
         }
         Step::Kill(agent) => {
             shown.push(format!("$ kill -9 <pid of {agent}>"));
-            match lab::kill_agent(lab_name, agent) {
-                Ok(()) => outcome("kill", true, format!("kill {agent} → gone"), None),
-                Err(e) => outcome(
-                    "kill",
-                    false,
-                    format!("kill {agent} → failed"),
-                    Some(e.to_string()),
-                ),
-            }
+            verb_outcome("kill", agent, "gone", lab::kill_agent(lab_name, agent))
         }
         Step::Restart(agent) => {
             shown.push(format!("$ roamlab restart {agent}"));
-            match lab::restart_agent(lab_name, agent) {
-                Ok(_) => outcome("restart", true, format!("restart {agent} → ready"), None),
-                Err(e) => outcome(
-                    "restart",
-                    false,
-                    format!("restart {agent} → failed"),
-                    Some(e.to_string()),
-                ),
-            }
+            verb_outcome(
+                "restart",
+                agent,
+                "ready",
+                lab::restart_agent(lab_name, agent),
+            )
         }
         Step::Wait(s) => {
-            std::thread::sleep(Duration::from_secs_f64(*s));
-            outcome("wait", true, format!("wait {s} s"), None)
+            let waited = pause(Duration::from_secs_f64(*s), stop);
+            outcome(
+                "wait",
+                waited,
+                format!("wait {s} s"),
+                Some("interrupted".into()),
+            )
         }
-        Step::Lookup(l) => lookup(lab_name, l, &mut shown),
+        Step::Lookup(l) => lookup(lab_name, l, stop, &mut shown),
         Step::Ping(p) => {
             let argv = ["ping", "-c", "3", "-i", "0.2", "-W", "2", &p.name];
             let (ok, said) = shown_run(lab_name, &p.from, &argv, &mut shown);
@@ -166,7 +207,11 @@ pub(super) fn perform(rt: &tokio::runtime::Runtime, lab_name: &str, step: &Step)
         }
         Step::Exec(e) => {
             let args: Vec<&str> = e.command.iter().map(String::as_str).collect();
-            shown.push(format!("$ roamlab exec {} -- {}", e.node, e.command.join(" ")));
+            shown.push(format!(
+                "$ roamlab exec {} -- {}",
+                e.node,
+                e.command.join(" ")
+            ));
             let code = exit_code_in(lab_name, &e.node, &args).unwrap_or(-1);
             outcome(
                 "exec",
@@ -194,8 +239,16 @@ fn attach(
         "move" => format!("move {terminal} to {}", at.unwrap_or_default()),
         _ => format!("attach {terminal}{place}"),
     };
-    shown.push(format!("$ roamlab attach {terminal}{}", at.map(|a| format!(" --at {a}")).unwrap_or_default()));
-    let done = rt.block_on(lab::terminals::attach(lab_name, terminal, at, &Default::default()));
+    shown.push(format!(
+        "$ roamlab attach {terminal}{}",
+        at.map(|a| format!(" --at {a}")).unwrap_or_default()
+    ));
+    let done = rt.block_on(lab::terminals::attach(
+        lab_name,
+        terminal,
+        at,
+        &Default::default(),
+    ));
     match (done, refused) {
         (Ok(a), None) => {
             let address = a
@@ -205,7 +258,9 @@ fn attach(
             let resolvable = a
                 .resolvable
                 .as_ref()
-                .map(|(from, t)| format!("; its name resolves from {from} {} ms after", t.as_millis()))
+                .map(|(from, t)| {
+                    format!("; its name resolves from {from} {} ms after", t.as_millis())
+                })
                 .unwrap_or_default();
             shown.push(format!(
                 "  {terminal}: authenticated by its home HLR via the VLR (Milenage), leased {address} by the {} DHCP{resolvable}",
@@ -239,7 +294,10 @@ fn attach(
             outcome(
                 verb,
                 holds,
-                format!("{said} → refused: {}", if holds { cause } else { "another cause" }),
+                format!(
+                    "{said} → refused: {}",
+                    if holds { cause } else { "another cause" }
+                ),
                 Some(why),
             )
         }
@@ -248,7 +306,7 @@ fn attach(
 
 /// A lookup with dig; at an authority the answer must be authoritative. With `within`,
 /// asked again until it is the expected one.
-fn lookup(lab_name: &str, l: &Lookup, shown: &mut Vec<String>) -> Outcome {
+fn lookup(lab_name: &str, l: &Lookup, stop: &AtomicBool, shown: &mut Vec<String>) -> Outcome {
     let mut argv = vec![
         "dig".to_string(),
         "+tries=1".into(),
@@ -281,11 +339,13 @@ fn lookup(lab_name: &str, l: &Lookup, shown: &mut Vec<String>) -> Outcome {
         if l.at.is_some() && !authoritative(&said) {
             got.push_str(" (not authoritative)");
         }
-        if got.eq_ignore_ascii_case(expected) || Instant::now() >= deadline {
+        if got.eq_ignore_ascii_case(expected)
+            || Instant::now() >= deadline
+            || !pause(Duration::from_millis(100), stop)
+        {
             shown_record(&l.from, &args, &said, shown);
             break got;
         }
-        std::thread::sleep(Duration::from_millis(100));
     };
     let at = l.at.map(|a| format!(" @{a}")).unwrap_or_default();
     outcome(
@@ -309,7 +369,13 @@ fn shown_record(node: &str, argv: &[&str], said: &str, shown: &mut Vec<String>) 
 fn authoritative(dig: &str) -> bool {
     dig.lines()
         .filter_map(|l| l.split("flags:").nth(1))
-        .any(|f| f.split(';').next().unwrap_or_default().split_whitespace().any(|x| x == "aa"))
+        .any(|f| {
+            f.split(';')
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
+                .any(|x| x == "aa")
+        })
 }
 
 #[cfg(test)]
