@@ -93,17 +93,22 @@ fn wait_passing_signals(mut child: std::process::Child) -> Result<i32> {
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
-/// Runs a command inside a node of a lab with the operator's view (as `--privileged`) and
-/// returns whether it succeeded and what it printed (standard output, then error): for
-/// verbs that run real tools in a lab (demo, scenarios, compare).
-pub(super) fn output_in(lab: &str, node: &str, argv: &[&str]) -> (bool, String) {
-    let namespace = crate::topology::namespace_name(lab, node);
+/// A command to run inside a node of a lab with the operator's view (as `--privileged`).
+fn command_in(lab: &str, node: &str, argv: &[&str]) -> std::io::Result<Command> {
     let mut cmd = Command::new(argv[0]);
     cmd.args(&argv[1..]);
-    match NodeEntry::prepare(&namespace) {
-        Ok(entry) => entry.apply_to(&mut cmd),
+    NodeEntry::prepare(&crate::topology::namespace_name(lab, node))?.apply_to(&mut cmd);
+    Ok(cmd)
+}
+
+/// Runs a command inside a node of a lab with the operator's view and returns whether it
+/// succeeded and what it printed (standard output, then error): for verbs that run real
+/// tools in a lab (demo, scenarios, compare).
+pub(super) fn output_in(lab: &str, node: &str, argv: &[&str]) -> (bool, String) {
+    let mut cmd = match command_in(lab, node, argv) {
+        Ok(cmd) => cmd,
         Err(e) => return (false, format!("cannot enter {node}: {e}")),
-    }
+    };
     match cmd.output() {
         Ok(out) => {
             let mut text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -117,11 +122,9 @@ pub(super) fn output_in(lab: &str, node: &str, argv: &[&str]) -> (bool, String) 
 /// Runs a command inside a node of a lab as `output_in` does, its output discarded, and
 /// returns its exit code.
 pub(super) fn exit_code_in(lab: &str, node: &str, argv: &[&str]) -> std::io::Result<i32> {
-    let namespace = crate::topology::namespace_name(lab, node);
-    let mut cmd = Command::new(argv[0]);
-    cmd.args(&argv[1..])
+    let status = command_in(lab, node, argv)?
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    NodeEntry::prepare(&namespace)?.apply_to(&mut cmd);
-    Ok(cmd.status()?.code().unwrap_or(-1))
+        .stderr(std::process::Stdio::null())
+        .status()?;
+    Ok(status.code().unwrap_or(-1))
 }

@@ -159,11 +159,7 @@ pub fn svg(topology: &Topology) -> String {
                 from.0 as f64 + ux * (exit + 6.0),
                 from.1 as f64 + uy * (exit + 12.0),
             );
-            let anchor = match ux {
-                u if u > 0.3 => "start",
-                u if u < -0.3 => "end",
-                _ => "start",
-            };
+            let anchor = if ux < -0.3 { "end" } else { "start" };
             let (px, py) = match (ux.abs() > 0.3, below) {
                 (true, false) => (px, py - 5.0),
                 (true, true) => (px, py + 13.0),

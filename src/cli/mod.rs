@@ -912,12 +912,7 @@ fn print_sequence(lab: &str, format: &str) -> Result<()> {
     let names = std::fs::read_to_string(dir.topology())
         .ok()
         .and_then(|text| Topology::parse(&text, "the lab's topology").ok())
-        .map(|t| {
-            t.subscribers
-                .iter()
-                .map(|s| (s.imsi.clone(), s.name.clone()))
-                .collect()
-        })
+        .map(|t| sequence::names_of(&t))
         .unwrap_or_default();
     let (lanes, rows) = sequence::rows(&events, &names);
     match format {

@@ -24,6 +24,15 @@ pub enum Row {
     },
 }
 
+/// Subscribers' names by IMSI, for the terminals' lanes.
+pub fn names_of(topology: &crate::topology::Topology) -> HashMap<String, String> {
+    topology
+        .subscribers
+        .iter()
+        .map(|s| (s.imsi.clone(), s.name.clone()))
+        .collect()
+}
+
 /// The lanes in order of first appearance, and the rows. `names` maps IMSIs to
 /// subscribers' names, for the terminals' lanes.
 pub fn rows(events: &[Event], names: &HashMap<String, String>) -> (Vec<String>, Vec<Row>) {

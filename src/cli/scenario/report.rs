@@ -3,8 +3,6 @@
 //! transcript. Pure: it takes what the run gathered and gives text; it loads nothing from
 //! anywhere (the lab is sealed, and so is its report).
 
-use std::collections::HashMap;
-
 use super::file::Scenario;
 use super::steps::Outcome;
 use crate::cli::{graph, sequence};
@@ -19,12 +17,7 @@ pub(super) fn page(
     transcript: &str,
 ) -> String {
     let xml = sequence::xml;
-    let names: HashMap<String, String> = topology
-        .subscribers
-        .iter()
-        .map(|s| (s.imsi.clone(), s.name.clone()))
-        .collect();
-    let (lanes, rows) = sequence::rows(events, &names);
+    let (lanes, rows) = sequence::rows(events, &sequence::names_of(topology));
     let failed = outcomes.iter().filter(|o| !o.ok).count();
     let verdict = match failed {
         0 => format!("all {} checks passed", outcomes.len()),
