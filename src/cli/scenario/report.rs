@@ -129,4 +129,34 @@ mod tests {
             assert!(!html.contains(outside), "the page loads {outside}");
         }
     }
+
+    /// What a terminal says reaches the page: a host name it claims (in a DHCP option,
+    /// kept in the DHCP server's event) and the answers dig prints. None of it can add
+    /// markup or a script to the page.
+    #[test]
+    fn what_a_terminal_says_cannot_add_markup_to_the_page() {
+        let scenario = super::super::file::demo();
+        let claim = "</svg><script>alert(1)</script><img src=x>";
+        let events: Vec<Event> = vec![serde_json::from_value(serde_json::json!({
+            "ts": 1.0, "agent": "visited/dhcp", "event": "DNS change dropped",
+            "terminal": scenario.topology.subscribers[0].imsi,
+            "fields": { "host_name": claim, "address": claim },
+        }))
+        .unwrap()];
+        let outcomes = [outcome(
+            "lookup",
+            false,
+            format!("lookup fixed2 -x 198.51.100.100 → {claim}"),
+            Some(claim.to_string()),
+        )];
+        let html = page(&scenario, &scenario.topology, &outcomes, &events, claim);
+        assert!(!html.contains("<script"), "{html}");
+        assert!(!html.contains("<img"), "{html}");
+        assert_eq!(
+            html.matches("</svg>").count(),
+            2,
+            "only the two pictures' own ends"
+        );
+        assert!(html.contains("&lt;/svg&gt;&lt;script&gt;"));
+    }
 }
