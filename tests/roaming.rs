@@ -554,7 +554,7 @@ fn a_rebinding_client_keeps_its_address_and_nothing_is_written_again() {
             .enable_all()
             .build()?;
         Ok(runtime.block_on(roamlab::agents::dhcp_client::renew(
-            "eth0",
+            &roamlab::agents::place::Link::here("eth0"),
             mac,
             &lease,
             true,

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use dhcproto::v4::{self, DhcpOption, MessageType, Opcode, OptionCode};
 use dhcproto::Encodable;
 
-use crate::protocols::dhcp::{bind_socket, decode};
+use super::place::Link;
+use crate::protocols::dhcp::decode;
 
 const RETRANSMIT: Duration = Duration::from_millis(500);
 /// For a lease whose time is not known (a stock client took it): renew after half of this;
@@ -133,15 +134,16 @@ pub fn lease_of(ack: &v4::Message) -> Lease {
     }
 }
 
-/// Acquires a lease on `interface`.
+/// Acquires a lease on `link`.
 pub async fn acquire(
-    interface: &str,
+    link: &Link,
     mac: [u8; 6],
     host_name: Option<&str>,
     timeout: Duration,
 ) -> Result<Lease, String> {
-    let socket = bind_socket(interface, 68)
-        .map_err(|e| format!("cannot bind udp 0.0.0.0:68 on {interface}: {e}"))?;
+    let socket = link
+        .udp(68)
+        .map_err(|e| format!("cannot bind udp 0.0.0.0:68 on {}: {e}", link.interface))?;
     let deadline = Instant::now() + timeout;
     let xid: u32 = rand_xid();
     let discover = message(MessageType::Discover, xid, &mac, host_name);
@@ -168,8 +170,8 @@ pub async fn acquire(
 }
 
 /// Gives the lease back.
-pub async fn release(interface: &str, mac: [u8; 6], lease: &Lease) -> Result<(), String> {
-    let socket = bind_socket(interface, 68).map_err(|e| e.to_string())?;
+pub async fn release(link: &Link, mac: [u8; 6], lease: &Lease) -> Result<(), String> {
+    let socket = link.udp(68).map_err(|e| e.to_string())?;
     let mut m = message(MessageType::Release, rand_xid(), &mac, None);
     m.set_ciaddr(lease.address).set_flags(v4::Flags::default());
     m.opts_mut()
@@ -192,14 +194,14 @@ fn rand_xid() -> u32 {
 /// Renews a lease: RENEWING (a unicast REQUEST to its server), or with `rebind` REBINDING
 /// (the same REQUEST broadcast, for any server, after T2).
 pub async fn renew(
-    interface: &str,
+    link: &Link,
     mac: [u8; 6],
     lease: &Lease,
     rebind: bool,
     timeout: Duration,
 ) -> Result<Lease, RenewError> {
     let failed = |e: &dyn std::fmt::Display| RenewError::Socket(e.to_string());
-    let socket = bind_socket(interface, 68).map_err(|e| failed(&e))?;
+    let socket = link.udp(68).map_err(|e| failed(&e))?;
     let mut m = message(MessageType::Request, rand_xid(), &mac, None);
     m.set_ciaddr(lease.address).set_flags(v4::Flags::default());
     let bytes = m.to_vec().map_err(|e| failed(&e))?;
@@ -255,7 +257,7 @@ pub enum Lost {
 /// Keeps a lease: renews it from T1 (half the lease time) with its server, and from T2
 /// (seven eighths) rebinds with any server, until the server refuses it (NAK) or the lease
 /// time passes without a renewal; then says which, and the caller must drop the address.
-pub async fn keep(interface: &str, mac: [u8; 6], mut lease: Lease) -> Lost {
+pub async fn keep(link: &Link, mac: [u8; 6], mut lease: Lease) -> Lost {
     let mut granted = Instant::now();
     loop {
         let secs = (lease.lease_secs as u64).max(2);
@@ -272,7 +274,7 @@ pub async fn keep(interface: &str, mac: [u8; 6], mut lease: Lease) -> Lost {
         let patience = expiry
             .saturating_duration_since(Instant::now())
             .clamp(Duration::from_millis(200), Duration::from_secs(2));
-        match renew(interface, mac, &lease, rebind, patience).await {
+        match renew(link, mac, &lease, rebind, patience).await {
             Ok(renewed) => {
                 tracing::info!(address = %renewed.address, rebind, "lease renewed");
                 lease = renewed;

@@ -10,10 +10,12 @@ pub mod dns;
 pub mod echo;
 pub mod hlr;
 pub mod leases;
+pub mod place;
 pub mod queue;
 pub mod ratelimit;
 pub mod signaling;
 pub mod terminal;
+pub mod terminal_host;
 pub mod vlr;
 
 use std::io::Write;

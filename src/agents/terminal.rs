@@ -11,6 +11,7 @@ use serde_json::json;
 use tokio::net::unix::OwnedReadHalf;
 use tokio::net::UnixStream;
 
+use super::place::{Link, Place};
 use super::signaling::{self, Sender, REQUEST_TIMEOUT};
 use crate::contract::configs::{hex_key, TerminalConfig};
 use crate::contract::published::TerminalState;
@@ -181,45 +182,13 @@ impl Terminal {
     }
 }
 
-/// The interface's link-layer address, from sysfs (the agent sees its node's own /sys).
-fn mac_of(interface: &str) -> Option<[u8; 6]> {
-    let text = std::fs::read_to_string(format!("/sys/class/net/{interface}/address")).ok()?;
-    let bytes: Vec<u8> = text
-        .trim()
-        .split(':')
-        .filter_map(|h| u8::from_str_radix(h, 16).ok())
-        .collect();
-    bytes.try_into().ok()
-}
-
-/// A netlink connection in the agent's own namespace, and the link named `interface`.
-async fn local_link(
-    interface: &str,
-) -> std::io::Result<(
-    rtnetlink::Handle,
-    rtnetlink::packet_route::link::LinkMessage,
-)> {
-    use futures::TryStreamExt;
-    let (conn, handle, _) = rtnetlink::new_connection()?;
-    tokio::spawn(conn);
-    let link = handle
-        .link()
-        .get()
-        .match_name(interface.to_string())
-        .execute()
-        .try_next()
-        .await
-        .map_err(std::io::Error::other)?
-        .ok_or_else(|| std::io::Error::other(format!("no interface {interface}")))?;
-    Ok((handle, link))
-}
-
 /// Keeps the terminal's address: renews it, and when the server refuses it (NAK) or it
 /// expires, takes it off the interface and starts over with a new DISCOVER, waiting
 /// longer after each failure, so that a terminal never goes on using an address that
 /// may be somebody else's now.
 async fn hold_address(
     config: TerminalConfig,
+    link: Link,
     mac: [u8; 6],
     host_name: Option<String>,
     mut lease: super::dhcp_client::Lease,
@@ -228,13 +197,13 @@ async fn hold_address(
 ) {
     use super::dhcp_client::{self, Lost};
     loop {
-        let lost = dhcp_client::keep(&config.interface, mac, lease.clone()).await;
+        let lost = dhcp_client::keep(&link, mac, lease.clone()).await;
         *current.lock().expect("lock") = None;
         let why = match lost {
             Lost::Refused => "the server refused it (NAK)",
             Lost::Expired => "it expired",
         };
-        if let Err(e) = unconfigure(&config.interface, &lease).await {
+        if let Err(e) = unconfigure(&link, &lease).await {
             tracing::warn!("cannot remove {}: {e}", lease.address);
         }
         tracing::warn!(address = %lease.address, "address dropped: {why}");
@@ -246,7 +215,7 @@ async fn hold_address(
         let mut wait = std::time::Duration::from_secs(1);
         lease = loop {
             match dhcp_client::acquire(
-                &config.interface,
+                &link,
                 mac,
                 host_name.as_deref(),
                 std::time::Duration::from_secs(8),
@@ -261,7 +230,7 @@ async fn hold_address(
                 }
             }
         };
-        if let Err(e) = configure(&config.interface, &lease).await {
+        if let Err(e) = configure(&link, &lease).await {
             tracing::warn!("cannot configure {}: {e}", lease.address);
         }
         tracing::info!(address = %lease.address, "address configured again");
@@ -278,9 +247,9 @@ async fn hold_address(
 }
 
 /// Takes a lease's address off the interface (its routes go with it).
-async fn unconfigure(interface: &str, lease: &super::dhcp_client::Lease) -> std::io::Result<()> {
+async fn unconfigure(link: &Link, lease: &super::dhcp_client::Lease) -> std::io::Result<()> {
     use futures::TryStreamExt;
-    let (handle, link) = local_link(interface).await?;
+    let (handle, link) = link.netlink().await?;
     let mut addresses = handle
         .address()
         .get()
@@ -303,8 +272,8 @@ async fn unconfigure(interface: &str, lease: &super::dhcp_client::Lease) -> std:
 }
 
 /// Puts the leased address on the interface and a default route via the router.
-async fn configure(interface: &str, lease: &super::dhcp_client::Lease) -> std::io::Result<()> {
-    let (handle, link) = local_link(interface).await?;
+async fn configure(link: &Link, lease: &super::dhcp_client::Lease) -> std::io::Result<()> {
+    let (handle, link) = link.netlink().await?;
     let index = link.header.index;
     handle
         .address()
@@ -403,12 +372,13 @@ fn stock_client(
 
 /// The IPv4 address (and prefix) a client put on `interface`, and the default gateway.
 async fn address_of(
-    interface: &str,
+    link: &Link,
 ) -> std::io::Result<(std::net::Ipv4Addr, u8, Option<std::net::Ipv4Addr>)> {
     use futures::TryStreamExt;
     use rtnetlink::packet_route::address::AddressAttribute;
     use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
-    let (handle, link) = local_link(interface).await?;
+    let interface = link.interface.clone();
+    let (handle, link) = link.netlink().await?;
     let mut gateway = None;
     let mut routes = handle
         .route()
@@ -443,56 +413,65 @@ async fn address_of(
 /// The most `GET /bytes/N` sends: enough to time a transfer, not to fill a link for long.
 const MAX_HTTP_BYTES: usize = 16 << 20;
 
+/// How many HTTP connections a terminal serves at once, and how long each may last: what
+/// a process in the terminal (or anywhere in the lab) can make its server hold, so that a
+/// host of many terminals stays fair to the others.
+const HTTP_CONNECTIONS: usize = 16;
+const HTTP_CONNECTION_TIME: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A mobile server's service: a small HTTP responder that says who it is, or, for
-/// `GET /bytes/N`, sends N bytes (at most 16 MiB) to time a transfer by name.
-async fn serve_http(port: u16, host_name: String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = match tokio::net::TcpListener::bind(("0.0.0.0", port)).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("cannot serve HTTP on port {port}: {e}");
-            return;
-        }
-    };
-    tracing::info!(port, "serving HTTP");
+/// `GET /bytes/N`, sends N bytes (at most 16 MiB) to time a transfer by name. Its
+/// connections end with it.
+async fn serve_http(listener: tokio::net::TcpListener, host_name: String) {
+    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(HTTP_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        while connections.try_join_next().is_some() {}
+        // One over the limit is closed at once rather than left waiting.
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            drop(stream);
             continue;
         };
         let hello = format!("hello from {host_name}\n");
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let read =
-                tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut buf))
-                    .await;
-            let request = match read {
-                Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).to_string(),
-                _ => String::new(),
-            };
-            let size = requested_bytes(&request);
-            let length = size.unwrap_or(hello.len());
-            let head = format!(
-                "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {length}\r\n\r\n"
-            );
-            if stream.write_all(head.as_bytes()).await.is_err() {
-                return;
-            }
-            match size {
-                None => {
-                    let _ = stream.write_all(hello.as_bytes()).await;
-                }
-                Some(mut left) => {
-                    let chunk = [b'x'; 16 * 1024];
-                    while left > 0 {
-                        let n = left.min(chunk.len());
-                        if stream.write_all(&chunk[..n]).await.is_err() {
-                            return;
-                        }
-                        left -= n;
-                    }
-                }
-            }
+        connections.spawn(async move {
+            let _ = tokio::time::timeout(HTTP_CONNECTION_TIME, answer_http(stream, hello)).await;
+            drop(permit);
         });
+    }
+}
+
+async fn answer_http(mut stream: tokio::net::TcpStream, hello: String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut buf)).await;
+    let request = match read {
+        Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).to_string(),
+        _ => String::new(),
+    };
+    let size = requested_bytes(&request);
+    let length = size.unwrap_or(hello.len());
+    let head =
+        format!("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {length}\r\n\r\n");
+    if stream.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    match size {
+        None => {
+            let _ = stream.write_all(hello.as_bytes()).await;
+        }
+        Some(mut left) => {
+            let chunk = [b'x'; 16 * 1024];
+            while left > 0 {
+                let n = left.min(chunk.len());
+                if stream.write_all(&chunk[..n]).await.is_err() {
+                    return;
+                }
+                left -= n;
+            }
+        }
     }
 }
 
@@ -521,6 +500,43 @@ fn refused(config: &TerminalConfig, state: &mut TerminalState, why: String) -> s
 
 /// Runs the terminal agent: attach, take an address, ready; on SIGTERM release and detach.
 pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
+    serve(
+        config,
+        Place::Here,
+        crate::agents::shutdown_signal(),
+        crate::agents::notify_ready,
+    )
+    .await
+}
+
+/// One terminal, wherever it runs (an agent of its own, or one of a host's): attaches,
+/// takes an address, calls `settled`, and stays until `stop`, when it releases its lease
+/// and detaches. A failed attach returns the refusal (recorded in its state file first)
+/// without calling `settled`. Whatever it started ends with it.
+pub async fn serve(
+    config: TerminalConfig,
+    place: Place,
+    stop: impl std::future::Future<Output = ()>,
+    settled: impl FnOnce(),
+) -> std::io::Result<()> {
+    // The lease keeper and the HTTP server, ended (and their sockets closed) with it.
+    let mut background = tokio::task::JoinSet::new();
+    let outcome = attach_and_stay(config, place, stop, settled, &mut background).await;
+    background.shutdown().await;
+    outcome
+}
+
+async fn attach_and_stay(
+    config: TerminalConfig,
+    place: Place,
+    stop: impl std::future::Future<Output = ()>,
+    settled: impl FnOnce(),
+    background: &mut tokio::task::JoinSet<()>,
+) -> std::io::Result<()> {
+    let link = Link {
+        place: place.clone(),
+        interface: config.interface.clone(),
+    };
     let events = std::sync::Arc::new(EventLog::open(
         &config.events_file,
         &format!("{}/terminal", config.name),
@@ -529,7 +545,7 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
     let mut state = TerminalState::read(&config.state_file);
     state.address = None;
     state.refused = None;
-    let mac = mac_of(&config.interface);
+    let mac = link.mac().await.ok();
     let mut terminal = match Terminal::connect(&config.cell_socket, &config.imsi).await {
         Ok(t) => t,
         Err(e) => return Err(refused(&config, &mut state, e.to_string())),
@@ -564,6 +580,9 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
     };
     tracing::info!(host_name = ?granted.host_name, msisdn = ?granted.msisdn, "attached");
     state.registered = true;
+    if let Err(e) = state.write(&config.state_file) {
+        tracing::warn!("cannot record the attach: {e}");
+    }
     events.emit(
         "attached",
         Some(&config.name),
@@ -584,6 +603,14 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
     let mut lease = None;
     let current = std::sync::Arc::new(std::sync::Mutex::new(None));
     if dhcp && config.dhcp_client != "builtin" {
+        if !matches!(place, Place::Here) {
+            let _ = terminal.detach().await;
+            let why = format!(
+                "a hosted terminal runs the built-in DHCP client, not {}",
+                config.dhcp_client
+            );
+            return Err(refused(&config, &mut state, why));
+        }
         let name = granted.host_name.clone().unwrap_or_default();
         let work = config
             .state_file
@@ -600,7 +627,7 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
             let why = format!("attached, but {} got no address: {why}", config.dhcp_client);
             return Err(refused(&config, &mut state, why));
         }
-        let (address, prefix_len, gateway) = address_of(&config.interface).await?;
+        let (address, prefix_len, gateway) = address_of(&link).await?;
         // The one-shot clients (udhcpc -q, dhcpcd -1) do not stay to renew; the agent keeps
         // the lease for them (the visited server is the cell's router).
         if let (Some(mac), Some(server), true) = (mac, gateway, config.dhcp_client != "dhclient") {
@@ -612,8 +639,9 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
                 dns: Vec::new(),
                 lease_secs: super::dhcp_client::UNKNOWN_LEASE_SECS,
             };
-            tokio::spawn(hold_address(
+            background.spawn(hold_address(
                 config.clone(),
+                link.clone(),
                 mac,
                 granted.host_name.clone(),
                 lease,
@@ -637,7 +665,7 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
             )));
         };
         let got = super::dhcp_client::acquire(
-            &config.interface,
+            &link,
             mac,
             granted.host_name.as_deref(),
             std::time::Duration::from_secs(8),
@@ -651,7 +679,7 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
                 return Err(refused(&config, &mut state, why));
             }
         };
-        configure(&config.interface, &l).await?;
+        configure(&link, &l).await?;
         tracing::info!(address = %l.address, router = ?l.router, lease_secs = l.lease_secs, "address configured");
         events.emit(
             "address configured",
@@ -661,8 +689,9 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
         state.address = Some(l.address);
         state.write(&config.state_file)?;
         *current.lock().expect("lock") = Some(l.clone());
-        tokio::spawn(hold_address(
+        background.spawn(hold_address(
             config.clone(),
+            link.clone(),
             mac,
             granted.host_name.clone(),
             l,
@@ -672,17 +701,22 @@ pub async fn run(config: TerminalConfig) -> std::io::Result<()> {
         lease = Some(mac);
     }
     if let (Some(port), Some(host)) = (config.http_port, granted.host_name.clone()) {
-        tokio::spawn(serve_http(port, host));
+        match place.tcp_listener(port) {
+            Ok(listener) => {
+                tracing::info!(port, "serving HTTP");
+                background.spawn(serve_http(listener, host));
+            }
+            Err(e) => tracing::error!("cannot serve HTTP on port {port}: {e}"),
+        }
     }
-    crate::agents::notify_ready();
-    let stop = crate::agents::shutdown_signal();
+    settled();
     tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = &mut stop => {
                 let held = current.lock().expect("lock").clone();
                 if let (Some(mac), Some(l)) = (&lease, &held) {
-                    match super::dhcp_client::release(&config.interface, *mac, l).await {
+                    match super::dhcp_client::release(&link, *mac, l).await {
                         Ok(()) => events.emit("lease released", Some(&config.name), json!({"address": l.address})),
                         Err(e) => tracing::warn!("release: {e}"),
                     }

@@ -430,6 +430,11 @@ enum AgentCommand {
         #[arg(long)]
         config: PathBuf,
     },
+    /// A host of many roaming terminals, each in its own namespace.
+    TerminalHost {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Authoritative DNS server (and on the core, the lab's resolver).
     Dns {
         #[arg(long)]
@@ -801,7 +806,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 .try_into()
                 .map_err(|_| anyhow::anyhow!("{interface}: no MAC address"))?;
             let lease = runtime()?.block_on(crate::agents::dhcp_client::acquire(
-                &interface,
+                &crate::agents::place::Link::here(&interface),
                 mac,
                 None,
                 Duration::from_secs_f64(timeout),
@@ -855,6 +860,12 @@ pub fn run(cli: Cli) -> Result<()> {
                 runtime()?
                     .block_on(crate::agents::terminal::run(config))
                     .context("terminal agent")
+            }
+            AgentCommand::TerminalHost { config } => {
+                let config = configs::load(&config).context("terminal host")?;
+                runtime()?
+                    .block_on(crate::agents::terminal_host::run(config))
+                    .context("terminal host")
             }
             AgentCommand::Dns { config } => {
                 let config = configs::load(&config).context("dns agent")?;

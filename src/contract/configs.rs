@@ -191,6 +191,27 @@ pub struct TerminalConfig {
     pub http_port: Option<u16>,
 }
 
+/// A host of many terminals: one process, each terminal still in its own namespace with
+/// its own link, sockets, Milenage state and DHCP client (see `agents::terminal_host`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TerminalHostConfig {
+    pub name: String,
+    /// Where the lab's verbs start, watch and stop its terminals (in its own 0700 directory).
+    pub control_socket: PathBuf,
+    /// How many of its terminals attach at a time.
+    pub parallel: usize,
+    pub terminals: Vec<HostedTerminal>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostedTerminal {
+    /// The terminal's network namespace, which its sockets are opened in.
+    pub namespace: String,
+    pub config: TerminalConfig,
+}
+
 fn builtin_client() -> String {
     "builtin".to_string()
 }

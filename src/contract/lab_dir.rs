@@ -233,6 +233,23 @@ impl LabDir {
     pub fn terminal_events(&self, terminal: &str) -> PathBuf {
         self.terminal_dir(terminal).join("events.jsonl")
     }
+
+    /// The hosts of many terminals, a directory each (root only): config and control socket.
+    pub fn terminal_hosts(&self) -> PathBuf {
+        self.0.join("terminal-hosts")
+    }
+
+    pub fn terminal_host_dir(&self, host: &str) -> PathBuf {
+        self.terminal_hosts().join(host)
+    }
+
+    pub fn terminal_host_config(&self, host: &str) -> PathBuf {
+        self.terminal_host_dir(host).join("config.json")
+    }
+
+    pub fn terminal_host_control(&self, host: &str) -> PathBuf {
+        self.terminal_host_dir(host).join("control.sock")
+    }
 }
 
 #[cfg(test)]

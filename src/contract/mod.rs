@@ -5,6 +5,7 @@
 //! [`crate::json_file`].
 
 pub mod configs;
+pub mod host_control;
 pub mod lab_dir;
 pub mod published;
 pub mod tap;

@@ -5,6 +5,7 @@
 pub mod call;
 mod configs;
 pub mod etc;
+mod hosted;
 pub mod state;
 pub mod terminals;
 
@@ -60,6 +61,8 @@ pub enum LabError {
     Agent { lab: String, cause: SupervisorError },
     #[error("lab {lab}: {cause}; the rest of the lab runs on")]
     Restart { lab: String, cause: SupervisorError },
+    #[error("lab {lab}: {agent} hosts terminals, which a restart would not bring back; detach and attach them instead")]
+    HostRestart { lab: String, agent: String },
     #[error("lab {lab} has no agent {agent} (agents: {known})")]
     NoAgent {
         lab: String,
@@ -564,6 +567,12 @@ pub fn restart_agent(lab: &str, agent: &str) -> Result<AgentRecord, LabError> {
     let mut state = lab_state(lab)?;
     let slot = agent_slot(&state, lab, agent)?;
     let old = state.agents[slot].clone();
+    if old.kind == hosted::HOST_KIND {
+        return Err(LabError::HostRestart {
+            lab: lab.to_string(),
+            agent: agent.to_string(),
+        });
+    }
     let failed = |cause| LabError::Restart {
         lab: lab.to_string(),
         cause,
@@ -809,10 +818,14 @@ pub async fn status(lab: &str) -> Result<LabStatus, LabError> {
             let imsi = agent_configs::load::<TerminalConfig>(&dir.terminal_config(&t.name))
                 .map(|c| c.imsi)
                 .unwrap_or_default();
-            let alive = state
-                .agents
-                .iter()
-                .any(|a| a.node == t.name && supervisor::is_alive(a));
+            // Its own agent, or the host it shares.
+            let alive = state.agents.iter().any(|a| {
+                let runs_it = match &t.host {
+                    Some(host) => a.kind == hosted::HOST_KIND && &a.name == host,
+                    None => a.node == t.name,
+                };
+                runs_it && supervisor::is_alive(a)
+            });
             let listed = attached
                 .get(&t.visited)
                 .is_some_and(|list| list.iter().any(|a| a.imsi == imsi));

@@ -60,6 +60,9 @@ pub struct TerminalRecord {
     /// The visited network it attached at.
     pub visited: String,
     pub namespace: String,
+    /// The terminal host it runs in, if it shares one (otherwise it has an agent of its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// An exclusive lock on a lab's state, held while a verb changes it (attach, detach,

@@ -216,6 +216,15 @@ async fn remove(state: &mut LabState, topology: &Topology, terminals: &[&str], g
     } else {
         agents.iter().for_each(supervisor::kill_now);
     }
+    // Hosted terminals are ended by their hosts (a host left with none ends itself).
+    let mut hosts: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for r in &records {
+        if let Some(host) = &r.host {
+            hosts.entry(host.clone()).or_default().push(r.name.clone());
+        }
+    }
+    let hosts: Vec<(String, Vec<String>)> = hosts.into_iter().collect();
+    super::hosted::end(state, &hosts, graceful).await;
     if records.is_empty() {
         return;
     }
@@ -408,7 +417,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    fn finished(&self, ok: bool) {
+    pub(super) fn finished(&self, ok: bool) {
         self.done.fetch_add(1, Ordering::Relaxed);
         if !ok {
             self.failed.fetch_add(1, Ordering::Relaxed);
@@ -475,10 +484,11 @@ fn terminal_plan(
 }
 
 /// A terminal whose kernel objects and files are in place, ready for its agent.
-struct Prepared {
-    subscriber: Subscriber,
-    namespace: String,
-    spec: AgentSpec,
+pub(super) struct Prepared {
+    pub subscriber: Subscriber,
+    pub namespace: String,
+    pub spec: AgentSpec,
+    pub config: TerminalConfig,
 }
 
 /// Attaches one terminal (see [`attach_many`]).
@@ -601,6 +611,7 @@ pub async fn attach_many(
             name: subscriber.name.clone(),
             visited: visited.clone(),
             namespace,
+            host: None,
         });
     }
     state.save().map_err(io_err(lab, "write state file"))?;
@@ -625,10 +636,11 @@ pub async fn attach_many(
         }
         match write_terminal_files(&dir, &topology, &mut kernel, &subscriber, &visited, setup).await
         {
-            Ok(spec) => prepared.push(Prepared {
+            Ok((spec, config)) => prepared.push(Prepared {
                 subscriber,
                 namespace,
                 spec,
+                config,
             }),
             Err(e) => {
                 undo.push(terminal.clone());
@@ -648,11 +660,15 @@ pub async fn attach_many(
     // The attaches themselves run without the lock, side by side.
     drop(lock);
 
-    let agents = futures::stream::iter(prepared)
-        .map(|p| run_attach(lab, &topology, &visited, p, progress))
-        .buffer_unordered(parallel.max(1))
-        .collect::<Vec<_>>()
-        .await;
+    let agents = if super::hosted::hosts(prepared.len(), &setup.dhcp_client) {
+        super::hosted::attach(lab, &topology, &visited, prepared, parallel, progress).await
+    } else {
+        futures::stream::iter(prepared)
+            .map(|p| run_attach(lab, &topology, &visited, p, progress))
+            .buffer_unordered(parallel.max(1))
+            .collect::<Vec<_>>()
+            .await
+    };
 
     // The outcomes go into the state at once: agents of terminals still recorded (a
     // `detach` meanwhile may have removed one), and failed terminals removed.
@@ -664,6 +680,8 @@ pub async fn attach_many(
     let mut failed = Vec::new();
     for (terminal, agent, result) in agents {
         match agent {
+            // Recorded when it started.
+            Some(agent) if agent.kind == super::hosted::HOST_KIND => {}
             Some(agent) if state.terminals.iter().any(|t| t.name == terminal) => {
                 state.agents.push(agent)
             }
@@ -700,7 +718,7 @@ async fn write_terminal_files(
     subscriber: &Subscriber,
     visited: &str,
     setup: &TerminalSetup,
-) -> std::io::Result<AgentSpec> {
+) -> std::io::Result<(AgentSpec, TerminalConfig)> {
     let terminal = &subscriber.name;
     let namespace = topology.namespace(terminal);
     // The cell's record of the link: the VLR takes this address, not the one the terminal
@@ -743,14 +761,15 @@ async fn write_terminal_files(
                 .unwrap_or_default(),
         ],
     };
-    Ok(AgentSpec {
+    let spec = AgentSpec {
         node: terminal.clone(),
         name: "terminal".into(),
         kind: "terminal".into(),
         namespace,
         args: vec!["--config".into(), config_path.display().to_string()],
         view,
-    })
+    };
+    Ok((spec, config))
 }
 
 /// Starts one terminal's agent and waits until its name resolves: (terminal, the agent if
@@ -769,7 +788,7 @@ async fn run_attach(
         visited: visited.to_string(),
         why,
     };
-    let (spec, log_dir) = (p.spec, dir.logs());
+    let (spec, log_dir) = (p.spec.clone(), dir.logs());
     let started = tokio::task::spawn_blocking(move || {
         supervisor::start(&spec, &log_dir, ATTACH_TIMEOUT, &AtomicBool::new(false))
     })
@@ -780,11 +799,11 @@ async fn run_attach(
             cause: e.to_string(),
         })
     });
-    let terminal_state = TerminalState::read(&dir.terminal_state(&terminal));
     let agent = match started {
         Ok(agent) => agent,
         Err(cause) => {
             progress.finished(false);
+            let terminal_state = TerminalState::read(&dir.terminal_state(&terminal));
             let e = match terminal_state.refusal() {
                 Some(why) => refused(with_network_reason(&dir, &p.subscriber.imsi, why)),
                 None => TerminalError::Agent {
@@ -795,6 +814,29 @@ async fn run_attach(
             return (terminal, None, Err(e));
         }
     };
+    let result = settle(lab, topology, visited, &p, &agent).await;
+    progress.finished(result.is_ok());
+    (terminal, Some(agent), result)
+}
+
+/// What a terminal whose agent says it attached achieved: its address, and how long its
+/// name took to resolve (unless its home keeps no DNS). Refused if its name does not
+/// resolve (its agent stays).
+pub(super) async fn settle(
+    lab: &str,
+    topology: &Topology,
+    visited: &str,
+    p: &Prepared,
+    agent: &AgentRecord,
+) -> Result<Attached, TerminalError> {
+    let dir = LabDir::of(lab);
+    let terminal = p.subscriber.name.clone();
+    let refused = |why: String| TerminalError::Refused {
+        terminal: terminal.clone(),
+        visited: visited.to_string(),
+        why,
+    };
+    let terminal_state = TerminalState::read(&dir.terminal_state(&terminal));
     // An HLR that is not roamlab's (osmo-hlr) keeps no DNS, and a network that does not
     // update the home DNS tells it nothing: nothing to wait for.
     let mode = topology.node(visited).map(|v| v.mode).unwrap_or_default();
@@ -811,24 +853,22 @@ async fn run_attach(
             })
             .await
             .unwrap_or_else(|e| Err(e.to_string()))
-            .map_err(&refused)
+            .map_err(&refused)?
         }
-        _ => Ok(None),
+        _ => None,
     };
-    progress.finished(resolvable.is_ok());
-    let result = resolvable.map(|resolvable| Attached {
+    Ok(Attached {
         imsi: p.subscriber.imsi.clone(),
         registration: None,
         terminal: terminal.clone(),
         visited: visited.to_string(),
-        namespace: p.namespace,
+        namespace: p.namespace.clone(),
         agent: agent.clone(),
         address: terminal_state.address,
         resolvable,
         host_name: p.subscriber.hostname.clone(),
         mode,
-    });
-    (terminal, Some(agent), result)
+    })
 }
 
 /// Reads the reason out of an event's fields.
@@ -838,7 +878,7 @@ type EventReason = fn(&serde_json::Map<String, serde_json::Value>) -> Option<Str
 /// know: for want of an address, the DHCP server's last `no lease` event (the pool it ran
 /// out of, say: a DHCP server does not answer a DISCOVER it cannot serve); for an illegal
 /// MS, the VLR's `host name refused` (the name claimed, and the one its home holds).
-fn with_network_reason(dir: &LabDir, imsi: &str, why: String) -> String {
+pub(super) fn with_network_reason(dir: &LabDir, imsi: &str, why: String) -> String {
     let (event, said): (&str, EventReason) = if why.contains("no address") {
         ("no lease", |f| Some(f.get("why")?.as_str()?.to_string()))
     } else if why.contains("illegal MS") {

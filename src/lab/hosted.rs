@@ -1,0 +1,277 @@
+//! Many terminals in one process: the lab's side of a terminal host
+//! (`agents::terminal_host`). A bulk attach starts one host for its terminals, records it
+//! in the lab's state before any terminal attaches, tells it to start, and settles each
+//! terminal as the host reports it; a detach tells the host to stop those terminals, and
+//! stops the host itself with its last one.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use super::state::{LabLock, LabState};
+use super::terminals::{settle, Attached, Prepared, Progress, TerminalError};
+use super::STOP_GRACE;
+use crate::contract::configs::{HostedTerminal, TerminalHostConfig};
+use crate::contract::host_control::{self, Command};
+use crate::contract::published::TerminalState;
+use crate::contract::LabDir;
+use crate::json_file;
+use crate::supervisor::enter::View;
+use crate::supervisor::{self, AgentRecord, AgentSpec};
+use crate::topology::Topology;
+
+/// The kind a terminal host's agent record has.
+pub const HOST_KIND: &str = "terminal-host";
+
+/// How long a host has to say it is ready (it binds its control socket, nothing more).
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether these terminals go to one host rather than an agent each: several of them, on
+/// the built-in DHCP client or none (a stock client is a program of its own).
+pub fn hosts(count: usize, dhcp_client: &str) -> bool {
+    count > 1 && matches!(dhcp_client, "builtin" | "none")
+}
+
+/// Each terminal's outcome: (terminal, its agent if it runs, what it achieved).
+pub(super) type Outcome = (String, Option<AgentRecord>, Result<Attached, TerminalError>);
+
+/// Attaches `prepared` (recorded in the state, namespaces and files made) through one new
+/// host at `visited`, `parallel` of them at a time.
+pub(super) async fn attach(
+    lab: &str,
+    topology: &Topology,
+    visited: &str,
+    prepared: Vec<Prepared>,
+    parallel: usize,
+    progress: &Progress,
+) -> Vec<Outcome> {
+    let fail_all = |prepared: &[Prepared], why: &str| -> Vec<Outcome> {
+        prepared
+            .iter()
+            .map(|p| {
+                progress.finished(false);
+                let e = TerminalError::Refused {
+                    terminal: p.subscriber.name.clone(),
+                    visited: visited.to_string(),
+                    why: why.to_string(),
+                };
+                (p.subscriber.name.clone(), None, Err(e))
+            })
+            .collect()
+    };
+    let host = match start(lab, topology, visited, &prepared, parallel) {
+        Ok(host) => host,
+        Err(why) => return fail_all(&prepared, &why),
+    };
+    let dir = LabDir::of(lab);
+    let mut control = match UnixStream::connect(dir.terminal_host_control(&host.name)).await {
+        Ok(c) => c,
+        Err(e) => return fail_all(&prepared, &format!("cannot reach its terminal host: {e}")),
+    };
+    if let Err(e) = control.write_all(Command::Start.line().as_bytes()).await {
+        return fail_all(&prepared, &format!("cannot start its terminal host: {e}"));
+    }
+    // Each terminal as the host says it settled; those it never names failed with it.
+    let mut waiting: std::collections::HashMap<String, Prepared> = prepared
+        .into_iter()
+        .map(|p| (p.subscriber.name.clone(), p))
+        .collect();
+    let lines = futures::stream::unfold(BufReader::new(control).lines(), |mut lines| async {
+        match lines.next_line().await {
+            Ok(Some(line)) => Some((line, lines)),
+            _ => None,
+        }
+    });
+    // Each is checked by name as soon as it settles, `parallel` at a time.
+    let mut outcomes: Vec<Outcome> = lines
+        .take_while(|line| futures::future::ready(line != host_control::END))
+        .filter_map(|line| {
+            let name = line
+                .strip_prefix(host_control::SETTLED)
+                .map(|n| n.trim().to_string());
+            futures::future::ready(name.and_then(|n| waiting.remove(&n)))
+        })
+        .map(|p| outcome(lab, topology, visited, p, &host, progress))
+        .buffer_unordered(parallel.max(1))
+        .collect()
+        .await;
+    let lost: Vec<Prepared> = waiting.into_values().collect();
+    let why = format!(
+        "its terminal host {} ended before it settled: {}",
+        host.name,
+        supervisor::log_tail(&host.log)
+    );
+    outcomes.extend(fail_all(&lost, &why));
+    outcomes
+}
+
+/// One settled terminal: refused (its state says why), or attached and checked by name.
+async fn outcome(
+    lab: &str,
+    topology: &Topology,
+    visited: &str,
+    p: Prepared,
+    host: &AgentRecord,
+    progress: &Progress,
+) -> Outcome {
+    let dir = LabDir::of(lab);
+    let terminal = p.subscriber.name.clone();
+    let state = TerminalState::read(&dir.terminal_state(&terminal));
+    if !state.registered || state.refusal().is_some() {
+        progress.finished(false);
+        let why = state
+            .refusal()
+            .map(|why| super::terminals::with_network_reason(&dir, &p.subscriber.imsi, why))
+            .unwrap_or_else(|| "it ended without attaching".into());
+        let e = TerminalError::Refused {
+            terminal: terminal.clone(),
+            visited: visited.to_string(),
+            why,
+        };
+        return (terminal, None, Err(e));
+    }
+    let result = settle(lab, topology, visited, &p, host).await;
+    progress.finished(result.is_ok());
+    (terminal, Some(host.clone()), result)
+}
+
+/// Writes a host's config, starts it, and records it in the lab's state (under the lock)
+/// before it is told to start; its terminals' records name it.
+fn start(
+    lab: &str,
+    topology: &Topology,
+    visited: &str,
+    prepared: &[Prepared],
+    parallel: usize,
+) -> Result<AgentRecord, String> {
+    let dir = LabDir::of(lab);
+    let _lock = LabLock::take(lab).map_err(|e| format!("cannot lock the lab: {e}"))?;
+    let mut state = LabState::load(lab)
+        .map_err(|e| format!("cannot read the lab's state: {e}"))?
+        .ok_or_else(|| format!("lab {lab} is not up"))?;
+    let name = (1..)
+        .map(|n| format!("terminals-{n}"))
+        .find(|n| !state.agents.iter().any(|a| &a.name == n))
+        .expect("a free name");
+    let own = dir.terminal_host_dir(&name);
+    let made = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&own)
+        .and_then(|()| {
+            let config = TerminalHostConfig {
+                name: name.clone(),
+                control_socket: dir.terminal_host_control(&name),
+                parallel,
+                terminals: prepared
+                    .iter()
+                    .map(|p| HostedTerminal {
+                        namespace: p.namespace.clone(),
+                        config: p.config.clone(),
+                    })
+                    .collect(),
+            };
+            json_file::write_private_json(&dir.terminal_host_config(&name), &config)
+        });
+    made.map_err(|e| format!("cannot write {}: {e}", own.display()))?;
+    let cell = dir
+        .cell_socket(visited)
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
+    // The lab's own agent, in the visited network's namespace (its terminals' sockets are
+    // each opened in the terminal's own): it sees its terminals' files and the cell.
+    let spec = AgentSpec {
+        node: visited.to_string(),
+        name: name.clone(),
+        kind: HOST_KIND.into(),
+        namespace: topology.namespace(visited),
+        args: vec![
+            "--config".into(),
+            dir.terminal_host_config(&name).display().to_string(),
+        ],
+        view: View::Agent {
+            grants: vec![dir.terminals(), cell, own],
+        },
+    };
+    let record = supervisor::start(&spec, &dir.logs(), READY_TIMEOUT, &AtomicBool::new(false))
+        .map_err(|e| e.to_string())?;
+    let names: std::collections::HashSet<&str> = prepared
+        .iter()
+        .map(|p| p.subscriber.name.as_str())
+        .collect();
+    for t in &mut state.terminals {
+        if names.contains(t.name.as_str()) {
+            t.host = Some(name.clone());
+        }
+    }
+    state.agents.push(record.clone());
+    if let Err(e) = state.save() {
+        supervisor::kill_now(&record);
+        return Err(format!("cannot write the lab's state: {e}"));
+    }
+    Ok(record)
+}
+
+/// Ends hosted terminals: for each host, its `terminals` are stopped (`graceful`: each
+/// detaches) or dropped; a host left with none of the lab's terminals is stopped itself
+/// and its record taken out of `state`. Goes on past failures, logging each: a host that
+/// is gone took its terminals with it.
+pub(super) async fn end(state: &mut LabState, hosted: &[(String, Vec<String>)], graceful: bool) {
+    let dir = LabDir::of(&state.lab);
+    for (host, terminals) in hosted {
+        let Some(slot) = state
+            .agents
+            .iter()
+            .position(|a| a.kind == HOST_KIND && &a.name == host)
+        else {
+            continue;
+        };
+        let others = state
+            .terminals
+            .iter()
+            .any(|t| t.host.as_ref() == Some(host));
+        if !others {
+            let record = state.agents.remove(slot);
+            if graceful {
+                if let Err(e) = supervisor::stop(&record, STOP_GRACE * 2) {
+                    tracing::warn!("{e}");
+                }
+            } else {
+                supervisor::kill_now(&record);
+            }
+            let _ = std::fs::remove_dir_all(dir.terminal_host_dir(host));
+            continue;
+        }
+        let command = if graceful {
+            Command::Stop(terminals.clone())
+        } else {
+            Command::Drop(terminals.clone())
+        };
+        let path = dir.terminal_host_control(host);
+        let said = tokio::time::timeout(STOP_GRACE * 2, tell(&path, &command)).await;
+        match said {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("terminal host {host}: {e}"),
+            Err(_) => tracing::warn!("terminal host {host} did not end {terminals:?} in time"),
+        }
+    }
+}
+
+/// Says `command` to a host and waits for its answer (a host that has gone is done).
+async fn tell(path: &std::path::Path, command: &Command) -> std::io::Result<()> {
+    let Ok(mut stream) = UnixStream::connect(path).await else {
+        return Ok(());
+    };
+    stream.write_all(command.line().as_bytes()).await?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer).await?;
+    match answer.trim() {
+        "" | host_control::DONE => Ok(()),
+        other => Err(std::io::Error::other(other.to_string())),
+    }
+}
