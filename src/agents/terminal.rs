@@ -564,6 +564,7 @@ async fn attach_and_stay(
         )
         .await;
     // The sequence number moves on whatever the outcome, as a USIM's does.
+    state.registered = outcome.is_ok();
     if let Err(e) = state.write(&config.state_file) {
         tracing::warn!("cannot keep SQN_MS: {e}");
     }
@@ -579,10 +580,6 @@ async fn attach_and_stay(
         }
     };
     tracing::info!(host_name = ?granted.host_name, msisdn = ?granted.msisdn, "attached");
-    state.registered = true;
-    if let Err(e) = state.write(&config.state_file) {
-        tracing::warn!("cannot record the attach: {e}");
-    }
     events.emit(
         "attached",
         Some(&config.name),

@@ -37,6 +37,8 @@ struct Hosted {
 type Table = Arc<Mutex<HashMap<String, Hosted>>>;
 
 pub async fn run(config: TerminalHostConfig) -> io::Result<()> {
+    // A socket or two a terminal: as many descriptors as the system lets it have.
+    raise_open_files_limit()?;
     let listener = bind_control(&config.control_socket)?;
     // Its terminals' keys are in its memory: nothing behind /proc/<pid> of it for anyone.
     // SAFETY: prctl with integer arguments.
@@ -113,6 +115,12 @@ pub async fn run(config: TerminalHostConfig) -> io::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(1), reporter).await;
     let _ = std::fs::remove_file(&config.control_socket);
     Ok(())
+}
+
+fn raise_open_files_limit() -> io::Result<()> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(io::Error::from)
 }
 
 /// The control socket, for root alone (its directory is the host's, 0700).

@@ -863,7 +863,13 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             AgentCommand::TerminalHost { config } => {
                 let config = configs::load(&config).context("terminal host")?;
-                runtime()?
+                // Both cores: a thousand terminals' file writes and namespace entries are
+                // short blocking calls, which one thread would take one after another.
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .context("start the async runtime")?
                     .block_on(crate::agents::terminal_host::run(config))
                     .context("terminal host")
             }

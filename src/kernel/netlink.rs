@@ -251,6 +251,10 @@ impl NetlinkKernel {
             .set_port(
                 rtnetlink::LinkBridgePort::new(index)
                     .append_info_data(InfoBridgePort::Locked(true))
+                    // Terminals reach each other only through their network (see the
+                    // plan's proxy_arp_pvlan), and a broadcast from one is copied to the
+                    // network alone, not to every other terminal on the cell.
+                    .append_info_data(InfoBridgePort::Isolated(true))
                     .build(),
             )
             .execute()
@@ -759,6 +763,19 @@ impl Kernel for NetlinkKernel {
                 .set_link_up(namespace, *index)
                 .await
                 .map_err(|e| fail(&e)),
+            Step::SetSysctls { namespace, sysctls } => {
+                let sysctls = sysctls.clone();
+                netns::run_in(namespace, move || {
+                    for s in &sysctls {
+                        let file = std::path::Path::new("/proc/sys").join(&s.key);
+                        std::fs::write(&file, &s.value).map_err(|e| {
+                            io::Error::new(e.kind(), format!("{}: {e}", file.display()))
+                        })?;
+                    }
+                    Ok(())
+                })
+                .map_err(|e| KernelError::step(step, e))
+            }
             Step::CreateBridge {
                 namespace,
                 name,
@@ -908,7 +925,10 @@ impl Kernel for NetlinkKernel {
             }
             Step::CreateNamespace { .. } => Ok(()),
             // A locked port and its FDB entry go with the port.
-            Step::SetLinkUp { .. } | Step::SetMaster { .. } | Step::LockPort { .. } => Ok(()),
+            Step::SetLinkUp { .. }
+            | Step::SetMaster { .. }
+            | Step::LockPort { .. }
+            | Step::SetSysctls { .. } => Ok(()),
             Step::CreateBridge {
                 namespace, index, ..
             }

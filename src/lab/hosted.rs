@@ -184,7 +184,8 @@ fn start(
         .map(|p| p.to_path_buf())
         .unwrap_or_default();
     // The lab's own agent, in the visited network's namespace (its terminals' sockets are
-    // each opened in the terminal's own): it sees its terminals' files and the cell.
+    // each opened in the terminal's own): it sees its terminals' files, the cell, and the
+    // lab's event log, which it writes for them.
     let spec = AgentSpec {
         node: visited.to_string(),
         name: name.clone(),
@@ -195,7 +196,7 @@ fn start(
             dir.terminal_host_config(&name).display().to_string(),
         ],
         view: View::Agent {
-            grants: vec![dir.terminals(), cell, own],
+            grants: vec![dir.terminals(), cell, own, dir.events()],
         },
     };
     let record = supervisor::start(&spec, &dir.logs(), READY_TIMEOUT, &AtomicBool::new(false))

@@ -376,12 +376,17 @@ fn claim(lab: &str, planned: &[String]) -> Result<(), LabError> {
     for _ in 0..2 {
         match state::create_private_dir(LabDir::of(lab).path()) {
             Ok(()) => {
+                if let Err(e) = state::mount_lab_dir(LabDir::of(lab).path()) {
+                    let _ = fs::remove_dir(LabDir::of(lab).path());
+                    return Err(io_err(lab, "make its state directory")(e));
+                }
                 let orphans: Vec<String> = planned
                     .iter()
                     .filter(|n| netns::is_mounted(n))
                     .cloned()
                     .collect();
                 if !orphans.is_empty() {
+                    let _ = state::unmount_lab_dir(LabDir::of(lab).path());
                     let _ = fs::remove_dir_all(LabDir::of(lab).path());
                     return Err(LabError::Orphans {
                         lab: lab.to_string(),
@@ -550,6 +555,9 @@ pub fn teardown(lab: &str) -> TeardownReport {
     // The ledger is the only proof of what the lab made: keep it while a namespace of the
     // lab's could not be removed.
     if dir.exists() && report.errors.iter().all(|e| !e.starts_with("namespace ")) {
+        if let Err(e) = state::unmount_lab_dir(&dir) {
+            report.errors.push(e.to_string());
+        }
         match fs::remove_dir_all(&dir) {
             Ok(()) => report
                 .removed
@@ -815,8 +823,14 @@ pub async fn status(lab: &str) -> Result<LabStatus, LabError> {
         .iter()
         .map(|t| {
             let own = TerminalState::read(&dir.terminal_state(&t.name));
-            let imsi = agent_configs::load::<TerminalConfig>(&dir.terminal_config(&t.name))
-                .map(|c| c.imsi)
+            // A record of an older roamlab may lack it: its own agent's config has it.
+            let imsi = Some(t.imsi.clone())
+                .filter(|i| !i.is_empty())
+                .or_else(|| {
+                    agent_configs::load::<TerminalConfig>(&dir.terminal_config(&t.name))
+                        .ok()
+                        .map(|c| c.imsi)
+                })
                 .unwrap_or_default();
             // Its own agent, or the host it shares.
             let alive = state.agents.iter().any(|a| {

@@ -24,6 +24,35 @@ pub fn create_private_dir(path: &Path) -> io::Result<()> {
     fs::DirBuilder::new().mode(0o700).create(path)
 }
 
+/// Puts a lab's directory on a tmpfs of its own (mode 0700): what its agents and terminals
+/// write there (state, journals, logs, sockets) then never reaches a disk, where a
+/// thousand terminals' files would cost their creation on the disk's filesystem (ext4
+/// without a journal passes over every inode deleted in the last seconds to find a free
+/// one). `down` unmounts it.
+pub fn mount_lab_dir(path: &Path) -> io::Result<()> {
+    use nix::mount::{mount, MsFlags};
+    mount(
+        Some("tmpfs"),
+        path,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0700"),
+    )
+    .map_err(|e| io::Error::other(format!("cannot mount a tmpfs on {}: {e}", path.display())))
+}
+
+/// Unmounts a lab directory's tmpfs (and all it holds); one that is not mounted is done.
+pub fn unmount_lab_dir(path: &Path) -> io::Result<()> {
+    use nix::mount::{umount2, MntFlags};
+    match umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(e) => Err(io::Error::other(format!(
+            "cannot unmount {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 /// The record of every namespace the lab made (see [`crate::kernel::netns::Ledger`]).
 pub fn ledger(lab: &str) -> crate::kernel::netns::Ledger {
     crate::kernel::netns::Ledger::at(LabDir::of(lab).namespaces())
@@ -60,6 +89,9 @@ pub struct TerminalRecord {
     /// The visited network it attached at.
     pub visited: String,
     pub namespace: String,
+    /// Its subscriber's IMSI.
+    #[serde(default)]
+    pub imsi: String,
     /// The terminal host it runs in, if it shares one (otherwise it has an agent of its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,

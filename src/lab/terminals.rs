@@ -603,6 +603,7 @@ pub async fn attach_many(
         .max()
         .unwrap_or(LOOPBACK_INDEX)
         + 1;
+    let hosted = super::hosted::hosts(chosen.len(), &setup.dhcp_client);
     // Recorded before the kernel is touched, so a crash leaves them findable.
     for (subscriber, _) in &chosen {
         let namespace = topology.namespace(&subscriber.name);
@@ -611,6 +612,7 @@ pub async fn attach_many(
             name: subscriber.name.clone(),
             visited: visited.clone(),
             namespace,
+            imsi: subscriber.imsi.clone(),
             host: None,
         });
     }
@@ -634,8 +636,16 @@ pub async fn attach_many(
             fail(&terminal, cause, &mut outcomes);
             continue;
         }
-        match write_terminal_files(&dir, &topology, &mut kernel, &subscriber, &visited, setup).await
-        {
+        let files = write_terminal_files(
+            &dir,
+            &topology,
+            &mut kernel,
+            &subscriber,
+            &visited,
+            setup,
+            hosted,
+        );
+        match files.await {
             Ok((spec, config)) => prepared.push(Prepared {
                 subscriber,
                 namespace,
@@ -660,7 +670,7 @@ pub async fn attach_many(
     // The attaches themselves run without the lock, side by side.
     drop(lock);
 
-    let agents = if super::hosted::hosts(prepared.len(), &setup.dhcp_client) {
+    let agents = if hosted {
         super::hosted::attach(lab, &topology, &visited, prepared, parallel, progress).await
     } else {
         futures::stream::iter(prepared)
@@ -718,6 +728,7 @@ async fn write_terminal_files(
     subscriber: &Subscriber,
     visited: &str,
     setup: &TerminalSetup,
+    hosted: bool,
 ) -> std::io::Result<(AgentSpec, TerminalConfig)> {
     let terminal = &subscriber.name;
     let namespace = topology.namespace(terminal);
@@ -734,8 +745,13 @@ async fn write_terminal_files(
         host_name: Some(subscriber.hostname.clone()),
         cell_socket: dir.cell_socket(visited),
         state_file: dir.terminal_state(terminal),
-        // Its own log: the lab's is not the device's to write (see `events::Tail`).
-        events_file: dir.terminal_events(terminal),
+        // A device of its own writes its own log: the lab's is not the device's to write
+        // (see `events::Tail`). A host is the lab's agent, and writes the lab's.
+        events_file: if hosted {
+            dir.events()
+        } else {
+            dir.terminal_events(terminal)
+        },
         interface: "eth0".into(),
         dhcp: setup.dhcp_client != "none",
         dhcp_client: setup.dhcp_client.clone(),
@@ -747,8 +763,11 @@ async fn write_terminal_files(
         .recursive(true)
         .mode(0o700)
         .create(&own_dir)?;
-    crate::events::create(&config.events_file)?;
-    json_file::write_private_json(&config_path, &config)?;
+    // A host has its terminals' configs in its own.
+    if !hosted {
+        crate::events::create(&config.events_file)?;
+        json_file::write_private_json(&config_path, &config)?;
+    }
     etc::write_node(topology, terminal)?;
     // The subscriber's device sees its own files (its log among them) and its cell.
     let view = View::Confined {

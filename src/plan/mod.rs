@@ -36,6 +36,12 @@ pub enum Step {
         name: String,
         index: u32,
     },
+    /// Sysctls of interfaces made before (a cell bridge's own), written inside the
+    /// namespace; they go with their interfaces.
+    SetSysctls {
+        namespace: String,
+        sysctls: Vec<Sysctl>,
+    },
     /// A veth pair created in place: `name` in `namespace`, `peer_name` directly in
     /// `peer_namespace` (never moved afterwards). `name` comes up at creation; the peer
     /// cannot (the kernel refuses to open a veth before its pair is joined), so a
@@ -118,7 +124,8 @@ pub enum Step {
     /// Binds a bridge port to the link-layer address of the one device behind it, as an
     /// air interface binds a radio link to the subscriber it authenticated: a static FDB
     /// entry for the peer's address, then the port locked (IFLA_BRPORT_LOCKED), so frames
-    /// from any other source address are dropped by the bridge.
+    /// from any other source address are dropped by the bridge, and isolated
+    /// (IFLA_BRPORT_ISOLATED): it reaches the network, never another terminal directly.
     LockPort {
         namespace: String,
         interface: String,
@@ -135,6 +142,7 @@ impl Step {
             Step::CreateNamespace { namespace, .. }
             | Step::SetLinkUp { namespace, .. }
             | Step::CreateBridge { namespace, .. }
+            | Step::SetSysctls { namespace, .. }
             | Step::CreateVeth { namespace, .. }
             | Step::SetMaster { namespace, .. }
             | Step::AddAddress { namespace, .. }
@@ -160,6 +168,13 @@ impl Step {
             Step::CreateBridge {
                 namespace, name, ..
             } => format!("create bridge {namespace}/{name}"),
+            Step::SetSysctls { namespace, sysctls } => {
+                let keys: Vec<String> = sysctls
+                    .iter()
+                    .map(|s| format!("{} = {}", s.key, s.value))
+                    .collect();
+                format!("set {} in {namespace}", keys.join(", "))
+            }
             Step::CreateVeth {
                 namespace,
                 name,
@@ -292,6 +307,12 @@ pub fn build(topology: &Topology) -> Plan {
         if node.role.forwards() {
             sysctls.push(sysctl("net/ipv4/ip_forward", "1"));
         }
+        if node.bridges.iter().any(|b| b.pool.is_some()) {
+            // A cell's network routes between its terminals without telling them to
+            // reach each other directly (they cannot: see the cell's sysctls below).
+            sysctls.push(sysctl("net/ipv4/conf/all/send_redirects", "0"));
+            sysctls.push(sysctl("net/ipv4/conf/default/send_redirects", "0"));
+        }
         if node.role == Role::Core && !topology.tunnels().is_empty() {
             // Strict reverse-path filtering: nobody behind one port of the core sends with
             // an address that lives behind another, so none can forge a tunnel's source.
@@ -346,6 +367,19 @@ pub fn build(topology: &Topology) -> Plan {
                 name: bridge.name.clone(),
                 index,
             });
+            if bridge.pool.is_some() {
+                // A cell: its terminals' ports are isolated (as a radio network's
+                // terminals are from each other), so the network answers ARP for one
+                // terminal to another, at once, and routes between them.
+                let conf = |key: &str| format!("net/ipv4/conf/{}/{key}", bridge.name);
+                steps.push(Step::SetSysctls {
+                    namespace: ns(&node.name),
+                    sysctls: vec![
+                        sysctl(&conf("proxy_arp_pvlan"), "1"),
+                        sysctl(&format!("net/ipv4/neigh/{}/proxy_delay", bridge.name), "0"),
+                    ],
+                });
+            }
         }
     }
 

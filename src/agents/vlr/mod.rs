@@ -94,6 +94,17 @@ impl Vlr {
         self.events.emit(event, Some(imsi), fields);
     }
 
+    /// Publishes the registration of `imsi` as it is now: one line, however many there are.
+    fn save_attached_of(&self, imsi: &str) {
+        // Held while the registration is read, so a later one is never overwritten by an
+        // earlier one.
+        let mut journal = self.attached.lock().expect("lock");
+        let now = self.registry.lock().expect("lock").get(imsi).cloned();
+        if let Err(e) = journal.put(&imsi.to_string(), now.as_ref()) {
+            tracing::error!("cannot write the attached list: {e}");
+        }
+    }
+
     fn save_attached(&self) {
         // The journal is held while the list is taken, so a later list is never
         // overwritten by an earlier one.
@@ -207,7 +218,7 @@ impl Vlr {
             if let Some(cancel) = self.cancels.lock().expect("lock").remove(&m.imsi) {
                 let _ = cancel.send(());
             }
-            self.save_attached();
+            self.save_attached_of(&m.imsi);
             tracing::info!(imsi = %m.imsi, "cancelled by the HLR: registered elsewhere; dropped");
         }
         answer.reply
@@ -499,7 +510,7 @@ async fn attach<R: tokio::io::AsyncRead + Unpin>(
                     .lock()
                     .expect("lock")
                     .insert(imsi.to_string(), cancel);
-                vlr.save_attached();
+                vlr.save_attached_of(imsi);
                 tracing::info!(imsi, host_name = ?registration.host_name, "attached");
                 if air.gsup(&accept).await.is_err() {
                     let why = "the terminal went away before the accept";
@@ -603,7 +614,7 @@ async fn detach(vlr: &Arc<Vlr>, home: &str, imsi: &str, since: Option<f64>, why:
         return false;
     }
     vlr.cancels.lock().expect("lock").remove(imsi);
-    vlr.save_attached();
+    vlr.save_attached_of(imsi);
     tracing::info!(imsi, "detached: {why}");
     let Some(link) = vlr.link_to(home) else {
         return true;
