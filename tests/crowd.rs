@@ -210,7 +210,7 @@ fn a_bulk_attach_killed_midway_leaves_nothing_after_detach_all() {
     };
     let dir = roamlab::contract::LabDir::of(&lab.name);
     let mut attach = Command::new(bin())
-        .args(["attach", "--all", "--parallel", "8", "--lab", &lab.name])
+        .args(["attach", "--all", "--parallel", "1", "--lab", &lab.name])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -265,6 +265,157 @@ fn a_bulk_attach_killed_midway_leaves_nothing_after_detach_all() {
         "registrations, leases or records left after the kill"
     );
     down_leaving_nothing(&lab, &status);
+}
+
+/// Issue 9: the one process that hosts a bulk attach's terminals, killed (SIGKILL) while
+/// they attach: the verb names the terminals it lost, and after `detach --all` nothing of
+/// any of them is left, at the visited network or in either DNS.
+#[test]
+fn a_terminal_host_killed_midway_leaves_nothing_after_detach_all() {
+    const COUNT: usize = 60;
+    let Some(lab) = crowd("hostkill", COUNT) else {
+        return;
+    };
+    let dir = roamlab::contract::LabDir::of(&lab.name);
+    let attach = Command::new(bin())
+        .args(["attach", "--all", "--parallel", "1", "--lab", &lab.name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let some_attached = within(Duration::from_secs(20), || {
+        roamlab::contract::published::read_attached(&dir.vlr_attached("visited")).len() >= 10
+    });
+    assert!(some_attached.is_some(), "no terminal attached");
+    let status = lab.status_json();
+    let host = status["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "terminal-host")
+        .unwrap_or_else(|| panic!("no terminal host: {status}"));
+    let pid = host["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let out = attach.wait_with_output().unwrap();
+    let said = text(&out);
+    assert!(!out.status.success(), "attach --all did not fail: {said}");
+    assert!(
+        said.contains("ended before it settled"),
+        "the lost terminals are not named: {said}"
+    );
+
+    let out = roamlab(&["detach", "--all", "--lab", &lab.name]);
+    assert!(out.status.success(), "detach --all: {}", text(&out));
+    let status = lab.status_json();
+    assert_eq!(status["terminals"], serde_json::json!([]), "{status}");
+    assert!(
+        !status["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "terminal-host"),
+        "the dead host is still recorded: {status}"
+    );
+    let netns = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .to_string();
+    assert!(
+        !netns.contains("hostkill-t"),
+        "terminal namespaces left: {netns}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.vlr_cell_links("visited"))
+            .unwrap()
+            .count(),
+        0
+    );
+    // The VLR saw each radio link go with the host, and purges each at home after its
+    // implicit-detach time (30 s).
+    let names: Vec<String> = (1..=COUNT)
+        .map(|i| format!("t{i}.home.example A"))
+        .collect();
+    let clean = within(Duration::from_secs(45), || {
+        nothing_recorded(&lab, &[("@192.0.2.53", &names)])
+    });
+    assert!(clean.is_some(), "registrations, leases or records left");
+    down_leaving_nothing(&lab, &status);
+}
+
+/// Issue 9: terminals in one host fail alone. With a pool of two addresses, a bulk attach
+/// of three leases two, and names the third with the pool it could not get an address
+/// from; the two attached are named both ways and reach each other by name, through their
+/// network (their ports on the cell are isolated: the neighbour a terminal sees for the
+/// other is the network's router).
+#[test]
+fn a_terminal_that_fails_in_a_bulk_attach_fails_alone() {
+    let two_addresses = |yaml: String| {
+        let pool = "pool: { start: 198.18.8.100, end: 198.18.12.254 }";
+        assert!(yaml.contains(pool), "crowd-lab.sh changed its pool");
+        yaml.replace(pool, "pool: { start: 198.18.8.100, end: 198.18.8.101 }")
+    };
+    let Some(lab) = crowd_with("bulkpool", 3, false, two_addresses) else {
+        return;
+    };
+    let out = roamlab(&["attach", "t1", "t2", "t3", "--lab", &lab.name]);
+    let said = text(&out);
+    assert!(
+        !out.status.success(),
+        "three attached to two addresses: {said}"
+    );
+    assert!(
+        said.contains("3 terminals: 2 attached, 1 failed")
+            && said.contains("pool 198.18.8.100-198.18.8.101 exhausted"),
+        "the failed terminal and its pool are not named: {said}"
+    );
+    let addresses = addresses(&lab);
+    assert_eq!(addresses.len(), 2, "{addresses:?}");
+    let names: Vec<&String> = addresses.keys().collect();
+    let (a, b) = (names[0], names[1]);
+    let out = roamlab(&[
+        "exec",
+        "--lab",
+        &lab.name,
+        a,
+        "--",
+        "ping",
+        "-c1",
+        "-W2",
+        &format!("{b}.home.example"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{a} cannot ping {b} by name: {}",
+        text(&out)
+    );
+    let neighbours = roamlab(&["exec", "--lab", &lab.name, a, "--", "ip", "neigh", "show"]);
+    let neighbours = text(&neighbours);
+    let mac_of = |address: &str| {
+        neighbours
+            .lines()
+            .find(|l| l.starts_with(&format!("{address} ")))
+            .and_then(|l| l.split("lladdr ").nth(1))
+            .map(|rest| rest.split(' ').next().unwrap_or_default().to_string())
+    };
+    let router = mac_of("198.18.8.1");
+    assert!(
+        router.is_some(),
+        "no neighbour entry of the router: {neighbours}"
+    );
+    assert_eq!(
+        mac_of(&addresses[b].to_string()),
+        router,
+        "{a} reaches {b} directly, not through the network: {neighbours}"
+    );
+    down_leaving_nothing(&lab, &lab.status_json());
 }
 
 /// Each registered terminal's link-layer address, as its VLR publishes it.

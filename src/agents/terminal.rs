@@ -831,6 +831,47 @@ impl Terminal {
 mod tests {
     use super::requested_bytes;
 
+    /// A process that opens connection after connection to a terminal's HTTP server (a
+    /// host serves many terminals' in one process) holds 16 of them at the most: the next
+    /// is closed at once, and the server answers again once one of those ends.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_terminals_http_server_holds_a_bounded_number_of_connections() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap();
+        let server = tokio::spawn(super::serve_http(listener, "t1.home.example".into()));
+        let mut idle = Vec::new();
+        for _ in 0..super::HTTP_CONNECTIONS {
+            idle.push(tokio::net::TcpStream::connect(at).await.unwrap());
+        }
+        // Each of those is now waiting for its request; one more is refused.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut over = tokio::net::TcpStream::connect(at).await.unwrap();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            over.read_to_end(&mut got),
+        )
+        .await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "the connection over the limit was served: {read:?} {got:?}"
+        );
+        // One held connection asks and is answered, ending it; then a new one is served.
+        let mut first = idle.remove(0);
+        first.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        first.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.ends_with("hello from t1.home.example\n"), "{answer}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let mut again = tokio::net::TcpStream::connect(at).await.unwrap();
+        again.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        again.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.contains("hello from"), "{answer}");
+        server.abort();
+    }
+
     #[test]
     fn a_transfer_asks_for_its_size_and_no_more_than_the_limit() {
         assert_eq!(

@@ -13,11 +13,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use super::state::{LabLock, LabState};
-use super::terminals::{settle, Attached, Prepared, Progress, TerminalError};
 use super::STOP_GRACE;
 use crate::contract::configs::{HostedTerminal, TerminalHostConfig};
 use crate::contract::host_control::{self, Command};
-use crate::contract::published::TerminalState;
 use crate::contract::LabDir;
 use crate::json_file;
 use crate::supervisor::enter::View;
@@ -36,116 +34,43 @@ pub fn hosts(count: usize, dhcp_client: &str) -> bool {
     count > 1 && matches!(dhcp_client, "builtin" | "none")
 }
 
-/// Each terminal's outcome: (terminal, its agent if it runs, what it achieved).
-pub(super) type Outcome = (String, Option<AgentRecord>, Result<Attached, TerminalError>);
-
-/// Attaches `prepared` (recorded in the state, namespaces and files made) through one new
-/// host at `visited`, `parallel` of them at a time.
-pub(super) async fn attach(
+/// Tells a started host to attach its terminals: the names of its terminals as each one's
+/// attach ends, until all have (or the host has gone).
+pub(super) async fn watch(
     lab: &str,
-    topology: &Topology,
-    visited: &str,
-    prepared: Vec<Prepared>,
-    parallel: usize,
-    progress: &Progress,
-) -> Vec<Outcome> {
-    let fail_all = |prepared: &[Prepared], why: &str| -> Vec<Outcome> {
-        prepared
-            .iter()
-            .map(|p| {
-                progress.finished(false);
-                let e = TerminalError::Refused {
-                    terminal: p.subscriber.name.clone(),
-                    visited: visited.to_string(),
-                    why: why.to_string(),
-                };
-                (p.subscriber.name.clone(), None, Err(e))
-            })
-            .collect()
-    };
-    let host = match start(lab, topology, visited, &prepared, parallel) {
-        Ok(host) => host,
-        Err(why) => return fail_all(&prepared, &why),
-    };
-    let dir = LabDir::of(lab);
-    let mut control = match UnixStream::connect(dir.terminal_host_control(&host.name)).await {
-        Ok(c) => c,
-        Err(e) => return fail_all(&prepared, &format!("cannot reach its terminal host: {e}")),
-    };
-    if let Err(e) = control.write_all(Command::Start.line().as_bytes()).await {
-        return fail_all(&prepared, &format!("cannot start its terminal host: {e}"));
-    }
-    // Each terminal as the host says it settled; those it never names failed with it.
-    let mut waiting: std::collections::HashMap<String, Prepared> = prepared
-        .into_iter()
-        .map(|p| (p.subscriber.name.clone(), p))
-        .collect();
+    host: &AgentRecord,
+) -> Result<impl futures::Stream<Item = String>, String> {
+    let path = LabDir::of(lab).terminal_host_control(&host.name);
+    let mut control = UnixStream::connect(&path)
+        .await
+        .map_err(|e| format!("cannot reach its terminal host: {e}"))?;
+    control
+        .write_all(Command::Start.line().as_bytes())
+        .await
+        .map_err(|e| format!("cannot start its terminal host: {e}"))?;
     let lines = futures::stream::unfold(BufReader::new(control).lines(), |mut lines| async {
         match lines.next_line().await {
             Ok(Some(line)) => Some((line, lines)),
             _ => None,
         }
     });
-    // Each is checked by name as soon as it settles, `parallel` at a time.
-    let mut outcomes: Vec<Outcome> = lines
+    Ok(lines
         .take_while(|line| futures::future::ready(line != host_control::END))
         .filter_map(|line| {
             let name = line
                 .strip_prefix(host_control::SETTLED)
                 .map(|n| n.trim().to_string());
-            futures::future::ready(name.and_then(|n| waiting.remove(&n)))
-        })
-        .map(|p| outcome(lab, topology, visited, p, &host, progress))
-        .buffer_unordered(parallel.max(1))
-        .collect()
-        .await;
-    let lost: Vec<Prepared> = waiting.into_values().collect();
-    let why = format!(
-        "its terminal host {} ended before it settled: {}",
-        host.name,
-        supervisor::log_tail(&host.log)
-    );
-    outcomes.extend(fail_all(&lost, &why));
-    outcomes
-}
-
-/// One settled terminal: refused (its state says why), or attached and checked by name.
-async fn outcome(
-    lab: &str,
-    topology: &Topology,
-    visited: &str,
-    p: Prepared,
-    host: &AgentRecord,
-    progress: &Progress,
-) -> Outcome {
-    let dir = LabDir::of(lab);
-    let terminal = p.subscriber.name.clone();
-    let state = TerminalState::read(&dir.terminal_state(&terminal));
-    if !state.registered || state.refusal().is_some() {
-        progress.finished(false);
-        let why = state
-            .refusal()
-            .map(|why| super::terminals::with_network_reason(&dir, &p.subscriber.imsi, why))
-            .unwrap_or_else(|| "it ended without attaching".into());
-        let e = TerminalError::Refused {
-            terminal: terminal.clone(),
-            visited: visited.to_string(),
-            why,
-        };
-        return (terminal, None, Err(e));
-    }
-    let result = settle(lab, topology, visited, &p, host).await;
-    progress.finished(result.is_ok());
-    (terminal, Some(host.clone()), result)
+            futures::future::ready(name)
+        }))
 }
 
 /// Writes a host's config, starts it, and records it in the lab's state (under the lock)
 /// before it is told to start; its terminals' records name it.
-fn start(
+pub(super) fn start(
     lab: &str,
     topology: &Topology,
     visited: &str,
-    prepared: &[Prepared],
+    terminals: Vec<HostedTerminal>,
     parallel: usize,
 ) -> Result<AgentRecord, String> {
     let dir = LabDir::of(lab);
@@ -158,25 +83,19 @@ fn start(
         .find(|n| !state.agents.iter().any(|a| &a.name == n))
         .expect("a free name");
     let own = dir.terminal_host_dir(&name);
+    let names: std::collections::HashSet<String> =
+        terminals.iter().map(|t| t.config.name.clone()).collect();
+    let config = TerminalHostConfig {
+        name: name.clone(),
+        control_socket: dir.terminal_host_control(&name),
+        parallel,
+        terminals,
+    };
     let made = std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&own)
-        .and_then(|()| {
-            let config = TerminalHostConfig {
-                name: name.clone(),
-                control_socket: dir.terminal_host_control(&name),
-                parallel,
-                terminals: prepared
-                    .iter()
-                    .map(|p| HostedTerminal {
-                        namespace: p.namespace.clone(),
-                        config: p.config.clone(),
-                    })
-                    .collect(),
-            };
-            json_file::write_private_json(&dir.terminal_host_config(&name), &config)
-        });
+        .and_then(|()| json_file::write_private_json(&dir.terminal_host_config(&name), &config));
     made.map_err(|e| format!("cannot write {}: {e}", own.display()))?;
     let cell = dir
         .cell_socket(visited)
@@ -201,12 +120,8 @@ fn start(
     };
     let record = supervisor::start(&spec, &dir.logs(), READY_TIMEOUT, &AtomicBool::new(false))
         .map_err(|e| e.to_string())?;
-    let names: std::collections::HashSet<&str> = prepared
-        .iter()
-        .map(|p| p.subscriber.name.as_str())
-        .collect();
     for t in &mut state.terminals {
-        if names.contains(t.name.as_str()) {
+        if names.contains(&t.name) {
             t.host = Some(name.clone());
         }
     }

@@ -15,8 +15,8 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::state::{LabLock, LabState, Phase, TerminalRecord};
-use super::{etc, io_err, running_list, LabError, STOP_GRACE};
-use crate::contract::configs::{hex, TerminalConfig};
+use super::{etc, hosted, io_err, running_list, LabError, STOP_GRACE};
+use crate::contract::configs::{hex, HostedTerminal, TerminalConfig};
 use crate::contract::published::{write_cell_link, TerminalState};
 use crate::contract::LabDir;
 use crate::json_file;
@@ -224,7 +224,7 @@ async fn remove(state: &mut LabState, topology: &Topology, terminals: &[&str], g
         }
     }
     let hosts: Vec<(String, Vec<String>)> = hosts.into_iter().collect();
-    super::hosted::end(state, &hosts, graceful).await;
+    hosted::end(state, &hosts, graceful).await;
     if records.is_empty() {
         return;
     }
@@ -417,7 +417,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub(super) fn finished(&self, ok: bool) {
+    fn finished(&self, ok: bool) {
         self.done.fetch_add(1, Ordering::Relaxed);
         if !ok {
             self.failed.fetch_add(1, Ordering::Relaxed);
@@ -484,11 +484,11 @@ fn terminal_plan(
 }
 
 /// A terminal whose kernel objects and files are in place, ready for its agent.
-pub(super) struct Prepared {
-    pub subscriber: Subscriber,
-    pub namespace: String,
-    pub spec: AgentSpec,
-    pub config: TerminalConfig,
+struct Prepared {
+    subscriber: Subscriber,
+    namespace: String,
+    spec: AgentSpec,
+    config: TerminalConfig,
 }
 
 /// Attaches one terminal (see [`attach_many`]).
@@ -603,7 +603,7 @@ pub async fn attach_many(
         .max()
         .unwrap_or(LOOPBACK_INDEX)
         + 1;
-    let hosted = super::hosted::hosts(chosen.len(), &setup.dhcp_client);
+    let hosted = hosted::hosts(chosen.len(), &setup.dhcp_client);
     // Recorded before the kernel is touched, so a crash leaves them findable.
     for (subscriber, _) in &chosen {
         let namespace = topology.namespace(&subscriber.name);
@@ -671,7 +671,7 @@ pub async fn attach_many(
     drop(lock);
 
     let agents = if hosted {
-        super::hosted::attach(lab, &topology, &visited, prepared, parallel, progress).await
+        attach_hosted(lab, &topology, &visited, prepared, parallel, progress).await
     } else {
         futures::stream::iter(prepared)
             .map(|p| run_attach(lab, &topology, &visited, p, progress))
@@ -691,7 +691,7 @@ pub async fn attach_many(
     for (terminal, agent, result) in agents {
         match agent {
             // Recorded when it started.
-            Some(agent) if agent.kind == super::hosted::HOST_KIND => {}
+            Some(agent) if agent.kind == hosted::HOST_KIND => {}
             Some(agent) if state.terminals.iter().any(|t| t.name == terminal) => {
                 state.agents.push(agent)
             }
@@ -841,7 +841,7 @@ async fn run_attach(
 /// What a terminal whose agent says it attached achieved: its address, and how long its
 /// name took to resolve (unless its home keeps no DNS). Refused if its name does not
 /// resolve (its agent stays).
-pub(super) async fn settle(
+async fn settle(
     lab: &str,
     topology: &Topology,
     visited: &str,
@@ -890,6 +890,98 @@ pub(super) async fn settle(
     })
 }
 
+/// Each terminal's outcome: (terminal, its agent if it runs, what it achieved).
+type Outcome = (String, Option<AgentRecord>, Result<Attached, TerminalError>);
+
+/// Attaches `prepared` (recorded in the state, namespaces and files made) through one new
+/// terminal host at `visited`, `parallel` of them at a time; each is checked by name as
+/// soon as the host says it settled.
+async fn attach_hosted(
+    lab: &str,
+    topology: &Topology,
+    visited: &str,
+    prepared: Vec<Prepared>,
+    parallel: usize,
+    progress: &Progress,
+) -> Vec<Outcome> {
+    let fail_all = |prepared: &mut dyn Iterator<Item = Prepared>, why: &str| -> Vec<Outcome> {
+        prepared
+            .map(|p| {
+                progress.finished(false);
+                let e = TerminalError::Refused {
+                    terminal: p.subscriber.name.clone(),
+                    visited: visited.to_string(),
+                    why: why.to_string(),
+                };
+                (p.subscriber.name, None, Err(e))
+            })
+            .collect()
+    };
+    let terminals = prepared
+        .iter()
+        .map(|p| HostedTerminal {
+            namespace: p.namespace.clone(),
+            config: p.config.clone(),
+        })
+        .collect();
+    let host = match hosted::start(lab, topology, visited, terminals, parallel) {
+        Ok(host) => host,
+        Err(why) => return fail_all(&mut prepared.into_iter(), &why),
+    };
+    let settled = match hosted::watch(lab, &host).await {
+        Ok(settled) => settled,
+        Err(why) => return fail_all(&mut prepared.into_iter(), &why),
+    };
+    let mut waiting: std::collections::HashMap<String, Prepared> = prepared
+        .into_iter()
+        .map(|p| (p.subscriber.name.clone(), p))
+        .collect();
+    let mut outcomes: Vec<Outcome> = settled
+        .filter_map(|name| futures::future::ready(waiting.remove(&name)))
+        .map(|p| settle_hosted(lab, topology, visited, p, &host, progress))
+        .buffer_unordered(parallel.max(1))
+        .collect()
+        .await;
+    let why = format!(
+        "its terminal host {} ended before it settled: {}",
+        host.name,
+        supervisor::log_tail(&host.log)
+    );
+    outcomes.extend(fail_all(&mut waiting.into_values(), &why));
+    outcomes
+}
+
+/// One terminal its host says settled: refused (its state says why), or attached and
+/// checked by name.
+async fn settle_hosted(
+    lab: &str,
+    topology: &Topology,
+    visited: &str,
+    p: Prepared,
+    host: &AgentRecord,
+    progress: &Progress,
+) -> Outcome {
+    let dir = LabDir::of(lab);
+    let terminal = p.subscriber.name.clone();
+    let state = TerminalState::read(&dir.terminal_state(&terminal));
+    if !state.registered || state.refusal().is_some() {
+        progress.finished(false);
+        let why = state
+            .refusal()
+            .map(|why| with_network_reason(&dir, &p.subscriber.imsi, why))
+            .unwrap_or_else(|| "it ended without attaching".into());
+        let e = TerminalError::Refused {
+            terminal: terminal.clone(),
+            visited: visited.to_string(),
+            why,
+        };
+        return (terminal, None, Err(e));
+    }
+    let result = settle(lab, topology, visited, &p, host).await;
+    progress.finished(result.is_ok());
+    (terminal, Some(host.clone()), result)
+}
+
 /// Reads the reason out of an event's fields.
 type EventReason = fn(&serde_json::Map<String, serde_json::Value>) -> Option<String>;
 
@@ -897,7 +989,7 @@ type EventReason = fn(&serde_json::Map<String, serde_json::Value>) -> Option<Str
 /// know: for want of an address, the DHCP server's last `no lease` event (the pool it ran
 /// out of, say: a DHCP server does not answer a DISCOVER it cannot serve); for an illegal
 /// MS, the VLR's `host name refused` (the name claimed, and the one its home holds).
-pub(super) fn with_network_reason(dir: &LabDir, imsi: &str, why: String) -> String {
+fn with_network_reason(dir: &LabDir, imsi: &str, why: String) -> String {
     let (event, said): (&str, EventReason) = if why.contains("no address") {
         ("no lease", |f| Some(f.get("why")?.as_str()?.to_string()))
     } else if why.contains("illegal MS") {
