@@ -228,10 +228,30 @@ fn a_bulk_attach_killed_midway_leaves_nothing_after_detach_all() {
     let attached = roamlab::contract::published::read_attached(&dir.vlr_attached("visited")).len();
     assert!(attached < COUNT, "the kill came too late to test anything");
 
+    // The agents the killed `attach` never recorded are stopped and detach too; one
+    // stopped in the middle of its attach (before the accept) is purged by the VLR's
+    // implicit-detach timer (30 s), as a real network purges a terminal whose radio link
+    // was lost.
+    detach_all_leaves_nothing(&lab, COUNT);
+}
+
+/// `detach --all`, after which no terminal of the crowd is left: no record in the lab's
+/// state, no namespace, no link record, no terminal host, and (within the VLR's
+/// implicit-detach time) no registration, lease or home DNS record; then `down`.
+fn detach_all_leaves_nothing(lab: &LabGuard, count: usize) {
+    let dir = roamlab::contract::LabDir::of(&lab.name);
     let out = roamlab(&["detach", "--all", "--lab", &lab.name]);
     assert!(out.status.success(), "detach --all: {}", text(&out));
     let status = lab.status_json();
     assert_eq!(status["terminals"], serde_json::json!([]), "{status}");
+    assert!(
+        !status["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "terminal-host"),
+        "a terminal host is still recorded: {status}"
+    );
     let netns = String::from_utf8_lossy(
         &Command::new("ip")
             .args(["netns", "list"])
@@ -241,7 +261,7 @@ fn a_bulk_attach_killed_midway_leaves_nothing_after_detach_all() {
     )
     .to_string();
     assert!(
-        !netns.contains("crowdkill-t"),
+        !netns.contains(&format!("{}-t", lab.name)),
         "terminal namespaces left: {netns}"
     );
     assert_eq!(
@@ -250,21 +270,14 @@ fn a_bulk_attach_killed_midway_leaves_nothing_after_detach_all() {
             .count(),
         0
     );
-    // No stale record: the VLR's list, the leases and the home DNS all empty again. The
-    // agents the killed `attach` never recorded are stopped and detach too; one stopped in
-    // the middle of its attach (before the accept) is purged by the VLR's implicit-detach
-    // timer (30 s), as a real network purges a terminal whose radio link was lost.
-    let names: Vec<String> = (1..=COUNT)
+    let names: Vec<String> = (1..=count)
         .map(|i| format!("t{i}.home.example A"))
         .collect();
     let clean = within(Duration::from_secs(45), || {
-        nothing_recorded(&lab, &[("@192.0.2.53", &names)])
+        nothing_recorded(lab, &[("@192.0.2.53", &names)])
     });
-    assert!(
-        clean.is_some(),
-        "registrations, leases or records left after the kill"
-    );
-    down_leaving_nothing(&lab, &status);
+    assert!(clean.is_some(), "registrations, leases or records left");
+    down_leaving_nothing(lab, &status);
 }
 
 /// Issue 9: the one process that hosts a bulk attach's terminals, killed (SIGKILL) while
@@ -308,46 +321,9 @@ fn a_terminal_host_killed_midway_leaves_nothing_after_detach_all() {
         "the lost terminals are not named: {said}"
     );
 
-    let out = roamlab(&["detach", "--all", "--lab", &lab.name]);
-    assert!(out.status.success(), "detach --all: {}", text(&out));
-    let status = lab.status_json();
-    assert_eq!(status["terminals"], serde_json::json!([]), "{status}");
-    assert!(
-        !status["agents"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a["kind"] == "terminal-host"),
-        "the dead host is still recorded: {status}"
-    );
-    let netns = String::from_utf8_lossy(
-        &Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .to_string();
-    assert!(
-        !netns.contains("hostkill-t"),
-        "terminal namespaces left: {netns}"
-    );
-    assert_eq!(
-        std::fs::read_dir(dir.vlr_cell_links("visited"))
-            .unwrap()
-            .count(),
-        0
-    );
     // The VLR saw each radio link go with the host, and purges each at home after its
-    // implicit-detach time (30 s).
-    let names: Vec<String> = (1..=COUNT)
-        .map(|i| format!("t{i}.home.example A"))
-        .collect();
-    let clean = within(Duration::from_secs(45), || {
-        nothing_recorded(&lab, &[("@192.0.2.53", &names)])
-    });
-    assert!(clean.is_some(), "registrations, leases or records left");
-    down_leaving_nothing(&lab, &status);
+    // implicit-detach time.
+    detach_all_leaves_nothing(&lab, COUNT);
 }
 
 /// Issue 9: terminals in one host fail alone. With a pool of two addresses, a bulk attach

@@ -802,11 +802,7 @@ async fn run_attach(
 ) -> (String, Option<AgentRecord>, Result<Attached, TerminalError>) {
     let dir = LabDir::of(lab);
     let terminal = p.subscriber.name.clone();
-    let refused = |why: String| TerminalError::Refused {
-        terminal: terminal.clone(),
-        visited: visited.to_string(),
-        why,
-    };
+    let refused = |why: String| refusal(&terminal, visited, why);
     let (spec, log_dir) = (p.spec.clone(), dir.logs());
     let started = tokio::task::spawn_blocking(move || {
         supervisor::start(&spec, &log_dir, ATTACH_TIMEOUT, &AtomicBool::new(false))
@@ -838,6 +834,14 @@ async fn run_attach(
     (terminal, Some(agent), result)
 }
 
+fn refusal(terminal: &str, visited: &str, why: String) -> TerminalError {
+    TerminalError::Refused {
+        terminal: terminal.to_string(),
+        visited: visited.to_string(),
+        why,
+    }
+}
+
 /// What a terminal whose agent says it attached achieved: its address, and how long its
 /// name took to resolve (unless its home keeps no DNS). Refused if its name does not
 /// resolve (its agent stays).
@@ -850,11 +854,7 @@ async fn settle(
 ) -> Result<Attached, TerminalError> {
     let dir = LabDir::of(lab);
     let terminal = p.subscriber.name.clone();
-    let refused = |why: String| TerminalError::Refused {
-        terminal: terminal.clone(),
-        visited: visited.to_string(),
-        why,
-    };
+    let refused = |why: String| refusal(&terminal, visited, why);
     let terminal_state = TerminalState::read(&dir.terminal_state(&terminal));
     // An HLR that is not roamlab's (osmo-hlr) keeps no DNS, and a network that does not
     // update the home DNS tells it nothing: nothing to wait for.
@@ -908,11 +908,7 @@ async fn attach_hosted(
         prepared
             .map(|p| {
                 progress.finished(false);
-                let e = TerminalError::Refused {
-                    terminal: p.subscriber.name.clone(),
-                    visited: visited.to_string(),
-                    why: why.to_string(),
-                };
+                let e = refusal(&p.subscriber.name, visited, why.to_string());
                 (p.subscriber.name, None, Err(e))
             })
             .collect()
@@ -970,11 +966,7 @@ async fn settle_hosted(
             .refusal()
             .map(|why| with_network_reason(&dir, &p.subscriber.imsi, why))
             .unwrap_or_else(|| "it ended without attaching".into());
-        let e = TerminalError::Refused {
-            terminal: terminal.clone(),
-            visited: visited.to_string(),
-            why,
-        };
+        let e = refusal(&terminal, visited, why);
         return (terminal, None, Err(e));
     }
     let result = settle(lab, topology, visited, &p, host).await;
