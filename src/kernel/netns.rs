@@ -188,16 +188,19 @@ pub fn create_on_this_thread(
         // A stale entry from a crash between creating the file and mounting on it.
         fs::remove_file(&path)?;
     }
+    // Recorded in the ledger before its name exists: a crash in between (a kill -9 of the
+    // verb) leaves at most a ledger entry, or a ledger entry and a stale file, which
+    // teardown removes; never a file the ledger does not know.
+    unshare(CloneFlags::CLONE_NEWNET)?;
+    if let Some(ledger) = ledger {
+        ledger.record(name, identity_of_this_thread()?)?;
+    }
     OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&path)
         .map_err(|e| with_path(e, &path))?;
     let made = (|| -> io::Result<()> {
-        unshare(CloneFlags::CLONE_NEWNET)?;
-        if let Some(ledger) = ledger {
-            ledger.record(name, identity_of_this_thread()?)?;
-        }
         mount(
             Some("/proc/thread-self/ns/net"),
             &path,

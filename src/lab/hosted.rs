@@ -12,7 +12,7 @@ use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use super::state::{LabLock, LabState};
+use super::state::LabState;
 use super::STOP_GRACE;
 use crate::contract::configs::{HostedTerminal, TerminalHostConfig};
 use crate::contract::host_control::{self, Command};
@@ -64,20 +64,17 @@ pub(super) async fn watch(
         }))
 }
 
-/// Writes a host's config, starts it, and records it in the lab's state (under the lock)
-/// before it is told to start; its terminals' records name it.
+/// Writes a host's config, starts it, and records it in the lab's `state` (the caller holds
+/// the lab's lock) before it is told to start; its terminals' records name it.
 pub(super) fn start(
     lab: &str,
     topology: &Topology,
     visited: &str,
+    state: &mut LabState,
     terminals: Vec<HostedTerminal>,
     parallel: usize,
 ) -> Result<AgentRecord, String> {
     let dir = LabDir::of(lab);
-    let _lock = LabLock::take(lab).map_err(|e| format!("cannot lock the lab: {e}"))?;
-    let mut state = LabState::load(lab)
-        .map_err(|e| format!("cannot read the lab's state: {e}"))?
-        .ok_or_else(|| format!("lab {lab} is not up"))?;
     let name = (1..)
         .map(|n| format!("terminals-{n}"))
         .find(|n| !state.agents.iter().any(|a| &a.name == n))

@@ -96,13 +96,16 @@ pub struct Attached {
 /// How long the home DNS may take to hold the new address.
 const HOME_DNS_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Polls `query` until it returns `address`, or `limit` passes.
+/// Polls `query` until it returns `address`, or `limit` passes: at once, then after 1 ms,
+/// waiting twice as long each time up to 16 ms (a name is usually there within a few
+/// milliseconds; a thousand terminals polling must not load the servers they wait for).
 fn poll(
     limit: Duration,
     address: std::net::Ipv4Addr,
     query: impl Fn() -> std::io::Result<Vec<std::net::Ipv4Addr>>,
 ) -> bool {
     let started = std::time::Instant::now();
+    let mut wait = Duration::from_millis(1);
     loop {
         if query().is_ok_and(|found| found.contains(&address)) {
             return true;
@@ -110,7 +113,8 @@ fn poll(
         if started.elapsed() > limit {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(wait);
+        wait = (wait * 2).min(Duration::from_millis(16));
     }
 }
 
@@ -620,58 +624,84 @@ pub async fn attach_many(
 
     let dir = LabDir::of(lab);
     let never = AtomicBool::new(false);
-    let mut prepared = Vec::new();
-    let mut undo: Vec<String> = Vec::new();
-    for (i, (subscriber, port)) in chosen.into_iter().enumerate() {
-        let terminal = subscriber.name.clone();
-        let namespace = topology.namespace(&terminal);
-        let index = first_index + i as u32;
-        let plan = terminal_plan(lab, &namespace, &visited_ns, &port, master, index);
-        if let Err(e) = executor::apply(&mut kernel, &plan, &never).await {
-            undo.push(terminal.clone());
-            let cause = TerminalError::Kernel {
-                terminal: terminal.clone(),
-                cause: e,
-            };
-            fail(&terminal, cause, &mut outcomes);
-            continue;
-        }
-        let files = write_terminal_files(
-            &dir,
-            &topology,
-            &mut kernel,
-            &subscriber,
-            &visited,
-            setup,
-            hosted,
-        );
-        match files.await {
-            Ok((spec, config)) => prepared.push(Prepared {
-                subscriber,
-                namespace,
-                spec,
-                config,
-            }),
-            Err(e) => {
+    // Hosted terminals go to their hosts a chunk at a time, each host attaching its chunk
+    // while the next one is made (making namespaces and links is the kernel's work on
+    // one core; attaching is the agents' on the other).
+    let (chunks, ready) = futures::channel::mpsc::unbounded::<HostChunk>();
+    let prepare = async {
+        let mut prepared = Vec::new();
+        let mut undo: Vec<String> = Vec::new();
+        for (i, (subscriber, port)) in chosen.into_iter().enumerate() {
+            let terminal = subscriber.name.clone();
+            let namespace = topology.namespace(&terminal);
+            let index = first_index + i as u32;
+            let plan = terminal_plan(lab, &namespace, &visited_ns, &port, master, index);
+            if let Err(e) = executor::apply(&mut kernel, &plan, &never).await {
                 undo.push(terminal.clone());
-                fail(
-                    &terminal,
-                    io_err(lab, format!("prepare {terminal}"))(e).into(),
-                    &mut outcomes,
-                );
+                let cause = TerminalError::Kernel {
+                    terminal: terminal.clone(),
+                    cause: e,
+                };
+                fail(&terminal, cause, &mut outcomes);
+                continue;
+            }
+            let files = write_terminal_files(
+                &dir,
+                &topology,
+                &mut kernel,
+                &subscriber,
+                &visited,
+                setup,
+                hosted,
+            );
+            match files.await {
+                Ok((spec, config)) => prepared.push(Prepared {
+                    subscriber,
+                    namespace,
+                    spec,
+                    config,
+                }),
+                Err(e) => {
+                    undo.push(terminal.clone());
+                    fail(
+                        &terminal,
+                        io_err(lab, format!("prepare {terminal}"))(e).into(),
+                        &mut outcomes,
+                    );
+                }
+            }
+            if hosted && prepared.len() == HOST_CHUNK {
+                let chunk = std::mem::take(&mut prepared);
+                let _ = chunks.unbounded_send(start_host(
+                    lab, &topology, &visited, &mut state, chunk, parallel,
+                ));
             }
         }
-    }
-    if !undo.is_empty() {
-        let undo: Vec<&str> = undo.iter().map(String::as_str).collect();
-        remove(&mut state, &topology, &undo, false).await;
-        state.save().map_err(io_err(lab, "write state file"))?;
-    }
-    // The attaches themselves run without the lock, side by side.
-    drop(lock);
+        if hosted && !prepared.is_empty() {
+            let chunk = std::mem::take(&mut prepared);
+            let _ = chunks.unbounded_send(start_host(
+                lab, &topology, &visited, &mut state, chunk, parallel,
+            ));
+        }
+        drop(chunks);
+        if !undo.is_empty() {
+            let undo: Vec<&str> = undo.iter().map(String::as_str).collect();
+            remove(&mut state, &topology, &undo, false).await;
+            state.save().map_err(io_err(lab, "write state file"))?;
+        }
+        // The attaches themselves run without the lock, side by side.
+        drop(lock);
+        Ok::<_, TerminalError>(prepared)
+    };
+    let attach_chunks = ready
+        .map(|(host, chunk)| attach_hosted(lab, &topology, &visited, host, chunk, progress))
+        .buffer_unordered(HOST_CHUNKS_AT_ONCE)
+        .concat();
+    let (prepared, hosted_outcomes) = futures::join!(prepare, attach_chunks);
+    let prepared = prepared?;
 
     let agents = if hosted {
-        attach_hosted(lab, &topology, &visited, prepared, parallel, progress).await
+        hosted_outcomes
     } else {
         futures::stream::iter(prepared)
             .map(|p| run_attach(lab, &topology, &visited, p, progress))
@@ -893,15 +923,42 @@ async fn settle(
 /// Each terminal's outcome: (terminal, its agent if it runs, what it achieved).
 type Outcome = (String, Option<AgentRecord>, Result<Attached, TerminalError>);
 
-/// Attaches `prepared` (recorded in the state, namespaces and files made) through one new
-/// terminal host at `visited`, `parallel` of them at a time; each is checked by name as
-/// soon as the host says it settled.
+/// How many terminals one terminal host takes, and how many hosts attach at once.
+const HOST_CHUNK: usize = 128;
+const HOST_CHUNKS_AT_ONCE: usize = 16;
+
+/// A host started for a chunk of prepared terminals (or why it could not be), and them.
+type HostChunk = (Result<AgentRecord, String>, Vec<Prepared>);
+
+/// Starts a terminal host for `prepared` (recorded in the state, namespaces and files
+/// made), recording it in `state` (the caller holds the lab's lock).
+fn start_host(
+    lab: &str,
+    topology: &Topology,
+    visited: &str,
+    state: &mut LabState,
+    prepared: Vec<Prepared>,
+    parallel: usize,
+) -> HostChunk {
+    let terminals = prepared
+        .iter()
+        .map(|p| HostedTerminal {
+            namespace: p.namespace.clone(),
+            config: p.config.clone(),
+        })
+        .collect();
+    let host = hosted::start(lab, topology, visited, state, terminals, parallel);
+    (host, prepared)
+}
+
+/// Attaches a chunk of terminals through the host started for them, `parallel` of them at a
+/// time; each is checked by name as soon as the host says it settled.
 async fn attach_hosted(
     lab: &str,
     topology: &Topology,
     visited: &str,
+    host: Result<AgentRecord, String>,
     prepared: Vec<Prepared>,
-    parallel: usize,
     progress: &Progress,
 ) -> Vec<Outcome> {
     let fail_all = |prepared: &mut dyn Iterator<Item = Prepared>, why: &str| -> Vec<Outcome> {
@@ -913,14 +970,7 @@ async fn attach_hosted(
             })
             .collect()
     };
-    let terminals = prepared
-        .iter()
-        .map(|p| HostedTerminal {
-            namespace: p.namespace.clone(),
-            config: p.config.clone(),
-        })
-        .collect();
-    let host = match hosted::start(lab, topology, visited, terminals, parallel) {
+    let host = match host {
         Ok(host) => host,
         Err(why) => return fail_all(&mut prepared.into_iter(), &why),
     };
@@ -928,6 +978,7 @@ async fn attach_hosted(
         Ok(settled) => settled,
         Err(why) => return fail_all(&mut prepared.into_iter(), &why),
     };
+    let parallel = prepared.len().max(1);
     let mut waiting: std::collections::HashMap<String, Prepared> = prepared
         .into_iter()
         .map(|p| (p.subscriber.name.clone(), p))
@@ -935,7 +986,7 @@ async fn attach_hosted(
     let mut outcomes: Vec<Outcome> = settled
         .filter_map(|name| futures::future::ready(waiting.remove(&name)))
         .map(|p| settle_hosted(lab, topology, visited, p, &host, progress))
-        .buffer_unordered(parallel.max(1))
+        .buffer_unordered(parallel)
         .collect()
         .await;
     let why = format!(
