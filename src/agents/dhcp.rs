@@ -349,10 +349,10 @@ impl Server {
                 if self.config.mode == Mode::NoUpdate {
                     return Ok(());
                 }
-                match self
-                    .tell_home(Message::new(msg::SESSION_WITHDRAW_REQUEST, imsi))
-                    .await
-                {
+                // The address it ends, so a withdraw that comes late ends no newer session.
+                let mut withdraw = Message::new(msg::SESSION_WITHDRAW_REQUEST, imsi);
+                withdraw.session_address = Some((*ip).into());
+                match self.tell_home(withdraw).await {
                     Ok(_) => {}
                     // A terminal no longer registered there has nothing left to withdraw.
                     Err(Failure::Refused(why)) if why.contains("illegal MS") => {}

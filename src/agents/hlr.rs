@@ -418,6 +418,18 @@ impl HlrCore {
                     state.address_from = Some(from.to_string());
                     result.host_name = Some(host_name);
                 } else {
+                    // A withdraw that names its address ends only that session: one that
+                    // ends an older session here, delivered after the terminal moved away
+                    // and came back, must not clear the address the home now holds.
+                    let stale = m.session_address.is_some_and(|a| {
+                        state.address != Some(a) || state.address_from.as_deref() != Some(from)
+                    });
+                    if stale {
+                        return Outcome {
+                            changed: false,
+                            ..reply(result)
+                        };
+                    }
                     self.moving.remove(&m.imsi);
                     state.address_from = None;
                     if state.address.take().is_some() {
@@ -1223,6 +1235,34 @@ mod tests {
             }]
         );
         assert_eq!(hlr.state["001010000000001"].address, None);
+    }
+
+    /// Finding of the move test's flake: visited's withdraw of phone1's old session arrived
+    /// after phone1 had moved to visited2 and come back, and cleared the home record the
+    /// make-before-break kept (NXDOMAIN during the move). A withdraw naming an address the
+    /// home no longer holds from that network changes nothing; one naming it still clears it.
+    #[test]
+    fn a_late_withdraw_of_an_older_session_leaves_the_current_address() {
+        let (mut hlr, imsi) = (moved_to_visited2(), "001010000000001");
+        report(&mut hlr, "visited2", imsi, "203.0.113.100");
+        register(&mut hlr, "visited", imsi);
+        let mut late = req(msg::SESSION_WITHDRAW_REQUEST, imsi);
+        late.session_address = Some("198.51.100.100".parse().unwrap());
+        let out = hlr.handle("visited", &late);
+        assert_eq!(out.send[0].message.msg_type, msg::SESSION_WITHDRAW_RESULT);
+        assert!(out.dns.is_empty(), "{:?}", out.dns);
+        assert_eq!(
+            hlr.state[imsi].address,
+            Some("203.0.113.100".parse().unwrap())
+        );
+        report(&mut hlr, "visited", imsi, "198.51.100.100");
+        let out = hlr.handle("visited", &late);
+        assert_eq!(
+            out.dns,
+            [DnsOp::Clear {
+                host_name: "phone1.home.example".into()
+            }]
+        );
     }
 
     /// A subscriber's own TTL goes with its record; the others take their zone's.
