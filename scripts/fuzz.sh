@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of every decoder that takes bytes from outside (fuzz/, cargo-fuzz
-# with libFuzzer): each target in turn for SECONDS (default 60), from the committed seeds
-# plus the corpus grown by earlier runs, with memory and input limits. Prints a table of
+# with libFuzzer): each target for SECONDS (default 60), one per core at a time, from the
+# committed seeds plus the corpus grown by earlier runs, with memory and input limits. Prints a table of
 # runs, exec/s and coverage; a crash's input is saved under fuzz/artifacts/<target>/ and
 # the script ends non-zero after running the rest.
 #
@@ -46,27 +46,17 @@ max_len() {
   esac
 }
 
-failed=()
-printf '%-12s %12s %10s %8s %8s %s\n' target runs exec/s cov ft result
-for t in "${targets[@]}"; do
-  mkdir -p "corpus/$t" "artifacts/$t" "seeds/$t"
-  log="artifacts/$t/last.log"
-  if [ "${FUZZ_CMIN:-0}" = 1 ]; then
-    rm -rf "corpus/$t.min" && mkdir -p "corpus/$t.min"
-    cargo "${toolchain[@]}" fuzz run --sanitizer "$sanitizer" --debug-assertions "$t" \
-      "corpus/$t.min" "seeds/$t" "corpus/$t" -- -set_cover_merge=1 -max_len="$(max_len "$t")" >"$log" 2>&1
-    rm -rf "seeds/$t" && mv "corpus/$t.min" "seeds/$t"
-    echo "$t: seeds minimised to $(ls "seeds/$t" | wc -l) inputs"
-    continue
-  fi
-  dict=()
+# One target's run; its table row goes to artifacts/<target>/row, "FAILED" rows are counted
+# after all have run.
+fuzz_one() {
+  local t=$1 log="artifacts/$1/last.log" status=0 dict=()
   [ -f "dicts/$t.dict" ] && dict=(-dict="dicts/$t.dict")
-  status=0
   cargo "${toolchain[@]}" fuzz run --sanitizer "$sanitizer" --debug-assertions "$t" \
     "corpus/$t" "seeds/$t" -- "${dict[@]}" \
     -max_total_time="$seconds" -max_len="$(max_len "$t")" -timeout=10 \
     -rss_limit_mb=2048 -malloc_limit_mb=1024 -print_final_stats=1 \
     -artifact_prefix="artifacts/$t/" >"$log" 2>&1 || status=$?
+  local runs rate cov ft result
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
   cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | awk '{print $2}' || true)
@@ -76,9 +66,42 @@ for t in "${targets[@]}"; do
   else
     crash=$(sed -n 's/.*Test unit written to //p' "$log" | tail -1)
     result="FAILED (exit $status): ${crash:-see $log}"
-    failed+=("$t")
   fi
-  printf '%-12s %12s %10s %8s %8s %s\n' "$t" "${runs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" "$result"
+  printf '%-12s %12s %10s %8s %8s %s\n' "$t" "${runs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" "$result" \
+    >"artifacts/$t/row"
+}
+
+for t in "${targets[@]}"; do
+  mkdir -p "corpus/$t" "artifacts/$t" "seeds/$t"
+  rm -f "artifacts/$t/row"
+done
+if [ "${FUZZ_CMIN:-0}" = 1 ]; then
+  for t in "${targets[@]}"; do
+    rm -rf "corpus/$t.min" && mkdir -p "corpus/$t.min"
+    cargo "${toolchain[@]}" fuzz run --sanitizer "$sanitizer" --debug-assertions "$t" \
+      "corpus/$t.min" "seeds/$t" "corpus/$t" -- -set_cover_merge=1 -max_len="$(max_len "$t")" \
+      >"artifacts/$t/last.log" 2>&1
+    rm -rf "seeds/$t" && mv "corpus/$t.min" "seeds/$t"
+    echo "$t: seeds minimised to $(ls "seeds/$t" | wc -l) inputs"
+  done
+  exit 0
+fi
+
+# As many targets at once as there are cores (FUZZ_JOBS to change it): each libFuzzer
+# run is one process on one core, so a 2-core machine halves the wall time.
+jobs=${FUZZ_JOBS:-$(nproc)}
+echo "fuzz: ${#targets[@]} targets × ${seconds} s, $jobs at a time"
+for t in "${targets[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+  fuzz_one "$t" &
+done
+wait
+failed=()
+printf '%-12s %12s %10s %8s %8s %s\n' target runs exec/s cov ft result
+for t in "${targets[@]}"; do
+  row=$(cat "artifacts/$t/row" 2>/dev/null || echo "$t ? FAILED: no result")
+  echo "$row"
+  case $row in *FAILED*) failed+=("$t") ;; esac
 done
 if [ ${#failed[@]} -gt 0 ]; then
   echo "fuzz: ${#failed[@]} target(s) failed: ${failed[*]}; logs and inputs in fuzz/artifacts/" >&2

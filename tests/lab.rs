@@ -464,3 +464,34 @@ fn capture_writes_a_pcap_of_a_nodes_traffic_that_tcpdump_reads() {
     }
     drop(lab);
 }
+
+/// A verb given a lab that does not exist says so in one line, naming the lab, whatever
+/// it is asked of it, and leaves no trace of that lab.
+#[test]
+fn verbs_on_a_lab_that_does_not_exist_name_it_and_make_nothing() {
+    if !root_or_skip("verbs_on_a_lab_that_does_not_exist_name_it_and_make_nothing") {
+        return;
+    }
+    let lab = "nolab-verbs";
+    for args in [
+        vec!["attach", "phone1", "--lab", lab],
+        vec!["attach", "phone*", "--lab", lab],
+        vec!["attach", "--all", "--lab", lab],
+        vec!["detach", "phone1", "--lab", lab],
+        vec!["detach", "--all", "--lab", lab],
+        vec!["restart", "home/hlr", "--lab", lab],
+    ] {
+        let out = roamlab(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {}", text(&out));
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("no lab named {lab}")),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !std::path::Path::new("/run/roamlab").join(lab).exists(),
+            "{args:?} left a directory for {lab}"
+        );
+    }
+}

@@ -12,20 +12,27 @@ use serde_json::json;
 
 use crate::lab::terminals::{self, Attached, Outcomes, Progress, TerminalError};
 
-/// Which terminals a verb names: `--all` of `pool`, or `patterns` matched against it.
+/// Which terminals a verb names: `--all` of the pool, or `patterns` matched against it.
+/// The pool is read only for `--all` or a glob: plain names need no look at the lab
+/// before the verb reads it itself.
 fn chosen(
     lab: &str,
-    pool: &[String],
+    pool: impl FnOnce() -> Result<Vec<String>, TerminalError>,
     patterns: &[String],
     all: bool,
     what: &str,
 ) -> Result<Vec<String>> {
     if all {
-        return Ok(pool.to_vec());
+        return Ok(pool()?);
     }
     if patterns.is_empty() {
         bail!("name the terminals (names or globs such as 't*'), or say --all");
     }
+    let pool = if patterns.iter().any(|p| is_glob(p)) {
+        pool()?
+    } else {
+        Vec::new()
+    };
     let pool: Vec<&str> = pool.iter().map(String::as_str).collect();
     // A plain name that is not in the pool is the verb's to refuse (its error says more).
     let mut names = Vec::new();
@@ -210,7 +217,7 @@ pub fn attach(
 ) -> Result<()> {
     let names = chosen(
         lab,
-        &terminals::subscribers(lab)?,
+        || terminals::subscribers(lab),
         patterns,
         all,
         "subscriber",
@@ -256,7 +263,7 @@ pub fn attach(
 pub fn detach(lab: &str, patterns: &[String], all: bool, json: bool) -> Result<()> {
     let names = chosen(
         lab,
-        &terminals::attached(lab)?,
+        || terminals::attached(lab),
         patterns,
         all,
         "attached terminal",

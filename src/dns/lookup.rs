@@ -13,20 +13,35 @@ use hickory_net::DnsHandle;
 use hickory_proto::op::{DnsRequest, Message, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
 
-/// The A records `server` returns for `name`, asked from inside `namespace`; `recurse`
-/// asks a resolver to recurse (off for an authoritative server).
-pub fn query_a(
+/// Asks DNS servers from inside one namespace: one thread that entered it once, with one
+/// runtime, for as many queries as the caller makes (a wait polls several times).
+pub struct Asker {
+    runtime: tokio::runtime::Runtime,
+}
+
+/// Runs `work` with an [`Asker`] inside `namespace`.
+pub fn from_namespace<T: Send + 'static>(
     namespace: &str,
-    server: IpAddr,
-    name: &str,
-    recurse: bool,
-) -> std::io::Result<Vec<Ipv4Addr>> {
-    let name = name.to_string();
+    work: impl FnOnce(&Asker) -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
     crate::kernel::netns::run_in(namespace, move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        rt.block_on(async move {
+        work(&Asker { runtime })
+    })
+}
+
+impl Asker {
+    /// The A records `server` returns for `name`; `recurse` asks a resolver to recurse
+    /// (off for an authoritative server).
+    pub fn query_a(
+        &self,
+        server: IpAddr,
+        name: &str,
+        recurse: bool,
+    ) -> std::io::Result<Vec<Ipv4Addr>> {
+        self.runtime.block_on(async move {
             let stream = UdpClientStream::builder(
                 SocketAddr::new(server, 53),
                 TokioRuntimeProvider::default(),
@@ -37,7 +52,7 @@ pub fn query_a(
             let bg = tokio::spawn(background);
             let mut msg = Message::query();
             msg.metadata.recursion_desired = recurse;
-            let qname = Name::from_str(&name).map_err(std::io::Error::other)?;
+            let qname = Name::from_str(name).map_err(std::io::Error::other)?;
             msg.add_query(Query::query(qname, RecordType::A));
             let answer = client.send(DnsRequest::from(msg)).next().await;
             bg.abort();
@@ -55,5 +70,5 @@ pub fn query_a(
                 })
                 .collect())
         })
-    })
+    }
 }

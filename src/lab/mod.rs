@@ -571,7 +571,7 @@ pub fn teardown(lab: &str) -> TeardownReport {
 /// Stops one agent of a running lab and starts it again from the same spec, waiting until
 /// it is ready; the state file records the new process.
 pub fn restart_agent(lab: &str, agent: &str) -> Result<AgentRecord, LabError> {
-    let _lock = state::LabLock::take(lab).map_err(io_err(lab, "lock the lab"))?;
+    let _lock = lock_lab(lab)?;
     let mut state = lab_state(lab)?;
     let slot = agent_slot(&state, lab, agent)?;
     let old = state.agents[slot].clone();
@@ -659,6 +659,17 @@ pub fn down(lab: &str) -> Result<TeardownReport, LabError> {
             errors: report.errors,
         })
     }
+}
+
+/// Takes a running lab's lock; a lab with no state directory is no lab of that name.
+pub(crate) fn lock_lab(lab: &str) -> Result<state::LabLock, LabError> {
+    state::LabLock::take(lab).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => LabError::NotFound {
+            lab: lab.to_string(),
+            running: running_list(),
+        },
+        _ => io_err(lab, "lock the lab")(e),
+    })
 }
 
 pub(crate) fn running_list() -> String {

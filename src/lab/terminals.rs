@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::state::{LabLock, LabState, Phase, TerminalRecord};
-use super::{etc, hosted, io_err, running_list, LabError, STOP_GRACE};
+use super::{etc, hosted, io_err, lock_lab, running_list, LabError, STOP_GRACE};
 use crate::contract::configs::{hex, HostedTerminal, TerminalConfig};
 use crate::contract::published::{write_cell_link, TerminalState};
 use crate::contract::LabDir;
@@ -96,16 +96,17 @@ pub struct Attached {
 /// How long the home DNS may take to hold the new address.
 const HOME_DNS_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Polls `query` until it returns `address`, or `limit` passes: at once, then after 1 ms,
-/// waiting twice as long each time up to 16 ms (a name is usually there within a few
-/// milliseconds; a thousand terminals polling must not load the servers they wait for).
+/// Polls `query` until it returns `address`, or `limit` passes: at once, then after
+/// 0.5 ms, waiting twice as long each time up to 16 ms (a name is usually there within a
+/// millisecond or two; a thousand terminals polling must not load the servers they wait
+/// for).
 fn poll(
     limit: Duration,
     address: std::net::Ipv4Addr,
     query: impl Fn() -> std::io::Result<Vec<std::net::Ipv4Addr>>,
 ) -> bool {
     let started = std::time::Instant::now();
-    let mut wait = Duration::from_millis(1);
+    let mut wait = Duration::from_micros(500);
     loop {
         if query().is_ok_and(|found| found.contains(&address)) {
             return true;
@@ -122,6 +123,7 @@ fn poll(
 /// lab's resolver. The home DNS (which owns the name) is asked first, directly, so that
 /// asking too early never leaves a negative answer in the resolver's cache; the resolver
 /// may still answer from its cache for up to the record's TTL (a terminal that moved).
+/// Both are asked from one thread inside the host's namespace.
 fn wait_resolvable(
     topology: &Topology,
     name: &str,
@@ -140,31 +142,38 @@ fn wait_resolvable(
         .iter()
         .filter(|z| name.ends_with(&format!(".{}", z.name)))
         .max_by_key(|z| z.name.len());
-    let started = std::time::Instant::now();
-    if let Some((server, _)) = zone.and_then(|z| topology.dns_of(&z.server)) {
-        if !poll(HOME_DNS_TIMEOUT, address, || {
-            crate::dns::lookup::query_a(&namespace, server, name, false)
-        }) {
-            return Err(format!(
-                "the home DNS did not hold {name} → {address} within {HOME_DNS_TIMEOUT:?}"
-            ));
-        }
-    }
+    let home = zone
+        .and_then(|z| topology.dns_of(&z.server))
+        .map(|(server, _)| server);
     // The subscriber's own TTL, when it has one, is what the resolver may cache.
     let cache_bound = Duration::from_secs(
         zone.map(|z| ttl.unwrap_or(z.ttl).max(z.negative_ttl))
             .unwrap_or(10) as u64
             + 2,
     );
-    if !poll(cache_bound, address, || {
-        crate::dns::lookup::query_a(&namespace, resolver, name, true)
-    }) {
-        return Err(format!(
-            "{name} did not resolve to {address} from {} within {cache_bound:?}",
-            host.name
-        ));
-    }
-    Ok(Some((host.name.clone(), started.elapsed())))
+    let (name, host_name) = (name.to_string(), host.name.clone());
+    let started = std::time::Instant::now();
+    let waited = crate::dns::lookup::from_namespace(&namespace, move |asker| {
+        if let Some(server) = home {
+            if !poll(HOME_DNS_TIMEOUT, address, || {
+                asker.query_a(server, &name, false)
+            }) {
+                return Ok(Err(format!(
+                    "the home DNS did not hold {name} → {address} within {HOME_DNS_TIMEOUT:?}"
+                )));
+            }
+        }
+        if !poll(cache_bound, address, || {
+            asker.query_a(resolver, &name, true)
+        }) {
+            return Ok(Err(format!(
+                "{name} did not resolve to {address} from {host_name} within {cache_bound:?}"
+            )));
+        }
+        Ok(Ok(()))
+    })
+    .map_err(|e| format!("cannot ask from {}: {e}", host.name))?;
+    waited.map(|()| Some((host.name.clone(), started.elapsed())))
 }
 
 pub(crate) fn load(lab: &str) -> Result<(LabState, Topology), LabError> {
@@ -544,7 +553,7 @@ pub async fn attach_many(
 ) -> Result<Outcomes<Attached>, TerminalError> {
     let started = std::time::Instant::now();
     progress.total.store(terminals.len(), Ordering::Relaxed);
-    let lock = LabLock::take(lab).map_err(io_err(lab, "lock the lab"))?;
+    let lock = lock_lab(lab)?;
     let (mut state, topology) = load(lab)?;
     let visited = visited_of(lab, &topology, at)?;
     let bridge = cell_bridge(&topology, &visited).ok_or_else(|| TerminalError::NoVisited {
@@ -1087,7 +1096,7 @@ pub async fn detach_many(
     progress: &Progress,
 ) -> Result<Outcomes<String>, TerminalError> {
     progress.total.store(terminals.len(), Ordering::Relaxed);
-    let _lock = LabLock::take(lab).map_err(io_err(lab, "lock the lab"))?;
+    let _lock = lock_lab(lab)?;
     let (mut state, topology) = load(lab)?;
     let mut outcomes = Vec::new();
     let mut present = Vec::new();
