@@ -45,14 +45,21 @@ avail_kb() { awk '/MemAvailable/ {print $2}' /proc/meminfo; }
 verdict() { awk -v v="$1" -v t="$2" 'BEGIN {print (v <= t) ? "meets" : "MISSES"}'; }
 
 # Every terminal's name forward and its address reverse, from fixed1 through the lab's
-# resolver, in two dig batches; prints how many of both were right.
-check_all() { # BIN N
-  local bin=$1 n=$2
-  "$bin" status $lab --json | jq -r '.terminals[] | "\(.name) \(.address)"' | sort > "$work/addr"
+# resolver, in two dig batches side by side; prints how many of both were right. The
+# terminals and their addresses are what this tree's `attach --all --json` reported
+# ($work/attached); the baseline has no such report, so they come from its `status`.
+check_all() { # BIN WHICH
+  local bin=$1
+  if [ "$2" = current ]; then
+    jq -r '.terminals[] | select(.ok) | "\(.terminal) \(.address)"' "$work/attach.out"
+  else
+    "$bin" status $lab --json | jq -r '.terminals[] | "\(.name) \(.address)"'
+  fi | sort > "$work/addr"
   awk '{print $1 ".home.example A +short +tries=3 +time=2"}' "$work/addr" \
-    | "$bin" exec --lab $lab fixed1 -- dig -f - > "$work/fwd"
+    | "$bin" exec --lab $lab fixed1 -- dig -f - > "$work/fwd" &
   awk '{print "-x " $2 " +short +tries=3 +time=2"}' "$work/addr" \
     | "$bin" exec --lab $lab fixed1 -- dig -f - > "$work/rev"
+  wait
   paste -d' ' "$work/addr" "$work/fwd" "$work/rev" \
     | awk '$2 == $3 && $4 == $1 ".home.example." {ok++} END {print ok + 0}'
 }
@@ -73,13 +80,13 @@ crowd_run() { # WHICH N
   avail0=$(avail_kb)
   t0=$(us)
   if [ "$which" = current ]; then
-    "$bin" attach --all --parallel 64 --lab $lab > "$work/attach.out" 2>&1 || failed=1
+    "$bin" attach --all --parallel 64 --json --lab $lab > "$work/attach.out" || failed=1
   else
     for i in $(seq 1 "$n"); do "$bin" attach "t$i" --lab $lab > "$work/a$i.out" 2>&1 & done
     for job in $(jobs -p); do wait "$job" || failed=$((failed + 1)); done
   fi
   t1=$(us)
-  local ok; ok=$(check_all "$bin" "$n")
+  local ok; ok=$(check_all "$bin" "$which")
   t2=$(us)
   local pss drop_kb; pss=$(agents_pss_mb "$bin"); drop_kb=$(( avail0 - $(avail_kb) ))
   local d0 d1; d0=$(us)
