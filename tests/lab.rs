@@ -495,3 +495,57 @@ fn verbs_on_a_lab_that_does_not_exist_name_it_and_make_nothing() {
         );
     }
 }
+
+/// A node's /etc files live on the lab's own tmpfs, and /etc/netns/<namespace> links to
+/// them (so `ip netns exec` sees them too); a link there that is not the lab's makes `up`
+/// fail naming it, and is left as it was; nothing of the lab is left.
+#[test]
+fn etc_netns_links_to_the_labs_own_files_and_a_foreign_link_is_left_alone() {
+    if !root_or_skip("etc_netns_links_to_the_labs_own_files_and_a_foreign_link_is_left_alone") {
+        return;
+    }
+    let lab = LabGuard::new("e2eetc");
+    assert!(lab.up(None, &["--no-agents"]).status.success());
+    let link = std::path::Path::new("/etc/netns/e2eetc-fixed1");
+    assert_eq!(
+        std::fs::read_link(link).unwrap(),
+        std::path::Path::new("/run/roamlab/e2eetc/etc/e2eetc-fixed1")
+    );
+    let seen = Command::new("ip")
+        .args(["netns", "exec", "e2eetc-fixed1", "cat", "/etc/resolv.conf"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&seen.stdout).contains("written by roamlab for lab e2eetc"),
+        "{seen:?}"
+    );
+    assert!(common::roamlab(&["down", "e2eetc"]).status.success());
+    assert!(
+        !link.exists() && link.symlink_metadata().is_err(),
+        "link left"
+    );
+
+    // Someone else's link where the lab would put its own.
+    let foreign = std::path::Path::new("/etc/netns/e2eetc-home");
+    let _ = std::fs::remove_file(foreign);
+    std::os::unix::fs::symlink("/nonexistent/theirs", foreign).unwrap();
+    let out = lab.up(None, &["--no-agents"]);
+    let theirs = std::fs::read_link(foreign);
+    let _ = std::fs::remove_file(foreign);
+    assert_eq!(
+        theirs.ok().as_deref(),
+        Some(std::path::Path::new("/nonexistent/theirs")),
+        "the foreign link was touched"
+    );
+    assert!(
+        !out.status.success(),
+        "up took a foreign link: {}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("/etc/netns/e2eetc-home links elsewhere: not this lab's"),
+        "{}",
+        text(&out)
+    );
+    assert_nothing_left("e2eetc", &[]);
+}

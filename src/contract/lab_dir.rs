@@ -216,6 +216,13 @@ impl LabDir {
         self.0.join("terminals")
     }
 
+    /// A node's /etc files (hosts, resolv.conf), which /etc/netns/<namespace> points at:
+    /// on the lab's own tmpfs, so that a node costs the host's disk one inode (the link)
+    /// rather than three. No node's process is granted this directory.
+    pub fn node_etc(&self, namespace: &str) -> PathBuf {
+        self.0.join("etc").join(namespace)
+    }
+
     /// A terminal's own directory: its configuration (K and OPc: its SIM), its SQN_MS and
     /// its stock DHCP client's files. The only lab state the terminal itself can see.
     pub fn terminal_dir(&self, terminal: &str) -> PathBuf {

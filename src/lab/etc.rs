@@ -1,10 +1,15 @@
 //! Per-namespace /etc files in /etc/netns/<namespace>/, which `ip netns exec` and
 //! `roamlab exec` bind over /etc inside the node: a hosts file naming the lab's nodes and
-//! a resolv.conf that points only inside the lab (never at the host's resolver).
+//! a resolv.conf that points only inside the lab (never at the host's resolver). The files
+//! live in the lab's own directory (`LabDir::node_etc`) and /etc/netns/<namespace> is a
+//! link to them: on a disk like this machine's (ext4 without a journal), each new inode
+//! costs a scan of the inode bitmap, and a thousand terminals made three each.
 
 use std::fs;
 use std::io;
+use std::path::Path;
 
+use crate::contract::LabDir;
 use crate::topology::Topology;
 
 pub use crate::kernel::netns::etc_dir as dir_of;
@@ -37,30 +42,76 @@ pub fn resolv_conf(topology: &Topology) -> String {
     }
 }
 
+/// Writes one node's files in the lab's directory and links /etc/netns/<namespace> to
+/// them. A directory already there (an older roamlab's) gets the files, as it did; a link
+/// to anywhere else is not the lab's, and is refused.
+fn write_files(lab: &str, namespace: &str, hosts: &str, resolv: &str) -> io::Result<()> {
+    let own = LabDir::of(lab).node_etc(namespace);
+    fs::create_dir_all(&own)?;
+    fs::write(own.join("hosts"), hosts)?;
+    fs::write(own.join("resolv.conf"), resolv)?;
+    fs::create_dir_all(crate::kernel::netns::ETC_NETNS)?;
+    let link = dir_of(namespace);
+    match std::os::unix::fs::symlink(&own, &link) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let there = fs::symlink_metadata(&link)?;
+            if there.is_symlink() {
+                return match fs::read_link(&link)? == own {
+                    true => Ok(()),
+                    false => Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("{} links elsewhere: not this lab's", link.display()),
+                    )),
+                };
+            }
+            fs::write(link.join("hosts"), hosts)?;
+            fs::write(link.join("resolv.conf"), resolv)
+        }
+        other => other,
+    }
+}
+
 /// The files of one node added after `up` (a terminal).
 pub fn write_node(topology: &Topology, node: &str) -> io::Result<()> {
-    let dir = dir_of(&topology.namespace(node));
-    fs::create_dir_all(&dir)?;
-    fs::write(dir.join("hosts"), hosts_file(topology))?;
-    fs::write(dir.join("resolv.conf"), resolv_conf(topology))
+    let namespace = topology.namespace(node);
+    write_files(
+        &topology.name,
+        &namespace,
+        &hosts_file(topology),
+        &resolv_conf(topology),
+    )
 }
 
 pub fn write_all(topology: &Topology) -> io::Result<()> {
     let hosts = hosts_file(topology);
     let resolv = resolv_conf(topology);
     for node in &topology.nodes {
-        let dir = dir_of(&topology.namespace(&node.name));
-        fs::create_dir_all(&dir)?;
-        fs::write(dir.join("hosts"), &hosts)?;
-        fs::write(dir.join("resolv.conf"), &resolv)?;
+        write_files(
+            &topology.name,
+            &topology.namespace(&node.name),
+            &hosts,
+            &resolv,
+        )?;
     }
     Ok(())
 }
 
-/// Removes /etc/netns/<namespace>; a missing one is already removed.
-pub fn remove(namespace: &str) -> io::Result<()> {
-    match fs::remove_dir_all(dir_of(namespace)) {
+/// Removes /etc/netns/<namespace> (the lab's link, or an older roamlab's directory) and the
+/// files in the lab's directory; what is missing is already removed, and a link to
+/// anywhere else is not the lab's to remove.
+pub fn remove(lab: &str, namespace: &str) -> io::Result<()> {
+    let gone = |result: io::Result<()>| match result {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
-    }
+    };
+    let link = dir_of(namespace);
+    let own: &Path = &LabDir::of(lab).node_etc(namespace);
+    let unlinked = match fs::symlink_metadata(&link) {
+        Ok(m) if m.is_symlink() => match fs::read_link(&link) {
+            Ok(target) if target == own => gone(fs::remove_file(&link)),
+            _ => Ok(()),
+        },
+        _ => gone(fs::remove_dir_all(&link)),
+    };
+    unlinked.and(gone(fs::remove_dir_all(own)))
 }

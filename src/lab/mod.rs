@@ -477,7 +477,7 @@ pub(crate) fn remove_namespaces(lab: &str, names: &BTreeSet<String>, report: &mu
             Ownership::Ours(id) => ours.push((ns.clone(), id)),
             Ownership::Gone => {
                 if entries.iter().any(|e| &e.name == ns) {
-                    remove_etc(ns, report);
+                    remove_etc(lab, ns, report);
                 }
                 // A stale file (a crash between creating it and mounting on it).
                 if netns::path_of(ns).exists() && entries.iter().any(|e| &e.name == ns) {
@@ -509,12 +509,12 @@ pub(crate) fn remove_namespaces(lab: &str, names: &BTreeSet<String>, report: &mu
             Ok(()) => report.removed.push(format!("namespace {ns}")),
             Err(e) => report.errors.push(format!("namespace {ns}: {e}")),
         }
-        remove_etc(ns, report);
+        remove_etc(lab, ns, report);
     }
 }
 
-fn remove_etc(ns: &str, report: &mut TeardownReport) {
-    if let Err(e) = etc::remove(ns) {
+fn remove_etc(lab: &str, ns: &str, report: &mut TeardownReport) {
+    if let Err(e) = etc::remove(lab, ns) {
         report
             .errors
             .push(format!("{}: {e}", etc::dir_of(ns).display()));
