@@ -47,7 +47,7 @@ verdict() { awk -v v="$1" -v t="$2" 'BEGIN {print (v <= t) ? "meets" : "MISSES"}
 # Every terminal's name forward and its address reverse, from fixed1 through the lab's
 # resolver, in two dig batches side by side; prints how many of both were right. The
 # terminals and their addresses are what this tree's `attach --all --json` reported
-# ($work/attached); the baseline has no such report, so they come from its `status`.
+# ($work/attach.out); the baseline has no such report, so they come from its `status`.
 check_all() { # BIN WHICH
   local bin=$1
   if [ "$2" = current ]; then

@@ -42,6 +42,28 @@ pub fn resolv_conf(topology: &Topology) -> String {
     }
 }
 
+/// What is at /etc/netns/<namespace>, for the lab whose files are at `own`.
+enum There {
+    /// Nothing, or a directory (an older roamlab's, which kept the files in it).
+    NoLink,
+    /// The lab's link to `own`.
+    Ours,
+    /// A link to anywhere else: not the lab's to write through or remove.
+    Foreign,
+}
+
+fn there(link: &Path, own: &Path) -> io::Result<There> {
+    match fs::symlink_metadata(link) {
+        Ok(m) if m.is_symlink() => Ok(match fs::read_link(link)? == own {
+            true => There::Ours,
+            false => There::Foreign,
+        }),
+        Ok(_) => Ok(There::NoLink),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(There::NoLink),
+        Err(e) => Err(e),
+    }
+}
+
 /// Writes one node's files in the lab's directory and links /etc/netns/<namespace> to
 /// them. A directory already there (an older roamlab's) gets the files, as it did; a link
 /// to anywhere else is not the lab's, and is refused.
@@ -53,20 +75,17 @@ fn write_files(lab: &str, namespace: &str, hosts: &str, resolv: &str) -> io::Res
     fs::create_dir_all(crate::kernel::netns::ETC_NETNS)?;
     let link = dir_of(namespace);
     match std::os::unix::fs::symlink(&own, &link) {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let there = fs::symlink_metadata(&link)?;
-            if there.is_symlink() {
-                return match fs::read_link(&link)? == own {
-                    true => Ok(()),
-                    false => Err(io::Error::new(
-                        io::ErrorKind::AlreadyExists,
-                        format!("{} links elsewhere: not this lab's", link.display()),
-                    )),
-                };
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match there(&link, &own)? {
+            There::Ours => Ok(()),
+            There::Foreign => Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} links elsewhere: not this lab's", link.display()),
+            )),
+            There::NoLink => {
+                fs::write(link.join("hosts"), hosts)?;
+                fs::write(link.join("resolv.conf"), resolv)
             }
-            fs::write(link.join("hosts"), hosts)?;
-            fs::write(link.join("resolv.conf"), resolv)
-        }
+        },
         other => other,
     }
 }
@@ -106,12 +125,11 @@ pub fn remove(lab: &str, namespace: &str) -> io::Result<()> {
     };
     let link = dir_of(namespace);
     let own: &Path = &LabDir::of(lab).node_etc(namespace);
-    let unlinked = match fs::symlink_metadata(&link) {
-        Ok(m) if m.is_symlink() => match fs::read_link(&link) {
-            Ok(target) if target == own => gone(fs::remove_file(&link)),
-            _ => Ok(()),
-        },
-        _ => gone(fs::remove_dir_all(&link)),
+    let unlinked = match there(&link, own) {
+        Ok(There::Ours) => gone(fs::remove_file(&link)),
+        Ok(There::Foreign) => Ok(()),
+        Ok(There::NoLink) => gone(fs::remove_dir_all(&link)),
+        Err(e) => Err(e),
     };
     unlinked.and(gone(fs::remove_dir_all(own)))
 }
