@@ -408,6 +408,10 @@ fn processes_in_nodes_see_no_lab_state_and_reach_no_agent() {
             "mount -t tmpfs none /mnt",
             "nsenter --mount=/proc/1/ns/mnt ls /run/roamlab/atkview",
             "test -S /run/roamlab/atkview/signaling/local-visited/local.sock",
+            // Another node's /etc files, through its link or where the link points.
+            "cat /etc/netns/atkview-fixed2/resolv.conf",
+            "echo nameserver 192.0.2.99 > /etc/netns/atkview-fixed2/resolv.conf",
+            "echo nameserver 192.0.2.99 > /run/roamlab/atkview/etc/atkview-fixed2/resolv.conf",
         ] {
             let out = sh(attempt);
             assert!(
