@@ -51,6 +51,22 @@ fn default_lab_routes_across_the_core_and_down_leaves_nothing() {
         "{}",
         text(&hosts)
     );
+    // ... and a sysfs of its own (mounted over the host's): its own interfaces, no others.
+    for (node, own) in [
+        ("fixed2", "eth0 lo"),
+        (
+            "core",
+            "eth-home eth-visited hosts hosts-fixed1 hosts-fixed2 lo",
+        ),
+    ] {
+        let listed = lab.exec(node, &["ls", "/sys/class/net"]);
+        let mut names: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        names.sort();
+        assert_eq!(names.join(" "), own, "{node}: {}", text(&listed));
+    }
 
     let status = lab.status_json();
     assert_eq!(status["phase"], "running");

@@ -163,16 +163,26 @@ impl NetlinkKernel {
         let handle = self.handle(namespace).map_err(ns_error)?;
         // The peer is born in its namespace (IFLA_NET_NS_FD in the peer's message): moving
         // a link between namespaces afterwards costs the kernel ~20 ms.
-        let peer = LinkMessageBuilder::<LinkUnspec>::new()
-            .name(peer_name)
-            .index(peer_index)
-            .setns_by_fd(self.namespace_fd(peer_namespace).map_err(ns_error)?)
-            .build();
-        let mut veth = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
-            .name(name)
-            .index(index)
-            .up()
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)));
+        // One queue each way, asked for: a veth made with the default (one per CPU) is
+        // cut down to one at once, and each end's cut waits out an RCU grace period.
+        let one_queue = |link: LinkMessageBuilder<LinkUnspec>| {
+            link.append_extra_attribute(LinkAttribute::NumTxQueues(1))
+                .append_extra_attribute(LinkAttribute::NumRxQueues(1))
+        };
+        let peer = one_queue(
+            LinkMessageBuilder::<LinkUnspec>::new()
+                .name(peer_name)
+                .index(peer_index)
+                .setns_by_fd(self.namespace_fd(peer_namespace).map_err(ns_error)?),
+        )
+        .build();
+        let mut veth = one_queue(
+            LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
+                .name(name)
+                .index(index)
+                .up(),
+        )
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)));
         if let Some(master) = master {
             veth = veth.controller(master);
         }
