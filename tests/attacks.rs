@@ -121,6 +121,7 @@ fn lab_state_is_closed_to_other_users() {
     assert_eq!(mode("/run/roamlab/atkmodes"), 0o700);
     for file in [
         "topology.yaml",
+        "topology.json",
         "events.jsonl",
         "state.json",
         "namespaces.jsonl",
@@ -128,22 +129,24 @@ fn lab_state_is_closed_to_other_users() {
         let path = format!("/run/roamlab/atkmodes/{file}");
         assert_eq!(mode(&path), 0o600, "{path}");
     }
-    // An unprivileged user cannot read the subscribers' keys.
-    let nobody = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "cat",
-            "/run/roamlab/atkmodes/topology.yaml",
-        ])
-        .output()
-        .expect("setpriv");
-    assert!(
-        !nobody.status.success(),
-        "nobody read the topology: {}",
-        text(&nobody)
-    );
+    // An unprivileged user cannot read the subscribers' keys, in the YAML or the model.
+    for file in ["topology.yaml", "topology.json"] {
+        let nobody = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "cat",
+                &format!("/run/roamlab/atkmodes/{file}"),
+            ])
+            .output()
+            .expect("setpriv");
+        assert!(
+            !nobody.status.success(),
+            "nobody read {file}: {}",
+            text(&nobody)
+        );
+    }
 }
 
 /// Finding 3: a second connection naming itself `visited` took over the HLR's route to
@@ -404,6 +407,7 @@ fn processes_in_nodes_see_no_lab_state_and_reach_no_agent() {
         for attempt in [
             "cat /run/roamlab/atkview/keys/home.key",
             "cat /run/roamlab/atkview/topology.yaml",
+            "cat /run/roamlab/atkview/topology.json",
             "umount /run/roamlab",
             "mount -t tmpfs none /mnt",
             "nsenter --mount=/proc/1/ns/mnt ls /run/roamlab/atkview",
@@ -668,7 +672,7 @@ fn each_agent_sees_only_what_it_needs() {
         assert!(
             !seen
                 .iter()
-                .any(|p| p == "/topology.yaml" || p == "/state.json"),
+                .any(|p| p == "/topology.yaml" || p == "/topology.json" || p == "/state.json"),
             "{agent}: {seen:?}"
         );
         if agent != "hlr" {

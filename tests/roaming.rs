@@ -854,3 +854,63 @@ fn a_terminal_cannot_pose_as_another_on_the_cell() {
     );
     assert!(ping.status.success(), "{}", text(&ping));
 }
+
+/// A single attach starts its terminal's agent while the terminal's link is made, the agent
+/// waiting at a gate. A link that cannot be made (here a link of that name already in the
+/// visited network) closes the gate: the attach fails naming the cause, the early agent
+/// ends, nothing of the terminal is left, and the next attach works.
+#[test]
+fn a_link_that_cannot_be_made_calls_the_early_agent_off_and_leaves_nothing() {
+    let Some(lab) = up("roamgate") else { return };
+    let visited = format!("{}-visited", lab.name);
+    let squat = Command::new("ip")
+        .args([
+            "-n",
+            &visited,
+            "link",
+            "add",
+            "cell-phone1",
+            "type",
+            "bridge",
+        ])
+        .output()
+        .expect("ip");
+    assert!(squat.status.success(), "{}", text(&squat));
+    let out = roamlab(&["attach", "phone1", "--lab", &lab.name]);
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("phone1") && said.contains("cell-phone1"),
+        "{said}"
+    );
+    let status = lab.status_json();
+    assert!(
+        status["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["node"] != "phone1"),
+        "{status}"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/run/netns/{}-phone1", lab.name)).exists(),
+        "the terminal's namespace is left"
+    );
+    let agents = Command::new("pgrep")
+        .args([
+            "-f",
+            &format!("/run/roamlab/{}/terminals/phone1/", lab.name),
+        ])
+        .output()
+        .expect("pgrep");
+    assert!(
+        String::from_utf8_lossy(&agents.stdout).trim().is_empty(),
+        "an agent of phone1 still runs: {}",
+        String::from_utf8_lossy(&agents.stdout)
+    );
+    // What failed is removed with the terminal (its port name freed); it attaches now.
+    let _ = Command::new("ip")
+        .args(["-n", &visited, "link", "del", "cell-phone1"])
+        .output();
+    attach(&lab, "phone1");
+}

@@ -21,7 +21,7 @@ pub mod vlr;
 use std::io::Write;
 use std::os::fd::FromRawFd;
 
-use crate::contract::published::READY_FD_ENV;
+use crate::contract::published::{GATE_FD_ENV, READY_FD_ENV};
 
 /// Whether a host name a terminal claims is `own`: the whole name, or its first label (a
 /// DHCP client's option 12), in any case, with or without the root's dot. The DHCP server
@@ -58,6 +58,32 @@ pub fn drop_privileges() -> std::io::Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Waits at the gate the supervisor gave this agent, if it gave one, until it opens; an
+/// error if it was closed instead (the start was called off).
+pub async fn pass_gate() -> std::io::Result<()> {
+    let Some(fd) = std::env::var(GATE_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return Ok(());
+    };
+    std::env::remove_var(GATE_FD_ENV);
+    // SAFETY: the supervisor handed us this fd for exactly this use; nothing else owns it.
+    let mut gate = unsafe { std::fs::File::from_raw_fd(fd) };
+    let opened = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut byte = [0u8; 1];
+        gate.read(&mut byte).map(|n| n == 1)
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    if opened {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("its start was called off"))
+    }
 }
 
 /// Tells the supervisor this agent is ready (a no-op when not started by one).

@@ -545,6 +545,11 @@ async fn attach_and_stay(
     let mut state = TerminalState::read(&config.state_file);
     state.address = None;
     state.refused = None;
+    // Started while its link was made: that link, and the cell's record of it, are there
+    // once the gate opens.
+    if let Err(e) = crate::agents::pass_gate().await {
+        return Err(refused(&config, &mut state, e.to_string()));
+    }
     let mac = link.mac().await.ok();
     let mut terminal = match Terminal::connect(&config.cell_socket, &config.imsi).await {
         Ok(t) => t,

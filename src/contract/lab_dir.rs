@@ -55,6 +55,11 @@ impl LabDir {
         self.0.join("topology.yaml")
     }
 
+    /// The validated model of that topology, as `up` built it (see [`super::model`]).
+    pub fn model(&self) -> PathBuf {
+        self.0.join("topology.json")
+    }
+
     /// Every object the lab made.
     pub fn state(&self) -> PathBuf {
         self.0.join("state.json")

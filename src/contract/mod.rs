@@ -7,6 +7,7 @@
 pub mod configs;
 pub mod host_control;
 pub mod lab_dir;
+pub mod model;
 pub mod published;
 pub mod tap;
 

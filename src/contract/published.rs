@@ -13,6 +13,9 @@ use crate::json_file;
 /// The environment variable naming the descriptor an agent writes `READY` to once its
 /// sockets are bound.
 pub const READY_FD_ENV: &str = "ROAMLAB_READY_FD";
+/// Where an agent started ahead of what it needs finds its gate: a pipe it reads one byte
+/// from before it goes on (end of file: its start was called off).
+pub const GATE_FD_ENV: &str = "ROAMLAB_GATE_FD";
 
 /// A terminal in the VLR's list: its registration, kept on disk so that a restarted VLR
 /// resumes it.

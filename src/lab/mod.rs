@@ -293,6 +293,8 @@ async fn build(
             // Every subscriber's K and OPc: root only.
             crate::json_file::write_private(&dir.topology(), text.as_bytes())
                 .map_err(|e| ("save topology", e))?;
+            crate::contract::model::write(&dir, &topology)
+                .map_err(|e| ("save the topology's model", e))?;
             configs::write_dns_configs(&topology, &dir)
                 .map_err(|e| ("write DNS zones and keys", e))?;
             configs::write_agent_configs(&topology, &dir)

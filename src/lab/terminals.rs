@@ -97,7 +97,7 @@ pub struct Attached {
 const HOME_DNS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Polls `query` until it returns `address`, or `limit` passes: at once, then after
-/// 0.5 ms, waiting twice as long each time up to 16 ms (a name is usually there within a
+/// 0.1 ms, waiting twice as long each time up to 16 ms (a name is usually there within a
 /// millisecond or two; a thousand terminals polling must not load the servers they wait
 /// for).
 fn poll(
@@ -106,7 +106,7 @@ fn poll(
     query: impl Fn() -> std::io::Result<Vec<std::net::Ipv4Addr>>,
 ) -> bool {
     let started = std::time::Instant::now();
-    let mut wait = Duration::from_micros(500);
+    let mut wait = Duration::from_micros(100);
     loop {
         if query().is_ok_and(|found| found.contains(&address)) {
             return true;
@@ -123,12 +123,13 @@ fn poll(
 /// lab's resolver. The home DNS (which owns the name) is asked first, directly, so that
 /// asking too early never leaves a negative answer in the resolver's cache; the resolver
 /// may still answer from its cache for up to the record's TTL (a terminal that moved).
-/// Both are asked from one thread inside the host's namespace.
+/// Both are asked from one thread inside the host's namespace, which takes the address
+/// from `address` once it is there (none: nothing to ask); the time is counted from then.
 fn wait_resolvable(
     topology: &Topology,
     name: &str,
     ttl: Option<u32>,
-    address: std::net::Ipv4Addr,
+    address: impl FnOnce() -> Option<std::net::Ipv4Addr> + Send + 'static,
 ) -> Result<Option<(String, Duration)>, String> {
     let (Some(host), Some(resolver)) = (
         topology.nodes.iter().find(|n| n.role == Role::Host),
@@ -152,8 +153,11 @@ fn wait_resolvable(
             + 2,
     );
     let (name, host_name) = (name.to_string(), host.name.clone());
-    let started = std::time::Instant::now();
     let waited = crate::dns::lookup::from_namespace(&namespace, move |asker| {
+        let Some(address) = address() else {
+            return Ok(Ok(None));
+        };
+        let started = std::time::Instant::now();
         if let Some(server) = home {
             if !poll(HOME_DNS_TIMEOUT, address, || {
                 asker.query_a(server, &name, false)
@@ -170,10 +174,42 @@ fn wait_resolvable(
                 "{name} did not resolve to {address} from {host_name} within {cache_bound:?}"
             )));
         }
-        Ok(Ok(()))
+        Ok(Ok(Some(started.elapsed())))
     })
     .map_err(|e| format!("cannot ask from {}: {e}", host.name))?;
-    waited.map(|()| Some((host.name.clone(), started.elapsed())))
+    waited.map(|took| took.map(|took| (host.name.clone(), took)))
+}
+
+/// A check of a terminal's name begun before its address is known: the address goes in,
+/// the outcome of [`wait_resolvable`] comes out.
+type NameCheck = (
+    std::sync::mpsc::Sender<std::net::Ipv4Addr>,
+    tokio::task::JoinHandle<Result<Option<(String, Duration)>, String>>,
+);
+
+/// Starts checking `subscriber`'s name: the thread that asks enters the fixed host's
+/// namespace and makes its runtime now, and asks as soon as it is given the address.
+fn check_name(topology: &Topology, subscriber: &Subscriber) -> NameCheck {
+    let (address, given) = std::sync::mpsc::channel();
+    let (topology, name, ttl) = (
+        topology.clone(),
+        subscriber.hostname.clone(),
+        subscriber.ttl,
+    );
+    let outcome = tokio::task::spawn_blocking(move || {
+        wait_resolvable(&topology, &name, ttl, move || given.recv().ok())
+    });
+    (address, outcome)
+}
+
+/// Whether a terminal's home is told its address: an HLR that is not roamlab's (osmo-hlr)
+/// keeps no DNS, and a network that does not update the home DNS tells it nothing.
+fn home_keeps_dns(topology: &Topology, visited: &str, subscriber: &Subscriber) -> bool {
+    let mode = topology.node(visited).map(|v| v.mode).unwrap_or_default();
+    topology
+        .node(&subscriber.home)
+        .is_some_and(|h| h.external_hlr.is_none())
+        && mode != crate::topology::Mode::NoUpdate
 }
 
 pub(crate) fn load(lab: &str) -> Result<(LabState, Topology), LabError> {
@@ -184,11 +220,18 @@ pub(crate) fn load(lab: &str) -> Result<(LabState, Topology), LabError> {
             lab: lab.to_string(),
             running: running_list(),
         })?;
-    let path = LabDir::of(lab).topology();
-    let text = std::fs::read_to_string(&path).map_err(io_err(lab, "read the lab's topology"))?;
-    let mut topology = Topology::parse(&text, &path.display().to_string()).map_err(|e| {
-        io_err(lab, "parse the lab's topology")(std::io::Error::other(e.to_string()))
-    })?;
+    let dir = LabDir::of(lab);
+    // A lab built by an older roamlab has only the YAML.
+    let mut topology = if dir.model().exists() {
+        crate::contract::model::read(&dir).map_err(io_err(lab, "read the lab's topology"))?
+    } else {
+        let path = dir.topology();
+        let text =
+            std::fs::read_to_string(&path).map_err(io_err(lab, "read the lab's topology"))?;
+        Topology::parse(&text, &path.display().to_string()).map_err(|e| {
+            io_err(lab, "parse the lab's topology")(std::io::Error::other(e.to_string()))
+        })?
+    };
     topology.name = lab.to_string();
     Ok((state, topology))
 }
@@ -441,7 +484,7 @@ impl Progress {
 /// Each terminal's outcome, in the order asked.
 pub type Outcomes<T> = Vec<(String, Result<T, TerminalError>)>;
 
-/// The plan that gives one terminal its namespace and its locked port on the cell.
+/// The plans that give one terminal its namespace, then its locked port on the cell.
 fn terminal_plan(
     lab: &str,
     namespace: &str,
@@ -449,60 +492,69 @@ fn terminal_plan(
     port: &str,
     master: u32,
     index: u32,
-) -> Plan {
+) -> (Plan, Plan) {
     let off = |key: &str| Sysctl {
         key: key.into(),
         value: "1".into(),
     };
-    Plan {
+    let plan = |steps| Plan {
         lab: lab.to_string(),
-        steps: vec![
-            Step::CreateNamespace {
-                namespace: namespace.into(),
-                sysctls: vec![
-                    off("net/ipv6/conf/all/disable_ipv6"),
-                    off("net/ipv6/conf/default/disable_ipv6"),
-                ],
-            },
-            Step::SetLinkUp {
-                namespace: namespace.into(),
-                interface: "lo".into(),
-                index: LOOPBACK_INDEX,
-            },
-            Step::CreateVeth {
-                namespace: visited_ns.into(),
-                name: port.into(),
-                index,
-                master: Some(master),
-                peer_namespace: namespace.into(),
-                peer_name: "eth0".into(),
-                peer_index: LOOPBACK_INDEX + 1,
-            },
-            // The terminal's link carries its own address only: it cannot pose as another
-            // terminal on the cell.
-            Step::LockPort {
-                namespace: visited_ns.into(),
-                interface: port.into(),
-                index,
-                peer_namespace: namespace.into(),
-                peer_index: LOOPBACK_INDEX + 1,
-            },
-            Step::SetLinkUp {
-                namespace: namespace.into(),
-                interface: "eth0".into(),
-                index: LOOPBACK_INDEX + 1,
-            },
-        ],
-    }
+        steps,
+    };
+    let own = plan(vec![
+        Step::CreateNamespace {
+            namespace: namespace.into(),
+            sysctls: vec![
+                off("net/ipv6/conf/all/disable_ipv6"),
+                off("net/ipv6/conf/default/disable_ipv6"),
+            ],
+        },
+        Step::SetLinkUp {
+            namespace: namespace.into(),
+            interface: "lo".into(),
+            index: LOOPBACK_INDEX,
+        },
+    ]);
+    let link = plan(vec![
+        Step::CreateVeth {
+            namespace: visited_ns.into(),
+            name: port.into(),
+            index,
+            master: Some(master),
+            peer_namespace: namespace.into(),
+            peer_name: "eth0".into(),
+            peer_index: LOOPBACK_INDEX + 1,
+        },
+        // The terminal's link carries its own address only: it cannot pose as another
+        // terminal on the cell.
+        Step::LockPort {
+            namespace: visited_ns.into(),
+            interface: port.into(),
+            index,
+            peer_namespace: namespace.into(),
+            peer_index: LOOPBACK_INDEX + 1,
+        },
+        Step::SetLinkUp {
+            namespace: namespace.into(),
+            interface: "eth0".into(),
+            index: LOOPBACK_INDEX + 1,
+        },
+    ]);
+    (own, link)
 }
 
-/// A terminal whose kernel objects and files are in place, ready for its agent.
+/// A terminal whose kernel objects and files are in place, ready for its agent (or with
+/// its agent started already, see [`supervisor::Gate`]).
 struct Prepared {
     subscriber: Subscriber,
     namespace: String,
     spec: AgentSpec,
     config: TerminalConfig,
+    started: Option<Started>,
 }
+
+/// An agent's start under way, on a blocking thread.
+type Started = tokio::task::JoinHandle<Result<AgentRecord, SupervisorError>>;
 
 /// Attaches one terminal (see [`attach_many`]).
 pub async fn attach(
@@ -617,6 +669,7 @@ pub async fn attach_many(
         .unwrap_or(LOOPBACK_INDEX)
         + 1;
     let hosted = hosted::hosts(chosen.len(), &setup.dhcp_client);
+    let single_agent = !hosted && chosen.len() == 1;
     // Recorded before the kernel is touched, so a crash leaves them findable.
     for (subscriber, _) in &chosen {
         let namespace = topology.namespace(&subscriber.name);
@@ -644,39 +697,74 @@ pub async fn attach_many(
             let terminal = subscriber.name.clone();
             let namespace = topology.namespace(&terminal);
             let index = first_index + i as u32;
-            let plan = terminal_plan(lab, &namespace, &visited_ns, &port, master, index);
-            if let Err(e) = executor::apply(&mut kernel, &plan, &never).await {
-                undo.push(terminal.clone());
-                let cause = TerminalError::Kernel {
+            let (own, link) = terminal_plan(lab, &namespace, &visited_ns, &port, master, index);
+            let made = match executor::apply(&mut kernel, &own, &never).await {
+                Ok(()) => {
+                    write_terminal_files(&dir, &topology, &subscriber, &visited, setup, hosted)
+                        .map_err(|e| io_err(lab, format!("prepare {terminal}"))(e).into())
+                }
+                Err(e) => Err(TerminalError::Kernel {
                     terminal: terminal.clone(),
                     cause: e,
-                };
-                fail(&terminal, cause, &mut outcomes);
-                continue;
-            }
-            let files = write_terminal_files(
-                &dir,
-                &topology,
-                &mut kernel,
-                &subscriber,
-                &visited,
-                setup,
-                hosted,
-            );
-            match files.await {
-                Ok((spec, config)) => prepared.push(Prepared {
-                    subscriber,
-                    namespace,
-                    spec,
-                    config,
                 }),
+            };
+            let (spec, config) = match made {
+                Ok(made) => made,
+                Err(e) => {
+                    undo.push(terminal.clone());
+                    fail(&terminal, e, &mut outcomes);
+                    continue;
+                }
+            };
+            // One terminal's agent of its own starts while its link is made: its process
+            // start overlaps that work, and it waits at its gate until the link and the
+            // cell's record of it are there.
+            let early = match single_agent.then(|| start_gated(&dir, &spec)).transpose() {
+                Ok(early) => early,
                 Err(e) => {
                     undo.push(terminal.clone());
                     fail(
                         &terminal,
-                        io_err(lab, format!("prepare {terminal}"))(e).into(),
+                        io_err(lab, format!("start {terminal}"))(e).into(),
                         &mut outcomes,
                     );
+                    continue;
+                }
+            };
+            let (gate, started) = early.unzip();
+            let linked = match executor::apply(&mut kernel, &link, &never).await {
+                Ok(()) => record_cell_link(&dir, &mut kernel, &namespace, &subscriber, &visited)
+                    .await
+                    .map_err(|e| io_err(lab, format!("prepare {terminal}"))(e).into()),
+                Err(e) => Err(TerminalError::Kernel {
+                    terminal: terminal.clone(),
+                    cause: e,
+                }),
+            };
+            match linked {
+                Ok(()) => {
+                    // An agent that ended meanwhile says why when its start is awaited.
+                    if let Some(gate) = gate {
+                        let _ = gate.open();
+                    }
+                    prepared.push(Prepared {
+                        subscriber,
+                        namespace,
+                        spec,
+                        config,
+                        started,
+                    })
+                }
+                Err(e) => {
+                    drop(gate);
+                    // Its gate went closed: an agent started early ends by itself.
+                    if let Some(started) = started {
+                        if let Ok(Ok(agent)) = started.await {
+                            supervisor::kill_now(&agent);
+                        }
+                    }
+                    undo.push(terminal.clone());
+                    fail(&terminal, e, &mut outcomes);
                 }
             }
             if hosted && prepared.len() == HOST_CHUNK {
@@ -758,12 +846,34 @@ pub async fn attach_many(
     Ok(outcomes)
 }
 
-/// Records a terminal's link for its VLR and writes its config, log and /etc files; returns
-/// how its agent starts.
-async fn write_terminal_files(
+/// Starts a terminal's agent that waits at a gate until it is opened.
+fn start_gated(dir: &LabDir, spec: &AgentSpec) -> std::io::Result<(supervisor::Gate, Started)> {
+    let (gate, end) = supervisor::Gate::new()?;
+    let (spec, log_dir) = (spec.clone(), dir.logs());
+    let started = tokio::task::spawn_blocking(move || {
+        let never = AtomicBool::new(false);
+        supervisor::start_gated(&spec, &log_dir, ATTACH_TIMEOUT, &never, Some(end))
+    });
+    Ok((gate, started))
+}
+
+/// Records a terminal's link for its VLR: the VLR takes this address, not the one the
+/// terminal reports, as the terminal's (the port is locked to it).
+async fn record_cell_link(
+    dir: &LabDir,
+    kernel: &mut NetlinkKernel,
+    namespace: &str,
+    subscriber: &Subscriber,
+    visited: &str,
+) -> std::io::Result<()> {
+    let mac = link_address(kernel, namespace).await?;
+    write_cell_link(&dir.vlr_cell_link(visited, &subscriber.imsi), &mac)
+}
+
+/// Writes a terminal's config, log and /etc files; returns how its agent starts.
+fn write_terminal_files(
     dir: &LabDir,
     topology: &Topology,
-    kernel: &mut NetlinkKernel,
     subscriber: &Subscriber,
     visited: &str,
     setup: &TerminalSetup,
@@ -771,10 +881,6 @@ async fn write_terminal_files(
 ) -> std::io::Result<(AgentSpec, TerminalConfig)> {
     let terminal = &subscriber.name;
     let namespace = topology.namespace(terminal);
-    // The cell's record of the link: the VLR takes this address, not the one the terminal
-    // reports, as the terminal's (the port is locked to it).
-    let mac = link_address(kernel, &namespace).await?;
-    write_cell_link(&dir.vlr_cell_link(visited, &subscriber.imsi), &mac)?;
     let config = TerminalConfig {
         name: terminal.clone(),
         imsi: subscriber.imsi.clone(),
@@ -836,18 +942,23 @@ async fn run_attach(
     lab: &str,
     topology: &Topology,
     visited: &str,
-    p: Prepared,
+    mut p: Prepared,
     progress: &Progress,
 ) -> (String, Option<AgentRecord>, Result<Attached, TerminalError>) {
     let dir = LabDir::of(lab);
     let terminal = p.subscriber.name.clone();
     let refused = |why: String| refusal(&terminal, visited, why);
+    // The name's check gets ready while the agent starts and attaches.
+    let check = home_keeps_dns(topology, visited, &p.subscriber)
+        .then(|| check_name(topology, &p.subscriber));
     let (spec, log_dir) = (p.spec.clone(), dir.logs());
-    let started = tokio::task::spawn_blocking(move || {
-        supervisor::start(&spec, &log_dir, ATTACH_TIMEOUT, &AtomicBool::new(false))
-    })
-    .await
-    .unwrap_or_else(|e| {
+    let started = match p.started.take() {
+        Some(started) => started,
+        None => tokio::task::spawn_blocking(move || {
+            supervisor::start(&spec, &log_dir, ATTACH_TIMEOUT, &AtomicBool::new(false))
+        }),
+    };
+    let started = started.await.unwrap_or_else(|e| {
         Err(SupervisorError::Spawn {
             agent: format!("{terminal}/terminal"),
             cause: e.to_string(),
@@ -868,7 +979,7 @@ async fn run_attach(
             return (terminal, None, Err(e));
         }
     };
-    let result = settle(lab, topology, visited, &p, &agent).await;
+    let result = settle(lab, topology, visited, &p, &agent, check).await;
     progress.finished(result.is_ok());
     (terminal, Some(agent), result)
 }
@@ -890,28 +1001,22 @@ async fn settle(
     visited: &str,
     p: &Prepared,
     agent: &AgentRecord,
+    check: Option<NameCheck>,
 ) -> Result<Attached, TerminalError> {
     let dir = LabDir::of(lab);
     let terminal = p.subscriber.name.clone();
     let refused = |why: String| refusal(&terminal, visited, why);
     let terminal_state = TerminalState::read(&dir.terminal_state(&terminal));
-    // An HLR that is not roamlab's (osmo-hlr) keeps no DNS, and a network that does not
-    // update the home DNS tells it nothing: nothing to wait for.
     let mode = topology.node(visited).map(|v| v.mode).unwrap_or_default();
-    let home_keeps_dns = topology
-        .node(&p.subscriber.home)
-        .is_some_and(|h| h.external_hlr.is_none())
-        && mode != crate::topology::Mode::NoUpdate;
+    // A check begun early and not needed ends when its sender goes.
     let resolvable = match terminal_state.address {
-        Some(address) if home_keeps_dns => {
-            let (topology, host_name) = (topology.clone(), p.subscriber.hostname.clone());
-            let ttl = p.subscriber.ttl;
-            tokio::task::spawn_blocking(move || {
-                wait_resolvable(&topology, &host_name, ttl, address)
-            })
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()))
-            .map_err(&refused)?
+        Some(address) if home_keeps_dns(topology, visited, &p.subscriber) => {
+            let (give, outcome) = check.unwrap_or_else(|| check_name(topology, &p.subscriber));
+            let _ = give.send(address);
+            outcome
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+                .map_err(&refused)?
         }
         _ => None,
     };
@@ -1029,7 +1134,7 @@ async fn settle_hosted(
         let e = refusal(&terminal, visited, why);
         return (terminal, None, Err(e));
     }
-    let result = settle(lab, topology, visited, &p, host).await;
+    let result = settle(lab, topology, visited, &p, host, None).await;
     progress.finished(result.is_ok());
     (terminal, Some(host.clone()), result)
 }

@@ -10,8 +10,8 @@
 pub mod enter;
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -24,11 +24,13 @@ use nix::unistd::Pid;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::contract::published::READY_FD_ENV;
+pub use crate::contract::published::{GATE_FD_ENV, READY_FD_ENV};
 use enter::{NodeEntry, View};
 
 /// The fd number an agent finds its readiness pipe on.
 pub const READY_FD: i32 = 3;
+/// The agent's end of its gate, when it has one (see [`Gate`]).
+pub const GATE_FD: i32 = 4;
 const READY_WORD: &[u8] = b"READY";
 const LOG_TAIL_LINES: usize = 5;
 
@@ -136,6 +138,29 @@ enum Readiness {
     Cancelled,
 }
 
+/// Lets an agent start before what it needs is in place: the agent, once running, waits
+/// at its gate until the gate is opened; dropping the gate closed calls its start off (the
+/// agent reads end of file, and ends). A process's start (fork, exec, its runtime) then
+/// overlaps the work it waits for.
+pub struct Gate(OwnedFd);
+
+impl Gate {
+    /// The gate, and the agent's end of it for [`start_gated`].
+    pub fn new() -> io::Result<(Gate, OwnedFd)> {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        // Above the descriptors the child's are moved to, so that moving one never
+        // overwrites another.
+        let read = nix::fcntl::fcntl(&read, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10))?;
+        // SAFETY: fcntl returned a new descriptor that nothing else owns.
+        Ok((Gate(write), unsafe { OwnedFd::from_raw_fd(read) }))
+    }
+
+    /// Lets the agent go on.
+    pub fn open(self) -> io::Result<()> {
+        fs::File::from(self.0).write_all(b"G")
+    }
+}
+
 /// Starts an agent and waits until it is ready, or fails having stopped it. Setting
 /// `cancel` ends the wait (and the agent) within a few milliseconds.
 pub fn start(
@@ -143,6 +168,18 @@ pub fn start(
     log_dir: &Path,
     timeout: Duration,
     cancel: &AtomicBool,
+) -> Result<AgentRecord, SupervisorError> {
+    start_gated(spec, log_dir, timeout, cancel, None)
+}
+
+/// [`start`], the agent given the reading end of a [`Gate`]: it is ready only after the
+/// gate opens.
+pub fn start_gated(
+    spec: &AgentSpec,
+    log_dir: &Path,
+    timeout: Duration,
+    cancel: &AtomicBool,
+    gate: Option<OwnedFd>,
 ) -> Result<AgentRecord, SupervisorError> {
     let spawn_err = |cause: io::Error| SupervisorError::Spawn {
         agent: spec.label(),
@@ -170,7 +207,12 @@ pub fn start(
     NodeEntry::prepare_with(&spec.namespace, &spec.view)
         .map_err(spawn_err)?
         .apply_to(&mut command);
+    if gate.is_some() {
+        command.env(GATE_FD_ENV, GATE_FD.to_string());
+    }
     let raw_write = ready_write.as_raw_fd();
+    // Never 3 or 4 (see `Gate::new`), so moving the ready pipe cannot overwrite it.
+    let raw_gate = gate.as_ref().map(|g| g.as_raw_fd());
     // SAFETY: only async-signal-safe syscalls (setsid, dup2, fcntl) between fork and exec.
     unsafe {
         command.pre_exec(move || {
@@ -182,7 +224,7 @@ pub fn start(
             } else {
                 libc::dup2(raw_write, READY_FD)
             };
-            if result < 0 {
+            if result < 0 || raw_gate.is_some_and(|g| libc::dup2(g, GATE_FD) < 0) {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
@@ -203,6 +245,7 @@ pub fn start(
     })
     .map_err(spawn_err)?;
     drop(ready_write);
+    drop(gate);
     let pid = child.id() as i32;
     let record = AgentRecord {
         node: spec.node.clone(),
@@ -415,5 +458,22 @@ mod tests {
         let stat =
             "1234 (a (b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
         assert_eq!(parse_stat(stat), Some(('S', 987654)));
+    }
+
+    #[test]
+    fn a_gate_lets_its_agent_go_or_calls_it_off() {
+        let read_all = |end: OwnedFd| {
+            let mut got = Vec::new();
+            fs::File::from(end).read_to_end(&mut got).map(|_| got)
+        };
+        // Opened: the agent reads its byte. Dropped: it reads end of file, nothing else.
+        let (gate, end) = Gate::new().unwrap();
+        gate.open().unwrap();
+        assert_eq!(read_all(end).unwrap(), b"G");
+        let (gate, end) = Gate::new().unwrap();
+        // Above the descriptors a child's are moved to (3, 4), so a move never overwrites it.
+        assert!(end.as_raw_fd() >= 10, "{}", end.as_raw_fd());
+        drop(gate);
+        assert_eq!(read_all(end).unwrap(), b"");
     }
 }

@@ -29,7 +29,7 @@ pub const COMPARE_TOPOLOGY: &str = include_str!("../../topologies/compare.yaml")
 pub const COMPARE_SOURCE: &str = "<built-in compare.yaml>";
 
 /// A validated lab.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Topology {
     pub name: String,
     pub nodes: Vec<Node>,
@@ -48,7 +48,7 @@ pub const DEFAULT_NEGATIVE_TTL: u32 = 10;
 pub const DEFAULT_IMPLICIT_DETACH_S: u64 = 10;
 
 /// A DNS zone and its authoritative server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Zone {
     /// Without the trailing dot; the root is ".".
     pub name: String,
@@ -92,7 +92,7 @@ impl Zone {
 }
 
 /// A static record of a written-out zone: `www 300 A 192.0.2.80`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StaticRecord {
     /// Relative to the zone (`@` for the apex), or absolute with a trailing dot.
     pub name: String,
@@ -164,7 +164,7 @@ impl StaticRecord {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// The IP network joining all others (patent: IP network 134).
@@ -184,7 +184,7 @@ impl Role {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Node {
     pub name: String,
     pub role: Role,
@@ -237,14 +237,14 @@ impl Node {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Bridge {
     pub name: String,
     pub addresses: Vec<IpNet>,
     pub pool: Option<Pool>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pool {
     pub start: IpAddr,
     pub end: IpAddr,
@@ -253,7 +253,7 @@ pub struct Pool {
 /// A DHCP relay agent (RFC 2131 §4.1) on a link of the visited node, and the subnet whose
 /// clients it relays. The subnet is not routed beyond the relay: the lab leases and names
 /// its clients (a load generator such as perfdhcp is one), it does not carry their traffic.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Relay {
     pub address: std::net::Ipv4Addr,
     pub subnet: ipnet::Ipv4Net,
@@ -261,7 +261,7 @@ pub struct Relay {
     pub router: std::net::Ipv4Addr,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StaticRoute {
     pub to: IpNet,
     pub via: IpAddr,
@@ -299,7 +299,7 @@ pub enum Mode {
 
 /// The tunnel of a visited network in tunnel mode (Fig. 3): between its router and its
 /// home partner's, carrying the cell's home addresses.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tunnel {
     pub visited: String,
     pub home: String,
@@ -334,7 +334,7 @@ pub enum DnsServer {
 }
 
 /// A service a node runs. Agents for each kind are started by the supervisor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Service {
     /// An authoritative DNS server for the zones the lab gives this node; on the core it
@@ -390,14 +390,14 @@ impl Service {
 }
 
 /// A veth link between two nodes; either end may join a bridge of its node.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Link {
     pub a: Endpoint,
     pub b: Endpoint,
     pub impairment: Option<Impairment>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Endpoint {
     pub node: String,
     /// The veth's name inside the node (resolved by the naming rule when not given).
@@ -408,7 +408,7 @@ pub struct Endpoint {
 
 /// Link impairment, applied with netem on both ends at `up`; a rate limit alone is applied
 /// with tbf, which kernels without netem may still have.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Impairment {
     pub delay_us: u64,
     pub jitter_us: u64,
@@ -419,7 +419,7 @@ pub struct Impairment {
 }
 
 /// A subscriber of a home network; its terminal attaches to visited networks.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Subscriber {
     pub name: String,
     pub imsi: String,
