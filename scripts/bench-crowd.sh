@@ -45,9 +45,11 @@ avail_kb() { awk '/MemAvailable/ {print $2}' /proc/meminfo; }
 verdict() { awk -v v="$1" -v t="$2" 'BEGIN {print (v <= t) ? "meets" : "MISSES"}'; }
 
 # Every terminal's name forward and its address reverse, from fixed1 through the lab's
-# resolver, in two dig batches side by side; prints how many of both were right. The
-# terminals and their addresses are what this tree's `attach --all --json` reported
-# ($work/attach.out); the baseline has no such report, so they come from its `status`.
+# resolver, in two dig batches side by side; prints how many of both were right (dig's own
+# warnings, such as a late answer to a retried query, are left out so the lines stay in
+# step with the terminals). The terminals and their addresses are what this tree's
+# `attach --all --json` reported ($work/attach.out); the baseline has no such report, so
+# they come from its `status`.
 check_all() { # BIN WHICH
   local bin=$1
   if [ "$2" = current ]; then
@@ -56,9 +58,9 @@ check_all() { # BIN WHICH
     "$bin" status $lab --json | jq -r '.terminals[] | "\(.name) \(.address)"'
   fi | sort > "$work/addr"
   awk '{print $1 ".home.example A +short +tries=3 +time=2"}' "$work/addr" \
-    | "$bin" exec --lab $lab fixed1 -- dig -f - > "$work/fwd" &
+    | "$bin" exec --lab $lab fixed1 -- dig -f - | grep -v '^;;' > "$work/fwd" &
   awk '{print "-x " $2 " +short +tries=3 +time=2"}' "$work/addr" \
-    | "$bin" exec --lab $lab fixed1 -- dig -f - > "$work/rev"
+    | "$bin" exec --lab $lab fixed1 -- dig -f - | grep -v '^;;' > "$work/rev"
   wait
   paste -d' ' "$work/addr" "$work/fwd" "$work/rev" \
     | awk '$2 == $3 && $4 == $1 ".home.example." {ok++} END {print ok + 0}'

@@ -96,17 +96,34 @@ pub struct Attached {
 /// How long the home DNS may take to hold the new address.
 const HOME_DNS_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a name's check first waits after a miss: a terminal attached on its own asks
+/// again soon (its name is usually there within a millisecond); terminals of a bulk attach
+/// later, as a thousand of them polling must not load the servers they wait for.
+#[derive(Debug, Clone, Copy)]
+enum Eagerness {
+    One,
+    Many,
+}
+
+impl Eagerness {
+    fn first_wait(self) -> Duration {
+        match self {
+            Eagerness::One => Duration::from_micros(100),
+            Eagerness::Many => Duration::from_micros(500),
+        }
+    }
+}
+
 /// Polls `query` until it returns `address`, or `limit` passes: at once, then after
-/// 0.1 ms, waiting twice as long each time up to 16 ms (a name is usually there within a
-/// millisecond or two; a thousand terminals polling must not load the servers they wait
-/// for).
+/// `first`, waiting twice as long each time up to 16 ms.
 fn poll(
     limit: Duration,
+    first: Duration,
     address: std::net::Ipv4Addr,
     query: impl Fn() -> std::io::Result<Vec<std::net::Ipv4Addr>>,
 ) -> bool {
     let started = std::time::Instant::now();
-    let mut wait = Duration::from_micros(100);
+    let mut wait = first;
     loop {
         if query().is_ok_and(|found| found.contains(&address)) {
             return true;
@@ -129,6 +146,7 @@ fn wait_resolvable(
     topology: &Topology,
     name: &str,
     ttl: Option<u32>,
+    eagerness: Eagerness,
     address: impl FnOnce() -> Option<std::net::Ipv4Addr> + Send + 'static,
 ) -> Result<Option<(String, Duration)>, String> {
     let (Some(host), Some(resolver)) = (
@@ -159,7 +177,7 @@ fn wait_resolvable(
         };
         let started = std::time::Instant::now();
         if let Some(server) = home {
-            if !poll(HOME_DNS_TIMEOUT, address, || {
+            if !poll(HOME_DNS_TIMEOUT, eagerness.first_wait(), address, || {
                 asker.query_a(server, &name, false)
             }) {
                 return Ok(Err(format!(
@@ -167,7 +185,7 @@ fn wait_resolvable(
                 )));
             }
         }
-        if !poll(cache_bound, address, || {
+        if !poll(cache_bound, eagerness.first_wait(), address, || {
             asker.query_a(resolver, &name, true)
         }) {
             return Ok(Err(format!(
@@ -189,7 +207,7 @@ type NameCheck = (
 
 /// Starts checking `subscriber`'s name: the thread that asks enters the fixed host's
 /// namespace and makes its runtime now, and asks as soon as it is given the address.
-fn check_name(topology: &Topology, subscriber: &Subscriber) -> NameCheck {
+fn check_name(topology: &Topology, subscriber: &Subscriber, eagerness: Eagerness) -> NameCheck {
     let (address, given) = std::sync::mpsc::channel();
     let (topology, name, ttl) = (
         topology.clone(),
@@ -197,7 +215,7 @@ fn check_name(topology: &Topology, subscriber: &Subscriber) -> NameCheck {
         subscriber.ttl,
     );
     let outcome = tokio::task::spawn_blocking(move || {
-        wait_resolvable(&topology, &name, ttl, move || given.recv().ok())
+        wait_resolvable(&topology, &name, ttl, eagerness, move || given.recv().ok())
     });
     (address, outcome)
 }
@@ -950,7 +968,7 @@ async fn run_attach(
     let refused = |why: String| refusal(&terminal, visited, why);
     // The name's check gets ready while the agent starts and attaches.
     let check = home_keeps_dns(topology, visited, &p.subscriber)
-        .then(|| check_name(topology, &p.subscriber));
+        .then(|| check_name(topology, &p.subscriber, Eagerness::One));
     let (spec, log_dir) = (p.spec.clone(), dir.logs());
     let started = match p.started.take() {
         Some(started) => started,
@@ -994,7 +1012,8 @@ fn refusal(terminal: &str, visited: &str, why: String) -> TerminalError {
 
 /// What a terminal whose agent says it attached achieved: its address, and how long its
 /// name took to resolve (unless its home keeps no DNS). Refused if its name does not
-/// resolve (its agent stays).
+/// resolve (its agent stays). The name is checked by `check` if one was begun early, else
+/// by one begun here at a bulk attach's pace.
 async fn settle(
     lab: &str,
     topology: &Topology,
@@ -1011,7 +1030,8 @@ async fn settle(
     // A check begun early and not needed ends when its sender goes.
     let resolvable = match terminal_state.address {
         Some(address) if home_keeps_dns(topology, visited, &p.subscriber) => {
-            let (give, outcome) = check.unwrap_or_else(|| check_name(topology, &p.subscriber));
+            let (give, outcome) =
+                check.unwrap_or_else(|| check_name(topology, &p.subscriber, Eagerness::Many));
             let _ = give.send(address);
             outcome
                 .await
