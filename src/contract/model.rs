@@ -10,6 +10,7 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
+use super::configs::hex;
 use super::LabDir;
 use crate::json_file;
 use crate::topology::Topology;
@@ -34,19 +35,12 @@ struct Loaded {
     keys: Vec<Keys>,
 }
 
-fn hex(bytes: &[u8; 16]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn unhex(text: &str) -> Option<[u8; 16]> {
-    let mut out = [0u8; 16];
-    if text.len() != 32 {
-        return None;
-    }
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
+    data_encoding::HEXLOWER
+        .decode(text.as_bytes())
+        .ok()?
+        .try_into()
+        .ok()
 }
 
 /// Writes `topology` (root only: it holds every subscriber's K and OPc).
