@@ -913,4 +913,26 @@ fn a_link_that_cannot_be_made_calls_the_early_agent_off_and_leaves_nothing() {
         .args(["-n", &visited, "link", "del", "cell-phone1"])
         .output();
     attach(&lab, "phone1");
+    // Its agent passed its gate and kept nothing of it: no end of a pipe it reads from is
+    // left open, for the device's software to inherit.
+    let pid = common::agent_pid(&lab.status_json(), "phone1/terminal");
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("the agent's fds");
+    for fd in fds.flatten() {
+        let target = std::fs::read_link(fd.path()).unwrap_or_default();
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        ))
+        .unwrap_or_default();
+        let read_only = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+            .is_some_and(|flags| flags & 3 == 0);
+        assert!(
+            !(target.to_string_lossy().starts_with("pipe:") && read_only),
+            "the agent keeps {} open for reading",
+            target.display()
+        );
+    }
 }

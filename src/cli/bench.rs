@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::agents::terminal::Terminal;
 use crate::protocols::milenage::Milenage;
-use crate::topology::{Subscriber, Topology};
+use crate::topology::Subscriber;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -54,8 +54,8 @@ pub fn run(
     rounds: usize,
 ) -> Result<()> {
     let dir = crate::contract::LabDir::of(lab);
-    let text = std::fs::read_to_string(dir.topology()).context("read the lab's topology")?;
-    let topology = Topology::parse(&text, "topology")?;
+    let topology =
+        crate::contract::model::read_or_parse(&dir).context("read the lab's topology")?;
     let cell = dir.cell_socket(visited);
     let roaming: Vec<&Subscriber> = topology.subscribers.iter().filter(|s| s.roaming).collect();
     if roaming.len() < concurrent.max(1) {

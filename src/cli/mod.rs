@@ -926,9 +926,8 @@ fn print_events(lab: &str, follow: bool, json: bool) -> Result<()> {
 fn print_sequence(lab: &str, format: &str) -> Result<()> {
     let dir = LabDir::of(lab);
     let events = crate::events::read_all(&dir).with_context(|| format!("lab {lab}"))?;
-    let names = std::fs::read_to_string(dir.topology())
+    let names = crate::contract::model::read_or_parse(&dir)
         .ok()
-        .and_then(|text| Topology::parse(&text, "the lab's topology").ok())
         .map(|t| sequence::names_of(&t))
         .unwrap_or_default();
     let (lanes, rows) = sequence::rows(&events, &names);

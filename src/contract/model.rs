@@ -84,6 +84,19 @@ pub fn read(dir: &LabDir) -> io::Result<Topology> {
     Ok(topology)
 }
 
+/// The lab's topology: the model `up` stored, or, for a lab an older roamlab built, its
+/// YAML parsed and validated again. Either error names the file.
+pub fn read_or_parse(dir: &LabDir) -> io::Result<Topology> {
+    if dir.model().exists() {
+        return read(dir);
+    }
+    let path = dir.topology();
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    Topology::parse(&text, &path.display().to_string())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -238,18 +238,8 @@ pub(crate) fn load(lab: &str) -> Result<(LabState, Topology), LabError> {
             lab: lab.to_string(),
             running: running_list(),
         })?;
-    let dir = LabDir::of(lab);
-    // A lab built by an older roamlab has only the YAML.
-    let mut topology = if dir.model().exists() {
-        crate::contract::model::read(&dir).map_err(io_err(lab, "read the lab's topology"))?
-    } else {
-        let path = dir.topology();
-        let text =
-            std::fs::read_to_string(&path).map_err(io_err(lab, "read the lab's topology"))?;
-        Topology::parse(&text, &path.display().to_string()).map_err(|e| {
-            io_err(lab, "parse the lab's topology")(std::io::Error::other(e.to_string()))
-        })?
-    };
+    let mut topology = crate::contract::model::read_or_parse(&LabDir::of(lab))
+        .map_err(io_err(lab, "read the lab's topology"))?;
     topology.name = lab.to_string();
     Ok((state, topology))
 }
