@@ -1,7 +1,5 @@
-use clap::Parser;
-
 fn main() {
-    let cli = roamlab::cli::Cli::parse();
+    let cli = roamlab::cli::Cli::from_args();
     // Agents write to their log files, where their life story is wanted; verbs stay quiet.
     // hickory-server warns "unexpected lookup skip" on every positive answer when a
     // dnssec feature is built in and no NSEC setting is made; that is noise, not news. It
