@@ -10,7 +10,7 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
-use super::configs::hex;
+use super::configs::{hex, hex_key};
 use super::LabDir;
 use crate::json_file;
 use crate::topology::Topology;
@@ -33,14 +33,6 @@ struct Stored<'a> {
 struct Loaded {
     topology: Topology,
     keys: Vec<Keys>,
-}
-
-fn unhex(text: &str) -> Option<[u8; 16]> {
-    data_encoding::HEXLOWER
-        .decode(text.as_bytes())
-        .ok()?
-        .try_into()
-        .ok()
 }
 
 /// Writes `topology` (root only: it holds every subscriber's K and OPc).
@@ -74,10 +66,10 @@ pub fn read(dir: &LabDir) -> io::Result<Topology> {
     for (subscriber, keys) in topology.subscribers.iter_mut().zip(keys) {
         match (
             keys.name == subscriber.name,
-            unhex(&keys.k),
-            unhex(&keys.opc),
+            hex_key(&keys.k),
+            hex_key(&keys.opc),
         ) {
-            (true, Some(k), Some(opc)) => (subscriber.k, subscriber.opc) = (k, opc),
+            (true, Ok(k), Ok(opc)) => (subscriber.k, subscriber.opc) = (k, opc),
             _ => return Err(bad(format!("{}: keys unreadable", subscriber.name))),
         }
     }
