@@ -409,6 +409,9 @@ fn processes_in_nodes_see_no_lab_state_and_reach_no_agent() {
             "cat /run/roamlab/atkview/topology.yaml",
             "cat /run/roamlab/atkview/topology.json",
             "umount /run/roamlab",
+            // The node's sysfs lies over the host's: lifting it would show the host's.
+            "umount /sys",
+            "umount -l /sys",
             "mount -t tmpfs none /mnt",
             "nsenter --mount=/proc/1/ns/mnt ls /run/roamlab/atkview",
             "test -S /run/roamlab/atkview/signaling/local-visited/local.sock",
