@@ -24,8 +24,10 @@ RUN command -v cc >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteracti
       apt-get install -y --no-install-recommends gcc libc6-dev ca-certificates; }
 WORKDIR /src
 COPY . .
+# .cargo/config.toml builds for the host's tuple by name (to link statically): the binary is
+# under target/<host tuple>/.
 RUN cargo build --locked --profile "$PROFILE" \
-    && install -m 755 "target/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")/roamlab" \
+    && install -m 755 "target/$(rustc -vV | sed -n 's/^host: //p')/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")/roamlab" \
        /usr/local/bin/roamlab
 
 FROM ${BASE}

@@ -26,8 +26,8 @@ work=$(mktemp -d)
 lab=crowdbench
 cleanup() {
   for b in "${bins[@]:-}"; do [ -x "$b" ] && "$b" cleanup --lab $lab >/dev/null 2>&1; done
-  "$PWD/target/release/roamlab" cleanup --lab $lab >/dev/null 2>&1 || true
-  "$PWD/target/release/roamlab" cleanup --lab upbench >/dev/null 2>&1 || true
+  "$(scripts/roamlab-bin)" cleanup --lab $lab >/dev/null 2>&1 || true
+  "$(scripts/roamlab-bin)" cleanup --lab upbench >/dev/null 2>&1 || true
   git worktree remove --force "$work/base" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -36,7 +36,10 @@ git worktree add --detach "$work/base" "$base" >/dev/null 2>&1
 echo "building the baseline ($base) and this tree ($(git rev-parse --short HEAD)) ..."
 (cd "$work/base" && CARGO_TARGET_DIR="$work/target-base" cargo build --release -q)
 cargo build --release -q
-declare -A bins=([baseline]="$work/target-base/release/roamlab" [current]="$PWD/target/release/roamlab")
+# The baseline's binary: target-base/release, or target-base/<host tuple>/release for a
+# baseline that names its target (.cargo/config.toml).
+base_bin() { ls "$work"/target-base/release/roamlab "$work"/target-base/*/release/roamlab 2>/dev/null | head -1; }
+declare -A bins=([baseline]="$(base_bin)" [current]="$(scripts/roamlab-bin)")
 
 us() { echo "${EPOCHREALTIME/./}"; }
 secs() { awk -v u="$1" 'BEGIN {printf "%.2f", u/1e6}'; }

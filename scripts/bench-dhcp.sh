@@ -42,7 +42,7 @@ for tool in perfdhcp kea-dhcp4 kea-dhcp-ddns named; do
 done
 export PATH="/usr/sbin:$PATH"
 cargo build --release -q
-bin="$PWD/target/release/roamlab"
+bin="$(scripts/roamlab-bin)"
 lab=dhcpbench
 work=$(mktemp -d /tmp/bench-dhcp.XXXXXX)
 kea_pids=()

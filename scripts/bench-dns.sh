@@ -20,7 +20,7 @@ if [ -n "${need:-}" ]; then
   command -v systemctl >/dev/null && systemctl disable --now named >/dev/null 2>&1 || true
 fi
 cargo build --release -q
-bin=$PWD/target/release/roamlab
+bin=$(scripts/roamlab-bin)
 lab=dnsbench
 work=$(mktemp -d)
 chmod 755 "$work"

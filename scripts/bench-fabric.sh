@@ -10,7 +10,7 @@ runs=${RUNS:-30}
 big_runs=${BIG_RUNS:-5}
 [ "$(id -u)" -eq 0 ] || { echo "bench-fabric: needs root" >&2; exit 1; }
 cargo build --release -q
-bin=$PWD/target/release/roamlab
+bin=$(scripts/roamlab-bin)
 ipscript=$PWD/scripts/bench/fabric-ip.sh
 work=$(mktemp -d)
 trap '$bin cleanup --lab rlbench >/dev/null 2>&1 || true; $bin cleanup --lab rlbig >/dev/null 2>&1 || true; $ipscript down ipbench; big_ip down; rm -rf "$work"' EXIT

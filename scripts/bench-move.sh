@@ -34,7 +34,10 @@ git worktree add --detach "$work/base" "$base" >/dev/null 2>&1
 echo "building the baseline ($base) and this tree ($(git rev-parse --short HEAD)) ..."
 (cd "$work/base" && CARGO_TARGET_DIR="$work/target-base" cargo build --release -q)
 cargo build --release -q
-bins=([baseline]="$work/target-base/release/roamlab" [current]="$PWD/target/release/roamlab")
+# The baseline's binary: target-base/release, or target-base/<host tuple>/release for a
+# baseline that names its target (.cargo/config.toml).
+base_bin() { ls "$work"/target-base/release/roamlab "$work"/target-base/*/release/roamlab 2>/dev/null | head -1; }
+bins=([baseline]="$(base_bin)" [current]="$(scripts/roamlab-bin)")
 probe="$PWD/scripts/probe.py"
 us() { echo "${EPOCHREALTIME/./}"; }
 

@@ -11,7 +11,7 @@ concurrent=${CONCURRENT:-200}
 [ "$(id -u)" -eq 0 ] || { echo "bench-roaming: needs root" >&2; exit 1; }
 # ROAMLAB_BIN runs another build (bench-hardening.sh compares two in one run).
 if [ -z "${ROAMLAB_BIN:-}" ]; then cargo build --release -q; fi
-bin=${ROAMLAB_BIN:-$PWD/target/release/roamlab}
+bin=${ROAMLAB_BIN:-$(scripts/roamlab-bin)}
 lab=roambench
 work=$(mktemp -d)
 trap '"$bin" down $lab >/dev/null 2>&1 || true; rm -rf "$work"' EXIT

@@ -8,7 +8,7 @@ scripts/install-deps.sh
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --locked -q
 if [ "$(id -u)" -eq 0 ]; then
-  exec target/release/roamlab demo "$@"
+  exec "$(scripts/roamlab-bin)" demo "$@"
 else
-  exec sudo target/release/roamlab demo "$@"
+  exec sudo "$(scripts/roamlab-bin)" demo "$@"
 fi
