@@ -18,6 +18,7 @@ pub fn served() -> Served {
         router: Ipv4Addr::new(198, 51, 100, 1),
         dns_servers: vec![Ipv4Addr::new(198, 51, 100, 53)],
         lease_secs: 60,
+        rapid_commit: true,
     }
 }
 

@@ -3,6 +3,7 @@
 //! to two terminals, one lease per link and one binding per subscriber, no lease for a link
 //! the VLR does not authorise, leases within the pool, every Bound matched by an Unbound
 //! before its address is bound to another, and the bindings reported are exactly the book's.
+//! A DISCOVER may ask for Rapid Commit, which the book then answers as offer and request.
 #![no_main]
 
 mod common;
@@ -41,7 +42,7 @@ fn address(pick: u8) -> Option<Ipv4Addr> {
 }
 
 fn request(b: &[u8]) -> Option<Request> {
-    let [kind, link, cid, requested, server, claim, ..] = *b else {
+    let [raw_kind, link, cid, requested, server, claim, ..] = *b else {
         return None;
     };
     let kind = [
@@ -50,7 +51,8 @@ fn request(b: &[u8]) -> Option<Request> {
         Kind::Release,
         Kind::Decline,
         Kind::Inform,
-    ][kind as usize % 5];
+    ][raw_kind as usize % 5];
+    let rapid_commit = kind == Kind::Discover && raw_kind / 5 % 2 == 1;
     let mac = mac(link);
     let client_id = match cid % 4 {
         0 => None,
@@ -76,6 +78,7 @@ fn request(b: &[u8]) -> Option<Request> {
         requested: address(requested),
         server,
         claimed_name,
+        rapid_commit,
     })
 }
 
@@ -147,7 +150,12 @@ fuzz_target!(|data: &[u8]| {
                 let Some(r) = request(rest) else { continue };
                 let link = (r.mac[5] - 1) as usize;
                 let who = links[link].map(authorised);
-                let (answer, changes) = book.handle(&r, who.as_ref(), ME, LEASE_SECS, now);
+                let (answer, changes) = if r.rapid_commit {
+                    let pool = book.cell_pool();
+                    book.commit_at_once(pool, &r, who.as_ref(), ME, LEASE_SECS, now)
+                } else {
+                    book.handle(&r, who.as_ref(), ME, LEASE_SECS, now)
+                };
                 for change in &changes {
                     if let Binding::Bound { imsi, .. } = change {
                         assert_eq!(

@@ -118,6 +118,7 @@ pub fn request_of(packet: &[u8], m: &v4::Message) -> Option<Request> {
         requested,
         server: o.server,
         claimed_name: o.fqdn.map(|(_, name)| name).or(o.host_name),
+        rapid_commit: kind == Kind::Discover && o.rapid_commit,
     })
 }
 
@@ -580,7 +581,13 @@ fn answer(
             changes: Vec::new(),
         };
     }
-    let (answer, changes) = book.handle_in(
+    let handle = if request.rapid_commit && served.rapid_commit {
+        LeaseBook::commit_at_once
+    } else {
+        LeaseBook::handle_in
+    };
+    let (answer, changes) = handle(
+        book,
         pool,
         &request,
         who.as_ref(),
@@ -841,6 +848,7 @@ pub async fn run(config: DhcpConfig) -> std::io::Result<()> {
         router: config.router,
         dns_servers: config.dns_servers.clone(),
         lease_secs: config.lease_secs,
+        rapid_commit: config.rapid_commit,
     };
     // One socket per interface towards relays, serving the relays reached through it.
     let mut relay_sockets: Vec<(tokio::net::UdpSocket, Vec<RelaySegment>)> = Vec::new();
@@ -1003,6 +1011,7 @@ mod tests {
                 router: Ipv4Addr::new(198, 18, 16, 1),
                 dns_servers: vec![],
                 lease_secs: 600,
+                rapid_commit: true,
             },
         }
     }
@@ -1056,6 +1065,77 @@ mod tests {
             Ipv4Addr::new(198, 51, 100, 100),
             Ipv4Addr::new(198, 51, 100, 110),
         )
+    }
+
+    /// RFC 4039: a DISCOVER that asks for Rapid Commit, to a server that allows it, is
+    /// answered with an ACK that says Rapid Commit, and the binding follows at once; one that
+    /// does not ask, or a server that does not allow it, gets the usual OFFER.
+    #[test]
+    fn a_discover_with_rapid_commit_is_acknowledged_at_once() {
+        use dhcproto::Decodable;
+        let who = |m: &[u8; 6]| {
+            (*m == PHONE).then(|| Authorised {
+                imsi: "001010000000001".into(),
+                host_name: "phone1.home.example".into(),
+                packet_data: true,
+            })
+        };
+        let discover = |rapid: bool| {
+            let mut m = v4::Message::decode(&mut dhcproto::Decoder::new(&relayed_discover(
+                PHONE,
+                Ipv4Addr::UNSPECIFIED,
+            )))
+            .unwrap();
+            if rapid {
+                m.opts_mut().insert(v4::DhcpOption::RapidCommit);
+            }
+            m.to_vec().unwrap()
+        };
+        let ip = Ipv4Addr::new(198, 51, 100, 100);
+        for (asks, allows, committed) in [
+            (true, true, true),
+            (false, true, false),
+            (true, false, false),
+        ] {
+            let served = wire::Served {
+                server_ip: Ipv4Addr::new(198, 51, 100, 1),
+                prefix_len: 24,
+                rapid_commit: allows,
+                ..relay().served
+            };
+            let mut book = cell_book();
+            let handled = handle_packet(
+                &mut book,
+                &served,
+                &PHONE,
+                &discover(asks),
+                &who,
+                &idle(),
+                1,
+            );
+            let Handled::Answered {
+                answer,
+                reply: Some((bytes, _)),
+                changes,
+                ..
+            } = handled
+            else {
+                panic!("not answered: {handled:?}");
+            };
+            let reply = v4::Message::decode(&mut dhcproto::Decoder::new(&bytes)).unwrap();
+            let says_rapid = reply.opts().get(v4::OptionCode::RapidCommit).is_some();
+            let case = format!("asks {asks}, allows {allows}");
+            if committed {
+                assert_eq!(answer, Answer::Ack(ip), "{case}");
+                assert_eq!(reply.opts().msg_type(), Some(MessageType::Ack), "{case}");
+                assert!(says_rapid, "{case}");
+                assert!(matches!(&changes[..], [Binding::Bound { ip: bound, .. }] if *bound == ip));
+            } else {
+                assert_eq!(answer, Answer::Offer(ip), "{case}");
+                assert_eq!(reply.opts().msg_type(), Some(MessageType::Offer), "{case}");
+                assert!(!says_rapid && changes.is_empty(), "{case}");
+            }
+        }
     }
 
     /// A relay's client is leased from the relay's pool and answered at the relay; a request

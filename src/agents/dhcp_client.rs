@@ -1,7 +1,8 @@
 //! The terminal's built-in DHCP client (RFC 2131, on dhcproto): DISCOVER, OFFER, REQUEST,
 //! ACK over a UDP socket bound to the terminal's interface, retransmitting until an
-//! answer comes; RELEASE at detach. It sends its host name as a client FQDN (option 81),
-//! which the server checks against the one the home network holds.
+//! answer comes; RELEASE at detach. Its DISCOVER asks for Rapid Commit (RFC 4039), so a
+//! server that allows it answers with a committed ACK at once. It sends its host name as a
+//! client FQDN (option 81), which the server checks against the one the home network holds.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -61,20 +62,25 @@ fn message(kind: MessageType, xid: u32, mac: &[u8; 6], host_name: Option<&str>) 
     m
 }
 
+/// What answers a DISCOVER: an OFFER, or an ACK that commits at once (RFC 4039).
+const ANSWERS_TO_DISCOVER: [MessageType; 2] = [MessageType::Offer, MessageType::Ack];
+
 /// What the client makes of one datagram on port 68: the server's answer to exchange
-/// `xid` if it is one of `want`, else nothing. Anything on the cell can send the client a
-/// datagram, so it goes through the server's guarded decoder (dhcproto asserts on some
-/// option lengths).
+/// `xid` if it is one of `want`, else nothing. An ACK to a DISCOVER counts only if it says
+/// Rapid Commit (RFC 4039 §3: the client asked for it, and takes no other ACK then).
+/// Anything on the cell can send the client a datagram, so it goes through the server's
+/// guarded decoder (dhcproto asserts on some option lengths).
 pub fn accept(datagram: &[u8], xid: u32, want: &[MessageType]) -> Option<v4::Message> {
     let answer = decode(datagram).ok()?;
     if answer.xid() != xid || answer.opcode() != Opcode::BootReply {
         return None;
     }
-    answer
-        .opts()
-        .msg_type()
-        .filter(|t| want.contains(t))
-        .map(|_| answer)
+    let kind = answer.opts().msg_type().filter(|t| want.contains(t))?;
+    let committed = answer.opts().get(OptionCode::RapidCommit).is_some();
+    if kind == MessageType::Ack && want.contains(&MessageType::Offer) && !committed {
+        return None;
+    }
+    Some(answer)
 }
 
 /// Sends `m` (broadcast) until an answer of `want` with our xid arrives, or `deadline`.
@@ -146,8 +152,12 @@ pub async fn acquire(
         .map_err(|e| format!("cannot bind udp 0.0.0.0:68 on {}: {e}", link.interface))?;
     let deadline = Instant::now() + timeout;
     let xid: u32 = rand_xid();
-    let discover = message(MessageType::Discover, xid, &mac, host_name);
-    let offer = exchange(&socket, &discover, &[MessageType::Offer], deadline).await?;
+    let mut discover = message(MessageType::Discover, xid, &mac, host_name);
+    discover.opts_mut().insert(DhcpOption::RapidCommit);
+    let offer = exchange(&socket, &discover, &ANSWERS_TO_DISCOVER, deadline).await?;
+    if offer.opts().msg_type() == Some(MessageType::Ack) {
+        return Ok(lease_of(&offer));
+    }
     let server = lease_of(&offer).server;
     let mut request = message(MessageType::Request, xid, &mac, host_name);
     request
@@ -293,5 +303,34 @@ pub async fn keep(link: &Link, mac: [u8; 6], mut lease: Lease) -> Lost {
                 tokio::time::sleep(Duration::from_millis(500).min(patience)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(kind: MessageType, xid: u32, rapid: bool) -> Vec<u8> {
+        let mut m = message(kind, xid, &[2, 0, 0, 0, 0, 1], None);
+        m.set_opcode(Opcode::BootReply);
+        if rapid {
+            m.opts_mut().insert(DhcpOption::RapidCommit);
+        }
+        m.to_vec().unwrap()
+    }
+
+    /// RFC 4039 §3: a client that asked for Rapid Commit takes an OFFER, or an ACK that
+    /// says Rapid Commit; an ACK that does not is no answer to its DISCOVER. To its
+    /// REQUEST, any ACK of its exchange counts.
+    #[test]
+    fn a_discover_is_answered_by_an_offer_or_a_committed_ack_only() {
+        let on_discover = |bytes: &[u8]| accept(bytes, 7, &ANSWERS_TO_DISCOVER).is_some();
+        assert!(on_discover(&answer(MessageType::Offer, 7, false)));
+        assert!(on_discover(&answer(MessageType::Ack, 7, true)));
+        assert!(!on_discover(&answer(MessageType::Ack, 7, false)));
+        assert!(!on_discover(&answer(MessageType::Ack, 8, true)));
+        assert!(!on_discover(&answer(MessageType::Nak, 7, false)));
+        let on_request = [MessageType::Ack, MessageType::Nak];
+        assert!(accept(&answer(MessageType::Ack, 7, false), 7, &on_request).is_some());
     }
 }

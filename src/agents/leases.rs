@@ -168,6 +168,8 @@ pub struct Request {
     pub server: Option<Ipv4Addr>,
     /// The name the client says is its own (option 81's FQDN, or option 12 for a host).
     pub claimed_name: Option<String>,
+    /// A DISCOVER that takes a committed ACK at once (option 80, RFC 4039).
+    pub rapid_commit: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -588,6 +590,37 @@ impl LeaseBook {
         }
     }
 
+    /// A DISCOVER with Rapid Commit (RFC 4039) to a server that allows it: the offer and the
+    /// client's request for it in one, so the address is bound at once (ACK) or the client
+    /// gets nothing, as for any DISCOVER it cannot be offered (never a NAK).
+    pub fn commit_at_once(
+        &mut self,
+        pool: Option<Pool>,
+        r: &Request,
+        authorised: Option<&Authorised>,
+        me: Ipv4Addr,
+        lease_secs: u64,
+        now: u64,
+    ) -> (Answer, Vec<Binding>) {
+        let (offer, mut changes) = self.handle_in(pool, r, authorised, me, lease_secs, now);
+        let Answer::Offer(ip) = offer else {
+            return (offer, changes);
+        };
+        let request = Request {
+            kind: Kind::Request,
+            requested: Some(ip),
+            server: Some(me),
+            ..r.clone()
+        };
+        let (answer, bound) = self.handle_in(pool, &request, authorised, me, lease_secs, now);
+        changes.extend(bound);
+        match answer {
+            // Not the case for an address just offered; a DISCOVER is never refused aloud.
+            Answer::Nak(why) => (Answer::Silent(why), changes),
+            answer => (answer, changes),
+        }
+    }
+
     /// Ends leases that expired, and those of terminals the VLR no longer lists on that
     /// link (`still_attached(imsi, mac)`).
     pub fn sweep(
@@ -780,7 +813,42 @@ mod tests {
             requested,
             server: None,
             claimed_name: None,
+            rapid_commit: false,
         }
+    }
+
+    /// Rapid Commit (RFC 4039): the offer and its request in one. The address is bound at
+    /// once, a second DISCOVER of the same client gets the same lease without a new
+    /// binding, and what a DISCOVER cannot be offered it is not acknowledged either.
+    #[test]
+    fn a_rapid_commit_binds_at_once_or_not_at_all() {
+        let mut b = book();
+        let pool = b.cell_pool();
+        let rapid = |mac| Request {
+            rapid_commit: true,
+            ..req(Kind::Discover, mac, None)
+        };
+        let ip = Ipv4Addr::new(198, 51, 100, 100);
+        let (ack, bound) = b.commit_at_once(pool, &rapid(1), Some(&who(1)), ME, 600, 0);
+        assert_eq!(ack, Answer::Ack(ip));
+        assert_eq!(
+            bound,
+            [Binding::Bound {
+                imsi: who(1).imsi,
+                host_name: who(1).host_name,
+                ip
+            }]
+        );
+        assert!(!b.leases[&ip].offered);
+        let (again, nothing) = b.commit_at_once(pool, &rapid(1), Some(&who(1)), ME, 600, 1);
+        assert_eq!((again, nothing.len()), (Answer::Ack(ip), 0));
+        let (unknown, none) = b.commit_at_once(pool, &rapid(2), None, ME, 600, 2);
+        assert!(matches!(unknown, Answer::Silent(_)) && none.is_empty());
+        // The pool (two addresses) runs out: silence, as for a plain DISCOVER.
+        b.commit_at_once(pool, &rapid(2), Some(&who(2)), ME, 600, 3);
+        let (full, none) = b.commit_at_once(pool, &rapid(3), Some(&who(3)), ME, 600, 4);
+        assert!(matches!(full, Answer::Silent(why) if why.contains("exhausted")));
+        assert!(none.is_empty());
     }
 
     #[test]

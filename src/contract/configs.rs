@@ -122,6 +122,9 @@ pub struct DhcpConfig {
     pub router: Ipv4Addr,
     pub dns_servers: Vec<Ipv4Addr>,
     pub lease_secs: u64,
+    /// Answers a DISCOVER that asks for Rapid Commit (RFC 4039) with a committed ACK.
+    #[serde(default)]
+    pub rapid_commit: bool,
     pub vlr_attached: PathBuf,
     pub vlr_local_socket: PathBuf,
     pub leases_file: PathBuf,

@@ -187,14 +187,18 @@ fn dhcp_config(topology: &Topology, lab: &LabDir, node: &Node) -> Option<DhcpCon
         .filter(|z| z.signer() == node.name && z.name.ends_with("in-addr.arpa"))
         .filter_map(|z| zone_target(topology, lab, z))
         .collect();
-    let (lease_secs, relays) = node
+    let (lease_secs, relays, rapid_commit) = node
         .services
         .iter()
         .find_map(|s| match s {
-            Service::Dhcp { lease_secs, relays } => Some((*lease_secs, relays.as_slice())),
+            Service::Dhcp {
+                lease_secs,
+                relays,
+                rapid_commit,
+            } => Some((*lease_secs, relays.as_slice(), *rapid_commit)),
             _ => None,
         })
-        .unwrap_or((DEFAULT_LEASE_SECS, &[]));
+        .unwrap_or((DEFAULT_LEASE_SECS, &[], true));
     let relays = relays
         .iter()
         .filter_map(|r| relay_config(topology, node, r))
@@ -209,6 +213,7 @@ fn dhcp_config(topology: &Topology, lab: &LabDir, node: &Node) -> Option<DhcpCon
         router: own.addr(),
         dns_servers,
         lease_secs,
+        rapid_commit,
         vlr_attached: lab.vlr_attached(&node.name),
         vlr_local_socket: lab.vlr_local_socket(&node.name),
         leases_file: lab.dhcp_leases(&node.name),

@@ -128,6 +128,8 @@ pub struct ClientOptions {
     pub client_id: Option<Vec<u8>>,
     /// Option 81: its flags and the name, whether sent in wire format (E=1) or as ASCII.
     pub fqdn: Option<(u8, String)>,
+    /// Option 80 (RFC 4039): the client takes a committed ACK in answer to its DISCOVER.
+    pub rapid_commit: bool,
 }
 
 /// RFC 4702 flag bits of option 81.
@@ -162,6 +164,7 @@ pub fn client_options(packet: &[u8]) -> ClientOptions {
             50 => out.requested = ip(value),
             54 => out.server = ip(value),
             61 if !value.is_empty() => out.client_id = Some(value.to_vec()),
+            80 => out.rapid_commit = true,
             12 => {
                 out.host_name = std::str::from_utf8(value)
                     .ok()
@@ -209,9 +212,12 @@ pub struct Served {
     pub router: Ipv4Addr,
     pub dns_servers: Vec<Ipv4Addr>,
     pub lease_secs: u64,
+    /// Whether a DISCOVER that asks for Rapid Commit (RFC 4039) gets a committed ACK.
+    pub rapid_commit: bool,
 }
 
-/// The server's answer (OFFER, ACK or NAK) to client message `m`, leasing `yiaddr`.
+/// The server's answer (OFFER, ACK or NAK) to client message `m`, leasing `yiaddr`; an ACK
+/// to a DISCOVER says Rapid Commit (RFC 4039 §3), as a client takes no other.
 pub fn reply(
     config: &Served,
     m: &v4::Message,
@@ -233,9 +239,14 @@ pub fn reply(
     if kind == MessageType::Ack && !m.ciaddr().is_unspecified() {
         r.set_ciaddr(m.ciaddr());
     }
+    let committed_at_once =
+        kind == MessageType::Ack && m.opts().msg_type() == Some(MessageType::Discover);
     let o = r.opts_mut();
     o.insert(DhcpOption::MessageType(kind));
     o.insert(DhcpOption::ServerIdentifier(config.server_ip));
+    if committed_at_once {
+        o.insert(DhcpOption::RapidCommit);
+    }
     if kind != MessageType::Nak {
         o.insert(DhcpOption::SubnetMask(Ipv4Addr::from(
             u32::MAX << (32 - config.prefix_len),

@@ -357,6 +357,8 @@ pub enum Service {
     Dhcp {
         lease_secs: u64,
         relays: Vec<Relay>,
+        /// A DISCOVER with Rapid Commit (RFC 4039) is answered with a committed ACK.
+        rapid_commit: bool,
     },
     Echo {
         name: String,

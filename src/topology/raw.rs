@@ -164,6 +164,10 @@ pub enum RawService {
         /// Relay agents (RFC 2131 §4.1) this server answers, each for a subnet of its own.
         #[serde(default)]
         relays: Vec<RawRelay>,
+        /// Whether a DISCOVER that asks for Rapid Commit (RFC 4039) is answered with a
+        /// committed ACK at once, in two messages instead of four (default true).
+        #[serde(default)]
+        rapid_commit: Option<bool>,
     },
     /// The built-in TCP echo agent, used to prove the supervisor.
     Echo {

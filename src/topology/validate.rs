@@ -382,9 +382,14 @@ impl Validator<'_> {
                         name_source: *name_source,
                     }
                 }
-                RawService::Dhcp { lease_secs, relays } => Service::Dhcp {
+                RawService::Dhcp {
+                    lease_secs,
+                    relays,
+                    rapid_commit,
+                } => Service::Dhcp {
                     lease_secs: lease_secs.unwrap_or(DEFAULT_LEASE_SECS).max(4),
                     relays: self.relays(relays, &spath.key("relays"))?,
+                    rapid_commit: rapid_commit.unwrap_or(true),
                 },
                 RawService::Echo {
                     name,
