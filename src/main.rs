@@ -1,5 +1,36 @@
 fn main() {
     let cli = roamlab::cli::Cli::from_args();
+    // An attach of one terminal forks, while this process has one thread and has done
+    // nothing, the child that will run the terminal's agent without `exec`.
+    if cli.starts_one_agent() && nix::unistd::geteuid().is_root() {
+        roamlab::supervisor::zygote::fork_for_next_agent(run_agent);
+    }
+    init_tracing(&cli);
+    if let Err(error) = roamlab::cli::run(cli) {
+        eprintln!("roamlab: error: {error:#}");
+        std::process::exit(roamlab::cli::exit_code(&error));
+    }
+}
+
+/// Runs an agent's command line in a zygote's child (see `supervisor::zygote`), as `main`
+/// runs it in an agent started with `exec`; gives its exit code.
+fn run_agent(args: &[String]) -> i32 {
+    let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+    let Some(cli) = roamlab::cli::Cli::agent_line(&args) else {
+        eprintln!("roamlab: error: not an agent's command line: {args:?}");
+        return 2;
+    };
+    init_tracing(&cli);
+    match roamlab::cli::run(cli) {
+        Ok(()) => 0,
+        Err(error) => {
+            eprintln!("roamlab: error: {error:#}");
+            roamlab::cli::exit_code(&error)
+        }
+    }
+}
+
+fn init_tracing(cli: &roamlab::cli::Cli) {
     // Agents write to their log files, where their life story is wanted; verbs stay quiet.
     // hickory-server warns "unexpected lookup skip" on every positive answer when a
     // dnssec feature is built in and no NSEC setting is made; that is noise, not news. It
@@ -18,8 +49,4 @@ fn main() {
         .with_ansi(!cli.is_agent())
         .with_writer(std::io::stderr)
         .init();
-    if let Err(error) = roamlab::cli::run(cli) {
-        eprintln!("roamlab: error: {error:#}");
-        std::process::exit(roamlab::cli::exit_code(&error));
-    }
 }

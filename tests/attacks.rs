@@ -487,6 +487,48 @@ fn processes_in_nodes_see_no_lab_state_and_reach_no_agent() {
             "/run/roamlab/atkview/terminals/phone1/state.json",
         ]
     );
+    // It is what an exec'd agent would be, though one attach runs it without `exec`
+    // (supervisor::zygote): the capabilities it holds are no more than its bounding set's,
+    // none ambient, in a PID namespace of its own, and holding nothing of the CLI that
+    // started it (this test's pipes among them): /dev/null in, its log out.
+    let status = std::fs::read_to_string(format!("/proc/{terminal}/status")).unwrap();
+    let field = |name: &str| {
+        let value = status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("no {name} in {status}"));
+        u64::from_str_radix(value.trim(), 16).unwrap()
+    };
+    let bound = field("CapBnd");
+    assert_eq!(
+        bound & (1 << 21 | 1 << 19 | 1 << 2 | 1 << 27),
+        0,
+        "{status}"
+    );
+    for set in ["CapEff", "CapPrm", "CapInh"] {
+        assert_eq!(
+            field(set) & !bound,
+            0,
+            "{set} beyond the bounding set:\n{status}"
+        );
+    }
+    assert_eq!(field("CapAmb"), 0, "{status}");
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+    assert_eq!(nspid.split_whitespace().count(), 3, "{nspid}");
+    let log = "/run/roamlab/atkview/agents/phone1.terminal.log";
+    for entry in std::fs::read_dir(format!("/proc/{terminal}/fd")).unwrap() {
+        let entry = entry.unwrap();
+        let fd: u32 = entry.file_name().to_str().unwrap().parse().unwrap();
+        let to = std::fs::read_link(entry.path())
+            .unwrap()
+            .display()
+            .to_string();
+        match fd {
+            0 => assert_eq!(to, "/dev/null"),
+            1 | 2 => assert_eq!(to, log),
+            _ => assert!(!to.starts_with("pipe:"), "fd {fd} is a pipe: {to}"),
+        }
+    }
 
     // The operator can still look at everything.
     let privileged = common::roamlab(&[

@@ -48,7 +48,9 @@ impl Cli {
         Self::agent_line(&args).unwrap_or_else(|| Self::parse_from(args))
     }
 
-    fn agent_line(args: &[std::ffi::OsString]) -> Option<Self> {
+    /// An agent's command line in the supervisor's one shape (`agent <kind> --config
+    /// <file>`, after argv[0]), as an agent's run reads it; none for any other line.
+    pub fn agent_line(args: &[std::ffi::OsString]) -> Option<Self> {
         let [_, agent, kind, flag, config] = args else {
             return None;
         };
@@ -73,6 +75,17 @@ impl Cli {
     /// Whether this run is an agent (started by the supervisor).
     pub fn is_agent(&self) -> bool {
         matches!(self.command, Command::Agent { .. })
+    }
+
+    /// Whether this run starts one agent and nothing after it: the attach of one terminal
+    /// by its name (see `supervisor::zygote`).
+    pub fn starts_one_agent(&self) -> bool {
+        match &self.command {
+            Command::Attach { terminals, all, .. } => {
+                !all && matches!(&terminals[..], [name] if !name.contains(['*', '?', '[']))
+            }
+            _ => false,
+        }
     }
 }
 
@@ -528,6 +541,16 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("start the async runtime")
+}
+
+/// Runs `work` to its end on a runtime of its own, then lets the runtime go without joining
+/// its idle blocking threads one by one (the verb is about to print and exit; nothing still
+/// running there is wanted: a name check that was begun and not needed, say).
+pub(crate) fn run_to_end<F: std::future::Future>(work: F) -> Result<F::Output> {
+    let runtime = runtime()?;
+    let done = runtime.block_on(work);
+    runtime.shutdown_background();
+    Ok(done)
 }
 
 /// Sets `flag` on SIGINT, SIGTERM or SIGHUP, so `up` can roll back instead of dying.
@@ -1035,6 +1058,34 @@ mod tests {
             read += 1;
         }
         assert_eq!(read, 6, "every agent with a config file");
+    }
+
+    /// Only an attach of one terminal, by its name, starts one agent and nothing after it
+    /// (so only it forks a zygote for that agent, see `supervisor::zygote`).
+    #[test]
+    fn only_an_attach_of_one_named_terminal_starts_one_agent() {
+        let starts_one =
+            |words: &[&str]| Cli::try_parse_from(line(words)).unwrap().starts_one_agent();
+        assert!(starts_one(&["roamlab", "attach", "phone1"]));
+        assert!(starts_one(&[
+            "roamlab",
+            "attach",
+            "phone1",
+            "--lab",
+            "x",
+            "--dhcp-client",
+            "udhcpc"
+        ]));
+        for words in [
+            &["roamlab", "attach", "phone*"][..],
+            &["roamlab", "attach", "phone[12]"],
+            &["roamlab", "attach", "phone1", "phone2"],
+            &["roamlab", "attach", "--all"],
+            &["roamlab", "detach", "phone1"],
+            &["roamlab", "up"],
+        ] {
+            assert!(!starts_one(words), "{words:?}");
+        }
     }
 
     #[test]

@@ -231,11 +231,10 @@ pub fn attach(
     let progress = Progress::default();
     let started = Instant::now();
     let mut outcomes = with_progress("attach", &progress, || {
-        super::runtime()?
-            .block_on(terminals::attach_many(
-                lab, &names, at, setup, parallel, &progress,
-            ))
-            .map_err(anyhow::Error::from)
+        super::run_to_end(terminals::attach_many(
+            lab, &names, at, setup, parallel, &progress,
+        ))?
+        .map_err(anyhow::Error::from)
     })?;
     if json {
         return print_json("attach", &outcomes, started.elapsed(), |a| {
@@ -271,8 +270,7 @@ pub fn detach(lab: &str, patterns: &[String], all: bool, json: bool) -> Result<(
     let progress = Progress::default();
     let started = Instant::now();
     let mut outcomes = with_progress("detach", &progress, || {
-        super::runtime()?
-            .block_on(terminals::detach_many(lab, &names, &progress))
+        super::run_to_end(terminals::detach_many(lab, &names, &progress))?
             .map_err(anyhow::Error::from)
     })?;
     if json {

@@ -62,6 +62,53 @@ pub fn drop_all() -> io::Result<()> {
             | SECBIT_NO_CAP_AMBIENT_RAISE
             | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED,
     )?;
+    clear_ambient()?;
+    drop_bounding_except(&[])?;
+    let mut header = Header {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let none = [CapData::default(); 2];
+    // SAFETY: capset with a version-3 header and its two data words, both ours.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut header, none.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    prctl(libc::PR_SET_NO_NEW_PRIVS, 1)
+}
+
+/// Narrows the calling thread's effective, permitted and inheritable capabilities to `kept`
+/// and clears its ambient ones: what `exec` leaves a root process whose bounding set is
+/// `kept`, for a process that goes on without `exec`.
+pub fn narrow_to(kept: &[u32]) -> io::Result<()> {
+    let mask: u64 = kept
+        .iter()
+        .filter(|c| **c <= LAST_CAPABILITY)
+        .fold(0, |m, c| m | 1 << c);
+    let mut header = Header {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut now = [CapData::default(); 2];
+    // SAFETY: capget with a version-3 header and room for its two data words.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut header, now.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let narrowed = [0, 1].map(|word| {
+        let keep = (mask >> (32 * word)) as u32;
+        CapData {
+            effective: now[word].permitted & keep,
+            permitted: now[word].permitted & keep,
+            inheritable: now[word].inheritable & keep,
+        }
+    });
+    // SAFETY: capset with a version-3 header and its two data words, both ours.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut header, narrowed.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    clear_ambient()
+}
+
+fn clear_ambient() -> io::Result<()> {
     // SAFETY: prctl with integer arguments.
     if unsafe {
         libc::prctl(
@@ -75,35 +122,25 @@ pub fn drop_all() -> io::Result<()> {
     {
         return Err(io::Error::last_os_error());
     }
-    drop_bounding_except(&[])?;
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: libc::c_int,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const VERSION_3: u32 = 0x2008_0522;
-    let mut header = Header {
-        version: VERSION_3,
-        pid: 0,
-    };
-    let none = [Data {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    }; 2];
-    // SAFETY: capset with a version-3 header and its two data words, both ours.
-    if unsafe { libc::syscall(libc::SYS_capset, &mut header, none.as_ptr()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    prctl(libc::PR_SET_NO_NEW_PRIVS, 1)
+    Ok(())
 }
+
+/// capget/capset's header and data words (linux/capability.h, version 3: two words).
+#[repr(C)]
+struct Header {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 /// The threads of this process that still hold a capability (permitted, effective or in
 /// the bounding set), by thread id.

@@ -13,7 +13,8 @@
 //! NET_BIND_SERVICE), and root's file and identity capabilities for DHCP clients.
 //!
 //! Everything is prepared before the fork; [`NodeEntry::enter`] only makes syscalls, as
-//! code between fork and exec must.
+//! code between fork and exec must. A process that enters without `exec` (see `zygote`)
+//! also narrows its own capabilities to the bounding set's, as `exec` would have.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -46,7 +47,7 @@ pub enum View {
 
 /// The capabilities a confined process keeps (everything else leaves its bounding set):
 /// Docker's default set without MKNOD, plus NET_ADMIN for a node's own networking.
-const KEPT_CAPABILITIES: &[u32] = &[
+pub(super) const KEPT_CAPABILITIES: &[u32] = &[
     0,  // CHOWN
     1,  // DAC_OVERRIDE
     3,  // FOWNER
@@ -128,8 +129,8 @@ impl NodeEntry {
         })
     }
 
-    /// Runs in the child between fork and exec.
-    fn enter(&self) -> io::Result<()> {
+    /// Runs in the child between fork and exec (or in a zygote's child, see `zygote`).
+    pub(super) fn enter(&self) -> io::Result<()> {
         setns(self.namespace.as_fd(), CloneFlags::CLONE_NEWNET)?;
         unshare(CloneFlags::CLONE_NEWNS)?;
         // Our mounts must not leak back to the host.

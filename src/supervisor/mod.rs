@@ -5,9 +5,11 @@
 //! state directory. It says it is ready by writing `READY` to the pipe on
 //! `ROAMLAB_READY_FD`; `up` waits for that (with a timeout) and fails naming the agent and
 //! showing the tail of its log if it exits or stays silent. At `down`, SIGTERM, then
-//! SIGKILL after a grace period.
+//! SIGKILL after a grace period. A process that forked a zygote at its start (see
+//! [`zygote`]) starts its next agent from it, without `exec`.
 
 pub mod enter;
+pub mod zygote;
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
@@ -194,59 +196,33 @@ pub fn start_gated(
         .map_err(spawn_err)?;
     let (ready_read, ready_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| spawn_err(e.into()))?;
-
-    let mut command = Command::new(std::env::current_exe().map_err(spawn_err)?);
-    command
-        .arg("agent")
-        .arg(&spec.kind)
-        .args(&spec.args)
-        .env(READY_FD_ENV, READY_FD.to_string())
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().map_err(spawn_err)?)
-        .stderr(log_file);
-    NodeEntry::prepare_with(&spec.namespace, &spec.view)
-        .map_err(spawn_err)?
-        .apply_to(&mut command);
-    if gate.is_some() {
-        command.env(GATE_FD_ENV, GATE_FD.to_string());
-    }
-    let raw_write = ready_write.as_raw_fd();
-    // Never 3 or 4 (see `Gate::new`), so moving the ready pipe cannot overwrite it.
-    let raw_gate = gate.as_ref().map(|g| g.as_raw_fd());
-    // SAFETY: only async-signal-safe syscalls (setsid, dup2, fcntl) between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            // A session of its own: the agent outlives `up` and ignores the terminal's ^C.
-            nix::unistd::setsid()?;
-            // dup2 clears close-on-exec on the copy; an fd already in place needs it cleared.
-            let result = if raw_write == READY_FD {
-                libc::fcntl(raw_write, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(raw_write, READY_FD)
-            };
-            if result < 0 || raw_gate.is_some_and(|g| libc::dup2(g, GATE_FD) < 0) {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let confined = matches!(spec.view, View::Confined { .. });
-    // A confined agent starts in a PID namespace of its own, made on a thread of its own.
-    let child = std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                if confined {
-                    enter::new_pid_namespace_for_children()?;
-                }
-                command.spawn()
-            })
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("spawn thread panicked")))
-    })
-    .map_err(spawn_err)?;
+    let exe = std::env::current_exe().map_err(spawn_err)?;
+    let (pid, child) = match zygote::take() {
+        Some(zygote) => {
+            let args = [exe.display().to_string(), "agent".into(), spec.kind.clone()]
+                .into_iter()
+                .chain(spec.args.iter().cloned())
+                .collect();
+            let pid = zygote
+                .start(
+                    &spec.namespace,
+                    &spec.view,
+                    args,
+                    &log_file,
+                    &ready_write,
+                    gate.as_ref(),
+                )
+                .map_err(spawn_err)?;
+            (pid, None)
+        }
+        None => {
+            let child =
+                spawn(spec, &exe, log_file, &ready_write, gate.as_ref()).map_err(spawn_err)?;
+            (child.id() as i32, Some(child))
+        }
+    };
     drop(ready_write);
     drop(gate);
-    let pid = child.id() as i32;
     let record = AgentRecord {
         node: spec.node.clone(),
         name: spec.name.clone(),
@@ -294,6 +270,63 @@ pub fn start_gated(
     }
 }
 
+/// Forks and execs the agent of `spec` inside its node, its output to `log_file`, its
+/// readiness pipe's writing end `ready_write`, its gate's end `gate`.
+fn spawn(
+    spec: &AgentSpec,
+    exe: &Path,
+    log_file: fs::File,
+    ready_write: &OwnedFd,
+    gate: Option<&OwnedFd>,
+) -> io::Result<std::process::Child> {
+    let mut command = Command::new(exe);
+    command
+        .arg("agent")
+        .arg(&spec.kind)
+        .args(&spec.args)
+        .env(READY_FD_ENV, READY_FD.to_string())
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file);
+    NodeEntry::prepare_with(&spec.namespace, &spec.view)?.apply_to(&mut command);
+    if gate.is_some() {
+        command.env(GATE_FD_ENV, GATE_FD.to_string());
+    }
+    let raw_write = ready_write.as_raw_fd();
+    // Never 3 or 4 (see `Gate::new`), so moving the ready pipe cannot overwrite it.
+    let raw_gate = gate.as_ref().map(|g| g.as_raw_fd());
+    // SAFETY: only async-signal-safe syscalls (setsid, dup2, fcntl) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            // A session of its own: the agent outlives `up` and ignores the terminal's ^C.
+            nix::unistd::setsid()?;
+            // dup2 clears close-on-exec on the copy; an fd already in place needs it cleared.
+            let result = if raw_write == READY_FD {
+                libc::fcntl(raw_write, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw_write, READY_FD)
+            };
+            if result < 0 || raw_gate.is_some_and(|g| libc::dup2(g, GATE_FD) < 0) {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let confined = matches!(spec.view, View::Confined { .. });
+    // A confined agent starts in a PID namespace of its own, made on a thread of its own.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                if confined {
+                    enter::new_pid_namespace_for_children()?;
+                }
+                command.spawn()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("spawn thread panicked")))
+    })
+}
+
 /// Waits for READY on the pipe, in short slices so that `cancel` is seen promptly.
 fn wait_ready(pipe: OwnedFd, timeout: Duration, cancel: &AtomicBool) -> Readiness {
     const SLICE: Duration = Duration::from_millis(20);
@@ -331,10 +364,13 @@ fn wait_ready(pipe: OwnedFd, timeout: Duration, cancel: &AtomicBool) -> Readines
     }
 }
 
-fn reap(mut child: std::process::Child) -> String {
-    match child.wait() {
-        Ok(status) => status.to_string(),
-        Err(e) => e.to_string(),
+/// How an agent that ended before it was ready ended: its exit status when it is our
+/// child; one a zygote forked is not.
+fn reap(child: Option<std::process::Child>) -> String {
+    match child.map(|mut c| c.wait()) {
+        Some(Ok(status)) => status.to_string(),
+        Some(Err(e)) => e.to_string(),
+        None => "started without exec: its status is not ours to read".into(),
     }
 }
 
