@@ -13,17 +13,20 @@
 //! container's root may lack, and nothing reads a terminal's (peers check only the lab's
 //! agents by theirs, see `agents::signaling::peer_agent`).
 //!
-//! The zygote takes its request, with the descriptors, over a socket pair (SCM_RIGHTS); it
+//! The zygote takes its request, with the descriptors, over a socket pair (SCM_RIGHTS; a
+//! sequenced-packet pair, so that a request is never read in part); it
 //! answers the agent's pid, or why it could not start it, and ends. A CLI that never asks
 //! (it failed first, or started no agent) closes the socket, and the zygote ends with it.
 
 use std::fs::File;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use nix::sys::socket::{
+    recv, recvmsg, send, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned,
+    MsgFlags, SockFlag, SockType,
+};
 use nix::unistd::{fork, ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
@@ -44,7 +47,7 @@ const SPARE_FDS_FROM: RawFd = 10;
 /// The CLI's end of a zygote it forked.
 pub struct Zygote {
     pid: Pid,
-    socket: UnixStream,
+    socket: OwnedFd,
 }
 
 /// What a zygote is asked to start.
@@ -68,7 +71,12 @@ enum Answer {
 /// while the process has one thread. `run_agent` runs an agent's command line in the
 /// zygote's child and gives its exit code. If the fork fails, agents start with `exec`.
 pub fn fork_for_next_agent(run_agent: fn(&[String]) -> i32) {
-    let Ok((ours, theirs)) = UnixStream::pair() else {
+    let Ok((ours, theirs)) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    ) else {
         return;
     };
     // SAFETY: the caller forks while the process has one thread, so the child may do
@@ -141,20 +149,21 @@ impl Zygote {
     }
 }
 
-fn read_answer(socket: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
-    use std::io::Read;
+fn read_answer(socket: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
     loop {
-        match (&*socket).read(buf) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
+        match recv(socket.as_raw_fd(), buf, MsgFlags::empty()) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => return other.map_err(io::Error::from),
         }
     }
 }
 
 /// The zygote: waits for its request, starts the agent, answers, ends.
-fn serve(socket: UnixStream, run_agent: fn(&[String]) -> i32) -> i32 {
+fn serve(received: OwnedFd, run_agent: fn(&[String]) -> i32) -> i32 {
     // Above the descriptors the agent's are copied to, so that no copy overwrites it.
-    let Ok(socket) = spare(&OwnedFd::from(socket)).map(UnixStream::from) else {
+    let spared = spare(&received);
+    drop(received);
+    let Ok(socket) = spared else {
         return 1;
     };
     // The CLI's terminal or pipes are not the zygote's to hold while it waits.
@@ -185,15 +194,14 @@ fn serve(socket: UnixStream, run_agent: fn(&[String]) -> i32) -> i32 {
     }
 }
 
-fn answer(socket: &UnixStream, answer: &Answer) {
-    use std::io::Write;
+fn answer(socket: &OwnedFd, answer: &Answer) {
     if let Ok(bytes) = serde_json::to_vec(answer) {
-        let _ = (&*socket).write_all(&bytes);
+        let _ = send(socket.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL);
     }
 }
 
 /// The request and its descriptors; none if the CLI closed the socket without one.
-fn receive(socket: &UnixStream) -> io::Result<Option<(Request, Vec<OwnedFd>)>> {
+fn receive(socket: &OwnedFd) -> io::Result<Option<(Request, Vec<OwnedFd>)>> {
     let mut buf = vec![0u8; MAX_REQUEST];
     let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
     let (n, fds) = loop {
@@ -249,6 +257,8 @@ fn start(request: Request, fds: Vec<OwnedFd>, run_agent: fn(&[String]) -> i32) -
         spare(ready)?,
         gate.first().map(spare).transpose()?,
     );
+    // The copies received go before theirs take their places.
+    drop(fds);
     let mut moves = vec![
         (null.as_raw_fd(), 0),
         (log.as_raw_fd(), 1),
