@@ -81,9 +81,7 @@ impl Cli {
     /// by its name (see `supervisor::zygote`).
     pub fn starts_one_agent(&self) -> bool {
         match &self.command {
-            Command::Attach { terminals, all, .. } => {
-                !all && matches!(&terminals[..], [name] if !name.contains(['*', '?', '[']))
-            }
+            Command::Attach { terminals, all, .. } => terminals::single(terminals, *all),
             _ => false,
         }
     }
@@ -1078,7 +1076,7 @@ mod tests {
         ]));
         for words in [
             &["roamlab", "attach", "phone*"][..],
-            &["roamlab", "attach", "phone[12]"],
+            &["roamlab", "attach", "phone?"],
             &["roamlab", "attach", "phone1", "phone2"],
             &["roamlab", "attach", "--all"],
             &["roamlab", "detach", "phone1"],

@@ -53,7 +53,7 @@ fn is_glob(pattern: &str) -> bool {
 }
 
 /// Whether the verb names one terminal by name, and so answers as the single verb did.
-fn single(patterns: &[String], all: bool) -> bool {
+pub(super) fn single(patterns: &[String], all: bool) -> bool {
     !all && patterns.len() == 1 && !is_glob(&patterns[0])
 }
 

@@ -100,19 +100,21 @@ impl NetlinkKernel {
         let runtime = tokio::runtime::Handle::current();
         let (name, sysctls) = (namespace.to_string(), sysctls.to_vec());
         let ledger = self.ledger.clone();
-        let (conn, handle) = tokio::task::spawn_blocking(move || {
-            // A thread of its own: it leaves the root namespace and never comes back.
-            std::thread::spawn(move || {
-                netns::create_on_this_thread(&name, &sysctls, ledger.as_ref())?;
-                let _enter = runtime.enter();
-                let (conn, handle, _) = rtnetlink::new_connection()?;
-                Ok::<_, io::Error>((conn, handle))
-            })
-            .join()
-            .map_err(|_| io::Error::other("namespace thread panicked"))?
-        })
-        .await
-        .map_err(io::Error::other)??;
+        let (made, done) = futures::channel::oneshot::channel();
+        // A thread of its own: it leaves the root namespace and never comes back. Awaited
+        // through a channel, so no thread of the blocking pool waits for it.
+        std::thread::spawn(move || {
+            let connected = netns::create_on_this_thread(&name, &sysctls, ledger.as_ref())
+                .and_then(|()| {
+                    let _enter = runtime.enter();
+                    let (conn, handle, _) = rtnetlink::new_connection()?;
+                    Ok((conn, handle))
+                });
+            let _ = made.send(connected);
+        });
+        let (conn, handle) = done
+            .await
+            .map_err(|_| io::Error::other("namespace thread panicked"))??;
         tokio::spawn(conn);
         self.files
             .insert(namespace.to_string(), netns::open(namespace)?);
@@ -641,6 +643,36 @@ impl NetlinkKernel {
             }
         }
         Ok(())
+    }
+
+    /// The names and indices of a namespace's links, read by a future of its own (on the
+    /// connection this kernel keeps to the namespace), so that other work can go on while
+    /// the kernel answers.
+    pub fn link_indices(
+        &mut self,
+        namespace: &str,
+    ) -> io::Result<impl std::future::Future<Output = io::Result<Vec<(String, u32)>>> + 'static>
+    {
+        let handle = self.attach(namespace)?;
+        Ok(async move {
+            let links: Vec<LinkMessage> = handle
+                .link()
+                .get()
+                .execute()
+                .try_collect()
+                .await
+                .map_err(io::Error::other)?;
+            Ok(links
+                .into_iter()
+                .map(|link| {
+                    let name = link.attributes.iter().find_map(|a| match a {
+                        LinkAttribute::IfName(n) => Some(n.clone()),
+                        _ => None,
+                    });
+                    (name.unwrap_or_default(), link.header.index)
+                })
+                .collect())
+        })
     }
 
     /// Links and their addresses in a namespace, for `status`.

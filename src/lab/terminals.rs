@@ -493,37 +493,63 @@ impl Progress {
 pub type Outcomes<T> = Vec<(String, Result<T, TerminalError>)>;
 
 /// The plans that give one terminal its namespace, then its locked port on the cell.
-fn terminal_plan(
+/// The index of the visited network's cell bridge `bridge` among its `links` (name,
+/// index), and the first index after all of them (where a terminal's ports are put).
+fn cell_port_indices(
+    links: &[(String, u32)],
+    visited_ns: &str,
+    bridge: &str,
+) -> Result<(u32, u32), String> {
+    let master = links
+        .iter()
+        .find(|(name, _)| name == bridge)
+        .map(|(_, index)| *index)
+        .ok_or_else(|| format!("{visited_ns} has no bridge {bridge}"))?;
+    let first_index = links
+        .iter()
+        .map(|(_, index)| *index)
+        .max()
+        .unwrap_or(LOOPBACK_INDEX)
+        + 1;
+    Ok((master, first_index))
+}
+
+/// A terminal's namespace, with IPv6 off and its loopback up.
+fn namespace_plan(lab: &str, namespace: &str) -> Plan {
+    let off = |key: &str| Sysctl {
+        key: key.into(),
+        value: "1".into(),
+    };
+    Plan {
+        lab: lab.to_string(),
+        steps: vec![
+            Step::CreateNamespace {
+                namespace: namespace.into(),
+                sysctls: vec![
+                    off("net/ipv6/conf/all/disable_ipv6"),
+                    off("net/ipv6/conf/default/disable_ipv6"),
+                ],
+            },
+            Step::SetLinkUp {
+                namespace: namespace.into(),
+                interface: "lo".into(),
+                index: LOOPBACK_INDEX,
+            },
+        ],
+    }
+}
+
+/// A terminal's link: its port `port` on the visited network's cell bridge (index
+/// `master`) at `index`, locked to the terminal's own address, and its eth0 up.
+fn link_plan(
     lab: &str,
     namespace: &str,
     visited_ns: &str,
     port: &str,
     master: u32,
     index: u32,
-) -> (Plan, Plan) {
-    let off = |key: &str| Sysctl {
-        key: key.into(),
-        value: "1".into(),
-    };
-    let plan = |steps| Plan {
-        lab: lab.to_string(),
-        steps,
-    };
-    let own = plan(vec![
-        Step::CreateNamespace {
-            namespace: namespace.into(),
-            sysctls: vec![
-                off("net/ipv6/conf/all/disable_ipv6"),
-                off("net/ipv6/conf/default/disable_ipv6"),
-            ],
-        },
-        Step::SetLinkUp {
-            namespace: namespace.into(),
-            interface: "lo".into(),
-            index: LOOPBACK_INDEX,
-        },
-    ]);
-    let link = plan(vec![
+) -> Plan {
+    let steps = vec![
         Step::CreateVeth {
             namespace: visited_ns.into(),
             name: port.into(),
@@ -547,8 +573,11 @@ fn terminal_plan(
             interface: "eth0".into(),
             index: LOOPBACK_INDEX + 1,
         },
-    ]);
-    (own, link)
+    ];
+    Plan {
+        lab: lab.to_string(),
+        steps,
+    }
 }
 
 /// A terminal whose kernel objects and files are in place, ready for its agent (or with
@@ -658,24 +687,13 @@ pub async fn attach_many(
     let visited_ns = topology.namespace(&visited);
     let mut kernel =
         NetlinkKernel::new(super::state::ledger(lab)).map_err(io_err(lab, "prepare /run/netns"))?;
-    let interfaces = kernel
-        .interfaces(&visited_ns)
-        .await
+    // The visited network's links are read (for its cell bridge's index and the next free
+    // one) while the first terminal's namespace is made.
+    let visited_links = kernel
+        .link_indices(&visited_ns)
         .map_err(io_err(lab, format!("read {visited_ns}")))?;
-    let master = interfaces
-        .iter()
-        .find(|i| i.name == bridge)
-        .map(|i| i.index)
-        .ok_or_else(|| TerminalError::NoVisited {
-            lab: lab.into(),
-            why: format!("{visited_ns} has no bridge {bridge}"),
-        })?;
-    let first_index = interfaces
-        .iter()
-        .map(|i| i.index)
-        .max()
-        .unwrap_or(LOOPBACK_INDEX)
-        + 1;
+    let mut visited_links = Some(tokio::spawn(visited_links));
+    let mut cell_indices: Option<Result<(u32, u32), String>> = None;
     let hosted = hosted::hosts(chosen.len(), &setup.dhcp_client);
     let single_agent = !hosted && chosen.len() == 1;
     // Recorded before the kernel is touched, so a crash leaves them findable.
@@ -704,8 +722,7 @@ pub async fn attach_many(
         for (i, (subscriber, port)) in chosen.into_iter().enumerate() {
             let terminal = subscriber.name.clone();
             let namespace = topology.namespace(&terminal);
-            let index = first_index + i as u32;
-            let (own, link) = terminal_plan(lab, &namespace, &visited_ns, &port, master, index);
+            let own = namespace_plan(lab, &namespace);
             let made = match executor::apply(&mut kernel, &own, &never).await {
                 Ok(()) => {
                     write_terminal_files(&dir, &topology, &subscriber, &visited, setup, hosted)
@@ -740,13 +757,35 @@ pub async fn attach_many(
                 }
             };
             let (gate, started) = early.unzip();
-            let linked = match executor::apply(&mut kernel, &link, &never).await {
-                Ok(()) => record_cell_link(&dir, &mut kernel, &namespace, &subscriber, &visited)
-                    .await
-                    .map_err(|e| io_err(lab, format!("prepare {terminal}"))(e).into()),
-                Err(e) => Err(TerminalError::Kernel {
-                    terminal: terminal.clone(),
-                    cause: e,
+            if cell_indices.is_none() {
+                let read = match visited_links.take() {
+                    Some(task) => task.await.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+                    None => Err(std::io::Error::other("read once")),
+                };
+                cell_indices = Some(
+                    read.map_err(|e| format!("cannot read {visited_ns}: {e}"))
+                        .and_then(|links| cell_port_indices(&links, &visited_ns, &bridge)),
+                );
+            }
+            let linked = match cell_indices.clone().expect("read above") {
+                Ok((master, first_index)) => {
+                    let index = first_index + i as u32;
+                    let link = link_plan(lab, &namespace, &visited_ns, &port, master, index);
+                    match executor::apply(&mut kernel, &link, &never).await {
+                        Ok(()) => {
+                            record_cell_link(&dir, &mut kernel, &namespace, &subscriber, &visited)
+                                .await
+                                .map_err(|e| io_err(lab, format!("prepare {terminal}"))(e).into())
+                        }
+                        Err(e) => Err(TerminalError::Kernel {
+                            terminal: terminal.clone(),
+                            cause: e,
+                        }),
+                    }
+                }
+                Err(why) => Err(TerminalError::NoVisited {
+                    lab: lab.into(),
+                    why,
                 }),
             };
             match linked {
@@ -1272,5 +1311,25 @@ mod tests {
         );
         let e = select("roam", &names, "x*", "subscriber").unwrap_err();
         assert_eq!(e.to_string(), "lab roam has no subscriber matching x*");
+    }
+
+    /// A terminal's port goes on the cell bridge, at the first index after every link
+    /// the visited network has; a network without that bridge is named with it.
+    #[test]
+    fn a_port_goes_on_the_cell_bridge_after_every_link() {
+        let links = [
+            ("lo".to_string(), 1),
+            ("cell".to_string(), 7),
+            ("v-core".to_string(), 12),
+            ("cell-t1".to_string(), 9),
+        ];
+        assert_eq!(
+            cell_port_indices(&links, "roam-visited", "cell"),
+            Ok((7, 13))
+        );
+        assert_eq!(
+            cell_port_indices(&links, "roam-visited", "radio"),
+            Err("roam-visited has no bridge radio".to_string())
+        );
     }
 }
