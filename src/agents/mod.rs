@@ -71,14 +71,11 @@ pub async fn pass_gate() -> std::io::Result<()> {
     };
     std::env::remove_var(GATE_FD_ENV);
     // SAFETY: the supervisor handed us this fd for exactly this use; nothing else owns it.
-    let mut gate = unsafe { std::fs::File::from_raw_fd(fd) };
-    let opened = tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let mut byte = [0u8; 1];
-        gate.read(&mut byte).map(|n| n == 1)
-    })
-    .await
-    .map_err(std::io::Error::other)??;
+    let gate = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // Read on the runtime (the pipe made non-blocking), not by a thread made to wait.
+    let mut gate = tokio::net::unix::pipe::Receiver::from_owned_fd(gate)?;
+    let mut byte = [0u8; 1];
+    let opened = tokio::io::AsyncReadExt::read(&mut gate, &mut byte).await? == 1;
     if opened {
         Ok(())
     } else {
