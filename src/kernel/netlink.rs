@@ -655,22 +655,10 @@ impl NetlinkKernel {
     {
         let handle = self.attach(namespace)?;
         Ok(async move {
-            let links: Vec<LinkMessage> = handle
-                .link()
-                .get()
-                .execute()
-                .try_collect()
-                .await
-                .map_err(io::Error::other)?;
-            Ok(links
-                .into_iter()
-                .map(|link| {
-                    let name = link.attributes.iter().find_map(|a| match a {
-                        LinkAttribute::IfName(n) => Some(n.clone()),
-                        _ => None,
-                    });
-                    (name.unwrap_or_default(), link.header.index)
-                })
+            Ok(links_of(&handle)
+                .await?
+                .iter()
+                .map(|link| (name_of(link), link.header.index))
                 .collect())
         })
     }
@@ -678,13 +666,7 @@ impl NetlinkKernel {
     /// Links and their addresses in a namespace, for `status`.
     pub async fn interfaces(&mut self, namespace: &str) -> io::Result<Vec<InterfaceInfo>> {
         let handle = self.attach(namespace)?;
-        let links: Vec<LinkMessage> = handle
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(io::Error::other)?;
+        let links = links_of(&handle).await?;
         let addresses: Vec<_> = handle
             .address()
             .get()
@@ -694,10 +676,7 @@ impl NetlinkKernel {
             .map_err(io::Error::other)?;
         let mut out = Vec::new();
         for link in links {
-            let name = link.attributes.iter().find_map(|a| match a {
-                LinkAttribute::IfName(n) => Some(n.clone()),
-                _ => None,
-            });
+            let name = name_of(&link);
             let up = link
                 .header
                 .flags
@@ -727,7 +706,7 @@ impl NetlinkKernel {
             });
             out.push(InterfaceInfo {
                 index: link.header.index,
-                name: name.unwrap_or_default(),
+                name,
                 tunnel,
                 up,
                 addresses: addrs,
@@ -1022,4 +1001,26 @@ impl Kernel for NetlinkKernel {
             other => other.map_err(|e| KernelError::step(step, format!("undo: {}", cause(&e)))),
         }
     }
+}
+
+/// Every link of the namespace `handle` is connected to.
+async fn links_of(handle: &Handle) -> io::Result<Vec<LinkMessage>> {
+    handle
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(io::Error::other)
+}
+
+/// A link's name (empty if the kernel gave none).
+fn name_of(link: &LinkMessage) -> String {
+    link.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
 }
