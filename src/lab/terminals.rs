@@ -492,7 +492,6 @@ impl Progress {
 /// Each terminal's outcome, in the order asked.
 pub type Outcomes<T> = Vec<(String, Result<T, TerminalError>)>;
 
-/// The plans that give one terminal its namespace, then its locked port on the cell.
 /// The index of the visited network's cell bridge `bridge` among its `links` (name,
 /// index), and the first index after all of them (where a terminal's ports are put).
 fn cell_port_indices(
@@ -692,7 +691,7 @@ pub async fn attach_many(
     let visited_links = kernel
         .link_indices(&visited_ns)
         .map_err(io_err(lab, format!("read {visited_ns}")))?;
-    let mut visited_links = Some(tokio::spawn(visited_links));
+    let mut visited_links = tokio::spawn(visited_links);
     let mut cell_indices: Option<Result<(u32, u32), String>> = None;
     let hosted = hosted::hosts(chosen.len(), &setup.dhcp_client);
     let single_agent = !hosted && chosen.len() == 1;
@@ -758,10 +757,9 @@ pub async fn attach_many(
             };
             let (gate, started) = early.unzip();
             if cell_indices.is_none() {
-                let read = match visited_links.take() {
-                    Some(task) => task.await.unwrap_or_else(|e| Err(std::io::Error::other(e))),
-                    None => Err(std::io::Error::other("read once")),
-                };
+                let read = (&mut visited_links)
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
                 cell_indices = Some(
                     read.map_err(|e| format!("cannot read {visited_ns}: {e}"))
                         .and_then(|links| cell_port_indices(&links, &visited_ns, &bridge)),
