@@ -128,6 +128,26 @@ fn three_hundred_terminals_attach_at_once_resolve_both_ways_and_leave_nothing() 
         "{said}"
     );
 
+    // Every terminal's namespace file is a link of the visited network's (no inode of its
+    // own on the disk), and its link came without IPv6.
+    let mut files: Vec<String> = (1..=COUNT).map(|i| format!("crowdci-t{i}")).collect();
+    files.push("crowdci-visited".into());
+    let inodes = netns_file_inodes(&files);
+    assert!(inodes.iter().all(|i| *i == inodes[COUNT]), "{inodes:?}");
+    for terminal in ["t1", "t150", "t300"] {
+        let v6 = lab.exec(
+            terminal,
+            &["cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6"],
+        );
+        let said = String::from_utf8_lossy(&v6.stdout);
+        assert_eq!(
+            said.trim(),
+            "1",
+            "{terminal} has IPv6 on its link: {}",
+            text(&v6)
+        );
+    }
+
     // Every terminal has its own address, and its name resolves to it, both ways, from a
     // fixed host through the lab's resolver. Each one is asked, none sampled.
     let addresses = addresses(&lab);

@@ -512,6 +512,38 @@ fn verbs_on_a_lab_that_does_not_exist_name_it_and_make_nothing() {
     }
 }
 
+/// The files a lab's namespaces are mounted on in /run/netns are one inode, each a hard
+/// link of the first: a new inode on this machine's disk costs a scan of its bitmap.
+#[test]
+fn a_labs_namespace_files_are_links_of_one_inode() {
+    if !root_or_skip("a_labs_namespace_files_are_links_of_one_inode") {
+        return;
+    }
+    let lab = LabGuard::new("e2einode");
+    assert!(lab.up(None, &["--no-agents"]).status.success());
+    let names: Vec<String> = ["core", "home", "visited", "fixed1", "fixed2"]
+        .iter()
+        .map(|n| format!("e2einode-{n}"))
+        .collect();
+    let inodes = common::netns_file_inodes(&names);
+    assert!(
+        inodes.iter().all(|i| *i == inodes[0]),
+        "{names:?}: {inodes:?}"
+    );
+    // Each is still a namespace of its own.
+    let ids: std::collections::BTreeSet<String> = names
+        .iter()
+        .map(|n| {
+            std::fs::metadata(format!("/run/netns/{n}"))
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m).to_string())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ids.len(), names.len(), "two nodes share a namespace");
+    assert!(common::roamlab(&["down", "e2einode"]).status.success());
+    assert_nothing_left("e2einode", &[]);
+}
+
 /// A node's /etc files live on the lab's own tmpfs, and /etc/netns/<namespace> links to
 /// them (so `ip netns exec` sees them too); a link there that is not the lab's makes `up`
 /// fail naming it, and is left as it was; nothing of the lab is left.

@@ -39,6 +39,8 @@ pub struct NetlinkKernel {
     handles: HashMap<String, Handle>,
     files: HashMap<String, File>,
     ledger: Option<netns::Ledger>,
+    /// A namespace of the lab whose file in /run/netns new namespaces' files link to.
+    sibling: Option<String>,
     /// The tunnels made, by (namespace, interface), and which kind each is.
     pub tunnels: Vec<(String, String, &'static str)>,
 }
@@ -51,6 +53,31 @@ impl NetlinkKernel {
             ledger: Some(ledger),
             ..Self::default()
         })
+    }
+
+    /// New namespaces' files in /run/netns are links of `namespace`'s, one of the lab's
+    /// (see `netns::create_on_this_thread`). Without it, of the first this kernel makes.
+    pub fn share_files_with(&mut self, namespace: &str) {
+        self.sibling = Some(namespace.to_string());
+    }
+
+    /// Another kernel for the same lab (its ledger and sibling), with no connections yet:
+    /// namespaces made side by side each on a kernel of their own, then [`adopt`]ed.
+    ///
+    /// [`adopt`]: NetlinkKernel::adopt
+    pub fn another(&self) -> Self {
+        Self {
+            ledger: self.ledger.clone(),
+            sibling: self.sibling.clone(),
+            ..Self::default()
+        }
+    }
+
+    /// Takes over `other`'s connections to the namespaces it made or reached.
+    pub fn adopt(&mut self, other: NetlinkKernel) {
+        self.handles.extend(other.handles);
+        self.files.extend(other.files);
+        self.tunnels.extend(other.tunnels);
     }
 
     /// Connects to a namespace that already exists (for status and later changes).
@@ -99,17 +126,18 @@ impl NetlinkKernel {
     ) -> io::Result<()> {
         let runtime = tokio::runtime::Handle::current();
         let (name, sysctls) = (namespace.to_string(), sysctls.to_vec());
-        let ledger = self.ledger.clone();
+        let (ledger, sibling) = (self.ledger.clone(), self.sibling.clone());
         let (made, done) = futures::channel::oneshot::channel();
         // A thread of its own: it leaves the root namespace and never comes back. Awaited
         // through a channel, so no thread of the blocking pool waits for it.
         std::thread::spawn(move || {
-            let connected = netns::create_on_this_thread(&name, &sysctls, ledger.as_ref())
-                .and_then(|()| {
-                    let _enter = runtime.enter();
-                    let (conn, handle, _) = rtnetlink::new_connection()?;
-                    Ok((conn, handle))
-                });
+            let connected =
+                netns::create_on_this_thread(&name, &sysctls, ledger.as_ref(), sibling.as_deref())
+                    .and_then(|()| {
+                        let _enter = runtime.enter();
+                        let (conn, handle, _) = rtnetlink::new_connection()?;
+                        Ok((conn, handle))
+                    });
             let _ = made.send(connected);
         });
         let (conn, handle) = done
@@ -119,6 +147,7 @@ impl NetlinkKernel {
         self.files
             .insert(namespace.to_string(), netns::open(namespace)?);
         self.handles.insert(namespace.to_string(), handle);
+        self.sibling.get_or_insert_with(|| namespace.to_string());
         Ok(())
     }
 
@@ -161,6 +190,7 @@ impl NetlinkKernel {
         peer_namespace: &str,
         peer_name: &str,
         peer_index: u32,
+        peer_mac: Option<[u8; 6]>,
     ) -> Result<(), rtnetlink::Error> {
         let handle = self.handle(namespace).map_err(ns_error)?;
         // The peer is born in its namespace (IFLA_NET_NS_FD in the peer's message): moving
@@ -171,13 +201,16 @@ impl NetlinkKernel {
             link.append_extra_attribute(LinkAttribute::NumTxQueues(1))
                 .append_extra_attribute(LinkAttribute::NumRxQueues(1))
         };
-        let peer = one_queue(
+        let mut peer = one_queue(
             LinkMessageBuilder::<LinkUnspec>::new()
                 .name(peer_name)
                 .index(peer_index)
                 .setns_by_fd(self.namespace_fd(peer_namespace).map_err(ns_error)?),
-        )
-        .build();
+        );
+        if let Some(mac) = peer_mac {
+            peer = peer.address(mac.to_vec());
+        }
+        let peer = peer.build();
         let mut veth = one_queue(
             LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
                 .name(name)
@@ -227,33 +260,14 @@ impl NetlinkKernel {
         &mut self,
         namespace: &str,
         index: u32,
-        peer_namespace: &str,
-        peer_index: u32,
+        peer_mac: [u8; 6],
     ) -> Result<(), rtnetlink::Error> {
-        use futures::TryStreamExt;
-        use rtnetlink::packet_route::link::{InfoBridgePort, LinkAttribute};
+        use rtnetlink::packet_route::link::InfoBridgePort;
         use rtnetlink::packet_route::neighbour::{NeighbourFlags, NeighbourState};
-        let peer = self.attach(peer_namespace).map_err(ns_error)?;
-        let link = peer
-            .link()
-            .get()
-            .match_index(peer_index)
-            .execute()
-            .try_next()
-            .await?
-            .ok_or_else(|| invalid(format!("no interface {peer_index} in {peer_namespace}")))?;
-        let mac = link
-            .attributes
-            .iter()
-            .find_map(|a| match a {
-                LinkAttribute::Address(mac) => Some(mac.clone()),
-                _ => None,
-            })
-            .ok_or_else(|| invalid("the peer has no link-layer address"))?;
         let handle = self.handle(namespace).map_err(ns_error)?;
         handle
             .neighbours()
-            .add_bridge(index, &mac)
+            .add_bridge(index, &peer_mac)
             .state(NeighbourState::Noarp)
             .flags(NeighbourFlags::Controller)
             .execute()
@@ -813,6 +827,7 @@ impl Kernel for NetlinkKernel {
                 peer_namespace,
                 peer_name,
                 peer_index,
+                peer_mac,
             } => self
                 .create_veth(
                     namespace,
@@ -822,6 +837,7 @@ impl Kernel for NetlinkKernel {
                     peer_namespace,
                     peer_name,
                     *peer_index,
+                    *peer_mac,
                 )
                 .await
                 .map_err(|e| fail(&e)),
@@ -925,11 +941,10 @@ impl Kernel for NetlinkKernel {
             Step::LockPort {
                 namespace,
                 index,
-                peer_namespace,
-                peer_index,
+                peer_mac,
                 ..
             } => self
-                .lock_port(namespace, *index, peer_namespace, *peer_index)
+                .lock_port(namespace, *index, *peer_mac)
                 .await
                 .map_err(|e| fail(&e)),
         }

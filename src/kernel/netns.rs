@@ -2,11 +2,13 @@
 //! the namespace bind-mounted on it. Work inside a namespace happens on a short-lived OS
 //! thread that enters it, never on a tokio worker.
 
+use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
@@ -25,6 +27,69 @@ pub const NETNS_DIR: &str = "/run/netns";
 
 pub fn path_of(name: &str) -> PathBuf {
     Path::new(NETNS_DIR).join(name)
+}
+
+// The new mount API (Linux 5.2); the numbers are the same on every architecture but alpha.
+pub(crate) const SYS_OPEN_TREE: libc::c_long = 428;
+pub(crate) const SYS_MOVE_MOUNT: libc::c_long = 429;
+pub(crate) const OPEN_TREE_CLONE: libc::c_uint = 1;
+pub(crate) const AT_RECURSIVE: libc::c_uint = 0x8000;
+
+/// A clone of the /run/netns mount without the namespaces mounted on its files (nor, on
+/// this kernel, those mounted later: a detached clone gets no propagation), made once per
+/// process; None where the kernel refuses one.
+fn bare_netns_dir() -> Option<BorrowedFd<'static>> {
+    static TREE: OnceLock<Option<OwnedFd>> = OnceLock::new();
+    TREE.get_or_init(|| {
+        let dir = CString::new(NETNS_DIR).ok()?;
+        // SAFETY: a syscall on a NUL-terminated path; the fd it returns is ours alone.
+        let fd = unsafe {
+            libc::syscall(
+                SYS_OPEN_TREE,
+                libc::AT_FDCWD,
+                dir.as_ptr(),
+                OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+            )
+        };
+        // SAFETY: a new descriptor nothing else owns.
+        (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+    })
+    .as_ref()
+    .map(|fd| fd.as_fd())
+}
+
+/// Makes /run/netns/`name`, the file a namespace gets mounted on. Where it can, the file
+/// is a hard link of `sibling`'s (another namespace of the same lab), made in the bare
+/// clone of /run/netns, where `sibling` is its file and not the namespace mounted on it:
+/// a new name costs the disk no inode. On an ext4 without a journal, like this machine's
+/// root, a new inode costs a scan of the inode bitmap that grows with the files made and
+/// removed lately (30 µs for one file, 0.3 ms each for a thousand; a link takes 5–9 µs).
+/// Otherwise, and if the link fails for any reason, a new file.
+fn make_file(name: &str, sibling: Option<&str>) -> io::Result<()> {
+    if let (Some(sibling), Some(dir)) = (sibling, bare_netns_dir()) {
+        if let (Ok(from), Ok(to)) = (CString::new(sibling), CString::new(name)) {
+            // SAFETY: linkat on NUL-terminated names relative to a descriptor we hold.
+            let linked = unsafe {
+                libc::linkat(
+                    dir.as_raw_fd(),
+                    from.as_ptr(),
+                    dir.as_raw_fd(),
+                    to.as_ptr(),
+                    0,
+                )
+            };
+            if linked == 0 {
+                return Ok(());
+            }
+        }
+    }
+    let path = path_of(name);
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map(drop)
+        .map_err(|e| with_path(e, &path))
 }
 
 /// Makes /run/netns a shared mount point, as `ip netns add` does, so the namespace mounts
@@ -177,11 +242,13 @@ impl Ledger {
 
 /// Creates the namespace on the calling thread: the thread leaves its namespace for good,
 /// so call this only on a thread made for it. Sysctls are written from inside. With a
-/// ledger, the namespace is recorded there before it gets its name.
+/// ledger, the namespace is recorded there before it gets its name. Its file is a link of
+/// `sibling`'s where it can be (see [`make_file`]).
 pub fn create_on_this_thread(
     name: &str,
     sysctls: &[Sysctl],
     ledger: Option<&Ledger>,
+    sibling: Option<&str>,
 ) -> io::Result<()> {
     let path = path_of(name);
     if path.exists() && !is_mounted(name) {
@@ -195,11 +262,7 @@ pub fn create_on_this_thread(
     if let Some(ledger) = ledger {
         ledger.record(name, identity_of_this_thread()?)?;
     }
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(|e| with_path(e, &path))?;
+    make_file(name, sibling)?;
     let made = (|| -> io::Result<()> {
         mount(
             Some("/proc/thread-self/ns/net"),

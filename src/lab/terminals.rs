@@ -357,15 +357,18 @@ async fn remove_cell_ports(state: &LabState, topology: &Topology, records: &[Ter
     }
 }
 
-/// The link-layer address of a terminal's `eth0`, as the kernel has it.
-async fn link_address(kernel: &mut NetlinkKernel, namespace: &str) -> std::io::Result<[u8; 6]> {
-    kernel
-        .interfaces(namespace)
-        .await?
-        .into_iter()
-        .find(|i| i.name == "eth0")
-        .and_then(|i| i.mac)
-        .ok_or_else(|| std::io::Error::other(format!("{namespace} has no eth0 with an address")))
+/// A terminal's link-layer address, chosen the way the kernel chooses one for a new
+/// device (random, locally administered, unicast), but here, so that the plan carries it:
+/// its cell port is locked to it and its VLR told it without asking the kernel back.
+fn random_mac() -> std::io::Result<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    // SAFETY: getrandom writes at most `mac.len()` bytes into our buffer.
+    let got = unsafe { libc::getrandom(mac.as_mut_ptr().cast(), mac.len(), 0) };
+    if got != mac.len() as isize {
+        return Err(std::io::Error::last_os_error());
+    }
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    Ok(mac)
 }
 
 /// The cell bridge of a visited network: its bridge with an address pool, else its first.
@@ -515,19 +518,19 @@ fn cell_port_indices(
 
 /// A terminal's namespace, with IPv6 off and its loopback up.
 fn namespace_plan(lab: &str, namespace: &str) -> Plan {
-    let off = |key: &str| Sysctl {
-        key: key.into(),
-        value: "1".into(),
-    };
     Plan {
         lab: lab.to_string(),
         steps: vec![
             Step::CreateNamespace {
                 namespace: namespace.into(),
-                sysctls: vec![
-                    off("net/ipv6/conf/all/disable_ipv6"),
-                    off("net/ipv6/conf/default/disable_ipv6"),
-                ],
+                // `all` sets `default` too (the kernel's addrconf_disable_ipv6), so its link,
+                // made next, comes without IPv6. One write, not two: each looks its path up
+                // among every namespace's /proc/sys/net, and takes RTNL, spinning while
+                // the rest of a bulk attach holds it.
+                sysctls: vec![Sysctl {
+                    key: "net/ipv6/conf/all/disable_ipv6".into(),
+                    value: "1".into(),
+                }],
             },
             Step::SetLinkUp {
                 namespace: namespace.into(),
@@ -539,7 +542,7 @@ fn namespace_plan(lab: &str, namespace: &str) -> Plan {
 }
 
 /// A terminal's link: its port `port` on the visited network's cell bridge (index
-/// `master`) at `index`, locked to the terminal's own address, and its eth0 up.
+/// `master`) at `index`, locked to the terminal's own address `mac`, and its eth0 up.
 fn link_plan(
     lab: &str,
     namespace: &str,
@@ -547,6 +550,7 @@ fn link_plan(
     port: &str,
     master: u32,
     index: u32,
+    mac: [u8; 6],
 ) -> Plan {
     let steps = vec![
         Step::CreateVeth {
@@ -557,6 +561,7 @@ fn link_plan(
             peer_namespace: namespace.into(),
             peer_name: "eth0".into(),
             peer_index: LOOPBACK_INDEX + 1,
+            peer_mac: Some(mac),
         },
         // The terminal's link carries its own address only: it cannot pose as another
         // terminal on the cell.
@@ -565,7 +570,7 @@ fn link_plan(
             interface: port.into(),
             index,
             peer_namespace: namespace.into(),
-            peer_index: LOOPBACK_INDEX + 1,
+            peer_mac: mac,
         },
         Step::SetLinkUp {
             namespace: namespace.into(),
@@ -686,6 +691,7 @@ pub async fn attach_many(
     let visited_ns = topology.namespace(&visited);
     let mut kernel =
         NetlinkKernel::new(super::state::ledger(lab)).map_err(io_err(lab, "prepare /run/netns"))?;
+    kernel.share_files_with(&visited_ns);
     // The visited network's links are read (for its cell bridge's index and the next free
     // one) while the first terminal's namespace is made.
     let visited_links = kernel
@@ -715,23 +721,36 @@ pub async fn attach_many(
     // while the next one is made (making namespaces and links is the kernel's work on
     // one core; attaching is the agents' on the other).
     let (chunks, ready) = futures::channel::mpsc::unbounded::<HostChunk>();
-    let prepare = async {
+    // Terminals' namespaces and files are made a few at a time, ahead of their links: each
+    // waits mostly on a thread of its own and on the kernel, and the links, made one by
+    // one on the visited network, need them in order.
+    let shared = std::sync::Arc::new((
+        topology.clone(),
+        dir.clone(),
+        visited.clone(),
+        setup.clone(),
+    ));
+    let template = kernel.another();
+    let (ahead, mut made_ahead) = futures::channel::mpsc::channel(NAMESPACES_AHEAD);
+    let make_ahead = futures::stream::iter(chosen)
+        .map(|(subscriber, port)| {
+            let (mut own, shared) = (template.another(), shared.clone());
+            async move {
+                let made = make_namespace(lab, &mut own, &subscriber, shared, hosted).await;
+                (subscriber, port, own, made)
+            }
+        })
+        .buffered(NAMESPACES_AHEAD)
+        .enumerate()
+        .map(Ok)
+        .forward(ahead);
+    let link = async {
         let mut prepared = Vec::new();
         let mut undo: Vec<String> = Vec::new();
-        for (i, (subscriber, port)) in chosen.into_iter().enumerate() {
+        while let Some((i, (subscriber, port, own, made))) = made_ahead.next().await {
             let terminal = subscriber.name.clone();
             let namespace = topology.namespace(&terminal);
-            let own = namespace_plan(lab, &namespace);
-            let made = match executor::apply(&mut kernel, &own, &never).await {
-                Ok(()) => {
-                    write_terminal_files(&dir, &topology, &subscriber, &visited, setup, hosted)
-                        .map_err(|e| io_err(lab, format!("prepare {terminal}"))(e).into())
-                }
-                Err(e) => Err(TerminalError::Kernel {
-                    terminal: terminal.clone(),
-                    cause: e,
-                }),
-            };
+            kernel.adopt(own);
             let (spec, config) = match made {
                 Ok(made) => made,
                 Err(e) => {
@@ -768,17 +787,21 @@ pub async fn attach_many(
             let linked = match cell_indices.clone().expect("read above") {
                 Ok((master, first_index)) => {
                     let index = first_index + i as u32;
-                    let link = link_plan(lab, &namespace, &visited_ns, &port, master, index);
-                    match executor::apply(&mut kernel, &link, &never).await {
-                        Ok(()) => {
-                            record_cell_link(&dir, &mut kernel, &namespace, &subscriber, &visited)
-                                .await
-                                .map_err(|e| io_err(lab, format!("prepare {terminal}"))(e).into())
+                    let prepare_failed = |e| io_err(lab, format!("prepare {terminal}"))(e).into();
+                    match random_mac() {
+                        Ok(mac) => {
+                            let link =
+                                link_plan(lab, &namespace, &visited_ns, &port, master, index, mac);
+                            match executor::apply(&mut kernel, &link, &never).await {
+                                Ok(()) => record_cell_link(&dir, &subscriber, &visited, mac)
+                                    .map_err(prepare_failed),
+                                Err(e) => Err(TerminalError::Kernel {
+                                    terminal: terminal.clone(),
+                                    cause: e,
+                                }),
+                            }
                         }
-                        Err(e) => Err(TerminalError::Kernel {
-                            terminal: terminal.clone(),
-                            cause: e,
-                        }),
+                        Err(e) => Err(prepare_failed(e)),
                     }
                 }
                 Err(why) => Err(TerminalError::NoVisited {
@@ -835,6 +858,8 @@ pub async fn attach_many(
         drop(lock);
         Ok::<_, TerminalError>(prepared)
     };
+    // The namespaces are made while the links of those before them are.
+    let prepare = async { futures::join!(make_ahead, link).1 };
     let attach_chunks = ready
         .map(|(host, chunk)| attach_hosted(lab, &topology, &visited, host, chunk, progress))
         .buffer_unordered(HOST_CHUNKS_AT_ONCE)
@@ -891,6 +916,36 @@ pub async fn attach_many(
     Ok(outcomes)
 }
 
+/// How many terminals' namespaces and files a bulk attach makes ahead of their links.
+const NAMESPACES_AHEAD: usize = 4;
+
+/// Makes one terminal's namespace on `kernel`, then its files.
+async fn make_namespace(
+    lab: &str,
+    kernel: &mut NetlinkKernel,
+    subscriber: &Subscriber,
+    shared: std::sync::Arc<(Topology, LabDir, String, TerminalSetup)>,
+    hosted: bool,
+) -> Result<(AgentSpec, TerminalConfig), TerminalError> {
+    let terminal = subscriber.name.clone();
+    let namespace = shared.0.namespace(&terminal);
+    let own = namespace_plan(lab, &namespace);
+    executor::apply(kernel, &own, &AtomicBool::new(false))
+        .await
+        .map_err(|cause| TerminalError::Kernel {
+            terminal: terminal.clone(),
+            cause,
+        })?;
+    let subscriber = subscriber.clone();
+    tokio::task::spawn_blocking(move || {
+        let (topology, dir, visited, setup) = &*shared;
+        write_terminal_files(dir, topology, &subscriber, visited, setup, hosted)
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    .map_err(|e| io_err(lab, format!("prepare {terminal}"))(e).into())
+}
+
 /// Starts a terminal's agent that waits at a gate until it is opened.
 fn start_gated(dir: &LabDir, spec: &AgentSpec) -> std::io::Result<(supervisor::Gate, Started)> {
     let (gate, end) = supervisor::Gate::new()?;
@@ -904,14 +959,12 @@ fn start_gated(dir: &LabDir, spec: &AgentSpec) -> std::io::Result<(supervisor::G
 
 /// Records a terminal's link for its VLR: the VLR takes this address, not the one the
 /// terminal reports, as the terminal's (the port is locked to it).
-async fn record_cell_link(
+fn record_cell_link(
     dir: &LabDir,
-    kernel: &mut NetlinkKernel,
-    namespace: &str,
     subscriber: &Subscriber,
     visited: &str,
+    mac: [u8; 6],
 ) -> std::io::Result<()> {
-    let mac = link_address(kernel, namespace).await?;
     write_cell_link(&dir.vlr_cell_link(visited, &subscriber.imsi), &mac)
 }
 

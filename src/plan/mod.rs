@@ -55,6 +55,9 @@ pub enum Step {
         peer_namespace: String,
         peer_name: String,
         peer_index: u32,
+        /// The peer's link-layer address; the kernel picks one at random without it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer_mac: Option<[u8; 6]>,
     },
     /// Makes an existing interface a port of a bridge in the same namespace.
     SetMaster {
@@ -131,7 +134,8 @@ pub enum Step {
         interface: String,
         index: u32,
         peer_namespace: String,
-        peer_index: u32,
+        /// The link-layer address of the device behind the port, as the plan gave it.
+        peer_mac: [u8; 6],
     },
 }
 
@@ -407,6 +411,7 @@ pub fn build(topology: &Topology) -> Plan {
             peer_namespace: ns(&peer.node),
             peer_name: peer.interface.clone(),
             peer_index,
+            peer_mac: None,
         });
         steps.push(Step::SetLinkUp {
             namespace: ns(&peer.node),

@@ -219,11 +219,7 @@ fn confinement(grants: &[std::path::PathBuf], untrusted: bool) -> io::Result<Con
 /// Grants one confined process may have (their clones are held in a fixed array: the
 /// child must not allocate).
 const MAX_GRANTS: usize = 16;
-// The new mount API (Linux 5.2); the numbers are the same on every architecture but alpha.
-const SYS_OPEN_TREE: libc::c_long = 428;
-const SYS_MOVE_MOUNT: libc::c_long = 429;
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const AT_RECURSIVE: libc::c_uint = 0x8000;
+use crate::kernel::netns::{AT_RECURSIVE, OPEN_TREE_CLONE, SYS_MOVE_MOUNT, SYS_OPEN_TREE};
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
 
 impl Confinement {

@@ -164,6 +164,45 @@ pub fn assert_nothing_left(lab: &str, pids: &[i32]) {
     );
 }
 
+/// The inodes of the files in /run/netns that `names`' namespaces are mounted on (not
+/// the namespaces'), seen through a clone of the /run/netns mount without those mounts.
+#[allow(dead_code)]
+pub fn netns_file_inodes(names: &[String]) -> Vec<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    const SYS_OPEN_TREE: libc::c_long = 428;
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let dir = std::ffi::CString::new("/run/netns").unwrap();
+    // SAFETY: a syscall on a NUL-terminated path; the descriptor is closed below.
+    let tree = unsafe {
+        libc::syscall(
+            SYS_OPEN_TREE,
+            libc::AT_FDCWD,
+            dir.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    } as libc::c_int;
+    assert!(
+        tree >= 0,
+        "open_tree /run/netns: {}",
+        std::io::Error::last_os_error()
+    );
+    let inodes = names
+        .iter()
+        .map(|name| {
+            let name = std::ffi::CString::new(std::ffi::OsStr::new(name).as_bytes()).unwrap();
+            // SAFETY: fstatat into a zeroed stat we own, on a descriptor we hold.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            let rc =
+                unsafe { libc::fstatat(tree, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+            assert_eq!(rc, 0, "{name:?}: {}", std::io::Error::last_os_error());
+            st.st_ino
+        })
+        .collect();
+    // SAFETY: the descriptor opened above.
+    unsafe { libc::close(tree) };
+    inodes
+}
+
 /// Agent pids from `status --json`.
 pub fn agent_pids(status: &serde_json::Value) -> Vec<i32> {
     status["agents"]
