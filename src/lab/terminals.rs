@@ -736,7 +736,8 @@ pub async fn attach_many(
         .map(|(subscriber, port)| {
             let (mut own, shared) = (template.another(), shared.clone());
             async move {
-                let made = make_namespace(lab, &mut own, &subscriber, shared, hosted).await;
+                let made =
+                    make_namespace(lab, &mut own, &subscriber, shared, hosted, !single_agent).await;
                 (subscriber, port, own, made)
             }
         })
@@ -919,13 +920,15 @@ pub async fn attach_many(
 /// How many terminals' namespaces and files a bulk attach makes ahead of their links.
 const NAMESPACES_AHEAD: usize = 4;
 
-/// Makes one terminal's namespace on `kernel`, then its files.
+/// Makes one terminal's namespace on `kernel`, then its files: on a blocking thread when
+/// `aside`, so that other terminals' work goes on meanwhile.
 async fn make_namespace(
     lab: &str,
     kernel: &mut NetlinkKernel,
     subscriber: &Subscriber,
     shared: std::sync::Arc<(Topology, LabDir, String, TerminalSetup)>,
     hosted: bool,
+    aside: bool,
 ) -> Result<(AgentSpec, TerminalConfig), TerminalError> {
     let terminal = subscriber.name.clone();
     let namespace = shared.0.namespace(&terminal);
@@ -937,13 +940,17 @@ async fn make_namespace(
             cause,
         })?;
     let subscriber = subscriber.clone();
-    tokio::task::spawn_blocking(move || {
+    let write = move || {
         let (topology, dir, visited, setup) = &*shared;
         write_terminal_files(dir, topology, &subscriber, visited, setup, hosted)
-    })
-    .await
-    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-    .map_err(|e| io_err(lab, format!("prepare {terminal}"))(e).into())
+    };
+    let written = match aside {
+        true => tokio::task::spawn_blocking(write)
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e))),
+        false => write(),
+    };
+    written.map_err(|e| io_err(lab, format!("prepare {terminal}"))(e).into())
 }
 
 /// Starts a terminal's agent that waits at a gate until it is opened.
