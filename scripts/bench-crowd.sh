@@ -8,10 +8,10 @@
 #     processes at once, as the issue measured it (BASE_SIZES, default "100 300").
 #   - `roamlab up` of the default lab until every agent is ready, and one terminal's
 #     attach-to-resolvable (`roamlab attach` until its name resolves from fixed1), p50 and
-#     p99 over CYCLES (default 100) cycles each, both builds in turn. `up` is timed twice:
-#     right after the last lab's `down` (the kernel still destroying that lab's namespaces
-#     in its own workqueue, under the locks `up` needs), and on a settled kernel
-#     (UP_SETTLE, default 0.2 s, after the `down`, outside the timing).
+#     p99 over CYCLES (default 100) cycles each, the two builds alternating cycle by cycle.
+#     `up` is timed twice: right after the last lab's `down` (the kernel still destroying
+#     that lab's namespaces in its own workqueue, under the locks `up` needs), and on a
+#     settled kernel (UP_SETTLE, default 0.2 s, after the `down`, outside the timing).
 # Prints the figures, the ratios and whether each target is met. Needs root.
 #   BASE=REV  the baseline commit (default 54e49a9, main before this work)
 set -euo pipefail
@@ -27,7 +27,7 @@ lab=crowdbench
 cleanup() {
   for b in "${bins[@]:-}"; do [ -x "$b" ] && "$b" cleanup --lab $lab >/dev/null 2>&1; done
   "$(scripts/roamlab-bin)" cleanup --lab $lab >/dev/null 2>&1 || true
-  "$(scripts/roamlab-bin)" cleanup --lab upbench >/dev/null 2>&1 || true
+  for l in upbench attbase attcur; do "$(scripts/roamlab-bin)" cleanup --lab $l >/dev/null 2>&1 || true; done
   git worktree remove --force "$work/base" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -110,35 +110,45 @@ crowd_run() { # WHICH N
   echo "$which $n $(( t2 - t0 )) $ok $per $drop_kb" >> "$work/crowd"
 }
 
-up_cycles() { # WHICH FILE PAUSE: PAUSE seconds between a down and the next up
-  local bin=${bins[$1]}
-  : > "$work/$2.$1"
+# The one-at-a-time figures alternate the two builds cycle by cycle: this machine's speed
+# drifts by tens of percent from one minute to the next, which a run of one build's cycles
+# then the other's would count as a difference between them.
+up_cycles() { # FILE PAUSE: PAUSE seconds between a down and the next up
+  : > "$work/$1.baseline"; : > "$work/$1.current"
   for _ in $(seq 1 "$cycles"); do
-    sleep "$3"
-    local t0 t1; t0=$(us)
-    "$bin" up --name upbench >/dev/null
-    t1=$(us)
-    echo $((t1 - t0)) >> "$work/$2.$1"
-    "$bin" down upbench >/dev/null
+    for which in baseline current; do
+      local bin=${bins[$which]} t0 t1
+      sleep "$2"
+      t0=$(us)
+      "$bin" up --name upbench >/dev/null
+      t1=$(us)
+      echo $((t1 - t0)) >> "$work/$1.$which"
+      "$bin" down upbench >/dev/null
+    done
   done
 }
 
-attach_cycles() { # WHICH
-  local bin=${bins[$1]}
-  scripts/crowd-lab.sh "$cycles" $lab > "$work/crowd.yaml"
-  "$bin" up -t "$work/crowd.yaml" >/dev/null
-  : > "$work/att.$1"
+attach_cycles() {
+  declare -A labs=([baseline]=attbase [current]=attcur)
+  for which in baseline current; do
+    scripts/crowd-lab.sh "$cycles" "${labs[$which]}" > "$work/one-$which.yaml"
+    "${bins[$which]}" up -t "$work/one-$which.yaml" >/dev/null
+    : > "$work/att.$which"
+  done
   # A new terminal each cycle: one that comes back with another address waits out the
   # resolver's cache of its old one (its TTL), which is DNS, not us.
   for i in $(seq 1 "$cycles"); do
-    local t0 t1; t0=$(us)
-    "$bin" attach "t$i" --lab $lab > "$work/one.out"
-    t1=$(us)
-    grep -q "resolves to it from fixed1" "$work/one.out" || { echo "t$i: $(cat "$work/one.out")"; exit 1; }
-    echo $((t1 - t0)) >> "$work/att.$1"
-    "$bin" detach "t$i" --lab $lab >/dev/null
+    for which in baseline current; do
+      local bin=${bins[$which]} lab=${labs[$which]} t0 t1
+      t0=$(us)
+      "$bin" attach "t$i" --lab "$lab" > "$work/one.out"
+      t1=$(us)
+      grep -q "resolves to it from fixed1" "$work/one.out" || { echo "$which t$i: $(cat "$work/one.out")"; exit 1; }
+      echo $((t1 - t0)) >> "$work/att.$which"
+      "$bin" detach "t$i" --lab "$lab" >/dev/null
+    done
   done
-  "$bin" down $lab >/dev/null
+  for which in baseline current; do "${bins[$which]}" down "${labs[$which]}" >/dev/null; done
 }
 
 echo
@@ -156,11 +166,9 @@ done
 
 echo
 echo "one at a time, $cycles cycles each:"
-for which in baseline current; do
-  up_cycles "$which" up 0
-  up_cycles "$which" upq "$settle"
-  attach_cycles "$which"
-done
+up_cycles up 0
+up_cycles upq "$settle"
+attach_cycles
 printf '  %-44s %10s %10s %8s\n' "" baseline current ratio
 for m in "up right after a down p50 (ms)|up|50" "up right after a down p99 (ms)|up|99" \
          "up on a settled kernel p50 (ms)|upq|50" "up on a settled kernel p99 (ms)|upq|99" \

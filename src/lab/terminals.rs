@@ -724,20 +724,20 @@ pub async fn attach_many(
     // Terminals' namespaces and files are made a few at a time, ahead of their links: each
     // waits mostly on a thread of its own and on the kernel, and the links, made one by
     // one on the visited network, need them in order.
-    let shared = std::sync::Arc::new((
-        topology.clone(),
-        dir.clone(),
-        visited.clone(),
-        setup.clone(),
-    ));
+    let files_from = std::sync::Arc::new(FilesFrom {
+        topology: topology.clone(),
+        dir: dir.clone(),
+        visited: visited.clone(),
+        setup: setup.clone(),
+    });
     let template = kernel.another();
     let (ahead, mut made_ahead) = futures::channel::mpsc::channel(NAMESPACES_AHEAD);
     let make_ahead = futures::stream::iter(chosen)
         .map(|(subscriber, port)| {
-            let (mut own, shared) = (template.another(), shared.clone());
+            let (mut own, from) = (template.another(), files_from.clone());
             async move {
                 let made =
-                    make_namespace(lab, &mut own, &subscriber, shared, hosted, !single_agent).await;
+                    make_namespace(lab, &mut own, &subscriber, from, hosted, !single_agent).await;
                 (subscriber, port, own, made)
             }
         })
@@ -920,18 +920,26 @@ pub async fn attach_many(
 /// How many terminals' namespaces and files a bulk attach makes ahead of their links.
 const NAMESPACES_AHEAD: usize = 4;
 
+/// What the terminals of one attach have their files written from.
+struct FilesFrom {
+    topology: Topology,
+    dir: LabDir,
+    visited: String,
+    setup: TerminalSetup,
+}
+
 /// Makes one terminal's namespace on `kernel`, then its files: on a blocking thread when
 /// `aside`, so that other terminals' work goes on meanwhile.
 async fn make_namespace(
     lab: &str,
     kernel: &mut NetlinkKernel,
     subscriber: &Subscriber,
-    shared: std::sync::Arc<(Topology, LabDir, String, TerminalSetup)>,
+    from: std::sync::Arc<FilesFrom>,
     hosted: bool,
     aside: bool,
 ) -> Result<(AgentSpec, TerminalConfig), TerminalError> {
     let terminal = subscriber.name.clone();
-    let namespace = shared.0.namespace(&terminal);
+    let namespace = from.topology.namespace(&terminal);
     let own = namespace_plan(lab, &namespace);
     executor::apply(kernel, &own, &AtomicBool::new(false))
         .await
@@ -941,7 +949,12 @@ async fn make_namespace(
         })?;
     let subscriber = subscriber.clone();
     let write = move || {
-        let (topology, dir, visited, setup) = &*shared;
+        let FilesFrom {
+            topology,
+            dir,
+            visited,
+            setup,
+        } = &*from;
         write_terminal_files(dir, topology, &subscriber, visited, setup, hosted)
     };
     let written = match aside {
