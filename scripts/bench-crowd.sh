@@ -112,12 +112,16 @@ crowd_run() { # WHICH N
 
 # The one-at-a-time figures alternate the two builds cycle by cycle: this machine's speed
 # drifts by tens of percent from one minute to the next, which a run of one build's cycles
-# then the other's would count as a difference between them.
-up_cycles() { # FILE PAUSE: PAUSE seconds between a down and the next up
+# then the other's would count as a difference between them. Each timed `up` follows a
+# `down` of the same build's lab (an untimed up and down first): the kernel's teardown
+# that it may wait for is that build's own.
+up_cycles() { # FILE PAUSE: PAUSE seconds between the down and the timed up
   : > "$work/$1.baseline"; : > "$work/$1.current"
   for _ in $(seq 1 "$cycles"); do
     for which in baseline current; do
       local bin=${bins[$which]} t0 t1
+      "$bin" up --name upbench >/dev/null
+      "$bin" down upbench >/dev/null
       sleep "$2"
       t0=$(us)
       "$bin" up --name upbench >/dev/null
