@@ -28,6 +28,7 @@ use nix::mount::{mount, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 
 use crate::kernel::netns;
+use crate::kernel::netns::{AT_RECURSIVE, OPEN_TREE_CLONE, SYS_MOVE_MOUNT, SYS_OPEN_TREE};
 
 /// What of the host a process in a node sees.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -219,7 +220,6 @@ fn confinement(grants: &[std::path::PathBuf], untrusted: bool) -> io::Result<Con
 /// Grants one confined process may have (their clones are held in a fixed array: the
 /// child must not allocate).
 const MAX_GRANTS: usize = 16;
-use crate::kernel::netns::{AT_RECURSIVE, OPEN_TREE_CLONE, SYS_MOVE_MOUNT, SYS_OPEN_TREE};
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
 
 impl Confinement {
