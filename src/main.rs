@@ -35,9 +35,12 @@ fn init_tracing(cli: &roamlab::cli::Cli) {
     // hickory-server warns "unexpected lookup skip" on every positive answer when a
     // dnssec feature is built in and no NSEC setting is made; that is noise, not news. It
     // also logs every request at info, which costs a busy server a third of its speed:
-    // ROAMLAB_LOG=info,hickory_server::server=info turns that back on.
+    // ROAMLAB_LOG=info,hickory_server::server=info turns that back on. The recursor warns
+    // "lookup error" on every host name it is asked about, when it probes the name for a
+    // zone cut (an NS query) and finds none, as it should: that too is noise.
     let default = if cli.is_agent() {
-        "info,hickory_server::zone_handler::catalog=error,hickory_server::server=warn"
+        "info,hickory_server::zone_handler::catalog=error,hickory_server::server=warn,\
+         hickory_resolver::recursor::handle=error"
     } else {
         "warn"
     };

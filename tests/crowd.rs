@@ -691,3 +691,61 @@ fn a_terminal_sees_no_other_terminals_dhcp_replies() {
     );
     down_leaving_nothing(&lab, &lab.status_json());
 }
+
+/// Processes whose command line is `args` (a terminal's agent keeps its CLI's).
+fn processes_running(args: &[&str]) -> Vec<i32> {
+    let wanted: Vec<u8> = args
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.ends_with(&wanted) && c.len() > wanted.len())
+        })
+        .collect()
+}
+
+/// One terminal's agent starts before its node is made (it enters the node once it is
+/// there): an attach whose node cannot be made calls it off, and it ends, leaving nothing.
+#[test]
+fn an_attach_whose_node_cannot_be_made_calls_its_early_agent_off() {
+    let Some(lab) = crowd("earlyoff", 2) else {
+        return;
+    };
+    let foreign = std::path::PathBuf::from(format!("/etc/netns/{}-t1", lab.name));
+    let _ = std::fs::remove_file(&foreign);
+    std::os::unix::fs::symlink("/nonexistent/theirs", &foreign).unwrap();
+    let out = roamlab(&["attach", "t1", "--lab", &lab.name]);
+    let theirs = std::fs::read_link(&foreign);
+    let _ = std::fs::remove_file(&foreign);
+    assert_eq!(
+        theirs.ok().as_deref(),
+        Some(std::path::Path::new("/nonexistent/theirs")),
+        "the foreign link was touched"
+    );
+    assert!(
+        !out.status.success() && text(&out).contains("links elsewhere: not this lab's"),
+        "{}",
+        text(&out)
+    );
+    let agent = ["attach", "t1", "--lab", lab.name.as_str()];
+    assert!(
+        within(Duration::from_secs(5), || processes_running(&agent)
+            .is_empty())
+        .is_some(),
+        "t1's agent stayed: {:?}",
+        processes_running(&agent)
+    );
+    // It ended because its start was called off, not because the wait for it ran out.
+    let log = format!("/run/roamlab/{}/agents/t1.terminal.log", lab.name);
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(log.contains("its start was called off"), "t1's log: {log}");
+    // The node is free again: the same terminal attaches.
+    let out = roamlab(&["attach", "t1", "--lab", &lab.name]);
+    assert!(out.status.success(), "{}", text(&out));
+    down_leaving_nothing(&lab, &lab.status_json());
+}

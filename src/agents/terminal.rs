@@ -550,7 +550,10 @@ async fn attach_and_stay(
     if let Err(e) = crate::agents::pass_gate().await {
         return Err(refused(&config, &mut state, e.to_string()));
     }
-    let mac = link.mac().await.ok();
+    let mac = match config.mac {
+        Some(mac) => Some(mac),
+        None => link.mac().await.ok(),
+    };
     let mut terminal = match Terminal::connect(&config.cell_socket, &config.imsi).await {
         Ok(t) => t,
         Err(e) => return Err(refused(&config, &mut state, e.to_string())),

@@ -1,4 +1,4 @@
-//! RFC 2136 dynamic update, signed with TSIG (hmac-sha256), over hickory-net's client:
+//! RFC 2136 dynamic update, signed with TSIG (hmac-sha256), over UDP:
 //! what the HLR and DHCP agents (and `roamlab dns update`) use to write A and PTR records.
 //!
 //! A replace is one message that deletes the name's records of that type and adds the new
@@ -8,16 +8,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
-use futures::StreamExt;
-use hickory_net::client::Client;
-use hickory_net::runtime::TokioRuntimeProvider;
-use hickory_net::udp::UdpClientStream;
-use hickory_net::DnsHandle;
 use hickory_proto::op::update_message::UpdateMessage;
-use hickory_proto::op::{DnsRequest, Message, OpCode, Query, ResponseCode};
+use hickory_proto::op::{Message, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigVerifier, TSigner};
 
 use super::keys::TsigKey;
 
@@ -292,19 +287,60 @@ pub async fn send(target: &UpdateTarget, change: &Change) -> Result<(), UpdateEr
         TSIG_FUDGE,
     )
     .map_err(|e| UpdateError::Invalid(format!("key {}: {e}", target.key.name)))?;
-    let stream = UdpClientStream::builder(target.server, TokioRuntimeProvider::default())
-        .with_timeout(Some(UPDATE_TIMEOUT))
-        .with_signer(Some(signer))
-        .build();
-    let (client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
-    let background = tokio::spawn(background);
-    let mut responses = client.send(DnsRequest::from(msg));
-    let answer = responses.next().await;
-    background.abort();
-    let response = answer
-        .ok_or_else(|| transport("no answer".into()))?
-        .map_err(|e| transport(e.to_string()))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let verifier = msg
+        .finalize(&signer, now)
+        .map_err(|e| UpdateError::Invalid(format!("sign with key {}: {e}", target.key.name)))?
+        .ok_or_else(|| UpdateError::Invalid(format!("key {}: signs nothing", target.key.name)))?;
+    let bytes = msg
+        .to_vec()
+        .map_err(|e| UpdateError::Invalid(format!("encode the update: {e}")))?;
+    let exchanged = exchange(target.server, &bytes, msg.metadata.id, verifier);
+    let response = tokio::time::timeout(UPDATE_TIMEOUT, exchanged)
+        .await
+        .map_err(|_| transport(format!("no answer within {UPDATE_TIMEOUT:?}")))?
+        .map_err(transport)?;
     answer_of(&target.zone, target.server, &response)
+}
+
+/// Sends a signed update from a socket of its own (the kernel picks its port) and gives
+/// the server's answer, its signature verified. Only an answer from the server to this
+/// message's ID ends the wait: anything else that arrives is passed over unread.
+async fn exchange(
+    server: SocketAddr,
+    update: &[u8],
+    id: u16,
+    mut verifier: TSigVerifier,
+) -> Result<Message, String> {
+    let local: SocketAddr = match server {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = tokio::net::UdpSocket::bind(local)
+        .await
+        .map_err(|e| e.to_string())?;
+    socket
+        .send_to(update, server)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (n, from) = socket
+            .recv_from(&mut buf)
+            .await
+            .map_err(|e| e.to_string())?;
+        let answer = &buf[..n];
+        if from != server || answer.get(..2) != Some(&id.to_be_bytes()[..]) {
+            continue;
+        }
+        return verifier
+            .verify(answer)
+            .map(|r| r.into_message())
+            .map_err(|e| e.to_string());
+    }
 }
 
 /// Sends one update from inside namespace `namespace` (on a thread of its own with its own

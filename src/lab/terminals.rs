@@ -730,6 +730,15 @@ pub async fn attach_many(
         visited: visited.clone(),
         setup: setup.clone(),
     });
+    // One terminal's agent of its own starts first: its process is made while its node
+    // is, and waits to enter it.
+    let mut early = match (single_agent, chosen.first()) {
+        (true, Some((subscriber, _))) => {
+            let (spec, _) = terminal_agent(&files_from, subscriber, hosted);
+            Some(Early::start(&dir, &spec))
+        }
+        _ => None,
+    };
     let template = kernel.another();
     let (ahead, mut made_ahead) = futures::channel::mpsc::channel(NAMESPACES_AHEAD);
     let make_ahead = futures::stream::iter(chosen)
@@ -752,7 +761,20 @@ pub async fn attach_many(
             let terminal = subscriber.name.clone();
             let namespace = topology.namespace(&terminal);
             kernel.adopt(own);
-            let (spec, config) = match made {
+            // One terminal's agent of its own was started before its node was made (see
+            // `early` above); it enters the node now, and attaches once the link and the
+            // cell's record of it are there.
+            let made = match (made, early.take().transpose()) {
+                (Ok(made), Ok(early)) => Ok((made, early)),
+                (Ok(_), Err(e)) => Err(io_err(lab, format!("start {terminal}"))(e).into()),
+                (Err(e), early) => {
+                    if let Ok(Some(early)) = early {
+                        early.call_off().await;
+                    }
+                    Err(e)
+                }
+            };
+            let ((spec, config), early) = match made {
                 Ok(made) => made,
                 Err(e) => {
                     undo.push(terminal.clone());
@@ -760,22 +782,14 @@ pub async fn attach_many(
                     continue;
                 }
             };
-            // One terminal's agent of its own starts while its link is made: its process
-            // start overlaps that work, and it waits at its gate until the link and the
-            // cell's record of it are there.
-            let early = match single_agent.then(|| start_gated(&dir, &spec)).transpose() {
-                Ok(early) => early,
-                Err(e) => {
-                    undo.push(terminal.clone());
-                    fail(
-                        &terminal,
-                        io_err(lab, format!("start {terminal}"))(e).into(),
-                        &mut outcomes,
-                    );
-                    continue;
+            let (gate, started) = match early {
+                Some(Early { node, run, started }) => {
+                    // An agent that ended meanwhile says why when its start is awaited.
+                    let _ = node.open();
+                    (Some(run), Some(started))
                 }
+                None => (None, None),
             };
-            let (gate, started) = early.unzip();
             if cell_indices.is_none() {
                 let read = (&mut visited_links)
                     .await
@@ -789,7 +803,10 @@ pub async fn attach_many(
                 Ok((master, first_index)) => {
                     let index = first_index + i as u32;
                     let prepare_failed = |e| io_err(lab, format!("prepare {terminal}"))(e).into();
-                    match random_mac() {
+                    let chosen = config.mac.ok_or_else(|| {
+                        std::io::Error::other("no link-layer address was chosen for it")
+                    });
+                    match chosen {
                         Ok(mac) => {
                             let link =
                                 link_plan(lab, &namespace, &visited_ns, &port, master, index, mac);
@@ -948,15 +965,7 @@ async fn make_namespace(
             cause,
         })?;
     let subscriber = subscriber.clone();
-    let write = move || {
-        let FilesFrom {
-            topology,
-            dir,
-            visited,
-            setup,
-        } = &*from;
-        write_terminal_files(dir, topology, &subscriber, visited, setup, hosted)
-    };
+    let write = move || write_terminal_files(&from, &subscriber, hosted);
     let written = match aside {
         true => tokio::task::spawn_blocking(write)
             .await
@@ -966,15 +975,38 @@ async fn make_namespace(
     written.map_err(|e| io_err(lab, format!("prepare {terminal}"))(e).into())
 }
 
-/// Starts a terminal's agent that waits at a gate until it is opened.
-fn start_gated(dir: &LabDir, spec: &AgentSpec) -> std::io::Result<(supervisor::Gate, Started)> {
-    let (gate, end) = supervisor::Gate::new()?;
-    let (spec, log_dir) = (spec.clone(), dir.logs());
-    let started = tokio::task::spawn_blocking(move || {
-        let never = AtomicBool::new(false);
-        supervisor::start_gated(&spec, &log_dir, ATTACH_TIMEOUT, &never, Some(end))
-    });
-    Ok((gate, started))
+/// A terminal's agent started before its node is made: its process enters the node when
+/// the first gate opens, and attaches when the second does.
+struct Early {
+    node: supervisor::Gate,
+    run: supervisor::Gate,
+    started: Started,
+}
+
+impl Early {
+    fn start(dir: &LabDir, spec: &AgentSpec) -> std::io::Result<Early> {
+        let (node, node_end) = supervisor::Gate::new()?;
+        let (run, run_end) = supervisor::Gate::new()?;
+        let (spec, log_dir) = (spec.clone(), dir.logs());
+        let started = tokio::task::spawn_blocking(move || {
+            let never = AtomicBool::new(false);
+            let ends = supervisor::GateEnds {
+                node: Some(node_end),
+                run: Some(run_end),
+            };
+            supervisor::start_gated(&spec, &log_dir, ATTACH_TIMEOUT, &never, ends)
+        });
+        Ok(Early { node, run, started })
+    }
+
+    /// Calls the start off: the agent, its gates dropped closed, ends by itself; one that
+    /// got as far as ready is stopped.
+    async fn call_off(self) {
+        drop((self.node, self.run));
+        if let Ok(Ok(agent)) = self.started.await {
+            supervisor::kill_now(&agent);
+        }
+    }
 }
 
 /// Records a terminal's link for its VLR: the VLR takes this address, not the one the
@@ -990,13 +1022,41 @@ fn record_cell_link(
 
 /// Writes a terminal's config, log and /etc files; returns how its agent starts.
 fn write_terminal_files(
-    dir: &LabDir,
-    topology: &Topology,
+    from: &FilesFrom,
     subscriber: &Subscriber,
-    visited: &str,
-    setup: &TerminalSetup,
     hosted: bool,
 ) -> std::io::Result<(AgentSpec, TerminalConfig)> {
+    let (spec, mut config) = terminal_agent(from, subscriber, hosted);
+    let FilesFrom { topology, dir, .. } = from;
+    // Chosen here, so that its agent need not ask its link (see `random_mac`).
+    config.mac = Some(random_mac()?);
+    let terminal = &subscriber.name;
+    let config_path = dir.terminal_config(terminal);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir.terminal_dir(terminal))?;
+    // A host has its terminals' configs in its own.
+    if !hosted {
+        crate::events::create(&config.events_file)?;
+        json_file::write_private_json(&config_path, &config)?;
+    }
+    etc::write_node(topology, terminal)?;
+    Ok((spec, config))
+}
+
+/// How a terminal's agent starts, and its config: what [`write_terminal_files`] writes.
+fn terminal_agent(
+    from: &FilesFrom,
+    subscriber: &Subscriber,
+    hosted: bool,
+) -> (AgentSpec, TerminalConfig) {
+    let FilesFrom {
+        topology,
+        dir,
+        visited,
+        setup,
+    } = from;
     let terminal = &subscriber.name;
     let namespace = topology.namespace(terminal);
     let config = TerminalConfig {
@@ -1019,19 +1079,10 @@ fn write_terminal_files(
         dhcp: setup.dhcp_client != "none",
         dhcp_client: setup.dhcp_client.clone(),
         http_port: subscriber.http_port,
+        mac: None,
     };
     let config_path = dir.terminal_config(terminal);
     let own_dir = dir.terminal_dir(terminal);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&own_dir)?;
-    // A host has its terminals' configs in its own.
-    if !hosted {
-        crate::events::create(&config.events_file)?;
-        json_file::write_private_json(&config_path, &config)?;
-    }
-    etc::write_node(topology, terminal)?;
     // The subscriber's device sees its own files (its log among them) and its cell.
     let view = View::Confined {
         grants: vec![
@@ -1051,7 +1102,7 @@ fn write_terminal_files(
         args: vec!["--config".into(), config_path.display().to_string()],
         view,
     };
-    Ok((spec, config))
+    (spec, config)
 }
 
 /// Starts one terminal's agent and waits until its name resolves: (terminal, the agent if

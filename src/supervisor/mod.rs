@@ -163,6 +163,21 @@ impl Gate {
     }
 }
 
+/// Waits at the reading end of a [`Gate`]: Ok once it is opened, an error if it was
+/// dropped closed.
+pub(crate) fn wait_open(end: OwnedFd) -> io::Result<()> {
+    let mut byte = [0u8; 1];
+    let mut end = fs::File::from(end);
+    loop {
+        match end.read(&mut byte) {
+            Ok(1) => return Ok(()),
+            Ok(_) => return Err(io::Error::other("its start was called off")),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Starts an agent and waits until it is ready, or fails having stopped it. Setting
 /// `cancel` ends the wait (and the agent) within a few milliseconds.
 pub fn start(
@@ -171,22 +186,33 @@ pub fn start(
     timeout: Duration,
     cancel: &AtomicBool,
 ) -> Result<AgentRecord, SupervisorError> {
-    start_gated(spec, log_dir, timeout, cancel, None)
+    start_gated(spec, log_dir, timeout, cancel, GateEnds::default())
 }
 
-/// [`start`], the agent given the reading end of a [`Gate`]: it is ready only after the
-/// gate opens.
+/// The agent's ends of the gates it waits at (see [`Gate`]).
+#[derive(Default)]
+pub struct GateEnds {
+    /// Opened when its node is there (namespace and files): until then the agent's process
+    /// is made (forked, in its own session and PID namespace) but enters nothing.
+    pub node: Option<OwnedFd>,
+    /// Opened when what its run needs is there: the agent waits here once running.
+    pub run: Option<OwnedFd>,
+}
+
+/// [`start`], the agent given the reading ends of [`Gate`]s: it enters its node only after
+/// the node gate opens, and is ready only after the run gate opens.
 pub fn start_gated(
     spec: &AgentSpec,
     log_dir: &Path,
     timeout: Duration,
     cancel: &AtomicBool,
-    gate: Option<OwnedFd>,
+    gates: GateEnds,
 ) -> Result<AgentRecord, SupervisorError> {
     let spawn_err = |cause: io::Error| SupervisorError::Spawn {
         agent: spec.label(),
         cause: cause.to_string(),
     };
+    let GateEnds { node, run: gate } = gates;
     fs::create_dir_all(log_dir).map_err(spawn_err)?;
     let log = log_dir.join(format!("{}.{}.log", spec.node, spec.name));
     let log_file = OpenOptions::new()
@@ -210,12 +236,16 @@ pub fn start_gated(
                     args,
                     &log_file,
                     &ready_write,
-                    gate.as_ref(),
+                    [gate.as_ref(), node.as_ref()],
                 )
                 .map_err(spawn_err)?;
             (pid, None)
         }
         None => {
+            // Without a zygote the node is entered at `exec`: its gate is waited at here.
+            if let Some(node) = node {
+                wait_open(node).map_err(spawn_err)?;
+            }
             let child =
                 spawn(spec, &exe, log_file, &ready_write, gate.as_ref()).map_err(spawn_err)?;
             (child.id() as i32, Some(child))
@@ -511,5 +541,16 @@ mod tests {
         assert!(end.as_raw_fd() >= 10, "{}", end.as_raw_fd());
         drop(gate);
         assert_eq!(read_all(end).unwrap(), b"");
+    }
+
+    #[test]
+    fn waiting_at_a_gate_ends_when_it_opens_or_is_called_off() {
+        let (gate, end) = Gate::new().unwrap();
+        gate.open().unwrap();
+        assert!(wait_open(end).is_ok());
+        let (gate, end) = Gate::new().unwrap();
+        drop(gate);
+        let e = wait_open(end).unwrap_err();
+        assert!(e.to_string().contains("called off"), "{e}");
     }
 }

@@ -38,9 +38,9 @@ static ZYGOTE: Mutex<Option<Zygote>> = Mutex::new(None);
 
 /// The largest request (a node's name, its view's grants, an agent's command line).
 const MAX_REQUEST: usize = 64 * 1024;
-/// Descriptors a request carries: the log, the readiness pipe's writing end, the gate's
-/// reading end.
-const MAX_FDS: usize = 3;
+/// Descriptors a request carries: the log, the readiness pipe's writing end, and the
+/// reading ends of the run gate and the node gate, when it has them.
+const MAX_FDS: usize = 4;
 /// Descriptors the zygote keeps while it arranges the agent's: above those it arranges.
 const SPARE_FDS_FROM: RawFd = 10;
 
@@ -58,6 +58,8 @@ struct Request {
     /// The agent's command line, as `exec` would have had it (argv[0] first).
     args: Vec<String>,
     gated: bool,
+    /// The agent enters its node once its node gate opens (the node is made meanwhile).
+    node_gated: bool,
 }
 
 /// How the zygote answered.
@@ -106,7 +108,8 @@ pub(super) fn take() -> Option<Zygote> {
 
 impl Zygote {
     /// Starts the agent of `args` in `namespace` with `view`: its stdout and stderr go to
-    /// `log`, it says READY on `ready`, and waits at `gate` if given. Returns its pid.
+    /// `log`, it says READY on `ready`, and waits at the run gate and enters its node at
+    /// the node gate, of `[run, node]`, where given. Returns its pid.
     pub(super) fn start(
         self,
         namespace: &str,
@@ -114,17 +117,19 @@ impl Zygote {
         args: Vec<String>,
         log: &File,
         ready: &OwnedFd,
-        gate: Option<&OwnedFd>,
+        [run, node]: [Option<&OwnedFd>; 2],
     ) -> io::Result<i32> {
         let request = Request {
             namespace: namespace.to_string(),
             view: view.clone(),
             args,
-            gated: gate.is_some(),
+            gated: run.is_some(),
+            node_gated: node.is_some(),
         };
         let bytes = serde_json::to_vec(&request)?;
         let mut fds = vec![log.as_raw_fd(), ready.as_raw_fd()];
-        fds.extend(gate.map(|g| g.as_raw_fd()));
+        fds.extend(run.map(|g| g.as_raw_fd()));
+        fds.extend(node.map(|g| g.as_raw_fd()));
         sendmsg::<()>(
             self.socket.as_raw_fd(),
             &[IoSlice::new(&bytes)],
@@ -238,24 +243,32 @@ fn receive(socket: &OwnedFd) -> io::Result<Option<(Request, Vec<OwnedFd>)>> {
 }
 
 /// Arranges the agent's descriptors and environment, forks it (into a PID namespace of
-/// its own when confined), and gives its pid.
+/// its own when confined), and gives its pid. An agent with a node gate enters its node
+/// once that opens: its node is looked at then, not before.
 fn start(request: Request, fds: Vec<OwnedFd>, run_agent: fn(&[String]) -> i32) -> io::Result<i32> {
-    let [log, ready, gate @ ..] = &fds[..] else {
+    let [log, ready, gates @ ..] = &fds[..] else {
         return Err(io::Error::other(
             "the request carries no log and readiness pipe",
         ));
     };
-    if request.gated != (gate.len() == 1) {
-        return Err(io::Error::other("the request's gate is missing"));
+    if usize::from(request.gated) + usize::from(request.node_gated) != gates.len() {
+        return Err(io::Error::other("the request's gates are missing"));
     }
-    let entry = NodeEntry::prepare_with(&request.namespace, &request.view)?;
+    let mut gates = gates.iter();
+    let gate = request.gated.then(|| gates.next()).flatten();
+    let node_gate = request.node_gated.then(|| gates.next()).flatten();
+    let entry = match request.node_gated {
+        false => Some(NodeEntry::prepare_with(&request.namespace, &request.view)?),
+        true => None,
+    };
     // Each descriptor moved above those it is about to be copied to, so that no copy
     // overwrites another.
     let null = spare(&OwnedFd::from(File::open("/dev/null")?))?;
-    let (log, ready, gate) = (
+    let (log, ready, gate, node_gate) = (
         spare(log)?,
         spare(ready)?,
-        gate.first().map(spare).transpose()?,
+        gate.map(spare).transpose()?,
+        node_gate.map(spare).transpose()?,
     );
     // The copies received go before theirs take their places.
     drop(fds);
@@ -287,7 +300,14 @@ fn start(request: Request, fds: Vec<OwnedFd>, run_agent: fn(&[String]) -> i32) -
     match unsafe { fork() }? {
         ForkResult::Parent { child } => Ok(child.as_raw()),
         ForkResult::Child => {
-            let code = match become_agent(&entry, confined) {
+            let entered =
+                nix::unistd::setsid()
+                    .map_err(io::Error::from)
+                    .and_then(|_| match &entry {
+                        Some(entry) => become_agent(entry, confined),
+                        None => enter_at_gate(node_gate, &request, confined),
+                    });
+            let code = match entered {
                 Ok(()) => run_agent(&request.args),
                 Err(e) => {
                     eprintln!("roamlab: cannot start the agent in its node: {e}");
@@ -299,10 +319,24 @@ fn start(request: Request, fds: Vec<OwnedFd>, run_agent: fn(&[String]) -> i32) -
     }
 }
 
-/// In the agent's own process: a session of its own, its node, its capabilities, and no
-/// descriptor but its own (0–4).
+/// In the agent's own process, made before its node: once the node gate opens,
+/// [`become_agent`] in the node as it is then.
+fn enter_at_gate(gate: Option<OwnedFd>, request: &Request, confined: bool) -> io::Result<()> {
+    if let Some(gate) = gate {
+        super::wait_open(gate)?;
+    }
+    let entry = NodeEntry::prepare_with(&request.namespace, &request.view)?;
+    let entered = become_agent(&entry, confined);
+    // Its namespace's descriptor went with every other above the agent's own (close_range
+    // in `become_agent`): dropping it would close that number again, and it may be
+    // another descriptor's by then.
+    std::mem::forget(entry);
+    entered
+}
+
+/// In the agent's own process, in a session of its own: its node, its capabilities, and
+/// no descriptor but its own (0–4).
 fn become_agent(entry: &NodeEntry, confined: bool) -> io::Result<()> {
-    nix::unistd::setsid()?;
     entry.enter()?;
     if confined {
         crate::kernel::privileges::narrow_to(super::enter::KEPT_CAPABILITIES)?;
