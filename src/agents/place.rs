@@ -118,17 +118,4 @@ impl Link {
             .ok_or_else(|| io::Error::other(format!("no interface {}", self.interface)))?;
         Ok((handle, link))
     }
-
-    /// The interface's link-layer address, as the kernel has it.
-    pub async fn mac(&self) -> io::Result<[u8; 6]> {
-        use rtnetlink::packet_route::link::LinkAttribute;
-        let (_, link) = self.netlink().await?;
-        link.attributes
-            .iter()
-            .find_map(|a| match a {
-                LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
-                _ => None,
-            })
-            .ok_or_else(|| io::Error::other(format!("no link-layer address on {}", self.interface)))
-    }
 }

@@ -550,10 +550,7 @@ async fn attach_and_stay(
     if let Err(e) = crate::agents::pass_gate().await {
         return Err(refused(&config, &mut state, e.to_string()));
     }
-    let mac = match config.mac {
-        Some(mac) => Some(mac),
-        None => link.mac().await.ok(),
-    };
+    let mac = config.mac;
     let mut terminal = match Terminal::connect(&config.cell_socket, &config.imsi).await {
         Ok(t) => t,
         Err(e) => return Err(refused(&config, &mut state, e.to_string())),
@@ -568,7 +565,7 @@ async fn attach_and_stay(
             &keys,
             &mut state.sqn_ms,
             config.claim_host_name.as_deref(),
-            mac,
+            Some(mac),
         )
         .await;
     // The sequence number moves on whatever the outcome, as a USIM's does.
@@ -635,7 +632,7 @@ async fn attach_and_stay(
         let (address, prefix_len, gateway) = address_of(&link).await?;
         // The one-shot clients (udhcpc -q, dhcpcd -1) do not stay to renew; the agent keeps
         // the lease for them (the visited server is the cell's router).
-        if let (Some(mac), Some(server), true) = (mac, gateway, config.dhcp_client != "dhclient") {
+        if let (Some(server), true) = (gateway, config.dhcp_client != "dhclient") {
             let lease = super::dhcp_client::Lease {
                 address,
                 prefix_len,
@@ -663,12 +660,6 @@ async fn attach_and_stay(
         state.address = Some(address);
         state.write(&config.state_file)?;
     } else if dhcp {
-        let Some(mac) = mac else {
-            return Err(std::io::Error::other(format!(
-                "no link-layer address on {}",
-                config.interface
-            )));
-        };
         let got = super::dhcp_client::acquire(
             &link,
             mac,
@@ -742,7 +733,7 @@ async fn attach_and_stay(
                         events.emit("cell link lost", Some(&config.name), json!({"why": e}));
                         let again = tokio::select! {
                             _ = &mut stop => break,
-                            again = reattach(&config, &keys, &mut state, mac) => again,
+                            again = reattach(&config, &keys, &mut state, Some(mac)) => again,
                         };
                         match again {
                             Ok(t) => {

@@ -192,10 +192,8 @@ pub struct TerminalConfig {
     pub dhcp_client: String,
     /// Serve HTTP on this port (a mobile server, claim 21).
     pub http_port: Option<u16>,
-    /// Its link's address, chosen with the link (its cell port is locked to it); without
-    /// one, the agent asks the link.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mac: Option<[u8; 6]>,
+    /// Its link's address, chosen with the link (its cell port is locked to it).
+    pub mac: [u8; 6],
 }
 
 /// A host of many terminals: one process, each terminal still in its own namespace with

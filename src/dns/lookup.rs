@@ -94,11 +94,11 @@ fn addresses_in(
     from: SocketAddr,
     bytes: &[u8],
 ) -> Option<Vec<Ipv4Addr>> {
+    if !super::from_server_to(id, server, from, bytes) {
+        return None;
+    }
     let answer = Message::from_vec(bytes).ok()?;
-    if from != server
-        || answer.metadata.id != id
-        || answer.metadata.message_type != MessageType::Response
-    {
+    if answer.metadata.message_type != MessageType::Response {
         return None;
     }
     Some(

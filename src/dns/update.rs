@@ -280,21 +280,7 @@ pub async fn send(target: &UpdateTarget, change: &Change) -> Result<(), UpdateEr
         server: target.server,
         cause,
     };
-    let signer = TSigner::new(
-        target.key.secret.clone(),
-        TsigAlgorithm::HmacSha256,
-        fqdn(&target.key.name)?,
-        TSIG_FUDGE,
-    )
-    .map_err(|e| UpdateError::Invalid(format!("key {}: {e}", target.key.name)))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let verifier = msg
-        .finalize(&signer, now)
-        .map_err(|e| UpdateError::Invalid(format!("sign with key {}: {e}", target.key.name)))?
-        .ok_or_else(|| UpdateError::Invalid(format!("key {}: signs nothing", target.key.name)))?;
+    let verifier = sign(&target.key, &mut msg)?;
     let bytes = msg
         .to_vec()
         .map_err(|e| UpdateError::Invalid(format!("encode the update: {e}")))?;
@@ -304,6 +290,24 @@ pub async fn send(target: &UpdateTarget, change: &Change) -> Result<(), UpdateEr
         .map_err(|_| transport(format!("no answer within {UPDATE_TIMEOUT:?}")))?
         .map_err(transport)?;
     answer_of(&target.zone, target.server, &response)
+}
+
+/// Signs `msg` with `key` (TSIG, hmac-sha256, now); gives what verifies the answer to it.
+fn sign(key: &TsigKey, msg: &mut Message) -> Result<TSigVerifier, UpdateError> {
+    let signer = TSigner::new(
+        key.secret.clone(),
+        TsigAlgorithm::HmacSha256,
+        fqdn(&key.name)?,
+        TSIG_FUDGE,
+    )
+    .map_err(|e| UpdateError::Invalid(format!("key {}: {e}", key.name)))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    msg.finalize(&signer, now)
+        .map_err(|e| UpdateError::Invalid(format!("sign with key {}: {e}", key.name)))?
+        .ok_or_else(|| UpdateError::Invalid(format!("key {}: signs nothing", key.name)))
 }
 
 /// Sends a signed update from a socket of its own (the kernel picks its port) and gives
@@ -333,7 +337,7 @@ async fn exchange(
             .await
             .map_err(|e| e.to_string())?;
         let answer = &buf[..n];
-        if from != server || answer.get(..2) != Some(&id.to_be_bytes()[..]) {
+        if !super::from_server_to(id, server, from, answer) {
             continue;
         }
         return verifier
@@ -408,6 +412,37 @@ pub fn target_in_lab(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_proto::op::MessageType;
+
+    /// An answer to an update counts only if it carries the key's signature over this
+    /// update: one unsigned, or signed with another key, is refused, whatever it says.
+    /// (A rightly signed answer is the DNS agent's to make: every update in the root
+    /// tests' labs is one.)
+    #[test]
+    fn an_answer_without_the_keys_signature_is_refused() {
+        let key = |name: &str, secret: &[u8]| TsigKey {
+            name: name.into(),
+            secret: secret.to_vec(),
+        };
+        let change = Change::Replace {
+            name: "phone1.home.example".into(),
+            data: RecordData::Address("198.51.100.100".parse().unwrap()),
+        };
+        let mut update = message("home.example", 10, &change).unwrap();
+        make_unique(&mut update);
+        let mut verifier = sign(&key("roamlab-home", &[7; 32]), &mut update).unwrap();
+        let id = update.metadata.id;
+        let answer = || {
+            let mut a = Message::new(id, MessageType::Response, OpCode::Update);
+            a.metadata.response_code = ResponseCode::NoError;
+            a
+        };
+        let unsigned = answer().to_vec().unwrap();
+        assert!(verifier.verify(&unsigned).is_err());
+        let mut forged = answer();
+        sign(&key("roamlab-home", &[8; 32]), &mut forged).unwrap();
+        assert!(verifier.verify(&forged.to_vec().unwrap()).is_err());
+    }
 
     #[test]
     fn replace_deletes_the_rrset_then_adds() {

@@ -734,8 +734,7 @@ pub async fn attach_many(
     // is, and waits to enter it.
     let mut early = match (single_agent, chosen.first()) {
         (true, Some((subscriber, _))) => {
-            let (spec, _) = terminal_agent(&files_from, subscriber, hosted);
-            Some(Early::start(&dir, &spec))
+            Some(Early::start(&dir, &terminal_spec(&files_from, subscriber)))
         }
         _ => None,
     };
@@ -803,23 +802,15 @@ pub async fn attach_many(
                 Ok((master, first_index)) => {
                     let index = first_index + i as u32;
                     let prepare_failed = |e| io_err(lab, format!("prepare {terminal}"))(e).into();
-                    let chosen = config.mac.ok_or_else(|| {
-                        std::io::Error::other("no link-layer address was chosen for it")
-                    });
-                    match chosen {
-                        Ok(mac) => {
-                            let link =
-                                link_plan(lab, &namespace, &visited_ns, &port, master, index, mac);
-                            match executor::apply(&mut kernel, &link, &never).await {
-                                Ok(()) => record_cell_link(&dir, &subscriber, &visited, mac)
-                                    .map_err(prepare_failed),
-                                Err(e) => Err(TerminalError::Kernel {
-                                    terminal: terminal.clone(),
-                                    cause: e,
-                                }),
-                            }
-                        }
-                        Err(e) => Err(prepare_failed(e)),
+                    let mac = config.mac;
+                    let link = link_plan(lab, &namespace, &visited_ns, &port, master, index, mac);
+                    match executor::apply(&mut kernel, &link, &never).await {
+                        Ok(()) => record_cell_link(&dir, &subscriber, &visited, mac)
+                            .map_err(prepare_failed),
+                        Err(e) => Err(TerminalError::Kernel {
+                            terminal: terminal.clone(),
+                            cause: e,
+                        }),
                     }
                 }
                 Err(why) => Err(TerminalError::NoVisited {
@@ -1026,12 +1017,10 @@ fn write_terminal_files(
     subscriber: &Subscriber,
     hosted: bool,
 ) -> std::io::Result<(AgentSpec, TerminalConfig)> {
-    let (spec, mut config) = terminal_agent(from, subscriber, hosted);
     let FilesFrom { topology, dir, .. } = from;
     // Chosen here, so that its agent need not ask its link (see `random_mac`).
-    config.mac = Some(random_mac()?);
+    let config = terminal_config(from, subscriber, hosted, random_mac()?);
     let terminal = &subscriber.name;
-    let config_path = dir.terminal_config(terminal);
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -1039,27 +1028,28 @@ fn write_terminal_files(
     // A host has its terminals' configs in its own.
     if !hosted {
         crate::events::create(&config.events_file)?;
-        json_file::write_private_json(&config_path, &config)?;
+        json_file::write_private_json(&dir.terminal_config(terminal), &config)?;
     }
     etc::write_node(topology, terminal)?;
-    Ok((spec, config))
+    Ok((terminal_spec(from, subscriber), config))
 }
 
-/// How a terminal's agent starts, and its config: what [`write_terminal_files`] writes.
-fn terminal_agent(
+/// A terminal's config, its link's address `mac` in it: what [`write_terminal_files`]
+/// writes.
+fn terminal_config(
     from: &FilesFrom,
     subscriber: &Subscriber,
     hosted: bool,
-) -> (AgentSpec, TerminalConfig) {
+    mac: [u8; 6],
+) -> TerminalConfig {
     let FilesFrom {
-        topology,
         dir,
         visited,
         setup,
+        ..
     } = from;
     let terminal = &subscriber.name;
-    let namespace = topology.namespace(terminal);
-    let config = TerminalConfig {
+    TerminalConfig {
         name: terminal.clone(),
         imsi: subscriber.imsi.clone(),
         k: hex(&subscriber.k),
@@ -1079,30 +1069,41 @@ fn terminal_agent(
         dhcp: setup.dhcp_client != "none",
         dhcp_client: setup.dhcp_client.clone(),
         http_port: subscriber.http_port,
-        mac: None,
-    };
-    let config_path = dir.terminal_config(terminal);
-    let own_dir = dir.terminal_dir(terminal);
+        mac,
+    }
+}
+
+/// How a terminal's own agent starts: in its node, confined, from its config's file.
+fn terminal_spec(from: &FilesFrom, subscriber: &Subscriber) -> AgentSpec {
+    let FilesFrom {
+        topology,
+        dir,
+        visited,
+        ..
+    } = from;
+    let terminal = &subscriber.name;
+    let cell_socket = dir.cell_socket(visited);
     // The subscriber's device sees its own files (its log among them) and its cell.
     let view = View::Confined {
         grants: vec![
-            own_dir,
-            config
-                .cell_socket
+            dir.terminal_dir(terminal),
+            cell_socket
                 .parent()
                 .map(|p| p.to_path_buf())
                 .unwrap_or_default(),
         ],
     };
-    let spec = AgentSpec {
+    AgentSpec {
         node: terminal.clone(),
         name: "terminal".into(),
         kind: "terminal".into(),
-        namespace,
-        args: vec!["--config".into(), config_path.display().to_string()],
+        namespace: topology.namespace(terminal),
+        args: vec![
+            "--config".into(),
+            dir.terminal_config(terminal).display().to_string(),
+        ],
         view,
-    };
-    (spec, config)
+    }
 }
 
 /// Starts one terminal's agent and waits until its name resolves: (terminal, the agent if
